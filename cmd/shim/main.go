@@ -1,0 +1,22 @@
+// Command shim is a Kubernetes CRI container runtime: the daemon, the
+// container init, the monitor and a runc-compatible OCI runtime in one binary.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/urfave/cli/v2"
+)
+
+func main() {
+	app := &cli.App{
+		Name:     "shim",
+		Usage:    "Kubernetes CRI container runtime",
+		Commands: []*cli.Command{ociCommand, initCommand},
+	}
+	if err := app.Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "shim:", err)
+		os.Exit(1)
+	}
+}
