@@ -11,9 +11,14 @@ import (
 
 func main() {
 	app := &cli.App{
-		Name:     "shim",
-		Usage:    "Kubernetes CRI container runtime",
-		Commands: []*cli.Command{ociCommand, initCommand},
+		Name:    "shim",
+		Usage:   "Kubernetes CRI container runtime",
+		Version: version(),
+		Commands: []*cli.Command{
+			serveCommand, versionCommand, configCommand, jobsCommand, ociCommand, initCommand,
+		},
+		// `shim` alone is `shim serve`.
+		DefaultCommand: "serve",
 	}
 	if err := app.Run(os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, "shim:", err)

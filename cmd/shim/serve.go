@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/sirupsen/logrus"
+	"github.com/urfave/cli/v2"
+
+	"github.com/shim-cri/shim/pkg/config"
+	"github.com/shim-cri/shim/pkg/daemon"
+	"github.com/shim-cri/shim/pkg/log"
+)
+
+var serveCommand = &cli.Command{
+	Name:  "serve",
+	Usage: "serve the CRI (the default command)",
+	Flags: []cli.Flag{
+		&cli.StringFlag{Name: "config", Value: config.DefaultFile, Usage: "config file; drop-ins are read from config.d next to it"},
+		&cli.StringFlag{Name: "root", Usage: "persistent data directory (config: root)"},
+		&cli.StringFlag{Name: "state", Usage: "runtime state directory (config: state)"},
+		&cli.StringFlag{Name: "listen", Usage: "CRI address: unix://PATH, tcp://HOST:PORT or fd://[N] (config: listen)"},
+		&cli.StringFlag{Name: "registry-config", Usage: "hosts.toml directory (config: image.registry_config)"},
+		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error (config: log_level)"},
+		&cli.StringFlag{Name: "log-format", Usage: "text or json (config: log_format)"},
+		&cli.StringFlag{Name: "metrics", Usage: "address for /metrics and /jobs (config: metrics)"},
+		&cli.StringFlag{Name: "snapshotter", Usage: "overlay or native (config: image.snapshotter)"},
+	},
+	Action: func(c *cli.Context) error {
+		cfg, err := loadConfig(c)
+		if err != nil {
+			return err
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		d, err := daemon.New(ctx, cfg, version())
+		if err != nil {
+			return err
+		}
+		log.G(ctx).Infof("serving CRI on %s", d.Address())
+		return d.Serve(ctx)
+	},
+}
+
+// loadConfig reads the config file and applies the flags over it.
+func loadConfig(c *cli.Context) (*config.Config, error) {
+	path := c.String("config")
+	cfg, unknown, err := config.Load(path, !c.IsSet("config"))
+	if err != nil {
+		return nil, err
+	}
+	set := func(flag string, dst *string) {
+		if c.IsSet(flag) {
+			*dst = c.String(flag)
+		}
+	}
+	set("root", &cfg.Root)
+	set("state", &cfg.State)
+	set("listen", &cfg.Listen)
+	set("registry-config", &cfg.Image.RegistryConfig)
+	set("log-level", &cfg.LogLevel)
+	set("log-format", &cfg.LogFormat)
+	set("metrics", &cfg.Metrics)
+	set("snapshotter", &cfg.Image.Snapshotter)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := setupLogging(cfg); err != nil {
+		return nil, err
+	}
+	for _, k := range unknown {
+		logrus.Warnf("config: unknown key %s", k)
+	}
+	return cfg, nil
+}
+
+func setupLogging(cfg *config.Config) error {
+	lvl, err := logrus.ParseLevel(cfg.LogLevel)
+	if err != nil {
+		return fmt.Errorf("log level: %w", err)
+	}
+	logrus.SetLevel(lvl)
+	logrus.SetOutput(os.Stderr)
+	if cfg.LogFormat == "json" {
+		logrus.SetFormatter(&logrus.JSONFormatter{TimestampFormat: "2006-01-02T15:04:05.000000000Z07:00"})
+	} else {
+		logrus.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: "2006-01-02T15:04:05.000000Z07:00"})
+	}
+	return nil
+}

@@ -1,0 +1,157 @@
+// Package config is shim's configuration: a TOML file plus drop-ins,
+// applied over the defaults in code. Every key is documented in the file
+// `shim config default` prints (default.toml, embedded).
+package config
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/shim-cri/shim/pkg/errdefs"
+)
+
+// DefaultFile is where shim looks for its configuration.
+const DefaultFile = "/etc/shim/config.toml"
+
+//go:embed default.toml
+var defaultTOML string
+
+// DefaultTOML is the commented default configuration.
+func DefaultTOML() string { return defaultTOML }
+
+// Duration is a time.Duration written as "30s" in TOML.
+type Duration time.Duration
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText renders the duration.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// Config is the whole configuration.
+type Config struct {
+	Root          string   `toml:"root"`
+	State         string   `toml:"state"`
+	Listen        string   `toml:"listen"`
+	LogLevel      string   `toml:"log_level"`
+	LogFormat     string   `toml:"log_format"`
+	Metrics       string   `toml:"metrics"`
+	ShutdownGrace Duration `toml:"shutdown_grace"`
+	JobHistory    int      `toml:"job_history"`
+	TLS           TLS      `toml:"tls"`
+	Image         Image    `toml:"image"`
+}
+
+// TLS configures the tcp:// listener; mutual TLS is required there.
+type TLS struct {
+	Cert string `toml:"cert"`
+	Key  string `toml:"key"`
+	CA   string `toml:"ca"`
+}
+
+// Image configures the image store.
+type Image struct {
+	RegistryConfig         string   `toml:"registry_config"`
+	Snapshotter            string   `toml:"snapshotter"`
+	MaxConcurrentDownloads int      `toml:"max_concurrent_downloads"`
+	SandboxImage           string   `toml:"sandbox_image"`
+	PinnedImages           []string `toml:"pinned_images"`
+	IngestExpiry           Duration `toml:"ingest_expiry"`
+}
+
+// Default is the configuration with nothing set.
+func Default() *Config {
+	c := &Config{}
+	if _, err := toml.Decode(defaultTOML, c); err != nil {
+		panic("config: default.toml: " + err.Error())
+	}
+	return c
+}
+
+// Load reads path (a missing file is fine when missing is true) and then
+// every *.toml in the drop-in directory next to it (<dir>/config.d), in
+// name order, each over the last. It returns the keys it did not know.
+func Load(path string, missingOK bool) (*Config, []string, error) {
+	c := Default()
+	var unknown []string
+	files := []string{path}
+	dropins, err := filepath.Glob(filepath.Join(filepath.Dir(path), "config.d", "*.toml"))
+	if err != nil {
+		return nil, nil, err
+	}
+	sort.Strings(dropins)
+	files = append(files, dropins...)
+	for i, f := range files {
+		data, err := os.ReadFile(f)
+		if i == 0 && missingOK && errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("config: %w", err)
+		}
+		md, err := toml.Decode(string(data), c)
+		if err != nil {
+			return nil, nil, fmt.Errorf("config %s: %v: %w", f, err, errdefs.ErrInvalidArgument)
+		}
+		for _, k := range md.Undecoded() {
+			unknown = append(unknown, f+": "+k.String())
+		}
+	}
+	return c, unknown, c.Validate()
+}
+
+// Validate checks the values.
+func (c *Config) Validate() error {
+	var errs []string
+	if !filepath.IsAbs(c.Root) {
+		errs = append(errs, fmt.Sprintf("root %q must be an absolute path", c.Root))
+	}
+	if !filepath.IsAbs(c.State) {
+		errs = append(errs, fmt.Sprintf("state %q must be an absolute path", c.State))
+	}
+	if !strings.HasPrefix(c.Listen, "unix://") && !strings.HasPrefix(c.Listen, "tcp://") && !strings.HasPrefix(c.Listen, "fd://") {
+		errs = append(errs, fmt.Sprintf("listen %q: want unix://PATH, tcp://HOST:PORT or fd://[N]", c.Listen))
+	}
+	switch c.LogLevel {
+	case "trace", "debug", "info", "warn", "warning", "error", "fatal", "panic":
+	default:
+		errs = append(errs, fmt.Sprintf("log_level %q: want debug, info, warn or error", c.LogLevel))
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Sprintf("log_format %q: want text or json", c.LogFormat))
+	}
+	switch c.Image.Snapshotter {
+	case "overlay", "native":
+	default:
+		errs = append(errs, fmt.Sprintf("image.snapshotter %q: want overlay or native", c.Image.Snapshotter))
+	}
+	if c.Image.MaxConcurrentDownloads < 1 || c.Image.MaxConcurrentDownloads > 64 {
+		errs = append(errs, fmt.Sprintf("image.max_concurrent_downloads %d: want 1 to 64", c.Image.MaxConcurrentDownloads))
+	}
+	if c.ShutdownGrace < 0 {
+		errs = append(errs, "shutdown_grace must not be negative")
+	}
+	if c.JobHistory < 0 {
+		errs = append(errs, "job_history must not be negative")
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("config: %s: %w", strings.Join(errs, "; "), errdefs.ErrInvalidArgument)
+	}
+	return nil
+}

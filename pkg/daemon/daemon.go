@@ -1,0 +1,220 @@
+// Package daemon wires shim together: configuration, stores, engine, CRI
+// server, listeners and the admin endpoint, and runs it until a signal.
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/grpc"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/shim-cri/shim/pkg/config"
+	"github.com/shim-cri/shim/pkg/cri"
+	"github.com/shim-cri/shim/pkg/engine"
+	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/imagestore"
+	"github.com/shim-cri/shim/pkg/log"
+	"github.com/shim-cri/shim/pkg/snapshot"
+	"github.com/shim-cri/shim/pkg/snapshot/native"
+	"github.com/shim-cri/shim/pkg/snapshot/overlay"
+)
+
+// AdminSocket is the admin endpoint's name under the state directory.
+const AdminSocket = "admin.sock"
+
+// Daemon is a configured, running shim.
+type Daemon struct {
+	cfg     *config.Config
+	version string
+
+	db     *bolt.DB
+	sn     snapshot.Snapshotter
+	images *imagestore.Store
+	engine *engine.Engine
+	grpc   *grpc.Server
+	reg    *prometheus.Registry
+
+	criListener net.Listener
+	httpServers []*http.Server
+}
+
+// New opens the stores and builds the servers; Serve starts them.
+func New(ctx context.Context, cfg *config.Config, version string) (d *Daemon, retErr error) {
+	start := time.Now()
+	d = &Daemon{cfg: cfg, version: version}
+	defer func() {
+		if retErr != nil {
+			d.close()
+		}
+	}()
+	for _, dir := range []string{cfg.Root, cfg.State} {
+		if err := os.MkdirAll(dir, 0o711); err != nil {
+			return nil, err
+		}
+	}
+	var err error
+	d.db, err = bolt.Open(filepath.Join(cfg.Root, "meta.db"), 0o600, &bolt.Options{Timeout: time.Second})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("another shim is using %s (meta.db is locked): %w", cfg.Root, errdefs.ErrAlreadyExists)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening meta.db: %w", err)
+	}
+	if d.sn, err = newSnapshotter(ctx, cfg, d.db); err != nil {
+		return nil, err
+	}
+	pinned := append([]string{}, cfg.Image.PinnedImages...)
+	if cfg.Image.SandboxImage != "" {
+		pinned = append(pinned, cfg.Image.SandboxImage)
+	}
+	d.images, err = imagestore.New(ctx, imagestore.Config{
+		ContentRoot:       filepath.Join(cfg.Root, "content"),
+		DB:                d.db,
+		Snapshotter:       d.sn,
+		RegistryConfigDir: cfg.Image.RegistryConfig,
+		Downloads:         cfg.Image.MaxConcurrentDownloads,
+		Pinned:            pinned,
+		IngestExpiry:      time.Duration(cfg.Image.IngestExpiry),
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	d.reg = prometheus.NewRegistry()
+	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if d.engine, err = engine.New(engine.Options{History: cfg.JobHistory, Registry: d.reg}); err != nil {
+		return nil, err
+	}
+	images := engine.RegisterImages(d.engine, d.images, cfg.Root)
+	icpt, err := cri.NewInterceptor(d.reg)
+	if err != nil {
+		return nil, err
+	}
+	d.grpc = grpc.NewServer(icpt.ServerOptions()...)
+	cri.NewServer(cri.Info{
+		Version:      version,
+		CgroupDriver: runtimeapi.CgroupDriver_CGROUPFS,
+		StatusInfo:   d.statusInfo,
+	}, d.engine, images).Register(d.grpc)
+
+	if d.criListener, err = Listen(cfg.Listen, cfg.TLS); err != nil {
+		return nil, err
+	}
+	admin, err := ListenUnix(filepath.Join(cfg.State, AdminSocket), 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	d.serveHTTP(admin)
+	if cfg.Metrics != "" {
+		l, err := net.Listen("tcp", cfg.Metrics)
+		if err != nil {
+			return nil, fmt.Errorf("metrics listener: %w", err)
+		}
+		d.serveHTTP(l)
+	}
+	log.G(ctx).WithField(log.FieldDuration, time.Since(start).Round(time.Microsecond).String()).
+		Infof("shim %s ready: root %s, state %s, snapshotter %s, %d images", version, cfg.Root, cfg.State, cfg.Image.Snapshotter, len(d.images.List(ctx)))
+	return d, nil
+}
+
+func newSnapshotter(ctx context.Context, cfg *config.Config, db *bolt.DB) (snapshot.Snapshotter, error) {
+	root := filepath.Join(cfg.Root, "snapshots", cfg.Image.Snapshotter)
+	switch cfg.Image.Snapshotter {
+	case "overlay":
+		return overlay.New(ctx, root, db)
+	case "native":
+		return native.New(ctx, root, db)
+	}
+	return nil, fmt.Errorf("unknown snapshotter %q: %w", cfg.Image.Snapshotter, errdefs.ErrInvalidArgument)
+}
+
+func (d *Daemon) statusInfo() map[string]string {
+	b, _ := json.Marshal(d.cfg)
+	return map[string]string{"config": string(b), "version": d.version}
+}
+
+// Handler serves /metrics and /jobs.
+func (d *Daemon) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{}))
+	mux.Handle("/jobs", d.engine)
+	return mux
+}
+
+func (d *Daemon) serveHTTP(l net.Listener) {
+	s := &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	d.httpServers = append(d.httpServers, s)
+	go s.Serve(l)
+}
+
+// Address is where the CRI server listens.
+func (d *Daemon) Address() string {
+	if d.criListener.Addr().Network() == "unix" {
+		return "unix://" + d.criListener.Addr().String()
+	}
+	return d.cfg.Listen
+}
+
+// Serve serves CRI until ctx is done, then shuts down: it stops accepting,
+// lets running jobs finish within the grace period, cancels the rest and
+// closes the stores.
+func (d *Daemon) Serve(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- d.grpc.Serve(d.criListener) }()
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	return errors.Join(serveErr, d.shutdown(context.WithoutCancel(ctx)))
+}
+
+func (d *Daemon) shutdown(ctx context.Context) error {
+	grace := time.Duration(d.cfg.ShutdownGrace)
+	log.G(ctx).Infof("shutting down: %s for running jobs", grace)
+	stopped := make(chan struct{})
+	go func() { d.grpc.GracefulStop(); close(stopped) }()
+	gctx, cancel := context.WithTimeout(ctx, grace)
+	defer cancel()
+	err := d.engine.Shutdown(gctx)
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		d.grpc.Stop()
+	}
+	for _, s := range d.httpServers {
+		s.Close()
+	}
+	d.close()
+	if d.cfg.Listen != "" && strings.HasPrefix(d.cfg.Listen, "unix://") {
+		os.Remove(strings.TrimPrefix(d.cfg.Listen, "unix://"))
+	}
+	os.Remove(filepath.Join(d.cfg.State, AdminSocket))
+	log.G(ctx).Info("shim stopped")
+	return err
+}
+
+func (d *Daemon) close() {
+	if d.criListener != nil {
+		d.criListener.Close()
+	}
+	if d.sn != nil {
+		d.sn.Close()
+	}
+	if d.db != nil {
+		d.db.Close()
+	}
+}

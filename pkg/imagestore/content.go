@@ -1,0 +1,371 @@
+package imagestore
+
+import (
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	digest "github.com/opencontainers/go-digest"
+
+	"github.com/shim-cri/shim/pkg/errdefs"
+)
+
+// Content is the content store: immutable blobs by digest under
+// <root>/blobs/<alg>/<hex>, and partial downloads under <root>/ingest,
+// kept so an interrupted download resumes where it stopped.
+type Content struct {
+	root string
+
+	mu      sync.Mutex
+	ingests map[digest.Digest]bool // open ingests, one writer per digest
+}
+
+// NewContent opens (creating) a content store at root.
+func NewContent(root string) (*Content, error) {
+	for _, d := range []string{"blobs/sha256", "ingest"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o700); err != nil {
+			return nil, err
+		}
+	}
+	return &Content{root: root, ingests: map[digest.Digest]bool{}}, nil
+}
+
+// Path is where the blob dgst lives once committed.
+func (c *Content) Path(dgst digest.Digest) string {
+	return filepath.Join(c.root, "blobs", dgst.Algorithm().String(), dgst.Encoded())
+}
+
+func (c *Content) ingestPath(dgst digest.Digest) string {
+	return filepath.Join(c.root, "ingest", dgst.Algorithm().String()+"-"+dgst.Encoded())
+}
+
+// Size reports the size of a committed blob, ErrNotFound if absent.
+func (c *Content) Size(dgst digest.Digest) (int64, error) {
+	if err := dgst.Validate(); err != nil {
+		return 0, fmt.Errorf("digest %q: %v: %w", dgst, err, errdefs.ErrInvalidArgument)
+	}
+	fi, err := os.Stat(c.Path(dgst))
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return 0, fmt.Errorf("blob %s: %w", dgst, errdefs.ErrNotFound)
+		}
+		return 0, err
+	}
+	return fi.Size(), nil
+}
+
+// Open opens a committed blob.
+func (c *Content) Open(dgst digest.Digest) (*os.File, error) {
+	if err := dgst.Validate(); err != nil {
+		return nil, fmt.Errorf("digest %q: %v: %w", dgst, err, errdefs.ErrInvalidArgument)
+	}
+	f, err := os.Open(c.Path(dgst))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("blob %s: %w", dgst, errdefs.ErrNotFound)
+	}
+	return f, err
+}
+
+// ReadAll reads a committed blob of at most max bytes.
+func (c *Content) ReadAll(dgst digest.Digest, max int64) ([]byte, error) {
+	f, err := c.Open(dgst)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("blob %s is larger than %d bytes: %w", dgst, max, errdefs.ErrResourceExhausted)
+	}
+	return b, nil
+}
+
+// Delete removes a committed blob; a missing blob is not an error.
+func (c *Content) Delete(dgst digest.Digest) error {
+	if err := os.Remove(c.Path(dgst)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// Walk calls fn for every committed blob.
+func (c *Content) Walk(fn func(dgst digest.Digest, size int64) error) error {
+	algs, err := os.ReadDir(filepath.Join(c.root, "blobs"))
+	if err != nil {
+		return err
+	}
+	for _, alg := range algs {
+		ents, err := os.ReadDir(filepath.Join(c.root, "blobs", alg.Name()))
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			dgst := digest.NewDigestFromEncoded(digest.Algorithm(alg.Name()), e.Name())
+			if dgst.Validate() != nil {
+				continue
+			}
+			info, err := e.Info()
+			if err != nil {
+				continue
+			}
+			if err := fn(dgst, info.Size()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// CleanIngest removes partial downloads not touched for longer than age,
+// and any that are not in use when age is 0.
+func (c *Content) CleanIngest(age time.Duration) (int, error) {
+	dir := filepath.Join(c.root, "ingest")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range ents {
+		info, err := e.Info()
+		if err != nil {
+			continue
+		}
+		name := e.Name()
+		if i := strings.IndexByte(name, '-'); i > 0 {
+			dgst := digest.NewDigestFromEncoded(digest.Algorithm(name[:i]), name[i+1:])
+			c.mu.Lock()
+			busy := c.ingests[dgst]
+			c.mu.Unlock()
+			if busy {
+				continue
+			}
+		}
+		if time.Since(info.ModTime()) >= age {
+			if os.RemoveAll(filepath.Join(dir, name)) == nil {
+				n++
+			}
+		}
+	}
+	return n, nil
+}
+
+// Ingest is one writer of a blob, resuming a partial download if one is
+// in the ingest area. Use Existing to read (and hash) the bytes already
+// there, then Write the rest, then Commit.
+type Ingest struct {
+	c        *Content
+	dgst     digest.Digest
+	size     int64
+	f        *os.File
+	h        hash.Hash
+	offset   int64 // bytes already on disk when the ingest was opened
+	written  int64 // bytes hashed so far
+	existing bool  // Existing has been consumed
+	closed   bool
+}
+
+// NewIngest opens the ingest for dgst of the given size (-1 if unknown).
+// Only one ingest per digest can be open; a second one gets ErrUnavailable.
+func (c *Content) NewIngest(dgst digest.Digest, size int64) (*Ingest, error) {
+	if err := dgst.Validate(); err != nil {
+		return nil, fmt.Errorf("digest %q: %v: %w", dgst, err, errdefs.ErrInvalidArgument)
+	}
+	c.mu.Lock()
+	if c.ingests[dgst] {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("blob %s is already being written: %w", dgst, errdefs.ErrUnavailable)
+	}
+	c.ingests[dgst] = true
+	c.mu.Unlock()
+	f, err := os.OpenFile(c.ingestPath(dgst), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		c.release(dgst)
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		c.release(dgst)
+		return nil, err
+	}
+	off := fi.Size()
+	if size >= 0 && off > size {
+		// Longer than the blob can be: start again.
+		if err := f.Truncate(0); err != nil {
+			f.Close()
+			c.release(dgst)
+			return nil, err
+		}
+		off = 0
+	}
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		f.Close()
+		c.release(dgst)
+		return nil, err
+	}
+	return &Ingest{c: c, dgst: dgst, size: size, f: f, h: dgst.Algorithm().Hash(), offset: off}, nil
+}
+
+func (c *Content) release(dgst digest.Digest) {
+	c.mu.Lock()
+	delete(c.ingests, dgst)
+	c.mu.Unlock()
+}
+
+// Offset is the number of bytes already downloaded when the ingest opened.
+func (w *Ingest) Offset() int64 { return w.offset }
+
+// Existing reads the bytes already in the ingest, hashing them as they are
+// read. It must be read to EOF before the first Write.
+func (w *Ingest) Existing() io.Reader {
+	w.existing = true
+	return io.TeeReader(io.NewSectionReader(w.f, 0, w.offset), hashCounter{w})
+}
+
+type hashCounter struct{ w *Ingest }
+
+func (h hashCounter) Write(p []byte) (int, error) {
+	h.w.h.Write(p)
+	h.w.written += int64(len(p))
+	return len(p), nil
+}
+
+// Reset drops any partial data and starts the blob from byte 0.
+func (w *Ingest) Reset() error {
+	if err := w.f.Truncate(0); err != nil {
+		return err
+	}
+	if _, err := w.f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	w.offset, w.written = 0, 0
+	w.h.Reset()
+	return nil
+}
+
+// Write appends p to the blob.
+func (w *Ingest) Write(p []byte) (int, error) {
+	if w.written < w.offset {
+		return 0, fmt.Errorf("ingest %s: existing %d bytes not read before write: %w", w.dgst, w.offset, errdefs.ErrInternal)
+	}
+	if w.size >= 0 && w.written+int64(len(p)) > w.size {
+		return 0, fmt.Errorf("blob %s: more data than its size %d: %w", w.dgst, w.size, errdefs.ErrFailedPrecondition)
+	}
+	n, err := w.f.Write(p)
+	w.h.Write(p[:n])
+	w.written += int64(n)
+	return n, err
+}
+
+// Commit verifies size and digest, makes the blob durable and moves it into
+// the store. On a mismatch the partial data is discarded.
+func (w *Ingest) Commit() error {
+	if w.closed {
+		return fmt.Errorf("ingest %s already closed: %w", w.dgst, errdefs.ErrInternal)
+	}
+	defer w.close()
+	if w.size >= 0 && w.written != w.size {
+		w.discard()
+		return fmt.Errorf("blob %s: got %d bytes, want %d: %w", w.dgst, w.written, w.size, errdefs.ErrFailedPrecondition)
+	}
+	if got := digest.NewDigest(w.dgst.Algorithm(), w.h); got != w.dgst {
+		w.discard()
+		return fmt.Errorf("blob %s: content has digest %s: %w", w.dgst, got, errdefs.ErrFailedPrecondition)
+	}
+	if err := w.f.Sync(); err != nil {
+		return err
+	}
+	if err := w.f.Chmod(0o444); err != nil {
+		return err
+	}
+	dst := w.c.Path(w.dgst)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return err
+	}
+	if err := os.Rename(w.f.Name(), dst); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(dst))
+}
+
+// Close closes the ingest, keeping any partial data for a later resume.
+func (w *Ingest) Close() error {
+	if w.closed {
+		return nil
+	}
+	return w.close()
+}
+
+// Discard closes the ingest and removes its partial data.
+func (w *Ingest) Discard() {
+	if !w.closed {
+		w.discard()
+		w.close()
+	}
+}
+
+func (w *Ingest) discard() { os.Remove(w.f.Name()) }
+
+func (w *Ingest) close() error {
+	w.closed = true
+	err := w.f.Close()
+	w.c.release(w.dgst)
+	return err
+}
+
+// Put stores a small blob from memory (manifests, configs). Concurrent
+// Puts of the same blob are fine: each writes its own temp file and the
+// rename is atomic.
+func (c *Content) Put(dgst digest.Digest, data []byte) error {
+	if err := dgst.Validate(); err != nil {
+		return fmt.Errorf("digest %q: %v: %w", dgst, err, errdefs.ErrInvalidArgument)
+	}
+	if got := dgst.Algorithm().FromBytes(data); got != dgst {
+		return fmt.Errorf("blob %s: content has digest %s: %w", dgst, got, errdefs.ErrFailedPrecondition)
+	}
+	if _, err := c.Size(dgst); err == nil {
+		return nil
+	}
+	f, err := os.CreateTemp(filepath.Join(c.root, "ingest"), "put-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if err == nil {
+		err = f.Chmod(0o444)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	dst := c.Path(dgst)
+	if err := os.Rename(f.Name(), dst); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(dst))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

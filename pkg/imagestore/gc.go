@@ -1,0 +1,114 @@
+package imagestore
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	digest "github.com/opencontainers/go-digest"
+
+	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/log"
+	"github.com/shim-cri/shim/pkg/snapshot"
+)
+
+// extractPrefix names the active snapshots a pull unpacks layers into.
+const extractPrefix = "extract-"
+
+// GC removes blobs no image references and snapshots no image or
+// container uses, apart from what running pulls hold.
+func (s *Store) GC(ctx context.Context) error {
+	s.gcMu.Lock()
+	defer s.gcMu.Unlock()
+
+	blobs := map[digest.Digest]bool{}
+	snaps := map[string]bool{}
+	s.mu.RLock()
+	for _, img := range s.images {
+		for _, b := range img.Blobs() {
+			blobs[b] = true
+		}
+		for _, l := range img.Layers {
+			snaps[l.ChainID.String()] = true
+		}
+	}
+	s.mu.RUnlock()
+	if s.cfg.SnapshotRoots != nil {
+		roots, err := s.cfg.SnapshotRoots(ctx)
+		if err != nil {
+			return fmt.Errorf("listing container snapshots: %w", err)
+		}
+		for _, r := range roots {
+			snaps[r] = true
+		}
+	}
+	for k := range s.inflight {
+		blobs[digest.Digest(k)] = true
+		snaps[k] = true
+	}
+
+	removedBlobs := 0
+	err := s.content.Walk(func(d digest.Digest, _ int64) error {
+		if blobs[d] {
+			return nil
+		}
+		if err := s.content.Delete(d); err != nil {
+			return err
+		}
+		removedBlobs++
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	removedSnaps, err := s.gcSnapshots(ctx, snaps)
+	if removedBlobs+removedSnaps > 0 {
+		log.G(ctx).Infof("gc: removed %d blobs and %d snapshots", removedBlobs, removedSnaps)
+	}
+	return err
+}
+
+// gcSnapshots removes unused snapshots, leaves first, until none is left
+// to remove. Parents of kept snapshots are kept.
+func (s *Store) gcSnapshots(ctx context.Context, keep map[string]bool) (int, error) {
+	removed := 0
+	for {
+		var infos []snapshot.Info
+		if err := s.sn.Walk(ctx, func(_ context.Context, i snapshot.Info) error {
+			infos = append(infos, i)
+			return nil
+		}); err != nil {
+			return removed, err
+		}
+		parents := map[string]bool{}
+		for _, i := range infos {
+			if i.Parent != "" {
+				parents[i.Parent] = true
+			}
+		}
+		progress := false
+		for _, i := range infos {
+			if keep[i.Key] || parents[i.Key] {
+				continue
+			}
+			if i.Kind != snapshot.KindCommitted && !strings.HasPrefix(i.Key, extractPrefix) {
+				continue // a container's snapshot: its owner removes it
+			}
+			if err := s.sn.Remove(ctx, i.Key); err != nil {
+				if errdefs.IsNotFound(err) {
+					continue
+				}
+				return removed, fmt.Errorf("removing snapshot %s: %w", i.Key, err)
+			}
+			removed++
+			progress = true
+		}
+		if !progress {
+			break
+		}
+	}
+	if err := s.sn.Cleanup(ctx); err != nil {
+		return removed, err
+	}
+	return removed, nil
+}

@@ -1,0 +1,327 @@
+package imagestore
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/shim-cri/shim/pkg/errdefs"
+)
+
+// Endpoint is one registry host a pull may use, from containerd's
+// hosts.toml format (<config dir>/<registry host>/hosts.toml).
+type Endpoint struct {
+	Scheme       string // "https" or "http"
+	Host         string // host[:port]
+	Path         string // API root, "/v2" unless the config says otherwise
+	Capabilities []string
+	Header       http.Header
+	TLS          *tls.Config // nil for http
+	Mirror       bool        // a [host] entry rather than the upstream server
+}
+
+// URL is the API root of the endpoint.
+func (e Endpoint) URL() string { return e.Scheme + "://" + e.Host + e.Path }
+
+func (e Endpoint) can(capability string) bool {
+	for _, c := range e.Capabilities {
+		if c == capability {
+			return true
+		}
+	}
+	return false
+}
+
+// hostsFile is the on-disk form. ca and client accept the shapes containerd does.
+type hostsFile struct {
+	Server       string              `toml:"server"`
+	Capabilities []string            `toml:"capabilities"`
+	CA           any                 `toml:"ca"`
+	Client       any                 `toml:"client"`
+	SkipVerify   *bool               `toml:"skip_verify"`
+	Header       map[string]any      `toml:"header"`
+	OverridePath bool                `toml:"override_path"`
+	Host         map[string]hostFile `toml:"host"`
+}
+
+type hostFile struct {
+	Capabilities []string       `toml:"capabilities"`
+	CA           any            `toml:"ca"`
+	Client       any            `toml:"client"`
+	SkipVerify   *bool          `toml:"skip_verify"`
+	Header       map[string]any `toml:"header"`
+	OverridePath bool           `toml:"override_path"`
+}
+
+// maxHostsFile caps the size of a hosts.toml.
+const maxHostsFile = 1 << 20
+
+// Endpoints returns the endpoints to try for registry host, mirrors first
+// in file order, the upstream server last. With no hosts.toml the
+// upstream is https://host (registry-1.docker.io for docker.io).
+func Endpoints(configDir, host string) ([]Endpoint, error) {
+	dir, data, err := readHostsFile(configDir, host)
+	if err != nil {
+		return nil, err
+	}
+	server := defaultServer(host)
+	if data == nil {
+		ep, err := newEndpoint(server, nil, nil, nil, nil, false, dir)
+		if err != nil {
+			return nil, err
+		}
+		return []Endpoint{ep}, nil
+	}
+	var hf hostsFile
+	md, err := toml.Decode(string(data), &hf)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v: %w", filepath.Join(dir, "hosts.toml"), err, errdefs.ErrInvalidArgument)
+	}
+	var eps []Endpoint
+	// Mirrors in the order they appear in the file.
+	for _, key := range md.Keys() {
+		if len(key) != 2 || key[0] != "host" {
+			continue
+		}
+		h := hf.Host[key[1]]
+		ep, err := newEndpoint(key[1], h.Capabilities, h.CA, h.Client, h.SkipVerify, h.OverridePath, dir)
+		if err != nil {
+			return nil, fmt.Errorf("%s: host %q: %w", dir, key[1], err)
+		}
+		ep.Header = toHeader(h.Header)
+		ep.Mirror = true
+		eps = append(eps, ep)
+	}
+	if hf.Server != "" {
+		server = hf.Server
+	}
+	ep, err := newEndpoint(server, hf.Capabilities, hf.CA, hf.Client, hf.SkipVerify, hf.OverridePath, dir)
+	if err != nil {
+		return nil, fmt.Errorf("%s: server %q: %w", dir, server, err)
+	}
+	ep.Header = toHeader(hf.Header)
+	return append(eps, ep), nil
+}
+
+func defaultServer(host string) string {
+	if host == "docker.io" {
+		return "https://registry-1.docker.io"
+	}
+	return "https://" + host
+}
+
+// readHostsFile finds <configDir>/<host>/hosts.toml, falling back to
+// <configDir>/_default/hosts.toml. No file is not an error.
+func readHostsFile(configDir, host string) (string, []byte, error) {
+	if configDir == "" {
+		return "", nil, nil
+	}
+	if strings.ContainsAny(host, "/\\") || host == ".." || host == "." {
+		return "", nil, fmt.Errorf("registry host %q: %w", host, errdefs.ErrInvalidArgument)
+	}
+	for _, name := range []string{host, "_default"} {
+		dir := filepath.Join(configDir, name)
+		f, err := os.Open(filepath.Join(dir, "hosts.toml"))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return "", nil, err
+		}
+		data, err := io.ReadAll(io.LimitReader(f, maxHostsFile+1))
+		f.Close()
+		if err != nil {
+			return "", nil, err
+		}
+		if len(data) > maxHostsFile {
+			return "", nil, fmt.Errorf("%s/hosts.toml is larger than %d bytes: %w", dir, maxHostsFile, errdefs.ErrInvalidArgument)
+		}
+		return dir, data, nil
+	}
+	return filepath.Join(configDir, host), nil, nil
+}
+
+func newEndpoint(raw string, caps []string, ca, client any, skipVerify *bool, overridePath bool, dir string) (Endpoint, error) {
+	if !strings.Contains(raw, "://") {
+		raw = "https://" + raw
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return Endpoint{}, fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return Endpoint{}, fmt.Errorf("scheme %q: want http or https: %w", u.Scheme, errdefs.ErrInvalidArgument)
+	}
+	if u.Host == "" {
+		return Endpoint{}, fmt.Errorf("no host in %q: %w", raw, errdefs.ErrInvalidArgument)
+	}
+	path := strings.TrimSuffix(u.Path, "/")
+	if path == "" {
+		path = "/v2"
+	} else if !overridePath && !strings.HasSuffix(path, "/v2") {
+		path += "/v2"
+	}
+	if len(caps) == 0 {
+		caps = []string{"pull", "resolve", "push"}
+	}
+	ep := Endpoint{Scheme: u.Scheme, Host: u.Host, Path: path, Capabilities: caps}
+	if u.Scheme == "https" {
+		if ep.TLS, err = tlsConfig(ca, client, skipVerify, dir); err != nil {
+			return Endpoint{}, err
+		}
+	}
+	return ep, nil
+}
+
+func tlsConfig(ca, client any, skipVerify *bool, dir string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if skipVerify != nil && *skipVerify {
+		cfg.InsecureSkipVerify = true
+	}
+	cas, err := stringList(ca)
+	if err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
+	}
+	if len(cas) > 0 {
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
+		for _, p := range cas {
+			pem, err := os.ReadFile(resolvePath(dir, p))
+			if err != nil {
+				return nil, fmt.Errorf("ca %q: %w", p, err)
+			}
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("ca %q: no certificates: %w", p, errdefs.ErrInvalidArgument)
+			}
+		}
+		cfg.RootCAs = pool
+	}
+	pairs, err := clientPairs(client)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	for _, p := range pairs {
+		key := p[1]
+		if key == "" {
+			key = p[0]
+		}
+		cert, err := tls.LoadX509KeyPair(resolvePath(dir, p[0]), resolvePath(dir, key))
+		if err != nil {
+			return nil, fmt.Errorf("client certificate %q: %w", p[0], err)
+		}
+		cfg.Certificates = append(cfg.Certificates, cert)
+	}
+	return cfg, nil
+}
+
+func resolvePath(dir, p string) string {
+	if filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(dir, p)
+}
+
+// stringList accepts "a" or ["a", "b"].
+func stringList(v any) ([]string, error) {
+	switch t := v.(type) {
+	case nil:
+		return nil, nil
+	case string:
+		return []string{t}, nil
+	case []any:
+		var out []string
+		for _, e := range t {
+			s, ok := e.(string)
+			if !ok {
+				return nil, fmt.Errorf("want strings, got %T: %w", e, errdefs.ErrInvalidArgument)
+			}
+			out = append(out, s)
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("want a string or a list of strings, got %T: %w", v, errdefs.ErrInvalidArgument)
+}
+
+// clientPairs accepts "both.pem", ["cert", "key"] or [["cert", "key"], ...].
+func clientPairs(v any) ([][2]string, error) {
+	switch t := v.(type) {
+	case nil:
+		return nil, nil
+	case string:
+		return [][2]string{{t, ""}}, nil
+	case []any:
+		if len(t) == 0 {
+			return nil, nil
+		}
+		if _, ok := t[0].(string); ok {
+			l, err := stringList(t)
+			if err != nil {
+				return nil, err
+			}
+			if len(l) > 2 {
+				return nil, fmt.Errorf("want [cert, key], got %d entries: %w", len(l), errdefs.ErrInvalidArgument)
+			}
+			p := [2]string{l[0], ""}
+			if len(l) == 2 {
+				p[1] = l[1]
+			}
+			return [][2]string{p}, nil
+		}
+		var out [][2]string
+		for _, e := range t {
+			sub, err := clientPairs(e)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, sub...)
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("unsupported client value %T: %w", v, errdefs.ErrInvalidArgument)
+}
+
+func toHeader(m map[string]any) http.Header {
+	if len(m) == 0 {
+		return nil
+	}
+	h := http.Header{}
+	for k, v := range m {
+		l, _ := stringList(v)
+		for _, s := range l {
+			h.Add(k, s)
+		}
+	}
+	return h
+}
+
+// httpTransport builds the base transport for an endpoint.
+func httpTransport(ep Endpoint) *http.Transport {
+	return &http.Transport{
+		Proxy: http.ProxyFromEnvironment,
+		DialContext: (&net.Dialer{
+			Timeout:   30 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		TLSClientConfig:       ep.TLS,
+		MaxIdleConnsPerHost:   16,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: 1 * time.Second,
+		ResponseHeaderTimeout: 60 * time.Second,
+		ForceAttemptHTTP2:     true,
+	}
+}

@@ -1,0 +1,368 @@
+package imagestore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/log"
+)
+
+// Media types shim accepts for manifests.
+const (
+	mediaTypeDockerManifest     = "application/vnd.docker.distribution.manifest.v2+json"
+	mediaTypeDockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
+	mediaTypeDockerSchema1      = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+	mediaTypeDockerConfig       = "application/vnd.docker.container.image.v1+json"
+)
+
+var manifestAccept = strings.Join([]string{
+	ocispec.MediaTypeImageIndex,
+	ocispec.MediaTypeImageManifest,
+	mediaTypeDockerManifestList,
+	mediaTypeDockerManifest,
+}, ", ")
+
+// Auth is the registry credential kubelet passes with a pull.
+type Auth struct {
+	Username      string
+	Password      string
+	Auth          string // base64 "user:password"
+	ServerAddress string // registry the credential is for; "" means any
+	IdentityToken string
+	RegistryToken string
+}
+
+func (a *Auth) authenticator(host string) authn.Authenticator {
+	if a == nil || (a.Username == "" && a.Password == "" && a.Auth == "" && a.IdentityToken == "" && a.RegistryToken == "") {
+		return authn.Anonymous
+	}
+	if a.ServerAddress != "" && serverHost(a.ServerAddress) != host {
+		return authn.Anonymous
+	}
+	return authn.FromConfig(authn.AuthConfig{
+		Username:      a.Username,
+		Password:      a.Password,
+		Auth:          a.Auth,
+		IdentityToken: a.IdentityToken,
+		RegistryToken: a.RegistryToken,
+	})
+}
+
+func serverHost(s string) string {
+	s = strings.TrimPrefix(strings.TrimPrefix(s, "https://"), "http://")
+	if i := strings.IndexByte(s, '/'); i >= 0 {
+		s = s[:i]
+	}
+	if s == "index.docker.io" || s == "registry-1.docker.io" {
+		return "docker.io"
+	}
+	return s
+}
+
+// Registry resolves and fetches images through the endpoints configured
+// for each registry host.
+type Registry struct {
+	configDir string
+	backoff   transport.Backoff
+
+	mu    sync.Mutex
+	bases map[string]http.RoundTripper // per endpoint, to reuse connections
+}
+
+// NewRegistry returns a client reading hosts.toml files under configDir.
+func NewRegistry(configDir string) *Registry {
+	return &Registry{
+		configDir: configDir,
+		backoff:   transport.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 4},
+		bases:     map[string]http.RoundTripper{},
+	}
+}
+
+func (r *Registry) base(ep Endpoint) http.RoundTripper {
+	key := ep.Scheme + "://" + ep.Host
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if rt, ok := r.bases[key]; ok && ep.TLS == nil {
+		return rt
+	}
+	rt := transport.NewRetry(httpTransport(ep),
+		transport.WithRetryBackoff(r.backoff),
+		transport.WithRetryStatusCodes(http.StatusRequestTimeout, http.StatusTooManyRequests,
+			http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout))
+	if ep.TLS == nil {
+		r.bases[key] = rt
+	}
+	return rt
+}
+
+// session is one pull's view of a repository: the endpoints to try, each
+// authenticated on first use.
+type session struct {
+	reg   *Registry
+	ref   Ref
+	auth  *Auth
+	eps   []Endpoint
+	rts   []http.RoundTripper
+	errs  []error
+	first int // index of the endpoint that served the manifest
+}
+
+func (r *Registry) session(ref Ref, auth *Auth) (*session, error) {
+	eps, err := Endpoints(r.configDir, ref.Domain())
+	if err != nil {
+		return nil, err
+	}
+	return &session{reg: r, ref: ref, auth: auth, eps: eps, rts: make([]http.RoundTripper, len(eps)), errs: make([]error, len(eps))}, nil
+}
+
+func (s *session) transport(ctx context.Context, i int) (http.RoundTripper, error) {
+	if s.rts[i] != nil {
+		return s.rts[i], nil
+	}
+	if s.errs[i] != nil {
+		return nil, s.errs[i]
+	}
+	ep := s.eps[i]
+	var opts []name.Option
+	if ep.Scheme == "http" {
+		opts = append(opts, name.Insecure)
+	}
+	reg, err := name.NewRegistry(ep.Host, opts...)
+	if err != nil {
+		s.errs[i] = fmt.Errorf("registry host %q: %v: %w", ep.Host, err, errdefs.ErrInvalidArgument)
+		return nil, s.errs[i]
+	}
+	scope := reg.Repo(s.ref.Path()).Scope(transport.PullScope)
+	rt, err := transport.NewWithContext(ctx, reg, s.auth.authenticator(s.ref.Domain()), s.reg.base(ep), []string{scope})
+	if err != nil {
+		s.errs[i] = classifyRegistryErr(err)
+		return nil, s.errs[i]
+	}
+	if ep.Header != nil {
+		rt = headerTransport{rt, ep.Header}
+	}
+	s.rts[i] = rt
+	return rt, nil
+}
+
+type headerTransport struct {
+	inner http.RoundTripper
+	h     http.Header
+}
+
+func (t headerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	for k, v := range t.h {
+		req.Header[k] = v
+	}
+	return t.inner.RoundTrip(req)
+}
+
+// order lists endpoint indexes able to do capability, the one that served
+// the manifest first.
+func (s *session) order(capability string) []int {
+	var out []int
+	if s.eps[s.first].can(capability) {
+		out = append(out, s.first)
+	}
+	for i, ep := range s.eps {
+		if i != s.first && ep.can(capability) {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// fetched is a manifest or index as the registry sent it.
+type fetched struct {
+	body      []byte
+	mediaType string
+	digest    digest.Digest
+}
+
+// manifest fetches object (a tag or a digest) from the first endpoint that
+// has it. A digest is verified; size, when > 0, is checked.
+func (s *session) manifest(ctx context.Context, object string, want digest.Digest, size int64) (fetched, error) {
+	capability := "pull"
+	if want == "" {
+		capability = "resolve"
+	}
+	var errs []error
+	for _, i := range s.order(capability) {
+		f, err := s.manifestFrom(ctx, i, object, want, size)
+		if err == nil {
+			s.first = i
+			return f, nil
+		}
+		log.G(ctx).WithError(err).Debugf("manifest %s from %s", object, s.eps[i].URL())
+		if ctx.Err() != nil {
+			return fetched{}, err
+		}
+		errs = append(errs, err)
+	}
+	return fetched{}, bestError(s.ref, errs)
+}
+
+func (s *session) manifestFrom(ctx context.Context, i int, object string, want digest.Digest, size int64) (fetched, error) {
+	rt, err := s.transport(ctx, i)
+	if err != nil {
+		return fetched{}, err
+	}
+	u := s.eps[i].URL() + "/" + s.ref.Path() + "/manifests/" + object
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return fetched{}, err
+	}
+	req.Header.Set("Accept", manifestAccept)
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		return fetched{}, classifyRegistryErr(err)
+	}
+	defer resp.Body.Close()
+	if err := transport.CheckError(resp, http.StatusOK); err != nil {
+		return fetched{}, classifyRegistryErr(err)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestSize+1))
+	if err != nil {
+		return fetched{}, classifyRegistryErr(err)
+	}
+	if len(body) > maxManifestSize {
+		return fetched{}, fmt.Errorf("manifest %s of %s is larger than %d bytes: %w", object, s.ref.Name(), maxManifestSize, errdefs.ErrFailedPrecondition)
+	}
+	if size > 0 && int64(len(body)) != size {
+		return fetched{}, fmt.Errorf("manifest %s of %s: got %d bytes, descriptor says %d: %w", object, s.ref.Name(), len(body), size, errdefs.ErrFailedPrecondition)
+	}
+	alg := digest.Canonical
+	if want != "" {
+		alg = want.Algorithm()
+		if !alg.Available() {
+			return fetched{}, fmt.Errorf("digest algorithm %q: %w", alg, errdefs.ErrInvalidArgument)
+		}
+	}
+	got := alg.FromBytes(body)
+	if want != "" && got != want {
+		return fetched{}, fmt.Errorf("manifest %s of %s has digest %s: %w", object, s.ref.Name(), got, errdefs.ErrFailedPrecondition)
+	}
+	if h := resp.Header.Get("Docker-Content-Digest"); want == "" && h != "" && h != got.String() {
+		log.G(ctx).Warnf("registry %s sent Docker-Content-Digest %s for a manifest whose digest is %s", s.eps[i].Host, h, got)
+	}
+	mt := resp.Header.Get("Content-Type")
+	if j := strings.IndexByte(mt, ';'); j >= 0 {
+		mt = strings.TrimSpace(mt[:j])
+	}
+	return fetched{body: body, mediaType: mt, digest: got}, nil
+}
+
+// blob opens blob dgst (of size bytes) from offset, trying endpoints in order. It returns
+// the body and the offset the body really starts at (0 when the registry
+// ignores the range).
+func (s *session) blob(ctx context.Context, dgst digest.Digest, offset, size int64) (io.ReadCloser, int64, error) {
+	var errs []error
+	for _, i := range s.order("pull") {
+		body, start, err := s.blobFrom(ctx, i, dgst, offset, size)
+		if err == nil {
+			return body, start, nil
+		}
+		if ctx.Err() != nil {
+			return nil, 0, err
+		}
+		errs = append(errs, err)
+	}
+	return nil, 0, bestError(s.ref, errs)
+}
+
+func (s *session) blobFrom(ctx context.Context, i int, dgst digest.Digest, offset, size int64) (io.ReadCloser, int64, error) {
+	rt, err := s.transport(ctx, i)
+	if err != nil {
+		return nil, 0, err
+	}
+	u := s.eps[i].URL() + "/" + s.ref.Path() + "/blobs/" + dgst.String()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	if offset > 0 && offset < size {
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-"+strconv.FormatInt(size-1, 10))
+	}
+	// Registries redirect blobs to storage; follow with a client.
+	client := &http.Client{Transport: rt}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, 0, classifyRegistryErr(err)
+	}
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return resp.Body, 0, nil
+	case http.StatusPartialContent:
+		return resp.Body, offset, nil
+	case http.StatusRequestedRangeNotSatisfiable:
+		resp.Body.Close()
+		return s.blobFrom(ctx, i, dgst, 0, size)
+	}
+	defer resp.Body.Close()
+	return nil, 0, classifyRegistryErr(transport.CheckError(resp, http.StatusOK, http.StatusPartialContent))
+}
+
+// classifyRegistryErr gives a registry or network error its class.
+func classifyRegistryErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return err
+	}
+	var terr *transport.Error
+	if errors.As(err, &terr) {
+		switch terr.StatusCode {
+		case http.StatusNotFound:
+			return fmt.Errorf("%v: %w", err, errdefs.ErrNotFound)
+		case http.StatusUnauthorized:
+			return fmt.Errorf("%v: %w", err, errdefs.ErrUnauthenticated)
+		case http.StatusForbidden:
+			return fmt.Errorf("%v: %w", err, errdefs.ErrPermissionDenied)
+		case http.StatusTooManyRequests:
+			return fmt.Errorf("%v: %w", err, errdefs.ErrResourceExhausted)
+		}
+		for _, d := range terr.Errors {
+			switch d.Code {
+			case transport.ManifestUnknownErrorCode, transport.BlobUnknownErrorCode, transport.NameUnknownErrorCode:
+				return fmt.Errorf("%v: %w", err, errdefs.ErrNotFound)
+			case transport.UnauthorizedErrorCode:
+				return fmt.Errorf("%v: %w", err, errdefs.ErrUnauthenticated)
+			case transport.DeniedErrorCode:
+				return fmt.Errorf("%v: %w", err, errdefs.ErrPermissionDenied)
+			}
+		}
+	}
+	return fmt.Errorf("%v: %w", err, errdefs.ErrUnavailable)
+}
+
+// bestError picks the most telling of the endpoints' errors: an answer
+// from a registry (not found, denied) beats a host that could not be reached.
+func bestError(ref Ref, errs []error) error {
+	if len(errs) == 0 {
+		return fmt.Errorf("%s: no registry endpoint can pull it: %w", ref, errdefs.ErrFailedPrecondition)
+	}
+	for _, class := range []error{errdefs.ErrUnauthenticated, errdefs.ErrPermissionDenied, errdefs.ErrFailedPrecondition, errdefs.ErrNotFound} {
+		for _, e := range errs {
+			if errors.Is(e, class) {
+				return e
+			}
+		}
+	}
+	return errs[len(errs)-1]
+}

@@ -1,0 +1,417 @@
+package imagestore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/log"
+	"github.com/shim-cri/shim/pkg/snapshot"
+)
+
+// fetchLayers makes sure every layer of img is in the content store and
+// committed as a snapshot keyed by its chain ID. Layers download in
+// parallel; on drivers that keep layers as diffs each one is unpacked
+// while it downloads, into its own snapshot, and the snapshots are
+// committed in order as their parents are.
+func (s *Store) fetchLayers(ctx context.Context, sess *session, img *Image, progress Progress) error {
+	p := &layerPull{
+		s:        s,
+		sess:     sess,
+		img:      img,
+		progress: progress,
+		dl:       make(chan struct{}, s.cfg.Downloads),
+		unpack:   make(chan struct{}, s.cfg.Unpacks),
+		caps:     s.sn.Capabilities(),
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for i := range img.Layers {
+		g.Go(func() error {
+			if !p.caps.DiffLayers {
+				// Download everything in parallel; unpacking follows the chain.
+				if err := p.ensureBlob(gctx, i); err != nil {
+					return err
+				}
+			}
+			return p.ensureLayer(gctx, i)
+		})
+	}
+	return g.Wait()
+}
+
+type layerPull struct {
+	s        *Store
+	sess     *session
+	img      *Image
+	progress Progress
+	dl       chan struct{} // download slots
+	unpack   chan struct{} // unpack slots (unpacking from a local blob)
+	caps     snapshot.Capabilities
+}
+
+func acquire(ctx context.Context, sem chan struct{}) (func(), error) {
+	select {
+	case sem <- struct{}{}:
+		return func() { <-sem }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (p *layerPull) committed(ctx context.Context, key string) bool {
+	info, err := p.s.sn.Stat(ctx, key)
+	return err == nil && info.Kind == snapshot.KindCommitted
+}
+
+func (p *layerPull) hasBlob(l Layer) bool {
+	size, err := p.s.content.Size(l.Digest)
+	return err == nil && size == l.Size
+}
+
+// ensureLayer makes layer i (and so its parents) a committed snapshot.
+func (p *layerPull) ensureLayer(ctx context.Context, i int) error {
+	l := p.img.Layers[i]
+	key := l.ChainID.String()
+	if p.committed(ctx, key) && p.hasBlob(l) {
+		return nil
+	}
+	_, err := p.s.layers.do(ctx, key, func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, p.doLayer(ctx, i)
+	})
+	return err
+}
+
+func (p *layerPull) parentKey(i int) string {
+	if i == 0 {
+		return ""
+	}
+	return p.img.Layers[i-1].ChainID.String()
+}
+
+func (p *layerPull) doLayer(ctx context.Context, i int) error {
+	l := p.img.Layers[i]
+	key := l.ChainID.String()
+	if p.committed(ctx, key) {
+		return p.ensureBlob(ctx, i)
+	}
+	parent := p.parentKey(i)
+	if !p.caps.DiffLayers && i > 0 {
+		if err := p.ensureLayer(ctx, i-1); err != nil {
+			return err
+		}
+	}
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if attempt > 0 {
+			log.G(ctx).WithError(err).Warnf("layer %s: retrying (attempt %d)", l.Digest, attempt+1)
+			select {
+			case <-time.After(time.Duration(attempt) * 500 * time.Millisecond):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		err = p.unpackLayer(ctx, i, parent)
+		if err == nil || !retryable(err) || ctx.Err() != nil {
+			break
+		}
+	}
+	return err
+}
+
+func retryable(err error) bool {
+	return errors.Is(err, errdefs.ErrUnavailable) || errors.Is(err, errResumeBad)
+}
+
+// unpackLayer applies layer i into a new active snapshot and commits it.
+func (p *layerPull) unpackLayer(ctx context.Context, i int, parent string) (retErr error) {
+	start := time.Now()
+	l := p.img.Layers[i]
+	key := l.ChainID.String()
+	active := extractPrefix + randomID() + "-" + l.ChainID.Encoded()[:12]
+	defer p.s.hold(active)()
+
+	prepParent := parent
+	if p.caps.DiffLayers {
+		prepParent = ""
+	}
+	mounts, err := p.s.sn.Prepare(ctx, active, prepParent)
+	if err != nil {
+		return fmt.Errorf("layer %s: prepare: %w", l.Digest, err)
+	}
+	defer func() {
+		if retErr != nil {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			if err := p.s.sn.Remove(rctx, active); err != nil && !errdefs.IsNotFound(err) {
+				log.G(ctx).WithError(err).Warnf("removing snapshot %s", active)
+			}
+		}
+	}()
+	if len(mounts) != 1 || mounts[0].Type != "bind" {
+		return fmt.Errorf("layer %s: snapshotter gave %d mounts of type %q to unpack into, want one bind: %w",
+			l.Digest, len(mounts), mounts[0].Type, errdefs.ErrInternal)
+	}
+	dir := mounts[0].Source
+
+	src, finish, err := p.layerSource(ctx, l)
+	if err != nil {
+		return err
+	}
+	n, err := applyCompressed(ctx, dir, src, l, p.caps.Whiteouts)
+	if ferr := finish(err); ferr != nil {
+		err = ferr
+	}
+	if err != nil {
+		return fmt.Errorf("layer %s: %w", l.Digest, err)
+	}
+	unpacked := time.Since(start)
+
+	if p.caps.DiffLayers && i > 0 {
+		if err := p.ensureLayer(ctx, i-1); err != nil {
+			return err
+		}
+	}
+	var opts []snapshot.Opt
+	if p.caps.DiffLayers && parent != "" {
+		opts = append(opts, snapshot.WithParent(parent))
+	}
+	if err := p.s.sn.Commit(ctx, key, active, opts...); err != nil {
+		if errdefs.IsAlreadyExists(err) && p.committed(ctx, key) {
+			// Committed meanwhile by another pull: use that one.
+			if rerr := p.s.sn.Remove(ctx, active); rerr != nil && !errdefs.IsNotFound(rerr) {
+				log.G(ctx).WithError(rerr).Warnf("removing snapshot %s", active)
+			}
+			return nil
+		}
+		return fmt.Errorf("layer %s: commit: %w", l.Digest, err)
+	}
+	p.progress("layer %d/%d %s: %d bytes, %d bytes unpacked in %s, committed after %s",
+		i+1, len(p.img.Layers), l.Digest.Encoded()[:12], l.Size, n, unpacked.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// layerSource opens layer l: from the content store if it is there, else
+// streaming from the registry through an ingest that stores it. finish
+// commits the download (or keeps the partial data on error).
+func (p *layerPull) layerSource(ctx context.Context, l Layer) (io.Reader, func(error) error, error) {
+	if p.hasBlob(l) {
+		release, err := acquire(ctx, p.unpack)
+		if err != nil {
+			return nil, nil, err
+		}
+		f, err := p.s.content.Open(l.Digest)
+		if err != nil {
+			release()
+			return nil, nil, err
+		}
+		return f, func(error) error { release(); return f.Close() }, nil
+	}
+	release, err := acquire(ctx, p.dl)
+	if err != nil {
+		return nil, nil, err
+	}
+	w, err := p.s.content.NewIngest(l.Digest, l.Size)
+	if errdefs.IsUnavailable(err) {
+		// Someone else is downloading it: wait for the blob, then read it.
+		release()
+		if err := p.ensureBlobShared(ctx, l); err != nil {
+			return nil, nil, err
+		}
+		return p.layerSource(ctx, l)
+	}
+	if err != nil {
+		release()
+		return nil, nil, err
+	}
+	body, start, err := p.sess.blob(ctx, l.Digest, w.Offset(), l.Size)
+	if err != nil {
+		w.Close()
+		release()
+		return nil, nil, err
+	}
+	var r io.Reader
+	if start == 0 {
+		if err := w.Reset(); err != nil {
+			body.Close()
+			w.Close()
+			release()
+			return nil, nil, err
+		}
+		r = io.TeeReader(body, w)
+	} else {
+		r = io.MultiReader(w.Existing(), io.TeeReader(body, w))
+	}
+	finish := func(applyErr error) error {
+		defer release()
+		defer body.Close()
+		if applyErr == nil {
+			return w.Commit()
+		}
+		if ctx.Err() != nil {
+			w.Close() // keep what arrived, for a resume
+			return applyErr
+		}
+		// Unpacking failed: read the rest of the blob to learn whether the
+		// download itself was bad (truncated, wrong digest) or the layer.
+		if _, err := io.Copy(io.Discard, io.LimitReader(r, l.Size+1)); err != nil {
+			w.Close()
+			return fmt.Errorf("%v (download: %v): %w", applyErr, err, errdefs.ErrUnavailable)
+		}
+		if err := w.Commit(); err != nil {
+			if start > 0 {
+				// The resumed partial data was bad; it is gone now.
+				return fmt.Errorf("resumed download failed its check: %v: %w", err, errResumeBad)
+			}
+			return err
+		}
+		return applyErr
+	}
+	return r, finish, nil
+}
+
+// errResumeBad marks a resumed download whose earlier part was corrupt:
+// worth one more try from the start.
+var errResumeBad = errors.New("resume failed")
+
+// ensureBlob downloads layer i's blob into the content store if missing.
+func (p *layerPull) ensureBlob(ctx context.Context, i int) error {
+	l := p.img.Layers[i]
+	if p.hasBlob(l) {
+		return nil
+	}
+	return p.ensureBlobShared(ctx, l)
+}
+
+func (p *layerPull) ensureBlobShared(ctx context.Context, l Layer) error {
+	_, err := p.s.layers.do(ctx, "blob:"+l.Digest.String(), func(ctx context.Context) (struct{}, error) {
+		for attempt := 0; ; attempt++ {
+			if p.hasBlob(l) {
+				return struct{}{}, nil
+			}
+			err := p.download(ctx, l)
+			if err == nil || attempt == 2 || !(retryable(err) || errdefs.IsUnavailable(err)) || ctx.Err() != nil {
+				return struct{}{}, err
+			}
+			select {
+			case <-time.After(time.Duration(attempt+1) * 500 * time.Millisecond):
+			case <-ctx.Done():
+				return struct{}{}, ctx.Err()
+			}
+		}
+	})
+	return err
+}
+
+func (p *layerPull) download(ctx context.Context, l Layer) error {
+	release, err := acquire(ctx, p.dl)
+	if err != nil {
+		return err
+	}
+	defer release()
+	w, err := p.s.content.NewIngest(l.Digest, l.Size)
+	if err != nil {
+		return err
+	}
+	body, start, err := p.sess.blob(ctx, l.Digest, w.Offset(), l.Size)
+	if err != nil {
+		w.Close()
+		return err
+	}
+	defer body.Close()
+	if start == 0 {
+		if err := w.Reset(); err != nil {
+			w.Close()
+			return err
+		}
+	} else if _, err := io.Copy(io.Discard, w.Existing()); err != nil {
+		w.Close()
+		return err
+	}
+	if _, err := io.Copy(w, body); err != nil {
+		w.Close()
+		return fmt.Errorf("blob %s: %v: %w", l.Digest, err, errdefs.ErrUnavailable)
+	}
+	return w.Commit()
+}
+
+// applyCompressed decompresses r as l's media type says, applies the tar
+// into dir, reads the stream to its end and checks the diff ID.
+func applyCompressed(ctx context.Context, dir string, r io.Reader, l Layer, mode snapshot.WhiteoutMode) (int64, error) {
+	dec, err := decompressorFor(l.MediaType)
+	if err != nil {
+		return 0, err
+	}
+	rc, err := dec(r)
+	if err != nil {
+		return 0, fmt.Errorf("decompressing: %v: %w", err, errdefs.ErrFailedPrecondition)
+	}
+	defer rc.Close()
+	h := l.DiffID.Algorithm().Hash()
+	tr := io.TeeReader(rc, h)
+	n, err := snapshot.Apply(ctx, dir, tr, mode)
+	if err != nil {
+		if errdefs.Class(err) == "unknown" {
+			err = fmt.Errorf("%w: %w", err, errdefs.ErrFailedPrecondition)
+		}
+		return n, err
+	}
+	// The tar may end before the stream: hash the rest (and let the
+	// compressed stream reach EOF so its digest is checked).
+	rest, err := io.Copy(io.Discard, tr)
+	if err != nil {
+		return n, fmt.Errorf("reading layer: %v: %w", err, errdefs.ErrUnavailable)
+	}
+	if got := digest.NewDigest(l.DiffID.Algorithm(), h); got != l.DiffID {
+		return n, fmt.Errorf("uncompressed layer has digest %s, config says %s: %w", got, l.DiffID, errdefs.ErrFailedPrecondition)
+	}
+	return n + rest, nil
+}
+
+type decompressor func(io.Reader) (io.ReadCloser, error)
+
+func decompressorFor(mediaType string) (decompressor, error) {
+	switch mediaType {
+	case ocispec.MediaTypeImageLayerGzip, ocispec.MediaTypeImageLayerNonDistributableGzip, //nolint:staticcheck // still found in the wild
+		"application/vnd.docker.image.rootfs.diff.tar.gzip", "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip":
+		return func(r io.Reader) (io.ReadCloser, error) { return gzip.NewReader(r) }, nil
+	case ocispec.MediaTypeImageLayerZstd, ocispec.MediaTypeImageLayerNonDistributableZstd: //nolint:staticcheck
+		return func(r io.Reader) (io.ReadCloser, error) {
+			d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
+			if err != nil {
+				return nil, err
+			}
+			return d.IOReadCloser(), nil
+		}, nil
+	case ocispec.MediaTypeImageLayer, ocispec.MediaTypeImageLayerNonDistributable, "application/vnd.docker.image.rootfs.diff.tar": //nolint:staticcheck
+		return func(r io.Reader) (io.ReadCloser, error) { return io.NopCloser(r), nil }, nil
+	}
+	return nil, fmt.Errorf("unsupported layer media type %q: %w", mediaType, errdefs.ErrFailedPrecondition)
+}
+
+func readCapped(r io.Reader, max int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("%v: %w", err, errdefs.ErrUnavailable)
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("more than %d bytes: %w", max, errdefs.ErrFailedPrecondition)
+	}
+	return b, nil
+}
+
+func randomID() string {
+	var b [6]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
