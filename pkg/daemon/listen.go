@@ -143,4 +143,3 @@ func listenFD(which string) (net.Listener, error) {
 	os.Unsetenv("LISTEN_FDNAMES")
 	return l, nil
 }
-

@@ -18,18 +18,18 @@ const (
 
 // Image is one image in the store, keyed by its ID (the config digest).
 type Image struct {
-	ID          digest.Digest      `json:"id"`
-	RepoTags    []string           `json:"repoTags,omitempty"`
-	RepoDigests []string           `json:"repoDigests,omitempty"`
+	ID          digest.Digest       `json:"id"`
+	RepoTags    []string            `json:"repoTags,omitempty"`
+	RepoDigests []string            `json:"repoDigests,omitempty"`
 	Index       *ocispec.Descriptor `json:"index,omitempty"` // set when pulled through an index
-	Manifest    ocispec.Descriptor `json:"manifest"`
-	ConfigDesc  ocispec.Descriptor `json:"configDesc"`
+	Manifest    ocispec.Descriptor  `json:"manifest"`
+	ConfigDesc  ocispec.Descriptor  `json:"configDesc"`
 	Config      ocispec.ImageConfig `json:"config"`
-	Platform    ocispec.Platform   `json:"platform"`
-	Layers      []Layer            `json:"layers"`
-	Size        int64              `json:"size"` // bytes of content: layers, config and manifests
-	Pulled      time.Time          `json:"pulled"`
-	Created     *time.Time         `json:"created,omitempty"`
+	Platform    ocispec.Platform    `json:"platform"`
+	Layers      []Layer             `json:"layers"`
+	Size        int64               `json:"size"` // bytes of content: layers, config and manifests
+	Pulled      time.Time           `json:"pulled"`
+	Created     *time.Time          `json:"created,omitempty"`
 }
 
 // Layer is one layer of an image.
