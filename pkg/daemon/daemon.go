@@ -131,7 +131,8 @@ func New(ctx context.Context, cfg *config.Config, version string) (d *Daemon, re
 }
 
 func newSnapshotter(ctx context.Context, cfg *config.Config, db *bolt.DB) (snapshot.Snapshotter, error) {
-	root := filepath.Join(cfg.Root, "snapshots", cfg.Image.Snapshotter)
+	// Drivers keep <root>/snapshots/<id>/fs; a root belongs to one driver.
+	root := cfg.Root
 	switch cfg.Image.Snapshotter {
 	case "overlay":
 		return overlay.New(ctx, root, db)

@@ -5,7 +5,27 @@
 //
 // Drivers: overlay (default; committed layers are diffs stacked with
 // overlayfs) and native (every snapshot is a full copy; works anywhere).
-// One conformance suite (testsuite.go) runs against both.
+// One conformance suite (pkg/snapshot/testsuite) runs against both.
+//
+// Both drivers keep their metadata in the caller's bbolt DB (bucket
+// "snapshot.<driver>") and their data in <root>/snapshots/<id>/fs, where
+// <id> is a short bolt sequence number. A root belongs to one driver.
+//
+// This package also holds what callers need around the drivers: Apply
+// (safe layer tar extraction, whiteouts in the driver's WhiteoutMode) and
+// MountAll/UnmountAll (performing the returned mounts).
+//
+// Unpacking a layer:
+//
+//	caps := sn.Capabilities()
+//	parent := prevChainID
+//	if caps.DiffLayers {
+//		parent = "" // unpack alone, rebase at Commit; layers can unpack in parallel
+//	}
+//	mounts, _ := sn.Prepare(ctx, "extract-"+chainID, parent)
+//	// mount (or, for a bind mount, use its Source directly), then:
+//	_, err := snapshot.Apply(ctx, dir, uncompressedLayer, caps.Whiteouts)
+//	err = sn.Commit(ctx, chainID, "extract-"+chainID, snapshot.WithParent(prevChainID))
 package snapshot
 
 import (

@@ -1,0 +1,48 @@
+# shim: see README.md.
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X main.Version=$(VERSION)
+PREFIX    ?= /usr/local
+BIN       := bin/shim
+
+.PHONY: all build run test unit e2e bench lint install deps clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/shim
+
+# Run shim on its embedded defaults (root; /var/lib/shim, /run/shim/shim.sock).
+run: build
+	./$(BIN) serve
+
+deps:
+	hack/install-deps.sh
+
+# Everything: dependencies, unit and root integration tests, then the
+# end-to-end run (registry, test images, shim, crictl, critest).
+test: deps build
+	$(MAKE) unit
+	$(MAKE) e2e
+
+unit:
+	$(GO) test -count=1 -timeout 30m ./...
+
+e2e: build
+	hack/e2e.sh
+
+bench: build
+	$(GO) build -o bin/bench ./hack/bench
+	hack/bench.sh
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/shim
+	install -d -m 0755 $(DESTDIR)/etc/shim/config.d $(DESTDIR)/etc/shim/certs.d
+	test -e $(DESTDIR)/etc/shim/config.toml || ./$(BIN) config default > $(DESTDIR)/etc/shim/config.toml
+
+clean:
+	rm -rf bin _output
