@@ -52,9 +52,9 @@ type Daemon struct {
 }
 
 // New opens the stores and builds the servers; Serve starts them.
-func New(ctx context.Context, cfg *config.Config, version string) (d *Daemon, retErr error) {
+func New(ctx context.Context, cfg *config.Config, version string) (_ *Daemon, retErr error) {
 	start := time.Now()
-	d = &Daemon{cfg: cfg, version: version}
+	d := &Daemon{cfg: cfg, version: version}
 	defer func() {
 		if retErr != nil {
 			d.close()
@@ -209,6 +209,9 @@ func (d *Daemon) shutdown(ctx context.Context) error {
 }
 
 func (d *Daemon) close() {
+	for _, s := range d.httpServers {
+		s.Close()
+	}
 	if d.criListener != nil {
 		d.criListener.Close()
 	}

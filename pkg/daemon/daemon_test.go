@@ -1,0 +1,152 @@
+package daemon
+
+import (
+	"context"
+	"io"
+	"log"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/shim-cri/shim/pkg/config"
+	"github.com/shim-cri/shim/pkg/errdefs"
+)
+
+func testConfig(t *testing.T) *config.Config {
+	dir := t.TempDir()
+	cfg := config.Default()
+	cfg.Root = filepath.Join(dir, "root")
+	cfg.State = filepath.Join(dir, "state")
+	cfg.Listen = "unix://" + filepath.Join(dir, "state", "shim.sock")
+	cfg.Image.RegistryConfig = filepath.Join(dir, "certs.d")
+	cfg.ShutdownGrace = config.Duration(2 * time.Second)
+	return cfg
+}
+
+func TestDaemonImageService(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root")
+	}
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	img, _ := random.Image(1024, 2)
+	ref, _ := name.ParseReference(host+"/d/img:1", name.Insecure)
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := testConfig(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	d, err := New(ctx, cfg, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- d.Serve(ctx) }()
+
+	// A second daemon on the same root is refused.
+	cfg2 := *cfg
+	cfg2.Listen = "unix://" + filepath.Join(t.TempDir(), "other.sock")
+	cfg2.State = t.TempDir()
+	if _, err := New(context.Background(), &cfg2, "test"); !errdefs.IsAlreadyExists(err) {
+		t.Fatalf("second daemon on the same root: %v", err)
+	}
+
+	conn, err := grpc.NewClient(d.Address(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	is := runtimeapi.NewImageServiceClient(conn)
+	rs := runtimeapi.NewRuntimeServiceClient(conn)
+
+	v, err := rs.Version(ctx, &runtimeapi.VersionRequest{})
+	if err != nil || v.RuntimeName != "shim" || v.RuntimeApiVersion != "v1" {
+		t.Fatalf("version %v %v", v, err)
+	}
+	rc, err := rs.RuntimeConfig(ctx, &runtimeapi.RuntimeConfigRequest{})
+	if err != nil || rc.GetLinux().GetCgroupDriver() != runtimeapi.CgroupDriver_CGROUPFS {
+		t.Fatalf("runtime config %v %v", rc, err)
+	}
+	st, err := rs.Status(ctx, &runtimeapi.StatusRequest{Verbose: true})
+	if err != nil || len(st.GetStatus().GetConditions()) != 2 || !st.Status.Conditions[0].Status || st.Info["config"] == "" {
+		t.Fatalf("status %v %v", st, err)
+	}
+	_, err = rs.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{})
+	if status.Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), "RunPodSandbox") {
+		t.Fatalf("unimplemented RPC: %v", err)
+	}
+
+	if _, err := is.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{}}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("empty image: %v", err)
+	}
+	if _, err := is.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "Bad Name"}}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("bad name: %v", err)
+	}
+	pr, err := is.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: host + "/d/img:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgName, _ := img.ConfigName()
+	if pr.ImageRef != cfgName.String() {
+		t.Errorf("image ref %s, want %s", pr.ImageRef, cfgName)
+	}
+	s, err := is.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: pr.ImageRef}, Verbose: true})
+	if err != nil || s.Image == nil || s.Info["info"] == "" || s.Image.Size == 0 {
+		t.Fatalf("status %v %v", s, err)
+	}
+	none, err := is.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: "nothere:1"}})
+	if err != nil || none.Image != nil {
+		t.Fatalf("missing image status: %v %v", none, err)
+	}
+	l, err := is.ListImages(ctx, &runtimeapi.ListImagesRequest{Filter: &runtimeapi.ImageFilter{Image: &runtimeapi.ImageSpec{Image: "nothere:1"}}})
+	if err != nil || len(l.Images) != 0 {
+		t.Fatalf("filtered list: %v %v", l, err)
+	}
+	l, err = is.ListImages(ctx, &runtimeapi.ListImagesRequest{})
+	if err != nil || len(l.Images) != 1 {
+		t.Fatalf("list: %v %v", l, err)
+	}
+	fs, err := is.ImageFsInfo(ctx, &runtimeapi.ImageFsInfoRequest{})
+	if err != nil || fs.ImageFilesystems[0].UsedBytes.Value == 0 || fs.ImageFilesystems[0].InodesUsed.Value == 0 {
+		t.Fatalf("fs info: %v %v", fs, err)
+	}
+	if _, err := is.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: host + "/d/img:1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := is.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: host + "/d/img:1"}}); err != nil {
+		t.Fatalf("removing a missing image: %v", err)
+	}
+	// Jobs were recorded.
+	names := map[string]bool{}
+	for _, j := range d.engine.Jobs() {
+		names[j.Name] = true
+	}
+	for _, n := range []string{"pull", "image_status", "list_images", "remove_image", "fs_info"} {
+		if !names[n] {
+			t.Errorf("no %s job recorded", n)
+		}
+	}
+
+	cancel()
+	if err := <-served; err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if _, err := os.Stat(strings.TrimPrefix(cfg.Listen, "unix://")); !os.IsNotExist(err) {
+		t.Errorf("socket left after shutdown: %v", err)
+	}
+}
