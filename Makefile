@@ -9,8 +9,10 @@ BIN       := bin/shim
 
 all: build
 
+# bin/shim embeds the lean monitor/init binary (cmd/shim-runtime).
 build:
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/shim
+	$(GO) build -trimpath -ldflags "-s -w" -o cmd/shim/shim-runtime.bin ./cmd/shim-runtime
+	$(GO) build -trimpath -tags shim_embed -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/shim
 
 # Run shim on its embedded defaults (root; /var/lib/shim, /run/shim/shim.sock).
 run: build

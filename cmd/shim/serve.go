@@ -36,7 +36,7 @@ var serveCommand = &cli.Command{
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
-		d, err := daemon.New(ctx, cfg, version())
+		d, err := daemon.New(ctx, cfg, daemon.Options{Version: version(), RuntimeBinary: embeddedRuntime})
 		if err != nil {
 			return err
 		}

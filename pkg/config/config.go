@@ -56,6 +56,33 @@ type Config struct {
 	JobHistory    int      `toml:"job_history"`
 	TLS           TLS      `toml:"tls"`
 	Image         Image    `toml:"image"`
+	Network       Network  `toml:"network"`
+	Runtime       Runtime  `toml:"runtime"`
+}
+
+// Network configures pod networking.
+type Network struct {
+	Driver     string   `toml:"driver"` // bridge, cni or none
+	Bridge     string   `toml:"bridge"`
+	PodCIDR    string   `toml:"pod_cidr"`
+	MTU        int      `toml:"mtu"`
+	CNIConfDir string   `toml:"cni_conf_dir"`
+	CNIBinDirs []string `toml:"cni_bin_dirs"`
+}
+
+// Runtime configures how containers run.
+type Runtime struct {
+	// Handlers maps RuntimeClass handler names to an OCI runtime binary;
+	// "native" (or empty) is shim's own executor.
+	Handlers map[string]Handler `toml:"handlers"`
+	// SeccompDefault applies RuntimeDefault to containers without a
+	// seccomp profile (kubelet's --seccomp-default).
+	SeccompDefault bool `toml:"seccomp_default"`
+}
+
+// Handler is one RuntimeClass handler.
+type Handler struct {
+	Binary string `toml:"binary"`
 }
 
 // TLS configures the tcp:// listener; mutual TLS is required there.
@@ -143,6 +170,16 @@ func (c *Config) Validate() error {
 	}
 	if c.Image.MaxConcurrentDownloads < 1 || c.Image.MaxConcurrentDownloads > 64 {
 		errs = append(errs, fmt.Sprintf("image.max_concurrent_downloads %d: want 1 to 64", c.Image.MaxConcurrentDownloads))
+	}
+	switch c.Network.Driver {
+	case "bridge", "cni", "none":
+	default:
+		errs = append(errs, fmt.Sprintf("network.driver %q: want bridge, cni or none", c.Network.Driver))
+	}
+	for name, h := range c.Runtime.Handlers {
+		if name == "" || (h.Binary != "" && h.Binary != "native" && !filepath.IsAbs(h.Binary)) {
+			errs = append(errs, fmt.Sprintf("runtime.handlers.%s: binary %q must be \"native\" or an absolute path", name, h.Binary))
+		}
 	}
 	if c.ShutdownGrace < 0 {
 		errs = append(errs, "shutdown_grace must not be negative")

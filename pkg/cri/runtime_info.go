@@ -26,8 +26,8 @@ func (s *Server) Version(ctx context.Context, req *runtimeapi.VersionRequest) (*
 // Status reports runtime and network readiness.
 func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*runtimeapi.StatusResponse, error) {
 	netReady, reason, msg := false, "NetworkPluginNotReady", "pod networking is not available"
-	if s.info.NetworkReady != nil {
-		netReady, reason, msg = s.info.NetworkReady()
+	if s.rt != nil {
+		netReady, reason, msg = s.rt.NetworkReady(ctx)
 	}
 	netCond := &runtimeapi.RuntimeCondition{Type: runtimeapi.NetworkReady, Status: netReady}
 	if !netReady {

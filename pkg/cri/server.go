@@ -14,9 +14,6 @@ import (
 type Info struct {
 	Version      string
 	CgroupDriver runtimeapi.CgroupDriver
-	// NetworkReady reports whether pod networking is ready, with a reason
-	// and message when it is not.
-	NetworkReady func() (bool, string, string)
 	// StatusInfo is extra verbose Status output (config, host checks).
 	StatusInfo func() map[string]string
 }
@@ -29,11 +26,12 @@ type Server struct {
 	info   Info
 	engine *engine.Engine
 	images *engine.Images
+	rt     *engine.RuntimeJobs
 }
 
 // NewServer returns a CRI server running jobs on e.
-func NewServer(info Info, e *engine.Engine, images *engine.Images) *Server {
-	return &Server{info: info, engine: e, images: images}
+func NewServer(info Info, e *engine.Engine, images *engine.Images, rt *engine.RuntimeJobs) *Server {
+	return &Server{info: info, engine: e, images: images, rt: rt}
 }
 
 // Register registers both CRI services on g.

@@ -24,6 +24,8 @@ import (
 	"github.com/shim-cri/shim/pkg/config"
 	"github.com/shim-cri/shim/pkg/cri"
 	"github.com/shim-cri/shim/pkg/engine"
+	"github.com/shim-cri/shim/pkg/execdrv/specgen"
+	"github.com/shim-cri/shim/pkg/netdrv"
 	"github.com/shim-cri/shim/pkg/errdefs"
 	"github.com/shim-cri/shim/pkg/imagestore"
 	"github.com/shim-cri/shim/pkg/log"
@@ -35,10 +37,20 @@ import (
 // AdminSocket is the admin endpoint's name under the state directory.
 const AdminSocket = "admin.sock"
 
+// Options are what the binary gives the daemon besides its config.
+type Options struct {
+	Version string
+	// RuntimeBinary is the lean monitor/init binary (cmd/shim-runtime)
+	// embedded in the shim binary; empty: monitors run this executable.
+	RuntimeBinary []byte
+}
+
 // Daemon is a configured, running shim.
 type Daemon struct {
 	cfg     *config.Config
 	version string
+	net     netdrv.Driver
+	rt      *engine.RuntimeJobs
 
 	db     *bolt.DB
 	sn     snapshot.Snapshotter
@@ -52,8 +64,9 @@ type Daemon struct {
 }
 
 // New opens the stores and builds the servers; Serve starts them.
-func New(ctx context.Context, cfg *config.Config, version string) (_ *Daemon, retErr error) {
+func New(ctx context.Context, cfg *config.Config, o Options) (_ *Daemon, retErr error) {
 	start := time.Now()
+	version := o.Version
 	d := &Daemon{cfg: cfg, version: version}
 	defer func() {
 		if retErr != nil {
@@ -80,7 +93,14 @@ func New(ctx context.Context, cfg *config.Config, version string) (_ *Daemon, re
 	if cfg.Image.SandboxImage != "" {
 		pinned = append(pinned, cfg.Image.SandboxImage)
 	}
+	var rt *engine.RuntimeJobs
 	d.images, err = imagestore.New(ctx, imagestore.Config{
+		SnapshotRoots: func(ctx context.Context) ([]string, error) {
+			if rt == nil {
+				return nil, nil
+			}
+			return rt.SnapshotRoots(ctx)
+		},
 		ContentRoot:       filepath.Join(cfg.Root, "content"),
 		DB:                d.db,
 		Snapshotter:       d.sn,
@@ -99,6 +119,28 @@ func New(ctx context.Context, cfg *config.Config, version string) (_ *Daemon, re
 		return nil, err
 	}
 	images := engine.RegisterImages(d.engine, d.images, cfg.Root)
+	if d.net, err = newNetwork(ctx, cfg, d.db); err != nil {
+		return nil, err
+	}
+	exe, err := runtimeExe(cfg.State, o.RuntimeBinary)
+	if err != nil {
+		return nil, err
+	}
+	handlers := map[string]string{}
+	for name, h := range cfg.Runtime.Handlers {
+		handlers[name] = h.Binary
+	}
+	specOpts := specgen.DetectHost()
+	specOpts.SeccompDefault = cfg.Runtime.SeccompDefault
+	rt, err = engine.RegisterRuntime(ctx, d.engine, engine.RuntimeOptions{
+		State: cfg.State, RuntimeExe: exe, DB: d.db, Images: d.images, Snapshotter: d.sn, Network: d.net,
+		Handlers: handlers, SandboxImage: cfg.Image.SandboxImage, LogLevel: cfg.LogLevel,
+		Spec: specOpts,
+	})
+	if err != nil {
+		return nil, err
+	}
+	d.rt = rt
 	icpt, err := cri.NewInterceptor(d.reg)
 	if err != nil {
 		return nil, err
@@ -108,7 +150,7 @@ func New(ctx context.Context, cfg *config.Config, version string) (_ *Daemon, re
 		Version:      version,
 		CgroupDriver: runtimeapi.CgroupDriver_CGROUPFS,
 		StatusInfo:   d.statusInfo,
-	}, d.engine, images).Register(d.grpc)
+	}, d.engine, images, rt).Register(d.grpc)
 
 	if d.criListener, err = Listen(cfg.Listen, cfg.TLS); err != nil {
 		return nil, err
@@ -211,6 +253,9 @@ func (d *Daemon) shutdown(ctx context.Context) error {
 func (d *Daemon) close() {
 	for _, s := range d.httpServers {
 		s.Close()
+	}
+	if d.net != nil {
+		d.net.Close()
 	}
 	if d.criListener != nil {
 		d.criListener.Close()

@@ -51,7 +51,7 @@ func TestDaemonImageService(t *testing.T) {
 
 	cfg := testConfig(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	d, err := New(ctx, cfg, "test")
+	d, err := New(ctx, cfg, Options{Version: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func TestDaemonImageService(t *testing.T) {
 	cfg2 := *cfg
 	cfg2.Listen = "unix://" + filepath.Join(t.TempDir(), "other.sock")
 	cfg2.State = t.TempDir()
-	if _, err := New(context.Background(), &cfg2, "test"); !errdefs.IsAlreadyExists(err) {
+	if _, err := New(context.Background(), &cfg2, Options{Version: "test"}); !errdefs.IsAlreadyExists(err) {
 		t.Fatalf("second daemon on the same root: %v", err)
 	}
 

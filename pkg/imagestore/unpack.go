@@ -1,6 +1,7 @@
 package imagestore
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -352,7 +353,9 @@ func applyCompressed(ctx context.Context, dir string, r io.Reader, l Layer, mode
 	if err != nil {
 		return 0, err
 	}
-	rc, err := dec(r)
+	// Decompressors read a few KiB at a time; read the source (and so
+	// write the ingest) in big chunks instead.
+	rc, err := dec(bufio.NewReaderSize(r, 1<<20))
 	if err != nil {
 		return 0, fmt.Errorf("decompressing: %v: %w", err, errdefs.ErrFailedPrecondition)
 	}

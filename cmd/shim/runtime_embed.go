@@ -1,0 +1,10 @@
+//go:build shim_embed
+
+package main
+
+import _ "embed"
+
+// embeddedRuntime is bin/shim-runtime, embedded by `make build`.
+//
+//go:embed shim-runtime.bin
+var embeddedRuntime []byte

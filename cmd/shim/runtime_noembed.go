@@ -1,0 +1,7 @@
+//go:build !shim_embed
+
+package main
+
+// embeddedRuntime is empty in a plain `go build`: monitors and container
+// inits then run this binary itself (bigger and slower to start).
+var embeddedRuntime []byte

@@ -1,0 +1,64 @@
+package daemon
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/shim-cri/shim/pkg/config"
+	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/netdrv"
+	"github.com/shim-cri/shim/pkg/netdrv/bridge"
+)
+
+// newNetwork builds the configured pod network driver; nil for "none".
+func newNetwork(ctx context.Context, cfg *config.Config, db *bolt.DB) (netdrv.Driver, error) {
+	switch cfg.Network.Driver {
+	case "none":
+		return nil, nil
+	case "bridge":
+		return bridge.New(ctx, bridge.Config{Bridge: cfg.Network.Bridge, CIDR: cfg.Network.PodCIDR, MTU: cfg.Network.MTU}, db)
+	case "cni":
+		return newCNI(ctx, cfg)
+	}
+	return nil, fmt.Errorf("network driver %q: %w", cfg.Network.Driver, errdefs.ErrInvalidArgument)
+}
+
+// runtimeExe returns the binary monitors run: the embedded lean runtime,
+// written once per content under <state>/bin, or this executable.
+func runtimeExe(state string, embedded []byte) (string, error) {
+	if len(embedded) == 0 {
+		return os.Executable()
+	}
+	sum := sha256.Sum256(embedded)
+	dir := filepath.Join(state, "bin")
+	path := filepath.Join(dir, "shim-runtime-"+hex.EncodeToString(sum[:8]))
+	if b, err := os.ReadFile(path); err == nil && sha256.Sum256(b) == sum {
+		return path, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	tmp, err := os.CreateTemp(dir, ".tmp-")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(embedded); err != nil {
+		tmp.Close()
+		return "", err
+	}
+	if err := tmp.Chmod(0o500); err != nil {
+		tmp.Close()
+		return "", err
+	}
+	if err := tmp.Close(); err != nil {
+		return "", err
+	}
+	return path, os.Rename(tmp.Name(), path)
+}

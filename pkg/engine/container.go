@@ -1,0 +1,516 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/execdrv/specgen"
+	"github.com/shim-cri/shim/pkg/imagestore"
+	"github.com/shim-cri/shim/pkg/log"
+	"github.com/shim-cri/shim/pkg/monitor"
+	"github.com/shim-cri/shim/pkg/snapshot"
+)
+
+// CreateContainerRequest asks for a container in a pod.
+type CreateContainerRequest struct {
+	PodID  string
+	Config *runtimeapi.ContainerConfig
+}
+
+func ctrName(m *runtimeapi.ContainerMetadata, pm *runtimeapi.PodSandboxMetadata) string {
+	return fmt.Sprintf("%s_%s_%s_%s_%d", m.GetName(), pm.GetName(), pm.GetNamespace(), pm.GetUid(), m.GetAttempt())
+}
+
+// specPod describes the pod to the spec generator.
+func (r *Runtime) specPod(sb *Sandbox) specgen.Pod {
+	v := sb.view()
+	p := specgen.Pod{ID: v.ID, Config: v.config, NetNS: v.NetNS, IPCNS: v.IPCNS, UTSNS: v.UTSNS,
+		HostnameFile: filepath.Join(v.Dir, podHostname), HostsFile: filepath.Join(v.Dir, podHosts),
+		ResolvConfFile: filepath.Join(v.Dir, podResolv), ShmPath: v.Shm}
+	if v.InfraPid > 0 {
+		p.PIDNS = fmt.Sprintf("/proc/%d/ns/pid", v.InfraPid)
+	}
+	return p
+}
+
+func (r *Runtime) createContainer(ctx context.Context, j *Job, req CreateContainerRequest) (_ *Container, retErr error) {
+	sb, err := r.getSandbox(req.PodID)
+	if err != nil {
+		return nil, err
+	}
+	if sb.view().State != SandboxReady {
+		return nil, fmt.Errorf("pod sandbox %s is not ready: %w", sb.ID, errdefs.ErrFailedPrecondition)
+	}
+	cfg := req.Config
+	if err := specgen.ValidateContainerConfig(cfg); err != nil {
+		return nil, err
+	}
+	lp, err := specgen.LogPath(sb.config.GetLogDirectory(), cfg.GetLogPath())
+	if err != nil {
+		return nil, err
+	}
+	img, err := r.o.Images.Get(ctx, cfg.GetImage().GetImage())
+	if err != nil {
+		return nil, fmt.Errorf("image %q: %w", cfg.GetImage().GetImage(), err)
+	}
+	name := ctrName(cfg.GetMetadata(), sb.config.GetMetadata())
+	id := newID()
+	r.mu.Lock()
+	if other, ok := r.ctrNames[name]; ok {
+		r.mu.Unlock()
+		return nil, fmt.Errorf("container name %q is reserved by %s: %w", name, other, errdefs.ErrAlreadyExists)
+	}
+	r.ctrNames[name] = id
+	r.mu.Unlock()
+	var rb rollback
+	rb.add(func(context.Context) error {
+		r.mu.Lock()
+		delete(r.ctrNames, name)
+		r.mu.Unlock()
+		return nil
+	})
+	defer func() {
+		if retErr != nil {
+			rb.run(ctx)
+		}
+	}()
+	ctx = log.WithFields(ctx, map[string]any{log.FieldContainerID: id, log.FieldPodID: sb.ID})
+	cfgPB, err := proto.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c := &Container{ID: id, SandboxID: sb.ID, Name: name, ConfigPB: cfgPB, State: ContainerCreated, CreatedAt: time.Now(),
+		ImageID: img.ID.String(), ImageRef: imageRef(img), ImageName: cfg.GetImage().GetImage(), LogPath: lp,
+		Bundle: filepath.Join(sb.Dir, "ctrs", id), Snapshot: "ctr-" + id, StopSignal: img.Config.StopSignal, config: cfg}
+	spec, err := r.prepareBundle(ctx, sb, c, img, &rb, func(rootfs, volumes string) (*specs.Spec, error) {
+		return specgen.ContainerSpec(ctx, r.specPod(sb), specgen.Container{ID: id, Config: cfg, Image: img.Config,
+			ImageRef: c.ImageRef, Rootfs: rootfs, VolumeDir: volumes}, r.o.Spec)
+	}, false)
+	if err != nil {
+		return nil, err
+	}
+	if u := spec.Process.User; true {
+		uid, gid := int64(u.UID), int64(u.GID)
+		c.UID, c.GID, c.Username = &uid, &gid, cfg.GetLinux().GetSecurityContext().GetRunAsUsername()
+		for _, g := range u.AdditionalGids {
+			c.Groups = append(c.Groups, int64(g))
+		}
+	}
+	if lp != "" {
+		if err := os.MkdirAll(filepath.Dir(lp), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	mon, err := r.monitorFor(ctx, sb)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpCreate, ID: id, Bundle: c.Bundle, LogPath: lp,
+		Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(), Tty: cfg.GetTty()})
+	if err != nil {
+		return nil, fmt.Errorf("creating container: %w", err)
+	}
+	rb.add(func(ctx context.Context) error {
+		_, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpDelete, ID: id, Force: true})
+		return err
+	})
+	c.Pid = resp.Pid
+	if err := r.updateContainer(c, func(*Container) {}); err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.containers[id] = c
+	r.mu.Unlock()
+	r.emit(c, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
+	j.Logf("container %s created (pid %d)", name, c.Pid)
+	return c, nil
+}
+
+func imageRef(img *imagestore.Image) string {
+	if len(img.RepoDigests) > 0 {
+		return img.RepoDigests[0]
+	}
+	return img.ID.String()
+}
+
+// prepareBundle makes the container's writable (or, for the infra, read
+// only) snapshot, mounts it as the bundle's rootfs, generates the spec and
+// writes config.json.
+func (r *Runtime) prepareBundle(ctx context.Context, sb *Sandbox, c *Container, img *imagestore.Image, rb *rollback,
+	gen func(rootfs, volumes string) (*specs.Spec, error), readOnly bool) (*specs.Spec, error) {
+	rootfs := filepath.Join(c.Bundle, "rootfs")
+	volumes := filepath.Join(c.Bundle, "volumes")
+	if err := os.MkdirAll(rootfs, 0o755); err != nil {
+		return nil, err
+	}
+	rb.add(func(context.Context) error { return os.RemoveAll(c.Bundle) })
+	var mounts []snapshot.Mount
+	var err error
+	if readOnly {
+		mounts, err = r.o.Snapshotter.View(ctx, c.Snapshot, img.ChainID())
+	} else {
+		mounts, err = r.o.Snapshotter.Prepare(ctx, c.Snapshot, img.ChainID())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("preparing the root filesystem: %w", err)
+	}
+	rb.add(func(ctx context.Context) error { return r.o.Snapshotter.Remove(ctx, c.Snapshot) })
+	if err := snapshot.MountAll(mounts, rootfs); err != nil {
+		return nil, fmt.Errorf("mounting the root filesystem: %w", err)
+	}
+	rb.add(func(context.Context) error { return snapshot.UnmountAll(rootfs) })
+	if err := os.MkdirAll(volumes, 0o755); err != nil {
+		return nil, err
+	}
+	spec, err := gen(rootfs, volumes)
+	if err != nil {
+		return nil, err
+	}
+	spec.Root = &specs.Root{Path: rootfs, Readonly: spec.Root != nil && spec.Root.Readonly}
+	data, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(c.Bundle, "config.json"), data, 0o600); err != nil {
+		return nil, err
+	}
+	return spec, nil
+}
+
+// startInfra runs the pause image as the pod's infra process, the init of
+// its shared pid namespace.
+func (r *Runtime) startInfra(ctx context.Context, j *Job, sb *Sandbox) (retErr error) {
+	img, err := r.o.Images.Get(ctx, r.o.SandboxImage)
+	if errdefs.IsNotFound(err) {
+		j.Logf("pulling sandbox image %s", r.o.SandboxImage)
+		img, err = r.o.Images.Pull(ctx, r.o.SandboxImage, nil, j.Logf)
+	}
+	if err != nil {
+		return fmt.Errorf("sandbox image %s: %w", r.o.SandboxImage, err)
+	}
+	id := "infra-" + sb.ID
+	c := &Container{ID: id, SandboxID: sb.ID, Name: id, State: ContainerCreated, CreatedAt: time.Now(),
+		ImageID: img.ID.String(), ImageRef: imageRef(img), ImageName: r.o.SandboxImage,
+		Bundle: filepath.Join(sb.Dir, "ctrs", id), Snapshot: "ctr-" + id, Infra: true,
+		ConfigPB: mustMarshal(&runtimeapi.ContainerConfig{}), config: &runtimeapi.ContainerConfig{}}
+	var rb rollback
+	defer func() {
+		if retErr != nil {
+			rb.run(ctx)
+		}
+	}()
+	if _, err := r.prepareBundle(ctx, sb, c, img, &rb, func(rootfs, _ string) (*specs.Spec, error) {
+		return specgen.InfraSpec(ctx, r.specPod(sb), rootfs, img.Config, r.o.Spec)
+	}, true); err != nil {
+		return err
+	}
+	mon, err := r.monitorFor(ctx, sb)
+	if err != nil {
+		return err
+	}
+	resp, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpCreate, ID: id, Bundle: c.Bundle})
+	if err != nil {
+		return err
+	}
+	if _, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpStart, ID: id}); err != nil {
+		mon.Call(ctx, &monitor.Request{Op: monitor.OpDelete, ID: id, Force: true})
+		return err
+	}
+	c.Pid, c.State, c.StartedAt = resp.Pid, ContainerRunning, time.Now()
+	sb.InfraPid, sb.Infra = resp.Pid, id
+	if err := r.updateContainer(c, func(*Container) {}); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.containers[id] = c
+	r.mu.Unlock()
+	j.Logf("infra process %d", resp.Pid)
+	return nil
+}
+
+func mustMarshal(m proto.Message) []byte {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// monitorOf returns the client of the container's pod monitor.
+func (r *Runtime) monitorOf(c *Container) (*monitor.Client, error) {
+	if m := r.monitorClient(c.SandboxID); m != nil {
+		return m, nil
+	}
+	return nil, fmt.Errorf("the monitor of pod %s is not running: %w", c.SandboxID, errdefs.ErrFailedPrecondition)
+}
+
+func (r *Runtime) startContainer(ctx context.Context, j *Job, id string) (struct{}, error) {
+	c, err := r.getContainer(id)
+	if err != nil {
+		return struct{}{}, err
+	}
+	r.refresh(ctx, c)
+	if st := c.view().State; st != ContainerCreated {
+		return struct{}{}, fmt.Errorf("container %s is %s, not created: %w", c.ID, st, errdefs.ErrFailedPrecondition)
+	}
+	mon, err := r.monitorOf(c)
+	if err != nil {
+		return struct{}{}, err
+	}
+	if _, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpStart, ID: c.ID}); err != nil {
+		return struct{}{}, fmt.Errorf("starting container: %w", err)
+	}
+	if err := r.updateContainer(c, func(c *Container) {
+		if c.State == ContainerCreated {
+			c.State, c.StartedAt = ContainerRunning, time.Now()
+		}
+	}); err != nil {
+		return struct{}{}, err
+	}
+	r.emit(c, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
+	r.refresh(ctx, c) // it may have exited already
+	j.Logf("started")
+	return struct{}{}, nil
+}
+
+// StopContainerRequest asks to stop a container within Timeout.
+type StopContainerRequest struct {
+	ID      string
+	Timeout time.Duration
+}
+
+func (r *Runtime) stopContainer(ctx context.Context, j *Job, req StopContainerRequest) (struct{}, error) {
+	c, err := r.getContainer(req.ID)
+	if errdefs.IsNotFound(err) {
+		return struct{}{}, nil
+	}
+	if err != nil {
+		return struct{}{}, err
+	}
+	return struct{}{}, r.killContainer(ctx, c, req.Timeout)
+}
+
+// killContainer sends the stop signal, waits up to timeout, then kills
+// every process of the container and waits for the exit.
+func (r *Runtime) killContainer(ctx context.Context, c *Container, timeout time.Duration) error {
+	r.refresh(ctx, c)
+	v := c.view()
+	if v.State != ContainerRunning && v.State != ContainerCreated {
+		return nil
+	}
+	mon, err := r.monitorOf(c)
+	if err != nil {
+		return err
+	}
+	if timeout > 0 && v.State == ContainerRunning {
+		sig := stopSignal(v.StopSignal)
+		if _, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpKill, ID: c.ID, Signal: int(sig)}); err != nil && !errdefs.IsNotFound(err) {
+			return err
+		}
+		if r.waitExited(ctx, c, timeout) {
+			return nil
+		}
+	}
+	if _, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpKill, ID: c.ID, Signal: int(unix.SIGKILL), All: true}); err != nil && !errdefs.IsNotFound(err) {
+		return err
+	}
+	if !r.waitExited(ctx, c, 30*time.Second) {
+		return fmt.Errorf("container %s did not exit after SIGKILL: %w", c.ID, errdefs.ErrUnavailable)
+	}
+	return nil
+}
+
+// waitExited waits until the container is recorded exited.
+func (r *Runtime) waitExited(ctx context.Context, c *Container, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
+		r.refresh(ctx, c)
+		if c.view().State == ContainerExited {
+			return true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(delay)
+	}
+}
+
+func stopSignal(s string) unix.Signal {
+	if s == "" {
+		return unix.SIGTERM
+	}
+	name := strings.ToUpper(strings.TrimPrefix(strings.ToUpper(s), "SIG"))
+	if sig := unix.SignalNum("SIG" + name); sig != 0 {
+		return sig
+	}
+	var n int
+	if _, err := fmt.Sscanf(s, "%d", &n); err == nil && n > 0 && n < 65 {
+		return unix.Signal(n)
+	}
+	return unix.SIGTERM
+}
+
+func (r *Runtime) removeContainer(ctx context.Context, j *Job, id string) (struct{}, error) {
+	c, err := r.getContainer(id)
+	if errdefs.IsNotFound(err) {
+		return struct{}{}, nil
+	}
+	if err != nil {
+		return struct{}{}, err
+	}
+	if err := r.killContainer(ctx, c, 0); err != nil {
+		return struct{}{}, err
+	}
+	return struct{}{}, r.deleteContainer(ctx, c)
+}
+
+// deleteContainer removes an exited container and everything it had.
+func (r *Runtime) deleteContainer(ctx context.Context, c *Container) error {
+	if mon := r.monitorClient(c.SandboxID); mon != nil {
+		if _, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpDelete, ID: c.ID, Force: true}); err != nil &&
+			!errdefs.IsNotFound(err) && !errdefs.IsUnavailable(err) {
+			return err
+		}
+	}
+	rootfs := filepath.Join(c.Bundle, "rootfs")
+	if err := snapshot.UnmountAll(rootfs); err != nil {
+		return err
+	}
+	if err := r.o.Snapshotter.Remove(ctx, c.Snapshot); err != nil && !errdefs.IsNotFound(err) {
+		return err
+	}
+	if err := os.RemoveAll(c.Bundle); err != nil {
+		return err
+	}
+	if err := r.store.delete(bucketContainers, c.ID); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	delete(r.containers, c.ID)
+	if r.ctrNames[c.Name] == c.ID {
+		delete(r.ctrNames, c.Name)
+	}
+	r.mu.Unlock()
+	r.emit(c, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
+	return nil
+}
+
+// ExecSyncRequest runs a command in a container.
+type ExecSyncRequest struct {
+	ID      string
+	Cmd     []string
+	Timeout time.Duration
+}
+
+// ExecSyncResult is the command's output.
+type ExecSyncResult struct {
+	Stdout, Stderr []byte
+	ExitCode       int32
+}
+
+func (r *Runtime) execSync(ctx context.Context, j *Job, req ExecSyncRequest) (*ExecSyncResult, error) {
+	c, err := r.getContainer(req.ID)
+	if err != nil {
+		return nil, err
+	}
+	if len(req.Cmd) == 0 {
+		return nil, fmt.Errorf("exec without a command: %w", errdefs.ErrInvalidArgument)
+	}
+	r.refresh(ctx, c)
+	if c.view().State != ContainerRunning {
+		return nil, fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrFailedPrecondition)
+	}
+	proc, err := execProcess(c.Bundle, req.Cmd)
+	if err != nil {
+		return nil, err
+	}
+	mon, err := r.monitorOf(c)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpExecSync, ID: c.ID, Process: proc, Timeout: req.Timeout})
+	if err != nil {
+		return nil, err
+	}
+	if resp.Truncated {
+		j.Logf("output truncated at 16 MiB per stream")
+	}
+	return &ExecSyncResult{Stdout: resp.Stdout, Stderr: resp.Stderr, ExitCode: int32(resp.ExitCode)}, nil
+}
+
+// execProcess is the container's process with another command.
+func execProcess(bundle string, cmd []string) (*specs.Process, error) {
+	b, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return nil, err
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return nil, fmt.Errorf("container config: %v: %w", err, errdefs.ErrDataLoss)
+	}
+	p := *spec.Process
+	p.Args = cmd
+	p.Terminal = false
+	p.ConsoleSize = nil
+	return &p, nil
+}
+
+// UpdateResourcesRequest changes a container's resources.
+type UpdateResourcesRequest struct {
+	ID        string
+	Resources *runtimeapi.LinuxContainerResources
+}
+
+func (r *Runtime) updateResources(ctx context.Context, j *Job, req UpdateResourcesRequest) (struct{}, error) {
+	c, err := r.getContainer(req.ID)
+	if err != nil {
+		return struct{}{}, err
+	}
+	res, err := specgen.Resources(ctx, req.Resources, r.o.Spec)
+	if err != nil {
+		return struct{}{}, err
+	}
+	r.refresh(ctx, c)
+	if st := c.view().State; st == ContainerRunning || st == ContainerCreated {
+		mon, err := r.monitorOf(c)
+		if err != nil {
+			return struct{}{}, err
+		}
+		if _, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpUpdate, ID: c.ID, Resources: res}); err != nil {
+			return struct{}{}, err
+		}
+	}
+	pb, err := proto.Marshal(req.Resources)
+	if err != nil {
+		return struct{}{}, err
+	}
+	return struct{}{}, r.updateContainer(c, func(c *Container) { c.ResourcesPB = pb })
+}
+
+func (r *Runtime) reopenLog(ctx context.Context, j *Job, id string) (struct{}, error) {
+	c, err := r.getContainer(id)
+	if err != nil {
+		return struct{}{}, err
+	}
+	r.refresh(ctx, c)
+	if c.view().State != ContainerRunning {
+		return struct{}{}, fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrFailedPrecondition)
+	}
+	mon, err := r.monitorOf(c)
+	if err != nil {
+		return struct{}{}, err
+	}
+	_, err = mon.Call(ctx, &monitor.Request{Op: monitor.OpReopenLog, ID: c.ID})
+	return struct{}{}, err
+}

@@ -1,0 +1,230 @@
+package engine
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/shim-cri/shim/pkg/errdefs"
+)
+
+var (
+	bucketSandboxes  = []byte("sandboxes.v1")
+	bucketContainers = []byte("containers.v1")
+)
+
+// Sandbox states, as CRI names them.
+const (
+	SandboxReady    = "READY"
+	SandboxNotReady = "NOTREADY"
+)
+
+// Container states, as CRI names them.
+const (
+	ContainerCreated = "CREATED"
+	ContainerRunning = "RUNNING"
+	ContainerExited  = "EXITED"
+	ContainerUnknown = "UNKNOWN"
+)
+
+// Sandbox is a pod sandbox's record, persisted in meta.db.
+type Sandbox struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"` // reserved name: name_namespace_uid_attempt
+	ConfigPB  []byte    `json:"config"`
+	State     string    `json:"state"`
+	CreatedAt time.Time `json:"createdAt"`
+	Handler   string    `json:"runtimeHandler,omitempty"`
+	Dir       string    `json:"dir"`
+	NetNS     string    `json:"netns,omitempty"`
+	IPCNS     string    `json:"ipcns,omitempty"`
+	UTSNS     string    `json:"utsns,omitempty"`
+	Shm       string    `json:"shm,omitempty"` // mounted tmpfs for /dev/shm
+	Network   string    `json:"network,omitempty"`
+	IPs       []string  `json:"ips,omitempty"`
+	Infra     string    `json:"infra,omitempty"` // infra container id (shared pid namespace)
+	InfraPid  int       `json:"infraPid,omitempty"`
+	Monitor   bool      `json:"monitor,omitempty"` // a monitor was started for the pod
+
+	config *runtimeapi.PodSandboxConfig
+	mu     sync.Mutex // guards State, IPs and the fields jobs change
+}
+
+// Config is the pod's CRI config.
+func (s *Sandbox) Config() *runtimeapi.PodSandboxConfig { return s.config }
+
+// Container is a container's record.
+type Container struct {
+	ID         string    `json:"id"`
+	SandboxID  string    `json:"sandboxId"`
+	Name       string    `json:"name"` // reserved name
+	ConfigPB   []byte    `json:"config"`
+	State      string    `json:"state"`
+	CreatedAt  time.Time `json:"createdAt"`
+	StartedAt  time.Time `json:"startedAt,omitzero"`
+	FinishedAt time.Time `json:"finishedAt,omitzero"`
+	ExitCode   int32     `json:"exitCode"`
+	Reason     string    `json:"reason,omitempty"`
+	Message    string    `json:"message,omitempty"`
+	Pid        int       `json:"pid,omitempty"`
+	ImageID    string    `json:"imageId"`
+	ImageRef   string    `json:"imageRef"` // repo digest, or the id
+	ImageName  string    `json:"imageName"`
+	LogPath    string    `json:"logPath,omitempty"`
+	Bundle     string    `json:"bundle"`
+	Snapshot   string    `json:"snapshot"`
+	StopSignal string    `json:"stopSignal,omitempty"`
+	UID        *int64    `json:"uid,omitempty"`
+	GID        *int64    `json:"gid,omitempty"`
+	Groups     []int64   `json:"groups,omitempty"`
+	Username   string    `json:"username,omitempty"`
+	Infra      bool      `json:"infra,omitempty"` // the pod's infra process, not a CRI container
+	// ResourcesPB is the current resources (after UpdateContainerResources).
+	ResourcesPB []byte `json:"resources,omitempty"`
+
+	config *runtimeapi.ContainerConfig
+	mu     sync.Mutex // guards the state fields, which exits change outside jobs
+}
+
+// update applies fn to c under its lock and persists it.
+func (r *Runtime) updateContainer(c *Container, fn func(c *Container)) error {
+	c.mu.Lock()
+	fn(c)
+	data, err := json.Marshal(c)
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return r.store.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketContainers).Put([]byte(c.ID), data)
+	})
+}
+
+// view returns a copy of c's fields, consistent under its lock.
+func (c *Container) view() Container {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Container{
+		ID: c.ID, SandboxID: c.SandboxID, Name: c.Name, ConfigPB: c.ConfigPB, State: c.State,
+		CreatedAt: c.CreatedAt, StartedAt: c.StartedAt, FinishedAt: c.FinishedAt, ExitCode: c.ExitCode,
+		Reason: c.Reason, Message: c.Message, Pid: c.Pid, ImageID: c.ImageID, ImageRef: c.ImageRef,
+		ImageName: c.ImageName, LogPath: c.LogPath, Bundle: c.Bundle, Snapshot: c.Snapshot,
+		StopSignal: c.StopSignal, UID: c.UID, GID: c.GID, Groups: c.Groups, Username: c.Username,
+		Infra: c.Infra, ResourcesPB: c.ResourcesPB, config: c.config,
+	}
+}
+
+func (r *Runtime) updateSandbox(sb *Sandbox, fn func(sb *Sandbox)) error {
+	sb.mu.Lock()
+	fn(sb)
+	data, err := json.Marshal(sb)
+	sb.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return r.store.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSandboxes).Put([]byte(sb.ID), data)
+	})
+}
+
+func (s *Sandbox) view() Sandbox {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Sandbox{
+		ID: s.ID, Name: s.Name, ConfigPB: s.ConfigPB, State: s.State, CreatedAt: s.CreatedAt, Handler: s.Handler,
+		Dir: s.Dir, NetNS: s.NetNS, IPCNS: s.IPCNS, UTSNS: s.UTSNS, Shm: s.Shm, Network: s.Network,
+		IPs: s.IPs, Infra: s.Infra, InfraPid: s.InfraPid, Monitor: s.Monitor, config: s.config,
+	}
+}
+
+// Config is the container's CRI config.
+func (c *Container) Config() *runtimeapi.ContainerConfig { return c.config }
+
+func newID() string {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b[:])
+}
+
+func (s *Sandbox) decode() error {
+	s.config = &runtimeapi.PodSandboxConfig{}
+	return proto.Unmarshal(s.ConfigPB, s.config)
+}
+
+func (c *Container) decode() error {
+	c.config = &runtimeapi.ContainerConfig{}
+	return proto.Unmarshal(c.ConfigPB, c.config)
+}
+
+// recordStore persists records in meta.db.
+type recordStore struct {
+	db *bolt.DB
+}
+
+func (r recordStore) init() error {
+	return r.db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketSandboxes, bucketContainers} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (r recordStore) put(bucket []byte, id string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return r.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucket).Put([]byte(id), data)
+	})
+}
+
+func (r recordStore) delete(bucket []byte, id string) error {
+	return r.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucket).Delete([]byte(id))
+	})
+}
+
+func (r recordStore) load() ([]*Sandbox, []*Container, error) {
+	var sbs []*Sandbox
+	var ctrs []*Container
+	err := r.db.View(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketSandboxes).ForEach(func(k, v []byte) error {
+			var s Sandbox
+			if err := json.Unmarshal(v, &s); err != nil {
+				return fmt.Errorf("sandbox record %s: %v: %w", k, err, errdefs.ErrDataLoss)
+			}
+			if err := s.decode(); err != nil {
+				return fmt.Errorf("sandbox record %s config: %v: %w", k, err, errdefs.ErrDataLoss)
+			}
+			sbs = append(sbs, &s)
+			return nil
+		}); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketContainers).ForEach(func(k, v []byte) error {
+			var c Container
+			if err := json.Unmarshal(v, &c); err != nil {
+				return fmt.Errorf("container record %s: %v: %w", k, err, errdefs.ErrDataLoss)
+			}
+			if err := c.decode(); err != nil {
+				return fmt.Errorf("container record %s config: %v: %w", k, err, errdefs.ErrDataLoss)
+			}
+			ctrs = append(ctrs, &c)
+			return nil
+		})
+	})
+	return sbs, ctrs, err
+}

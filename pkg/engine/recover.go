@@ -1,0 +1,152 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/shim-cri/shim/pkg/log"
+	"github.com/shim-cri/shim/pkg/monitor"
+	"github.com/shim-cri/shim/pkg/nspin"
+	"github.com/shim-cri/shim/pkg/snapshot"
+)
+
+// recover loads the records after a start: pods whose state directory is
+// gone (a reboot) become NOTREADY and their containers EXITED; running
+// pods get their monitors back; leftovers of interrupted work are removed.
+func (r *Runtime) recover(ctx context.Context) error {
+	sbs, ctrs, err := r.store.load()
+	if err != nil {
+		return err
+	}
+	for _, sb := range sbs {
+		r.sandboxes[sb.ID] = sb
+		r.podNames[sb.Name] = sb.ID
+	}
+	for _, c := range ctrs {
+		if _, ok := r.sandboxes[c.SandboxID]; !ok {
+			log.G(ctx).Warnf("container %s belongs to no pod; removing its record", c.ID)
+			r.cleanContainerLeftovers(ctx, c)
+			r.store.delete(bucketContainers, c.ID)
+			continue
+		}
+		r.containers[c.ID] = c
+		if !c.Infra {
+			r.ctrNames[c.Name] = c.ID
+		}
+	}
+	rebooted := 0
+	for _, sb := range sbs {
+		if _, err := os.Stat(sb.Dir); errors.Is(err, os.ErrNotExist) {
+			rebooted++
+			r.afterReboot(ctx, sb)
+			continue
+		}
+		sock := filepath.Join(sb.Dir, monitor.SocketName)
+		if _, err := os.Stat(sock); err == nil {
+			c := &monitor.Client{Socket: sock}
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := c.Call(cctx, &monitor.Request{Op: monitor.OpState})
+			cancel()
+			if err == nil {
+				r.attachMonitor(sb.ID, c)
+				r.reconcilePod(ctx, sb.ID)
+				continue
+			}
+			log.G(ctx).WithError(err).WithField(log.FieldPodID, sb.ID).Warn("the pod's monitor does not answer")
+		}
+		r.monitorGone(ctx, sb.ID)
+	}
+	r.cleanOrphans(ctx)
+	log.G(ctx).Infof("recovered %d pods (%d after a reboot) and %d containers", len(r.sandboxes), rebooted, len(r.containers))
+	return nil
+}
+
+// afterReboot marks a pod whose state is gone NOTREADY, its containers
+// EXITED, and frees what it held outside the state dir (IP addresses).
+func (r *Runtime) afterReboot(ctx context.Context, sb *Sandbox) {
+	for _, c := range r.podContainers(sb.ID) {
+		v := c.view()
+		if v.State == ContainerRunning || v.State == ContainerCreated {
+			r.updateContainer(c, func(c *Container) {
+				c.State, c.ExitCode, c.Reason = ContainerExited, 255, "Unknown"
+				c.Message = "the node restarted"
+				c.FinishedAt = time.Now()
+			})
+		}
+	}
+	if v := sb.view(); v.Network != "" && r.o.Network != nil {
+		if err := r.o.Network.Teardown(ctx, r.netPod(sb)); err != nil {
+			log.G(ctx).WithError(err).WithField(log.FieldPodID, sb.ID).Warn("releasing the network of a pod after a reboot")
+		}
+	}
+	r.updateSandbox(sb, func(sb *Sandbox) {
+		sb.State, sb.IPs, sb.Network, sb.InfraPid = SandboxNotReady, nil, "", 0
+	})
+}
+
+// cleanContainerLeftovers unmounts and removes a container's files and snapshot.
+func (r *Runtime) cleanContainerLeftovers(ctx context.Context, c *Container) {
+	snapshot.UnmountAll(filepath.Join(c.Bundle, "rootfs"))
+	os.RemoveAll(c.Bundle)
+	r.o.Snapshotter.Remove(ctx, c.Snapshot)
+}
+
+// cleanOrphans removes pod directories, pins and container snapshots no
+// record refers to (a crash in the middle of a create).
+func (r *Runtime) cleanOrphans(ctx context.Context) {
+	pods, _ := os.ReadDir(filepath.Join(r.o.State, "pods"))
+	for _, p := range pods {
+		if _, ok := r.sandboxes[p.Name()]; ok {
+			ctrs, _ := os.ReadDir(filepath.Join(r.o.State, "pods", p.Name(), "ctrs"))
+			for _, c := range ctrs {
+				if _, ok := r.containers[c.Name()]; !ok {
+					dir := filepath.Join(r.o.State, "pods", p.Name(), "ctrs", c.Name())
+					snapshot.UnmountAll(filepath.Join(dir, "rootfs"))
+					os.RemoveAll(dir)
+				}
+			}
+			continue
+		}
+		dir := filepath.Join(r.o.State, "pods", p.Name())
+		log.G(ctx).Infof("removing leftover pod directory %s", dir)
+		if c := (&monitor.Client{Socket: filepath.Join(dir, monitor.SocketName)}); true {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			c.Call(cctx, &monitor.Request{Op: monitor.OpShutdown})
+			cancel()
+		}
+		ctrs, _ := os.ReadDir(filepath.Join(dir, "ctrs"))
+		for _, c := range ctrs {
+			snapshot.UnmountAll(filepath.Join(dir, "ctrs", c.Name(), "rootfs"))
+		}
+		unmount(filepath.Join(dir, "shm"))
+		os.RemoveAll(dir)
+	}
+	pins, _ := os.ReadDir(r.nsDir)
+	for _, p := range pins {
+		id, _, _ := strings.Cut(p.Name(), "-")
+		sb, ok := r.sandboxes[id]
+		if !ok || sb.view().State != SandboxReady {
+			nspin.Unpin(filepath.Join(r.nsDir, p.Name()))
+		}
+	}
+	used := map[string]bool{}
+	for _, c := range r.containers {
+		used[c.Snapshot] = true
+	}
+	var stale []string
+	r.o.Snapshotter.Walk(ctx, func(_ context.Context, i snapshot.Info) error {
+		if strings.HasPrefix(i.Key, "ctr-") && !used[i.Key] {
+			stale = append(stale, i.Key)
+		}
+		return nil
+	})
+	for _, k := range stale {
+		if err := r.o.Snapshotter.Remove(ctx, k); err != nil {
+			log.G(ctx).WithError(err).Warnf("removing leftover snapshot %s", k)
+		}
+	}
+}

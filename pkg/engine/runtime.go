@@ -1,0 +1,277 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/execdrv/specgen"
+	"github.com/shim-cri/shim/pkg/imagestore"
+	"github.com/shim-cri/shim/pkg/log"
+	"github.com/shim-cri/shim/pkg/monitor"
+	"github.com/shim-cri/shim/pkg/netdrv"
+	"github.com/shim-cri/shim/pkg/nspin"
+	"github.com/shim-cri/shim/pkg/snapshot"
+)
+
+// RuntimeOptions configure the sandbox and container jobs.
+type RuntimeOptions struct {
+	State       string // state directory (tmpfs)
+	RuntimeExe  string // binary run as monitor (and so as container init)
+	DB          *bolt.DB
+	Images      *imagestore.Store
+	Snapshotter snapshot.Snapshotter
+	// Network networks pods that do not use the host network; nil when
+	// pod networking is off.
+	Network netdrv.Driver
+	// Handlers maps a RuntimeClass handler to an OCI runtime binary; ""
+	// (and the handlers "" and "native") run the native driver.
+	Handlers     map[string]string
+	SandboxImage string
+	Spec         specgen.Options
+	LogLevel     string
+}
+
+// Runtime holds the pod sandboxes and containers.
+type Runtime struct {
+	o      RuntimeOptions
+	store  recordStore
+	events *eventBus
+
+	mu         sync.RWMutex
+	sandboxes  map[string]*Sandbox
+	containers map[string]*Container
+	podNames   map[string]string // reserved pod names -> id
+	ctrNames   map[string]string // reserved container names -> id
+	monitors   map[string]*podMonitor
+	nsDir      string
+}
+
+func newRuntime(ctx context.Context, o RuntimeOptions) (*Runtime, error) {
+	r := &Runtime{
+		o:          o,
+		store:      recordStore{db: o.DB},
+		events:     newEventBus(),
+		sandboxes:  map[string]*Sandbox{},
+		containers: map[string]*Container{},
+		podNames:   map[string]string{},
+		ctrNames:   map[string]string{},
+		monitors:   map[string]*podMonitor{},
+		nsDir:      filepath.Join(o.State, "ns"),
+	}
+	if err := r.store.init(); err != nil {
+		return nil, err
+	}
+	for _, d := range []string{filepath.Join(o.State, "pods"), r.libctRoot(), r.runcRoot()} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, err
+		}
+	}
+	if err := nspin.PrepareDir(r.nsDir); err != nil {
+		return nil, err
+	}
+	if err := r.recover(ctx); err != nil {
+		return nil, fmt.Errorf("recovering pods: %w", err)
+	}
+	return r, nil
+}
+
+func (r *Runtime) libctRoot() string { return filepath.Join(r.o.State, "libct") }
+func (r *Runtime) runcRoot() string  { return filepath.Join(r.o.State, "runc") }
+func (r *Runtime) podDir(id string) string {
+	return filepath.Join(r.o.State, "pods", id)
+}
+
+// NetworkReady reports pod network readiness for CRI Status.
+func (r *Runtime) NetworkReady(ctx context.Context) (bool, string, string) {
+	if r.o.Network == nil {
+		return false, "NetworkPluginNotReady", "pod networking is disabled in the config"
+	}
+	if err := r.o.Network.Ready(ctx); err != nil {
+		return false, "NetworkPluginNotReady", err.Error()
+	}
+	return true, "", ""
+}
+
+// SnapshotRoots lists the snapshots containers use (for image GC).
+func (r *Runtime) SnapshotRoots(context.Context) ([]string, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]string, 0, len(r.containers))
+	for _, c := range r.containers {
+		out = append(out, c.Snapshot)
+	}
+	return out, nil
+}
+
+// resolve finds the full id of a sandbox or container from an id or a
+// unique prefix of one; "" when there is none.
+func resolve[T any](m map[string]T, id string) (string, error) {
+	if id == "" {
+		return "", nil
+	}
+	if _, ok := m[id]; ok {
+		return id, nil
+	}
+	if len(id) < 6 {
+		return "", nil
+	}
+	found := ""
+	for k := range m {
+		if strings.HasPrefix(k, id) {
+			if found != "" {
+				return "", fmt.Errorf("id prefix %q is ambiguous: %w", id, errdefs.ErrInvalidArgument)
+			}
+			found = k
+		}
+	}
+	return found, nil
+}
+
+func (r *Runtime) sandboxID(id string) string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	full, _ := resolve(r.sandboxes, id)
+	if full == "" {
+		return id
+	}
+	return full
+}
+
+func (r *Runtime) containerID(id string) string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	full, _ := resolve(r.containers, id)
+	if full == "" {
+		return id
+	}
+	return full
+}
+
+func (r *Runtime) getSandbox(id string) (*Sandbox, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	full, err := resolve(r.sandboxes, id)
+	if err != nil {
+		return nil, err
+	}
+	if sb := r.sandboxes[full]; sb != nil {
+		return sb, nil
+	}
+	return nil, fmt.Errorf("pod sandbox %q: %w", id, errdefs.ErrNotFound)
+}
+
+func (r *Runtime) getContainer(id string) (*Container, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	full, err := resolve(r.containers, id)
+	if err != nil {
+		return nil, err
+	}
+	if c := r.containers[full]; c != nil && !c.Infra {
+		return c, nil
+	}
+	return nil, fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
+}
+
+// podContainers lists the containers of a pod, infra included.
+func (r *Runtime) podContainers(podID string) []*Container {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []*Container
+	for _, c := range r.containers {
+		if c.SandboxID == podID {
+			out = append(out, c)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
+	return out
+}
+
+// saveSandbox persists sb.
+func (r *Runtime) saveSandbox(sb *Sandbox) error {
+	return r.updateSandbox(sb, func(*Sandbox) {})
+}
+
+// handlerArgs returns the monitor flags selecting the execution driver
+// for a RuntimeClass handler.
+func (r *Runtime) handlerArgs(handler string) ([]string, error) {
+	args := []string{"--log-level", r.o.LogLevel}
+	switch handler {
+	case "", "native":
+		return append(args, "--runtime-root", r.libctRoot()), nil
+	}
+	bin, ok := r.o.Handlers[handler]
+	if !ok {
+		return nil, fmt.Errorf("runtime handler %q is not configured: %w", handler, errdefs.ErrNotFound)
+	}
+	if bin == "" || bin == "native" {
+		return append(args, "--runtime-root", r.libctRoot()), nil
+	}
+	return append(args, "--runtime-root", filepath.Join(r.runcRoot(), handler), "--runtime-binary", bin), nil
+}
+
+// podMonitor is the daemon's handle on a pod's monitor.
+type podMonitor struct {
+	client *monitor.Client
+	cancel context.CancelFunc
+}
+
+// monitorFor returns the pod's monitor, starting it if needed.
+func (r *Runtime) monitorFor(ctx context.Context, sb *Sandbox) (*monitor.Client, error) {
+	r.mu.Lock()
+	m := r.monitors[sb.ID]
+	r.mu.Unlock()
+	if m != nil {
+		return m.client, nil
+	}
+	args, err := r.handlerArgs(sb.Handler)
+	if err != nil {
+		return nil, err
+	}
+	c, err := monitor.Spawn(ctx, monitor.SpawnOpts{Exe: r.o.RuntimeExe, PodID: sb.ID, Dir: sb.Dir, Args: args})
+	if err != nil {
+		return nil, err
+	}
+	log.G(ctx).WithField(log.FieldPodID, sb.ID).Debug("monitor started")
+	if err := r.updateSandbox(sb, func(sb *Sandbox) { sb.Monitor = true }); err != nil {
+		return nil, err
+	}
+	r.attachMonitor(sb.ID, c)
+	return c, nil
+}
+
+// attachMonitor remembers a pod's monitor and follows its exit events.
+func (r *Runtime) attachMonitor(podID string, c *monitor.Client) {
+	ctx, cancel := context.WithCancel(context.Background())
+	r.mu.Lock()
+	r.monitors[podID] = &podMonitor{client: c, cancel: cancel}
+	r.mu.Unlock()
+	go r.followEvents(ctx, podID, c)
+}
+
+func (r *Runtime) detachMonitor(podID string) {
+	r.mu.Lock()
+	m := r.monitors[podID]
+	delete(r.monitors, podID)
+	r.mu.Unlock()
+	if m != nil {
+		m.cancel()
+	}
+}
+
+func (r *Runtime) monitorClient(podID string) *monitor.Client {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if m := r.monitors[podID]; m != nil {
+		return m.client
+	}
+	return nil
+}

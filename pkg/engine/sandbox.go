@@ -1,0 +1,376 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/execdrv/specgen"
+	"github.com/shim-cri/shim/pkg/log"
+	"github.com/shim-cri/shim/pkg/monitor"
+	"github.com/shim-cri/shim/pkg/netdrv"
+	"github.com/shim-cri/shim/pkg/nspin"
+)
+
+// RunPodRequest asks for a pod sandbox.
+type RunPodRequest struct {
+	Config  *runtimeapi.PodSandboxConfig
+	Handler string
+}
+
+// defaultShmSize is the size of a pod's /dev/shm.
+const defaultShmSize = 64 << 20
+
+func podName(m *runtimeapi.PodSandboxMetadata) string {
+	return fmt.Sprintf("%s_%s_%s_%d", m.GetName(), m.GetNamespace(), m.GetUid(), m.GetAttempt())
+}
+
+func nsOptions(cfg *runtimeapi.PodSandboxConfig) *runtimeapi.NamespaceOption {
+	return cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+}
+
+// rollback runs cleanup steps in reverse order on a fresh context, so a
+// cancelled request still cleans up.
+type rollback []func(ctx context.Context) error
+
+func (rb *rollback) add(f func(ctx context.Context) error) { *rb = append(*rb, f) }
+
+func (rb rollback) run(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	for i := len(rb) - 1; i >= 0; i-- {
+		if err := rb[i](cctx); err != nil {
+			log.G(ctx).WithError(err).Warn("rollback step failed")
+		}
+	}
+}
+
+// runPod creates a pod sandbox: namespaces pinned, pod files written,
+// /dev/shm mounted, network set up, and (only for a shared pid namespace)
+// the infra process started.
+func (r *Runtime) runPod(ctx context.Context, j *Job, req RunPodRequest) (_ *Sandbox, retErr error) {
+	cfg := req.Config
+	if err := specgen.ValidatePodConfig(cfg); err != nil {
+		return nil, err
+	}
+	if _, err := r.handlerArgs(req.Handler); err != nil {
+		return nil, err
+	}
+	name := podName(cfg.GetMetadata())
+	r.mu.Lock()
+	if id, ok := r.podNames[name]; ok {
+		sb := r.sandboxes[id]
+		r.mu.Unlock()
+		if sb != nil && sb.view().State == SandboxReady {
+			j.Logf("pod %s already runs as %s", name, id)
+			return sb, nil
+		}
+		return nil, fmt.Errorf("pod name %q is reserved by sandbox %s: %w", name, id, errdefs.ErrAlreadyExists)
+	}
+	id := newID()
+	r.podNames[name] = id
+	r.mu.Unlock()
+	var rb rollback
+	rb.add(func(context.Context) error {
+		r.mu.Lock()
+		delete(r.podNames, name)
+		r.mu.Unlock()
+		return nil
+	})
+	defer func() {
+		if retErr != nil {
+			rb.run(ctx)
+		}
+	}()
+	ctx = log.WithFields(ctx, map[string]any{log.FieldPodID: id})
+
+	cfgPB, err := proto.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	sb := &Sandbox{ID: id, Name: name, ConfigPB: cfgPB, State: SandboxReady, CreatedAt: time.Now(),
+		Handler: req.Handler, Dir: r.podDir(id), config: cfg}
+	if err := os.MkdirAll(filepath.Join(sb.Dir, "ctrs"), 0o711); err != nil {
+		return nil, err
+	}
+	rb.add(func(context.Context) error { return os.RemoveAll(sb.Dir) })
+
+	ns := nsOptions(cfg)
+	hostNet := ns.GetNetwork() == runtimeapi.NamespaceMode_NODE
+	hostIPC := ns.GetIpc() == runtimeapi.NamespaceMode_NODE
+	hostname := cfg.GetHostname()
+	if hostNet || hostname == "" {
+		if hostname, err = os.Hostname(); err != nil {
+			return nil, err
+		}
+	}
+	pin := func(kind string) (string, error) {
+		p := filepath.Join(r.nsDir, id+"-"+kind)
+		if err := nspin.Pin(ctx, kind, p); err != nil {
+			return "", err
+		}
+		rb.add(func(context.Context) error { return nspin.Unpin(p) })
+		return p, nil
+	}
+	if !hostNet {
+		if sb.NetNS, err = pin(nspin.Net); err != nil {
+			return nil, err
+		}
+		if sb.UTSNS, err = pin(nspin.UTS); err != nil {
+			return nil, err
+		}
+		if err := nspin.SetHostname(sb.UTSNS, hostname); err != nil {
+			return nil, err
+		}
+	}
+	if !hostIPC {
+		if sb.IPCNS, err = pin(nspin.IPC); err != nil {
+			return nil, err
+		}
+		shm := filepath.Join(sb.Dir, "shm")
+		if err := os.Mkdir(shm, 0o755); err != nil {
+			return nil, err
+		}
+		if err := unix.Mount("shm", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC,
+			fmt.Sprintf("mode=1777,size=%d", defaultShmSize)); err != nil {
+			return nil, fmt.Errorf("mounting the pod's /dev/shm: %w", err)
+		}
+		sb.Shm = shm
+		rb.add(func(context.Context) error { return unmount(shm) })
+	}
+	if err := writePodFiles(sb.Dir, hostname, hostNet, cfg.GetDnsConfig()); err != nil {
+		return nil, err
+	}
+	if !hostNet {
+		if err := r.setupNetwork(ctx, j, sb, &rb); err != nil {
+			return nil, err
+		}
+	}
+	if ns.GetPid() == runtimeapi.NamespaceMode_POD {
+		rb.add(func(ctx context.Context) error { return r.stopMonitor(ctx, sb) })
+		if err := r.startInfra(ctx, j, sb); err != nil {
+			return nil, fmt.Errorf("starting the pod's infra process: %w", err)
+		}
+	}
+	if err := r.saveSandbox(sb); err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.sandboxes[id] = sb
+	r.mu.Unlock()
+	j.Logf("pod %s ready (ips %v)", name, sb.IPs)
+	return sb, nil
+}
+
+func (r *Runtime) netPod(sb *Sandbox) netdrv.Pod {
+	cfg := sb.config
+	p := netdrv.Pod{ID: sb.ID, Name: cfg.GetMetadata().GetName(), Namespace: cfg.GetMetadata().GetNamespace(),
+		UID: cfg.GetMetadata().GetUid(), NetNS: sb.NetNS, Annotations: cfg.GetAnnotations()}
+	for _, pm := range cfg.GetPortMappings() {
+		p.Ports = append(p.Ports, netdrv.PortMapping{Protocol: pm.GetProtocol().String(),
+			ContainerPort: pm.GetContainerPort(), HostPort: pm.GetHostPort(), HostIP: pm.GetHostIp()})
+	}
+	return p
+}
+
+func (r *Runtime) setupNetwork(ctx context.Context, j *Job, sb *Sandbox, rb *rollback) error {
+	if r.o.Network == nil {
+		return fmt.Errorf("pod networking is disabled; only host-network pods can run: %w", errdefs.ErrFailedPrecondition)
+	}
+	pod := r.netPod(sb)
+	start := time.Now()
+	res, err := r.o.Network.Setup(ctx, pod)
+	if err != nil {
+		return fmt.Errorf("setting up the pod network: %w", err)
+	}
+	rb.add(func(ctx context.Context) error { return r.o.Network.Teardown(ctx, pod) })
+	sb.Network = r.o.Network.Name()
+	for _, ip := range res.IPs {
+		sb.IPs = append(sb.IPs, ip.String())
+	}
+	j.Logf("network %s: %v in %s", sb.Network, sb.IPs, time.Since(start).Round(time.Microsecond))
+	return nil
+}
+
+// stopPod stops every container of the pod, its infra and monitor, and
+// releases its network and namespaces. Unknown or stopped pods are fine.
+func (r *Runtime) stopPod(ctx context.Context, j *Job, id string) (struct{}, error) {
+	sb, err := r.getSandbox(id)
+	if errdefs.IsNotFound(err) {
+		return struct{}{}, nil
+	}
+	if err != nil {
+		return struct{}{}, err
+	}
+	for _, c := range r.podContainers(sb.ID) {
+		if err := r.killContainer(ctx, c, 0); err != nil {
+			return struct{}{}, fmt.Errorf("stopping container %s: %w", c.ID, err)
+		}
+	}
+	if err := r.stopMonitor(ctx, sb); err != nil {
+		return struct{}{}, err
+	}
+	if err := r.releasePod(ctx, sb); err != nil {
+		return struct{}{}, err
+	}
+	if err := r.updateSandbox(sb, func(sb *Sandbox) { sb.State = SandboxNotReady }); err != nil {
+		return struct{}{}, err
+	}
+	j.Logf("pod stopped")
+	return struct{}{}, nil
+}
+
+// releasePod tears the network down and unpins the namespaces.
+func (r *Runtime) releasePod(ctx context.Context, sb *Sandbox) error {
+	v := sb.view()
+	if v.Network != "" && r.o.Network != nil {
+		if err := r.o.Network.Teardown(ctx, r.netPod(sb)); err != nil {
+			return fmt.Errorf("tearing down the pod network: %w", err)
+		}
+	}
+	var errs []error
+	for _, p := range []string{v.NetNS, v.UTSNS, v.IPCNS} {
+		if p != "" {
+			errs = append(errs, nspin.Unpin(p))
+		}
+	}
+	if v.Shm != "" {
+		errs = append(errs, unmount(v.Shm))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return r.updateSandbox(sb, func(sb *Sandbox) { sb.IPs, sb.Network = nil, "" })
+}
+
+// stopMonitor ends the pod's monitor, if one runs.
+func (r *Runtime) stopMonitor(ctx context.Context, sb *Sandbox) error {
+	c := r.monitorClient(sb.ID)
+	if c == nil {
+		if _, err := os.Stat(filepath.Join(sb.Dir, monitor.SocketName)); err != nil {
+			return nil
+		}
+		c = &monitor.Client{Socket: filepath.Join(sb.Dir, monitor.SocketName)}
+	}
+	_, err := c.Call(ctx, &monitor.Request{Op: monitor.OpShutdown})
+	r.detachMonitor(sb.ID)
+	r.reconcilePod(ctx, sb.ID)
+	if err != nil && !errdefs.IsUnavailable(err) {
+		return fmt.Errorf("stopping the pod's monitor: %w", err)
+	}
+	return nil
+}
+
+// removePod removes a pod and all its containers. Unknown pods are fine.
+func (r *Runtime) removePod(ctx context.Context, j *Job, id string) (struct{}, error) {
+	sb, err := r.getSandbox(id)
+	if errdefs.IsNotFound(err) {
+		return struct{}{}, nil
+	}
+	if err != nil {
+		return struct{}{}, err
+	}
+	if _, err := r.stopPod(ctx, j, sb.ID); err != nil {
+		return struct{}{}, err
+	}
+	for _, c := range r.podContainers(sb.ID) {
+		if err := r.deleteContainer(ctx, c); err != nil {
+			return struct{}{}, fmt.Errorf("removing container %s: %w", c.ID, err)
+		}
+	}
+	if err := os.RemoveAll(sb.Dir); err != nil {
+		return struct{}{}, err
+	}
+	if err := r.store.delete(bucketSandboxes, sb.ID); err != nil {
+		return struct{}{}, err
+	}
+	r.mu.Lock()
+	delete(r.sandboxes, sb.ID)
+	if r.podNames[sb.Name] == sb.ID {
+		delete(r.podNames, sb.Name)
+	}
+	r.mu.Unlock()
+	j.Logf("pod removed")
+	return struct{}{}, nil
+}
+
+// PodFilter selects pods in ListPodSandbox.
+type PodFilter = runtimeapi.PodSandboxFilter
+
+func (r *Runtime) listPods(_ context.Context, _ *Job, f *PodFilter) ([]*Sandbox, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []*Sandbox
+	for id, sb := range r.sandboxes {
+		if f.GetId() != "" {
+			full, _ := resolve(r.sandboxes, f.GetId())
+			if full != id {
+				continue
+			}
+		}
+		v := sb.view()
+		if st := f.GetState(); st != nil && st.GetState().String() != "SANDBOX_"+v.State {
+			continue
+		}
+		if !labelsMatch(sb.config.GetLabels(), f.GetLabelSelector()) {
+			continue
+		}
+		out = append(out, sb)
+	}
+	return out, nil
+}
+
+func labelsMatch(labels, selector map[string]string) bool {
+	for k, v := range selector {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// sandboxStatus renders the CRI status of a pod.
+func (r *Runtime) sandboxStatus(sb *Sandbox) *runtimeapi.PodSandboxStatus {
+	v := sb.view()
+	cfg := v.config
+	st := &runtimeapi.PodSandboxStatus{
+		Id:             v.ID,
+		Metadata:       cfg.GetMetadata(),
+		State:          runtimeapi.PodSandboxState_SANDBOX_NOTREADY,
+		CreatedAt:      v.CreatedAt.UnixNano(),
+		Labels:         cfg.GetLabels(),
+		Annotations:    cfg.GetAnnotations(),
+		RuntimeHandler: v.Handler,
+		Linux: &runtimeapi.LinuxPodSandboxStatus{Namespaces: &runtimeapi.Namespace{
+			Options: nsOptions(cfg),
+		}},
+	}
+	if v.State == SandboxReady {
+		st.State = runtimeapi.PodSandboxState_SANDBOX_READY
+	}
+	st.Network = &runtimeapi.PodSandboxNetworkStatus{}
+	for i, ip := range v.IPs {
+		if i == 0 {
+			st.Network.Ip = ip
+		} else {
+			st.Network.AdditionalIps = append(st.Network.AdditionalIps, &runtimeapi.PodIP{Ip: ip})
+		}
+	}
+	return st
+}
+
+func unmount(path string) error {
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return &os.PathError{Op: "unmount", Path: path, Err: err}
+	}
+	return nil
+}
+

@@ -1,0 +1,223 @@
+package monitor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/libct/testbundle"
+)
+
+var (
+	buildOnce sync.Once
+	shimBin   string
+	buildErr  error
+)
+
+func shimBinary(t *testing.T) string {
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "shim-monitor-test")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		shimBin = filepath.Join(dir, "shim")
+		out, err := exec.Command("go", "build", "-o", shimBin, "../../cmd/shim").CombinedOutput()
+		if err != nil {
+			buildErr = errors.New(string(out))
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("building shim: %v", buildErr)
+	}
+	return shimBin
+}
+
+type testPod struct {
+	c    *Client
+	dir  string
+	root string
+}
+
+func spawnMonitor(t *testing.T) *testPod {
+	t.Helper()
+	if os.Getuid() != 0 {
+		t.Skip("needs root")
+	}
+	base := t.TempDir()
+	dir := filepath.Join(base, "pods", strings.Repeat("p", 64)) // a long path: sockets must still work
+	root := filepath.Join(base, "libct")
+	os.MkdirAll(dir, 0o700)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := Spawn(ctx, SpawnOpts{Exe: shimBinary(t), PodID: "pod1", Dir: dir, Args: []string{"--runtime-root", root, "--log-level", "debug"}})
+	if err != nil {
+		b, _ := os.ReadFile(filepath.Join(dir, "monitor.log"))
+		t.Fatalf("spawn: %v\n%s", err, b)
+	}
+	p := &testPod{c: c, dir: dir, root: root}
+	t.Cleanup(func() {
+		c.Call(context.Background(), &Request{Op: OpShutdown})
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(dir, "monitor.log"))
+			t.Logf("monitor log:\n%s", b)
+		}
+	})
+	return p
+}
+
+func (p *testPod) bundle(t *testing.T, args ...string) string {
+	b := testbundle.New(t, args...)
+	b.Spec.Linux.CgroupsPath = "/shim-monitor-test/" + filepath.Base(b.Dir)
+	if err := b.Write(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Dir
+}
+
+func TestMonitorNotAChild(t *testing.T) {
+	p := spawnMonitor(t)
+	resp, err := p.c.Call(context.Background(), &Request{Op: OpState})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", resp.MonitorPid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "PPid:"); ok {
+			if ppid, _ := strconv.Atoi(strings.TrimSpace(v)); ppid == os.Getpid() {
+				t.Fatalf("the monitor (pid %d) is a child of its spawner", resp.MonitorPid)
+			}
+			return
+		}
+	}
+	t.Fatal("no PPid in status")
+}
+
+func TestMonitorRunLogExit(t *testing.T) {
+	p := spawnMonitor(t)
+	ctx := context.Background()
+	bundle := p.bundle(t, "sh", "-c", "echo hello; echo oops >&2; exit 3")
+	logPath := filepath.Join(t.TempDir(), "c.log")
+
+	events := make(chan Event, 4)
+	ectx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go p.c.Events(ectx, func(e Event) { events <- e })
+	time.Sleep(50 * time.Millisecond)
+
+	resp, err := p.c.Call(ctx, &Request{Op: OpCreate, ID: "c1", Bundle: bundle, LogPath: logPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Pid <= 0 {
+		t.Fatalf("pid %d", resp.Pid)
+	}
+	if _, err := p.c.Call(ctx, &Request{Op: OpCreate, ID: "c1", Bundle: bundle}); !errdefs.IsAlreadyExists(err) {
+		t.Fatalf("second create: %v", err)
+	}
+	if _, err := p.c.Call(ctx, &Request{Op: OpStart, ID: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ev := <-events:
+		if ev.ID != "c1" || ev.Exit.Code != 3 || ev.Exit.Pid != resp.Pid {
+			t.Errorf("event %+v", ev)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no exit event")
+	}
+	rec, err := ReadExitRecord(bundle)
+	if err != nil || rec.Code != 3 || rec.FinishedAt.IsZero() {
+		t.Fatalf("exit record %+v %v", rec, err)
+	}
+	b, _ := os.ReadFile(logPath)
+	log := string(b)
+	if !strings.Contains(log, " stdout F hello\n") || !strings.Contains(log, " stderr F oops\n") {
+		t.Errorf("log:\n%s", log)
+	}
+	st, _ := p.c.Call(ctx, &Request{Op: OpState})
+	if len(st.Containers) != 1 || st.Containers[0].Exited == nil {
+		t.Errorf("state %+v", st)
+	}
+	if _, err := p.c.Call(ctx, &Request{Op: OpDelete, ID: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.c.Call(ctx, &Request{Op: OpStart, ID: "c1"}); !errdefs.IsNotFound(err) {
+		t.Fatalf("start after delete: %v", err)
+	}
+}
+
+func TestMonitorExecSyncAndKill(t *testing.T) {
+	p := spawnMonitor(t)
+	ctx := context.Background()
+	bundle := p.bundle(t, "sleep", "1000")
+	if _, err := p.c.Call(ctx, &Request{Op: OpCreate, ID: "c2", Bundle: bundle}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.c.Call(ctx, &Request{Op: OpStart, ID: "c2"}); err != nil {
+		t.Fatal(err)
+	}
+	proc := func(args ...string) *specs.Process {
+		return &specs.Process{Args: args, Cwd: "/", Env: []string{"PATH=/bin"}}
+	}
+	resp, err := p.c.Call(ctx, &Request{Op: OpExecSync, ID: "c2", Process: proc("sh", "-c", "echo out; echo err >&2; exit 7")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(resp.Stdout) != "out\n" || string(resp.Stderr) != "err\n" || resp.ExitCode != 7 {
+		t.Errorf("exec: %q %q %d", resp.Stdout, resp.Stderr, resp.ExitCode)
+	}
+	// Output over the cap is truncated, and says so.
+	resp, err = p.c.Call(ctx, &Request{Op: OpExecSync, ID: "c2", Process: proc("sh", "-c", "head -c 17000000 /dev/zero")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Stdout) != maxExecOutput || !resp.Truncated {
+		t.Errorf("big output: %d bytes, truncated %v", len(resp.Stdout), resp.Truncated)
+	}
+	// A timeout kills the command.
+	start := time.Now()
+	_, err = p.c.Call(ctx, &Request{Op: OpExecSync, ID: "c2", Process: proc("sleep", "60"), Timeout: 200 * time.Millisecond})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("timeout: %v", err)
+	}
+	if time.Since(start) > 20*time.Second {
+		t.Fatal("timed-out command was not killed")
+	}
+	if _, err := p.c.Call(ctx, &Request{Op: OpKill, ID: "c2", Signal: 9}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if rec, err := ReadExitRecord(bundle); err == nil {
+			if rec.Code != 137 || !rec.Signaled {
+				t.Errorf("exit %+v", rec)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no exit record after SIGKILL")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := p.c.Call(ctx, &Request{Op: OpExecSync, ID: "c2", Process: proc("true")}); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("exec in an exited container: %v", err)
+	}
+	if _, err := p.c.Call(ctx, &Request{Op: OpDelete, ID: "c2"}); err != nil {
+		t.Fatal(err)
+	}
+}
