@@ -373,4 +373,3 @@ func unmount(path string) error {
 	}
 	return nil
 }
-

@@ -153,4 +153,3 @@ func (c *Client) Events(ctx context.Context, fn func(Event)) error {
 		fn(ev)
 	}
 }
-

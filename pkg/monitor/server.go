@@ -516,4 +516,3 @@ func (c *capped) readFrom(r io.Reader) {
 		}
 	}
 }
-
