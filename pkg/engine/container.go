@@ -96,7 +96,7 @@ func (r *Runtime) createContainer(ctx context.Context, j *Job, req CreateContain
 	spec, err := r.prepareBundle(ctx, sb, c, img, &rb, func(rootfs, volumes string) (*specs.Spec, error) {
 		return specgen.ContainerSpec(ctx, r.specPod(sb), specgen.Container{ID: id, Config: cfg, Image: img.Config,
 			ImageRef: c.ImageRef, Rootfs: rootfs, VolumeDir: volumes}, r.o.Spec)
-	}, false)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -144,24 +144,19 @@ func imageRef(img *imagestore.Image) string {
 	return img.ID.String()
 }
 
-// prepareBundle makes the container's writable (or, for the infra, read
-// only) snapshot, mounts it as the bundle's rootfs, generates the spec and
-// writes config.json.
+// prepareBundle makes the container's writable snapshot (the executor
+// creates mount points in it even when the spec's root is read-only),
+// mounts it as the bundle's rootfs, generates the spec and writes
+// config.json.
 func (r *Runtime) prepareBundle(ctx context.Context, sb *Sandbox, c *Container, img *imagestore.Image, rb *rollback,
-	gen func(rootfs, volumes string) (*specs.Spec, error), readOnly bool) (*specs.Spec, error) {
+	gen func(rootfs, volumes string) (*specs.Spec, error)) (*specs.Spec, error) {
 	rootfs := filepath.Join(c.Bundle, "rootfs")
 	volumes := filepath.Join(c.Bundle, "volumes")
 	if err := os.MkdirAll(rootfs, 0o755); err != nil {
 		return nil, err
 	}
 	rb.add(func(context.Context) error { return os.RemoveAll(c.Bundle) })
-	var mounts []snapshot.Mount
-	var err error
-	if readOnly {
-		mounts, err = r.o.Snapshotter.View(ctx, c.Snapshot, img.ChainID())
-	} else {
-		mounts, err = r.o.Snapshotter.Prepare(ctx, c.Snapshot, img.ChainID())
-	}
+	mounts, err := r.o.Snapshotter.Prepare(ctx, c.Snapshot, img.ChainID())
 	if err != nil {
 		return nil, fmt.Errorf("preparing the root filesystem: %w", err)
 	}
@@ -212,7 +207,7 @@ func (r *Runtime) startInfra(ctx context.Context, j *Job, sb *Sandbox) (retErr e
 	}()
 	if _, err := r.prepareBundle(ctx, sb, c, img, &rb, func(rootfs, _ string) (*specs.Spec, error) {
 		return specgen.InfraSpec(ctx, r.specPod(sb), rootfs, img.Config, r.o.Spec)
-	}, true); err != nil {
+	}); err != nil {
 		return err
 	}
 	mon, err := r.monitorFor(ctx, sb)

@@ -61,6 +61,10 @@ func (r *Runtime) runPod(ctx context.Context, j *Job, req RunPodRequest) (_ *San
 	if err := specgen.ValidatePodConfig(cfg); err != nil {
 		return nil, err
 	}
+	netSysctls, ipcSysctls, err := specgen.PodSysctls(cfg)
+	if err != nil {
+		return nil, err
+	}
 	if _, err := r.handlerArgs(req.Handler); err != nil {
 		return nil, err
 	}
@@ -145,6 +149,12 @@ func (r *Runtime) runPod(ctx context.Context, j *Job, req RunPodRequest) (_ *San
 		}
 		sb.Shm = shm
 		rb.add(func(context.Context) error { return unmount(shm) })
+	}
+	if err := applySysctls(sb.NetNS, unix.CLONE_NEWNET, netSysctls); err != nil {
+		return nil, err
+	}
+	if err := applySysctls(sb.IPCNS, unix.CLONE_NEWIPC, ipcSysctls); err != nil {
+		return nil, err
 	}
 	if err := writePodFiles(sb.Dir, hostname, hostNet, cfg.GetDnsConfig()); err != nil {
 		return nil, err
