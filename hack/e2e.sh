@@ -8,10 +8,11 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 CRICTL=$ROOT/_output/bin/crictl
 CRITEST=$ROOT/_output/bin/critest
-# Specs that run today (see README "Conformance"). The digest-pinned image
-# spec cannot pass offline: its digest is that of an image on gcr.io.
-CRITEST_FOCUS=${CRITEST_FOCUS:-'Image'}
-CRITEST_SKIP=${CRITEST_SKIP:-'public image with digest should be pulled|Image Volume|Image Identifier Consistency'}
+# Every group but streaming, stats and metrics (their own issue) and
+# AppArmor/SELinux (this host has neither). The digest-pinned image spec
+# cannot pass offline: its digest is that of an image on gcr.io.
+CRITEST_FOCUS=${CRITEST_FOCUS:-''}
+CRITEST_SKIP=${CRITEST_SKIP:-'Streaming|[Ss]tats|[Mm]etric|AppArmor|SELinux|public image with digest should be pulled'}
 
 [ -x "$CRICTL" ] && [ -x "$CRITEST" ] || hack/install-deps.sh
 [ -x bin/shim ] || make build
@@ -22,8 +23,10 @@ shim_pid=
 cleanup() {
 	status=$?
 	if [ -n "$shim_pid" ] && kill -0 "$shim_pid" 2>/dev/null; then
+		"$CRICTL" --config "$work/crictl.yaml" rmp -fa >/dev/null 2>&1 || true
 		kill -TERM "$shim_pid"; wait "$shim_pid" || true
 	fi
+	umount -l "$work/state/ns" 2>/dev/null || true
 	if [ $status -ne 0 ]; then
 		echo "e2e: FAILED; last lines of the shim log ($work/shim.log):"
 		tail -n 60 "$work/shim.log" || true
@@ -61,14 +64,38 @@ crictl inspecti busybox | grep -q '"chainID"'
 [ "$(crictl images -q | sort -u | wc -l)" = 1 ] || { echo "two tags of one image are two images"; exit 1; }
 crictl rmi busybox
 [ -z "$(crictl images -q)" ] || { echo "rmi left images behind"; exit 1; }
-crictl pull shim-test/zstd:1 2>/dev/null || crictl pull 127.0.0.1:5000/shim-test/zstd:1
+crictl pull shim-test/zstd:1
 bin/shim jobs --state "$work/state" --name pull | grep -q succeeded
+
+echo "e2e: a pod with a container"
+cat >"$work/pod.json" <<EOC
+{"metadata": {"name": "e2e", "namespace": "default", "uid": "e2e-uid"}, "hostname": "e2e-pod", "log_directory": "$work/logs",
+ "linux": {"security_context": {"namespace_options": {"pid": 1}}}}
+EOC
+cat >"$work/ctr.json" <<EOC
+{"metadata": {"name": "hello"}, "image": {"image": "busybox"}, "command": ["sh", "-c", "echo hello from shim; sleep 1000"], "log_path": "hello.log"}
+EOC
+crictl pull busybox
+pod=$(crictl runp "$work/pod.json")
+ctr=$(crictl create "$pod" "$work/ctr.json" "$work/pod.json")
+crictl start "$ctr"
+for _ in $(seq 50); do grep -q "hello from shim" "$work/logs/hello.log" 2>/dev/null && break; sleep 0.1; done
+grep -q " stdout F hello from shim" "$work/logs/hello.log"
+[ "$(crictl exec -s "$ctr" hostname)" = e2e-pod ] || { echo "pod hostname not set"; exit 1; }
+crictl stop "$ctr"
+crictl rm "$ctr"
+crictl stopp "$pod"
+crictl rmp "$pod"
 
 echo "e2e: critest focus='$CRITEST_FOCUS' skip='$CRITEST_SKIP'"
 "$CRITEST" --runtime-endpoint "unix://$sock" --image-endpoint "unix://$sock" \
 	-ginkgo.focus="$CRITEST_FOCUS" -ginkgo.skip="$CRITEST_SKIP" -ginkgo.no-color \
 	-ginkgo.junit-report="$work/critest.xml" 2>&1 | tee "$work/critest.log" | tail -n 30
 grep -q '^SUCCESS!' "$work/critest.log" || { echo "e2e: critest failed"; exit 1; }
+
+echo "e2e: no pod left"
+crictl rmp -fa >/dev/null 2>&1 || true
+[ -z "$(crictl pods -q)" ] || { echo "pods left behind"; exit 1; }
 
 echo "e2e: SIGTERM shuts shim down cleanly"
 kill -TERM "$shim_pid"
