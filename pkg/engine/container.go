@@ -94,8 +94,12 @@ func (r *Runtime) createContainer(ctx context.Context, j *Job, req CreateContain
 		ImageID: img.ID.String(), ImageRef: imageRef(img), ImageName: cfg.GetImage().GetImage(), LogPath: lp,
 		Bundle: filepath.Join(sb.Dir, "ctrs", id), Snapshot: "ctr-" + id, StopSignal: img.Config.StopSignal, config: cfg}
 	spec, err := r.prepareBundle(ctx, sb, c, img, &rb, func(rootfs, volumes string) (*specs.Spec, error) {
+		imageMounts, err := r.mountImageVolumes(ctx, c, &rb)
+		if err != nil {
+			return nil, err
+		}
 		return specgen.ContainerSpec(ctx, r.specPod(sb), specgen.Container{ID: id, Config: cfg, Image: img.Config,
-			ImageRef: c.ImageRef, Rootfs: rootfs, VolumeDir: volumes}, r.o.Spec)
+			ImageRef: c.ImageRef, Rootfs: rootfs, VolumeDir: volumes, ImageMounts: imageMounts}, r.o.Spec)
 	})
 	if err != nil {
 		return nil, err
@@ -135,6 +139,54 @@ func (r *Runtime) createContainer(ctx context.Context, j *Job, req CreateContain
 	r.emit(c, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
 	j.Logf("container %s created (pid %d)", name, c.Pid)
 	return c, nil
+}
+
+// mountImageVolumes mounts a read-only view of the image of every image
+// volume (CRI Mount.image) under the bundle.
+func (r *Runtime) mountImageVolumes(ctx context.Context, c *Container, rb *rollback) (map[string]string, error) {
+	var out map[string]string
+	for i, m := range c.config.GetMounts() {
+		if m.GetImage().GetImage() == "" {
+			continue
+		}
+		img, err := r.o.Images.Get(ctx, m.GetImage().GetImage())
+		if err != nil {
+			return nil, fmt.Errorf("image volume %s: %w", m.GetContainerPath(), err)
+		}
+		key := fmt.Sprintf("%s-vol%d", c.Snapshot, i)
+		mounts, err := r.o.Snapshotter.View(ctx, key, img.ChainID())
+		if err != nil {
+			return nil, fmt.Errorf("image volume %s: %w", m.GetContainerPath(), err)
+		}
+		rb.add(func(ctx context.Context) error { return r.o.Snapshotter.Remove(ctx, key) })
+		dir := filepath.Join(c.Bundle, "imagevols", fmt.Sprint(i))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		if err := snapshot.MountAll(mounts, dir); err != nil {
+			return nil, fmt.Errorf("image volume %s: %w", m.GetContainerPath(), err)
+		}
+		rb.add(func(context.Context) error { return snapshot.UnmountAll(dir) })
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[filepath.Clean(m.GetContainerPath())] = dir
+		c.ImageVolumes = append(c.ImageVolumes, ImageVolume{Path: m.GetContainerPath(), Snapshot: key, Dir: dir, ImageID: img.ID.String()})
+	}
+	return out, nil
+}
+
+// releaseImageVolumes unmounts and removes a container's image volumes.
+func (r *Runtime) releaseImageVolumes(ctx context.Context, c *Container) error {
+	for _, v := range c.view().ImageVolumes {
+		if err := snapshot.UnmountAll(v.Dir); err != nil {
+			return err
+		}
+		if err := r.o.Snapshotter.Remove(ctx, v.Snapshot); err != nil && !errdefs.IsNotFound(err) {
+			return err
+		}
+	}
+	return nil
 }
 
 func imageRef(img *imagestore.Image) string {
@@ -380,6 +432,9 @@ func (r *Runtime) deleteContainer(ctx context.Context, c *Container) error {
 	}
 	rootfs := filepath.Join(c.Bundle, "rootfs")
 	if err := snapshot.UnmountAll(rootfs); err != nil {
+		return err
+	}
+	if err := r.releaseImageVolumes(ctx, c); err != nil {
 		return err
 	}
 	if err := r.o.Snapshotter.Remove(ctx, c.Snapshot); err != nil && !errdefs.IsNotFound(err) {

@@ -86,6 +86,9 @@ type Container struct {
 	Groups     []int64   `json:"groups,omitempty"`
 	Username   string    `json:"username,omitempty"`
 	Infra      bool      `json:"infra,omitempty"` // the pod's infra process, not a CRI container
+	// ImageVolumes are the read-only snapshots mounted for image volumes,
+	// by container path: snapshot key and the image id.
+	ImageVolumes []ImageVolume `json:"imageVolumes,omitempty"`
 	// ResourcesPB is the current resources (after UpdateContainerResources).
 	ResourcesPB []byte `json:"resources,omitempty"`
 
@@ -117,7 +120,7 @@ func (c *Container) view() Container {
 		Reason: c.Reason, Message: c.Message, Pid: c.Pid, ImageID: c.ImageID, ImageRef: c.ImageRef,
 		ImageName: c.ImageName, LogPath: c.LogPath, Bundle: c.Bundle, Snapshot: c.Snapshot,
 		StopSignal: c.StopSignal, UID: c.UID, GID: c.GID, Groups: c.Groups, Username: c.Username,
-		Infra: c.Infra, ResourcesPB: c.ResourcesPB, config: c.config,
+		Infra: c.Infra, ResourcesPB: c.ResourcesPB, ImageVolumes: c.ImageVolumes, config: c.config,
 	}
 }
 
@@ -142,6 +145,14 @@ func (s *Sandbox) view() Sandbox {
 		Dir: s.Dir, NetNS: s.NetNS, IPCNS: s.IPCNS, UTSNS: s.UTSNS, Shm: s.Shm, Network: s.Network,
 		IPs: s.IPs, Infra: s.Infra, InfraPid: s.InfraPid, Monitor: s.Monitor, config: s.config,
 	}
+}
+
+// ImageVolume is an image mounted into a container (CRI Mount.image).
+type ImageVolume struct {
+	Path     string `json:"path"` // container path
+	Snapshot string `json:"snapshot"`
+	Dir      string `json:"dir"` // where the image is mounted on the host
+	ImageID  string `json:"imageId"`
 }
 
 // Config is the container's CRI config.

@@ -91,6 +91,7 @@ func (r *Runtime) afterReboot(ctx context.Context, sb *Sandbox) {
 // cleanContainerLeftovers unmounts and removes a container's files and snapshot.
 func (r *Runtime) cleanContainerLeftovers(ctx context.Context, c *Container) {
 	snapshot.UnmountAll(filepath.Join(c.Bundle, "rootfs"))
+	r.releaseImageVolumes(ctx, c)
 	os.RemoveAll(c.Bundle)
 	r.o.Snapshotter.Remove(ctx, c.Snapshot)
 }
@@ -104,9 +105,7 @@ func (r *Runtime) cleanOrphans(ctx context.Context) {
 			ctrs, _ := os.ReadDir(filepath.Join(r.o.State, "pods", p.Name(), "ctrs"))
 			for _, c := range ctrs {
 				if _, ok := r.containers[c.Name()]; !ok {
-					dir := filepath.Join(r.o.State, "pods", p.Name(), "ctrs", c.Name())
-					snapshot.UnmountAll(filepath.Join(dir, "rootfs"))
-					os.RemoveAll(dir)
+					unmountBundle(filepath.Join(r.o.State, "pods", p.Name(), "ctrs", c.Name()))
 				}
 			}
 			continue
@@ -120,7 +119,7 @@ func (r *Runtime) cleanOrphans(ctx context.Context) {
 		}
 		ctrs, _ := os.ReadDir(filepath.Join(dir, "ctrs"))
 		for _, c := range ctrs {
-			snapshot.UnmountAll(filepath.Join(dir, "ctrs", c.Name(), "rootfs"))
+			unmountBundle(filepath.Join(dir, "ctrs", c.Name()))
 		}
 		unmount(filepath.Join(dir, "shm"))
 		os.RemoveAll(dir)
@@ -136,6 +135,9 @@ func (r *Runtime) cleanOrphans(ctx context.Context) {
 	used := map[string]bool{}
 	for _, c := range r.containers {
 		used[c.Snapshot] = true
+		for _, v := range c.ImageVolumes {
+			used[v.Snapshot] = true
+		}
 	}
 	var stale []string
 	r.o.Snapshotter.Walk(ctx, func(_ context.Context, i snapshot.Info) error {
@@ -149,4 +151,15 @@ func (r *Runtime) cleanOrphans(ctx context.Context) {
 			log.G(ctx).WithError(err).Warnf("removing leftover snapshot %s", k)
 		}
 	}
+}
+
+// unmountBundle unmounts a leftover bundle's rootfs and image volumes and
+// removes it.
+func unmountBundle(dir string) {
+	snapshot.UnmountAll(filepath.Join(dir, "rootfs"))
+	vols, _ := os.ReadDir(filepath.Join(dir, "imagevols"))
+	for _, v := range vols {
+		snapshot.UnmountAll(filepath.Join(dir, "imagevols", v.Name()))
+	}
+	os.RemoveAll(dir)
 }

@@ -107,6 +107,9 @@ func (r *Runtime) SnapshotRoots(context.Context) ([]string, error) {
 	out := make([]string, 0, len(r.containers))
 	for _, c := range r.containers {
 		out = append(out, c.Snapshot)
+		for _, v := range c.view().ImageVolumes {
+			out = append(out, v.Snapshot)
+		}
 	}
 	return out, nil
 }

@@ -42,7 +42,7 @@ func (r *Runtime) containerStatus(c *Container) *runtimeapi.ContainerStatus {
 		Message:     v.Message,
 		Labels:      cfg.GetLabels(),
 		Annotations: cfg.GetAnnotations(),
-		Mounts:      cfg.GetMounts(),
+		Mounts:      statusMounts(cfg.GetMounts(), v.ImageVolumes),
 		LogPath:     v.LogPath,
 	}
 	res := cfg.GetLinux().GetResources()
@@ -148,4 +148,24 @@ func (r *Runtime) ToCRISandbox(sb *Sandbox) *runtimeapi.PodSandbox {
 		Annotations:    v.config.GetAnnotations(),
 		RuntimeHandler: v.Handler,
 	}
+}
+
+// statusMounts reports the config's mounts, with the image id of image
+// volumes in Image.ImageRef.
+func statusMounts(ms []*runtimeapi.Mount, vols []ImageVolume) []*runtimeapi.Mount {
+	if len(vols) == 0 {
+		return ms
+	}
+	out := make([]*runtimeapi.Mount, len(ms))
+	for i, m := range ms {
+		out[i] = m
+		for _, v := range vols {
+			if v.Path == m.GetContainerPath() && m.GetImage() != nil {
+				c := proto.Clone(m).(*runtimeapi.Mount)
+				c.Image.ImageRef = v.ImageID
+				out[i] = c
+			}
+		}
+	}
+	return out
 }
