@@ -5,14 +5,11 @@ import (
 	"io"
 	"log"
 	"math/rand"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,73 +17,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
-
-// buildShim builds the shim binary once per test binary run.
-func buildShim(t *testing.T) string {
-	t.Helper()
-	out := filepath.Join(t.TempDir(), "shim")
-	cmd := exec.Command("go", "build", "-o", out, "../../cmd/shim")
-	cmd.Stderr = os.Stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("building shim: %v", err)
-	}
-	return out
-}
-
-type daemonProc struct {
-	cmd  *exec.Cmd
-	sock string
-	log  *os.File
-}
-
-func startDaemon(t *testing.T, bin, root, state, regDir string) *daemonProc {
-	t.Helper()
-	sock := filepath.Join(state, "shim.sock")
-	logf, err := os.OpenFile(filepath.Join(root, "..", "shim.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfgFile := filepath.Join(root, "..", "config.toml")
-	if err := os.WriteFile(cfgFile, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "serve", "--config", cfgFile, "--root", root, "--state", state,
-		"--listen", "unix://"+sock, "--registry-config", regDir, "--log-level", "debug")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 200; i++ {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			return &daemonProc{cmd: cmd, sock: sock, log: logf}
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	cmd.Process.Kill()
-	b, _ := os.ReadFile(logf.Name())
-	t.Fatalf("daemon did not start:\n%s", b)
-	return nil
-}
-
-func (d *daemonProc) kill9() {
-	d.cmd.Process.Signal(syscall.SIGKILL)
-	d.cmd.Wait()
-	d.log.Close()
-}
-
-func (d *daemonProc) client(t *testing.T) (runtimeapi.ImageServiceClient, func()) {
-	conn, err := grpc.NewClient("unix://"+d.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return runtimeapi.NewImageServiceClient(conn), func() { conn.Close() }
-}
 
 func dirEntries(t *testing.T, dir string) []string {
 	ents, err := os.ReadDir(dir)
@@ -113,7 +45,6 @@ func TestKill9DuringPull(t *testing.T) {
 	if testing.Short() {
 		t.Skip("slow")
 	}
-	bin := buildShim(t)
 	// A registry that serves blobs slowly, so a pull takes about a second.
 	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -135,24 +66,20 @@ func TestKill9DuringPull(t *testing.T) {
 	}
 	layers, _ := img.Layers()
 
-	base := t.TempDir()
-	root, state := filepath.Join(base, "root"), filepath.Join(base, "state")
-	regDir := filepath.Join(base, "certs.d")
-	os.MkdirAll(regDir, 0o755)
+	e := newTestEnv(t, "[network]\ndriver = \"none\"\n")
 	imageRef := host + "/crash/img:1"
-	blobDir := filepath.Join(root, "content", "blobs", "sha256")
-	snapDir := filepath.Join(root, "snapshots")
+	blobDir := filepath.Join(e.root, "content", "blobs", "sha256")
+	snapDir := filepath.Join(e.root, "snapshots")
 
 	// Time one full pull to spread the kills over it.
-	d := startDaemon(t, bin, root, state, regDir)
-	c, closeConn := d.client(t)
+	d := e.start()
+	c := d.is
 	start := time.Now()
 	if _, err := c.PullImage(context.Background(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: imageRef}}); err != nil {
 		t.Fatal(err)
 	}
 	full := time.Since(start)
 	c.RemoveImage(context.Background(), &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: imageRef}})
-	closeConn()
 	d.kill9()
 	t.Logf("a full pull takes %s", full)
 
@@ -161,17 +88,16 @@ func TestKill9DuringPull(t *testing.T) {
 	const rounds = 12
 	completeSeen, absentSeen := 0, 0
 	for i := 0; i < rounds; i++ {
-		d := startDaemon(t, bin, root, state, regDir)
-		c, closeConn := d.client(t)
+		d := e.start()
+		c := d.is
 		go c.PullImage(context.Background(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: imageRef}})
 		delay := time.Duration(1.3 * float64(full) * (float64(i) + rng.Float64()) / rounds)
 		time.Sleep(delay)
 		d.kill9()
-		closeConn()
 
 		// Restart: start-up cleanup runs, then inspect.
-		d = startDaemon(t, bin, root, state, regDir)
-		c, closeConn = d.client(t)
+		d = e.start()
+		c = d.is
 		st, err := c.ImageStatus(context.Background(), &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: imageRef}})
 		if err != nil {
 			t.Fatal(err)
@@ -191,7 +117,6 @@ func TestKill9DuringPull(t *testing.T) {
 			}
 			c.RemoveImage(context.Background(), &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: imageRef}})
 		}
-		closeConn()
 		d.kill9()
 	}
 	t.Logf("after %d kills: %d complete, %d absent", rounds, completeSeen, absentSeen)
@@ -199,10 +124,8 @@ func TestKill9DuringPull(t *testing.T) {
 		t.Error("kills did not land both mid-pull and after it; the test did not test both outcomes")
 	}
 	// The store still works: a final pull completes and the image runs its course.
-	d = startDaemon(t, bin, root, state, regDir)
-	defer d.kill9()
-	c, closeConn = d.client(t)
-	defer closeConn()
+	d = e.start()
+	c = d.is
 	if _, err := c.PullImage(context.Background(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: imageRef}}); err != nil {
 		t.Fatalf("pull after the crashes: %v", err)
 	}
