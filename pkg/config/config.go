@@ -66,6 +66,8 @@ type Network struct {
 	Bridge     string   `toml:"bridge"`
 	PodCIDR    string   `toml:"pod_cidr"`
 	MTU        int      `toml:"mtu"`
+	NFTTable   string   `toml:"nft_table"`
+	VethPrefix string   `toml:"veth_prefix"`
 	CNIConfDir string   `toml:"cni_conf_dir"`
 	CNIBinDirs []string `toml:"cni_bin_dirs"`
 }

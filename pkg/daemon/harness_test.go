@@ -99,9 +99,11 @@ func newTestEnv(t *testing.T, extraConfig string) *testEnv {
 }
 
 // bridgeConfig is a network config of its own for a test: its own bridge,
-// CIDR and nftables table, so tests never touch the host's shim0.
+// CIDR, nftables table and veth prefix, so tests never touch the host's
+// shim0 or each other's.
 func bridgeConfig(bridge, cidr string) string {
-	return fmt.Sprintf("[network]\ndriver = \"bridge\"\nbridge = %q\npod_cidr = %q\n", bridge, cidr)
+	return fmt.Sprintf("[network]\ndriver = \"bridge\"\nbridge = %q\npod_cidr = %q\nnft_table = %q\nveth_prefix = %q\n",
+		bridge, cidr, bridge, "t"+bridge[len(bridge)-1:])
 }
 
 type daemonProc struct {

@@ -22,7 +22,8 @@ func newNetwork(ctx context.Context, cfg *config.Config, db *bolt.DB) (netdrv.Dr
 	case "none":
 		return nil, nil
 	case "bridge":
-		return bridge.New(ctx, bridge.Config{Bridge: cfg.Network.Bridge, CIDR: cfg.Network.PodCIDR, MTU: cfg.Network.MTU}, db)
+		return bridge.New(ctx, bridge.Config{Bridge: cfg.Network.Bridge, CIDR: cfg.Network.PodCIDR,
+			MTU: cfg.Network.MTU, Table: cfg.Network.NFTTable, VethPrefix: cfg.Network.VethPrefix}, db)
 	case "cni":
 		return newCNI(ctx, cfg)
 	}

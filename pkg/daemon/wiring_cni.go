@@ -2,13 +2,17 @@ package daemon
 
 import (
 	"context"
-	"fmt"
+	"path/filepath"
 
 	"github.com/shim-cri/shim/pkg/config"
-	"github.com/shim-cri/shim/pkg/errdefs"
 	"github.com/shim-cri/shim/pkg/netdrv"
+	"github.com/shim-cri/shim/pkg/netdrv/cni"
 )
 
 func newCNI(ctx context.Context, cfg *config.Config) (netdrv.Driver, error) {
-	return nil, fmt.Errorf("network driver cni: %w", errdefs.ErrNotImplemented)
+	return cni.New(ctx, cni.Config{
+		ConfDir:  cfg.Network.CNIConfDir,
+		BinDirs:  cfg.Network.CNIBinDirs,
+		CacheDir: filepath.Join(cfg.Root, "cni"),
+	})
 }

@@ -424,10 +424,24 @@ func (r *Runtime) removeContainer(ctx context.Context, j *Job, id string) (struc
 
 // deleteContainer removes an exited container and everything it had.
 func (r *Runtime) deleteContainer(ctx context.Context, c *Container) error {
+	deleted := false
 	if mon := r.monitorClient(c.SandboxID); mon != nil {
-		if _, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpDelete, ID: c.ID, Force: true}); err != nil &&
-			!errdefs.IsNotFound(err) && !errdefs.IsUnavailable(err) {
+		_, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpDelete, ID: c.ID, Force: true})
+		if err != nil && !errdefs.IsNotFound(err) && !errdefs.IsUnavailable(err) {
 			return err
+		}
+		deleted = err == nil
+	}
+	if !deleted {
+		// No monitor (the pod is stopped, or it died): remove the
+		// container's runtime state and cgroups directly.
+		sb, _ := r.getSandbox(c.SandboxID)
+		handler := ""
+		if sb != nil {
+			handler = sb.view().Handler
+		}
+		if err := r.driverFor(handler).Delete(ctx, c.ID, true); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("deleting container %s: %w", c.ID, err)
 		}
 	}
 	rootfs := filepath.Join(c.Bundle, "rootfs")

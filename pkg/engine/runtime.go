@@ -12,6 +12,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/execdrv"
 	"github.com/shim-cri/shim/pkg/execdrv/specgen"
 	"github.com/shim-cri/shim/pkg/imagestore"
 	"github.com/shim-cri/shim/pkg/log"
@@ -219,6 +220,16 @@ func (r *Runtime) handlerArgs(handler string) ([]string, error) {
 		return append(args, "--runtime-root", r.libctRoot()), nil
 	}
 	return append(args, "--runtime-root", filepath.Join(r.runcRoot(), handler), "--runtime-binary", bin), nil
+}
+
+// driverFor returns the execution driver of a RuntimeClass handler, for
+// work on containers whose monitor is gone (their state and cgroups are
+// still there to clean).
+func (r *Runtime) driverFor(handler string) execdrv.Driver {
+	if bin := r.o.Handlers[handler]; bin != "" && bin != "native" {
+		return execdrv.NewOCIBinary(bin, filepath.Join(r.runcRoot(), handler))
+	}
+	return execdrv.NewNative(r.libctRoot())
 }
 
 // podMonitor is the daemon's handle on a pod's monitor.

@@ -224,6 +224,13 @@ func (r *Runtime) stopPod(ctx context.Context, j *Job, id string) (struct{}, err
 		if err := r.killContainer(ctx, c, 0); err != nil {
 			return struct{}{}, fmt.Errorf("stopping container %s: %w", c.ID, err)
 		}
+		if c.Infra {
+			// The infra process belongs to the running pod only.
+			if err := r.deleteContainer(ctx, c); err != nil {
+				return struct{}{}, fmt.Errorf("removing the infra process: %w", err)
+			}
+			r.updateSandbox(sb, func(sb *Sandbox) { sb.Infra, sb.InfraPid = "", 0 })
+		}
 	}
 	if err := r.stopMonitor(ctx, sb); err != nil {
 		return struct{}{}, err
