@@ -1,0 +1,185 @@
+package daemon
+
+import (
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// residue lists what requests can leave behind: pod and container
+// directories, pins, mounts under the state dir, and records.
+func residue(t *testing.T, e *testEnv, d *daemonProc) string {
+	t.Helper()
+	var out []string
+	filepath.WalkDir(filepath.Join(e.state, "pods"), func(p string, de os.DirEntry, err error) error {
+		if err == nil {
+			out = append(out, strings.TrimPrefix(p, e.state))
+		}
+		if de != nil && de.IsDir() && strings.Count(strings.TrimPrefix(p, e.state), "/") >= 4 {
+			return filepath.SkipDir
+		}
+		return nil
+	})
+	pins, _ := os.ReadDir(filepath.Join(e.state, "ns"))
+	for _, p := range pins {
+		out = append(out, "pin:"+p.Name())
+	}
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], e.state+"/") && f[4] != filepath.Join(e.state, "ns") {
+			out = append(out, "mount:"+f[4])
+		}
+	}
+	pods, _ := d.rs.ListPodSandbox(bg, &runtimeapi.ListPodSandboxRequest{})
+	for _, p := range pods.GetItems() {
+		out = append(out, "pod:"+p.Metadata.Name)
+	}
+	ctrs, _ := d.rs.ListContainers(bg, &runtimeapi.ListContainersRequest{})
+	for _, c := range ctrs.GetContainers() {
+		out = append(out, "ctr:"+c.Metadata.Name)
+	}
+	sort.Strings(out)
+	return strings.Join(out, "\n")
+}
+
+// TestHostileRequests sends bad requests, one per row, and checks the gRPC
+// code and that nothing was left behind.
+func TestHostileRequests(t *testing.T) {
+	e := newTestEnv(t, bridgeConfig("shimt4", "10.213.74.0/24"))
+	reg := newRegistry(t)
+	img := reg.push(t, "test/busybox:1", busyboxImage(t, nil, []string{"sh"}))
+	d := e.start()
+	d.pull(t, img)
+
+	base := podConfig("base", e.logs)
+	pod := d.runPod(t, base)
+	d.create(t, pod, base, ctrConfig("taken", img, "sleep", "1000"))
+	gone := podConfig("gone", e.logs)
+	gonePod := d.runPod(t, gone)
+	if _, err := d.rs.RemovePodSandbox(bg, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: gonePod}); err != nil {
+		t.Fatal(err)
+	}
+	loop := filepath.Join(t.TempDir(), "loop")
+	os.Symlink(loop, loop)
+
+	withPod := func(f func(c *runtimeapi.PodSandboxConfig)) func() error {
+		return func() error {
+			c := proto.Clone(podConfig("hostile", e.logs)).(*runtimeapi.PodSandboxConfig)
+			f(c)
+			_, err := d.rs.RunPodSandbox(bg, &runtimeapi.RunPodSandboxRequest{Config: c})
+			return err
+		}
+	}
+	withCtr := func(podID string, f func(c *runtimeapi.ContainerConfig)) func() error {
+		return func() error {
+			c := ctrConfig("hostile", img, "sleep", "1000")
+			f(c)
+			_, err := d.rs.CreateContainer(bg, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: c, SandboxConfig: base})
+			return err
+		}
+	}
+	before := residue(t, e, d)
+	for _, tc := range []struct {
+		name string
+		call func() error
+		code codes.Code
+	}{
+		{"pod without a name", withPod(func(c *runtimeapi.PodSandboxConfig) { c.Metadata.Name = "" }), codes.InvalidArgument},
+		{"pod without metadata", withPod(func(c *runtimeapi.PodSandboxConfig) { c.Metadata = nil }), codes.InvalidArgument},
+		{"pod name with a newline", withPod(func(c *runtimeapi.PodSandboxConfig) { c.Metadata.Name = "a\nb" }), codes.InvalidArgument},
+		{"unnamespaced sysctl", withPod(func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux.Sysctls = map[string]string{"vm.swappiness": "10"}
+		}), codes.InvalidArgument},
+		{"sysctl value with a newline", withPod(func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux.Sysctls = map[string]string{"net.ipv4.ip_forward": "1\nkernel.hostname=x"}
+		}), codes.InvalidArgument},
+		{"sysctl value with a NUL", withPod(func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux.Sysctls = map[string]string{"kernel.shm_rmid_forced": "1\x00"}
+		}), codes.InvalidArgument},
+		{"DNS server with a newline", withPod(func(c *runtimeapi.PodSandboxConfig) {
+			c.DnsConfig = &runtimeapi.DNSConfig{Servers: []string{"1.1.1.1\nnameserver 6.6.6.6"}}
+		}), codes.InvalidArgument},
+		{"bad port mapping", withPod(func(c *runtimeapi.PodSandboxConfig) {
+			c.PortMappings = []*runtimeapi.PortMapping{{ContainerPort: 80, HostPort: 70000}}
+		}), codes.InvalidArgument},
+		{"unknown runtime handler", func() error {
+			_, err := d.rs.RunPodSandbox(bg, &runtimeapi.RunPodSandboxRequest{Config: podConfig("h2", e.logs), RuntimeHandler: "nope"})
+			return err
+		}, codes.NotFound},
+		{"container without a name", withCtr(pod, func(c *runtimeapi.ContainerConfig) { c.Metadata.Name = "" }), codes.InvalidArgument},
+		{"duplicate container name", withCtr(pod, func(c *runtimeapi.ContainerConfig) { c.Metadata.Name = "taken" }), codes.AlreadyExists},
+		{"log path with ..", withCtr(pod, func(c *runtimeapi.ContainerConfig) { c.LogPath = "../../etc/evil.log" }), codes.InvalidArgument},
+		{"absolute log path", withCtr(pod, func(c *runtimeapi.ContainerConfig) { c.LogPath = "/etc/evil.log" }), codes.InvalidArgument},
+		{"host path symlink loop", withCtr(pod, func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{HostPath: loop, ContainerPath: "/mnt"}}
+		}), codes.InvalidArgument},
+		{"missing host path", withCtr(pod, func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{HostPath: "/nonexistent/shim-test", ContainerPath: "/mnt"}}
+		}), codes.NotFound},
+		{"huge numeric user", withCtr(pod, func(c *runtimeapi.ContainerConfig) {
+			c.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+				RunAsUser: &runtimeapi.Int64Value{Value: 1 << 40}}}
+		}), codes.InvalidArgument},
+		{"negative cpu shares", withCtr(pod, func(c *runtimeapi.ContainerConfig) {
+			c.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{CpuShares: -5}}
+		}), codes.InvalidArgument},
+		{"negative memory", withCtr(pod, func(c *runtimeapi.ContainerConfig) {
+			c.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: -1}}
+		}), codes.InvalidArgument},
+		{"image not present", withCtr(pod, func(c *runtimeapi.ContainerConfig) { c.Image.Image = "nothere:1" }), codes.NotFound},
+		{"container in a removed pod", withCtr(gonePod, func(*runtimeapi.ContainerConfig) {}), codes.NotFound},
+		{"container in an unknown pod", withCtr("0123456789abcdef", func(*runtimeapi.ContainerConfig) {}), codes.NotFound},
+		{"start an unknown container", func() error {
+			_, err := d.rs.StartContainer(bg, &runtimeapi.StartContainerRequest{ContainerId: "0123456789abcdef"})
+			return err
+		}, codes.NotFound},
+		{"status of an unknown pod", func() error {
+			_, err := d.rs.PodSandboxStatus(bg, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: "0123456789abcdef"})
+			return err
+		}, codes.NotFound},
+		{"exec in an unknown container", func() error {
+			_, err := d.rs.ExecSync(bg, &runtimeapi.ExecSyncRequest{ContainerId: "0123456789abcdef", Cmd: []string{"true"}})
+			return err
+		}, codes.NotFound},
+		{"empty container id", func() error {
+			_, err := d.rs.ContainerStatus(bg, &runtimeapi.ContainerStatusRequest{})
+			return err
+		}, codes.InvalidArgument},
+		{"stop an unknown pod", func() error {
+			_, err := d.rs.StopPodSandbox(bg, &runtimeapi.StopPodSandboxRequest{PodSandboxId: "0123456789abcdef"})
+			return err
+		}, codes.OK},
+		{"remove an unknown container", func() error {
+			_, err := d.rs.RemoveContainer(bg, &runtimeapi.RemoveContainerRequest{ContainerId: "0123456789abcdef"})
+			return err
+		}, codes.OK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.call()
+			if got := status.Code(err); got != tc.code {
+				t.Errorf("got %v (%v), want %v", got, err, tc.code)
+			}
+			if after := residue(t, e, d); after != before {
+				t.Errorf("left behind:\nbefore:\n%s\nafter:\n%s", before, after)
+			}
+		})
+	}
+	// The same pod config twice gives the same pod, never a second one.
+	again := d.runPod(t, base)
+	if again != pod {
+		t.Errorf("second RunPodSandbox of the same pod gave %s, want %s", again, pod)
+	}
+	l, _ := d.rs.ListPodSandbox(bg, &runtimeapi.ListPodSandboxRequest{})
+	if len(l.Items) != 1 {
+		t.Errorf("%d pods after a repeated RunPodSandbox", len(l.Items))
+	}
+	d.removeAllPods(t)
+	d.stop(t)
+}
