@@ -8,6 +8,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime"
 
 	"github.com/shim-cri/shim/pkg/libct"
 	_ "github.com/shim-cri/shim/pkg/libct/nsenter"
@@ -16,6 +17,9 @@ import (
 )
 
 func main() {
+	// Heap profiling is on by default in every Go program; a monitor per
+	// pod cannot afford its bookkeeping.
+	runtime.MemProfileRate = 0
 	if len(os.Args) < 2 {
 		fmt.Fprintln(os.Stderr, "shim-runtime: internal binary of shim: monitor | init")
 		os.Exit(2)

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -34,8 +33,8 @@ func Main(args []string) error {
 		Ready(err)
 		return err
 	}
-	// A monitor holds little: keep its heap small.
-	debug.SetGCPercent(25)
+	// A monitor holds little and waits on I/O: Spawn runs it with
+	// GOMAXPROCS=1 and GOGC=25.
 	if lvl, err := logrus.ParseLevel(*level); err == nil {
 		logrus.SetLevel(lvl)
 	}

@@ -10,7 +10,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -50,6 +52,8 @@ type Server struct {
 	subs map[chan Event]struct{}
 	done chan struct{}
 	once sync.Once
+
+	trimming atomic.Bool
 }
 
 type ctr struct {
@@ -60,6 +64,18 @@ type ctr struct {
 	copying    sync.WaitGroup
 	exited     chan struct{}
 	exit       *ExitRecord
+}
+
+// trim gives the memory a create or an exec used back to the system soon
+// after: a monitor lives as long as its pod and should stay small.
+func (s *Server) trim() {
+	if !s.trimming.CompareAndSwap(false, true) {
+		return
+	}
+	time.AfterFunc(200*time.Millisecond, func() {
+		s.trimming.Store(false)
+		debug.FreeOSMemory()
+	})
 }
 
 // Listen makes the monitor a subreaper and opens its socket.
@@ -128,6 +144,10 @@ func (s *Server) handle(ctx context.Context, conn *net.UnixConn) {
 	bw := bufio.NewWriterSize(conn, 64<<10)
 	json.NewEncoder(bw).Encode(resp)
 	bw.Flush()
+	switch req.Op {
+	case OpCreate, OpExecSync, OpDelete:
+		s.trim()
+	}
 	if req.Op == OpShutdown && err == nil {
 		s.once.Do(func() { close(s.done) })
 	}

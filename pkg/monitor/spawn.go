@@ -44,7 +44,8 @@ func Spawn(ctx context.Context, o SpawnOpts) (*Client, error) {
 	cmd := &exec.Cmd{
 		Path:       o.Exe,
 		Args:       args,
-		Env:        append(cleanEnv(), daemonize.EnvVar+"=1", ReadyFdEnv+"=3"),
+		// One P and a tight GC from the start: a monitor mostly waits.
+		Env:        append(cleanEnv(), daemonize.EnvVar+"=1", ReadyFdEnv+"=3", "GOMAXPROCS=1", "GOGC=25"),
 		Dir:        "/",
 		Stdout:     logf,
 		Stderr:     logf,
@@ -91,7 +92,8 @@ func Spawn(ctx context.Context, o SpawnOpts) (*Client, error) {
 func cleanEnv() []string {
 	var out []string
 	for _, e := range os.Environ() {
-		if strings.HasPrefix(e, "_SHIM_") || strings.HasPrefix(e, "LISTEN_") || strings.HasPrefix(e, "NOTIFY_SOCKET=") {
+		if strings.HasPrefix(e, "_SHIM_") || strings.HasPrefix(e, "LISTEN_") || strings.HasPrefix(e, "NOTIFY_SOCKET=") ||
+			strings.HasPrefix(e, "GOMAXPROCS=") || strings.HasPrefix(e, "GOGC=") {
 			continue
 		}
 		out = append(out, e)
