@@ -42,8 +42,8 @@ func Spawn(ctx context.Context, o SpawnOpts) (*Client, error) {
 	defer logf.Close()
 	args := append([]string{"shim", "monitor", "--pod", o.PodID, "--dir", o.Dir}, o.Args...)
 	cmd := &exec.Cmd{
-		Path:       o.Exe,
-		Args:       args,
+		Path: o.Exe,
+		Args: args,
 		// One P and a tight GC from the start: a monitor mostly waits.
 		Env:        append(cleanEnv(), daemonize.EnvVar+"=1", ReadyFdEnv+"=3", "GOMAXPROCS=1", "GOGC=25"),
 		Dir:        "/",
