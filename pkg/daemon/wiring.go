@@ -5,10 +5,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"unsafe"
 
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
 
 	"github.com/shim-cri/shim/pkg/config"
 	"github.com/shim-cri/shim/pkg/errdefs"
@@ -36,10 +39,13 @@ func runtimeExe(state string, embedded []byte) (string, error) {
 	if len(embedded) == 0 {
 		return os.Executable()
 	}
+	// The embedded copy is only read here: let the kernel drop its pages
+	// from the daemon's memory afterwards (they are clean file pages).
+	defer dropPages(embedded)
 	sum := sha256.Sum256(embedded)
 	dir := filepath.Join(state, "bin")
 	path := filepath.Join(dir, "shim-runtime-"+hex.EncodeToString(sum[:8]))
-	if b, err := os.ReadFile(path); err == nil && sha256.Sum256(b) == sum {
+	if fileSum(path) == sum {
 		return path, nil
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -62,4 +68,34 @@ func runtimeExe(state string, embedded []byte) (string, error) {
 		return "", err
 	}
 	return path, os.Rename(tmp.Name(), path)
+}
+
+// fileSum hashes a file without holding it in memory.
+func fileSum(path string) (sum [32]byte) {
+	f, err := os.Open(path)
+	if err != nil {
+		return sum
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return sum
+	}
+	copy(sum[:], h.Sum(nil))
+	return sum
+}
+
+// dropPages tells the kernel the pages of b (read-only data of the
+// binary) are not needed any more.
+func dropPages(b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	page := os.Getpagesize()
+	skip := (page - int(uintptr(unsafe.Pointer(&b[0])))%page) % page
+	if len(b) <= skip+page {
+		return
+	}
+	b = b[skip:]
+	unix.Madvise(b[:len(b)-len(b)%page], unix.MADV_DONTNEED)
 }
