@@ -1,0 +1,267 @@
+package specgen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/moby/profiles/seccomp"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/log"
+)
+
+// MaxSeccompProfileSize caps a Localhost seccomp profile.
+const MaxSeccompProfileSize = 1 << 20
+
+// Deprecated seccomp_profile_path values.
+const (
+	profileRuntimeDefault = "runtime/default"
+	profileDockerDefault  = "docker/default"
+	profileUnconfined     = "unconfined"
+	profileLocalhost      = "localhost/"
+)
+
+type seccompChoice int
+
+const (
+	seccompNone seccompChoice = iota
+	seccompDefault
+	seccompLocalhost
+)
+
+// seccompRequest decides which profile applies: the SecurityProfile field,
+// else the deprecated path string, else RuntimeDefault with SeccompDefault
+// and Unconfined without. An empty SecurityProfile is RuntimeDefault (its
+// zero profile type); a nil one is unset.
+func seccompRequest(sp *runtimeapi.SecurityProfile, legacy string, useDefault bool) (seccompChoice, string, error) {
+	if sp != nil {
+		switch sp.GetProfileType() {
+		case runtimeapi.SecurityProfile_RuntimeDefault:
+			return seccompDefault, "", nil
+		case runtimeapi.SecurityProfile_Unconfined:
+			return seccompNone, "", nil
+		case runtimeapi.SecurityProfile_Localhost:
+			ref := sp.GetLocalhostRef()
+			if !filepath.IsAbs(ref) || hasCtl(ref) {
+				return 0, "", inval("seccomp: localhost profile %q must be an absolute path", ref)
+			}
+			return seccompLocalhost, filepath.Clean(ref), nil
+		default:
+			return 0, "", inval("seccomp: profile type %d", sp.GetProfileType())
+		}
+	}
+	switch {
+	case legacy == "":
+		if useDefault {
+			return seccompDefault, "", nil
+		}
+		return seccompNone, "", nil
+	case legacy == profileRuntimeDefault || legacy == profileDockerDefault:
+		return seccompDefault, "", nil
+	case legacy == profileUnconfined:
+		return seccompNone, "", nil
+	case strings.HasPrefix(legacy, profileLocalhost):
+		ref := strings.TrimPrefix(legacy, profileLocalhost)
+		if !filepath.IsAbs(ref) || hasCtl(ref) {
+			return 0, "", inval("seccomp: localhost profile %q must be an absolute path", ref)
+		}
+		return seccompLocalhost, filepath.Clean(ref), nil
+	}
+	return 0, "", inval("seccomp profile %q: want runtime/default, unconfined or localhost/<path>", legacy)
+}
+
+// seccompProfile returns the seccomp filter of a process whose capabilities
+// are already in s (the default profile allows some syscalls only with some
+// capabilities). Privileged containers are not filtered.
+func seccompProfile(ctx context.Context, sp *runtimeapi.SecurityProfile, legacy string, privileged bool, s *specs.Spec, o Options) (*specs.LinuxSeccomp, error) {
+	choice, ref, err := seccompRequest(sp, legacy, o.SeccompDefault)
+	if err != nil {
+		return nil, err
+	}
+	if privileged {
+		if choice != seccompNone {
+			log.G(ctx).Debug("seccomp profile ignored: the container is privileged")
+		}
+		return nil, nil
+	}
+	switch choice {
+	case seccompDefault:
+		return DefaultSeccomp(s.Process.Capabilities.Bounding)
+	case seccompLocalhost:
+		return loadSeccomp(ref, s)
+	}
+	return nil, nil
+}
+
+func loadSeccomp(ref string, s *specs.Spec) (*specs.LinuxSeccomp, error) {
+	f, err := os.OpenFile(ref, os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("seccomp profile %s does not exist: %w", ref, errdefs.ErrNotFound)
+		}
+		return nil, inval("seccomp profile %s: %v", ref, err)
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return nil, inval("seccomp profile %s is not a regular file", ref)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, MaxSeccompProfileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read seccomp profile %s: %w", ref, err)
+	}
+	if len(b) > MaxSeccompProfileSize {
+		return nil, inval("seccomp profile %s is larger than %d bytes", ref, MaxSeccompProfileSize)
+	}
+	p, err := seccomp.LoadProfile(string(b), s)
+	if err != nil {
+		return nil, inval("seccomp profile %s: %v", ref, err)
+	}
+	return p, nil
+}
+
+// The default profile converted for a set of capabilities, memoized by the
+// capabilities its rules look at (a handful of combinations in practice).
+var defaultSeccomp struct {
+	once     sync.Once
+	relevant []string // capabilities named by the profile's includes/excludes
+	mu       sync.Mutex
+	memo     map[string]*specs.LinuxSeccomp
+}
+
+const maxSeccompMemo = 256
+
+// DefaultSeccomp is Docker's default seccomp profile converted for a
+// process with the given bounding capabilities on this architecture and
+// kernel (rules that need a capability, like mount with CAP_SYS_ADMIN, are
+// included only with it). The result is the caller's to change.
+func DefaultSeccomp(bounding []string) (*specs.LinuxSeccomp, error) {
+	d := &defaultSeccomp
+	d.once.Do(func() {
+		set := map[string]bool{}
+		for _, sc := range seccomp.DefaultProfile().Syscalls {
+			for _, f := range []*seccomp.Filter{sc.Includes, sc.Excludes} {
+				if f != nil {
+					for _, c := range f.Caps {
+						set[c] = true
+					}
+				}
+			}
+		}
+		for c := range set {
+			d.relevant = append(d.relevant, c)
+		}
+		slices.Sort(d.relevant)
+		d.memo = map[string]*specs.LinuxSeccomp{}
+	})
+	var key []string
+	for _, c := range d.relevant {
+		if slices.Contains(bounding, c) {
+			key = append(key, c)
+		}
+	}
+	k := strings.Join(key, ",")
+	d.mu.Lock()
+	p, ok := d.memo[k]
+	d.mu.Unlock()
+	if !ok {
+		rs := &specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{Bounding: key}}}
+		var err error
+		if p, err = seccomp.GetDefaultProfile(rs); err != nil {
+			return nil, fmt.Errorf("convert the default seccomp profile: %w", err)
+		}
+		d.mu.Lock()
+		if len(d.memo) < maxSeccompMemo {
+			d.memo[k] = p
+		}
+		d.mu.Unlock()
+	}
+	return copySeccomp(p), nil
+}
+
+func copySeccomp(p *specs.LinuxSeccomp) *specs.LinuxSeccomp {
+	if p == nil {
+		return nil
+	}
+	c := *p
+	c.Architectures = slices.Clone(p.Architectures)
+	c.Flags = slices.Clone(p.Flags)
+	if p.DefaultErrnoRet != nil {
+		v := *p.DefaultErrnoRet
+		c.DefaultErrnoRet = &v
+	}
+	c.Syscalls = make([]specs.LinuxSyscall, len(p.Syscalls))
+	for i, sc := range p.Syscalls {
+		n := sc
+		n.Names = slices.Clone(sc.Names)
+		n.Args = slices.Clone(sc.Args)
+		if sc.ErrnoRet != nil {
+			v := *sc.ErrnoRet
+			n.ErrnoRet = &v
+		}
+		c.Syscalls[i] = n
+	}
+	return &c
+}
+
+// apparmorProfile is the AppArmor profile of the process, "" for none.
+// Hosts without AppArmor ignore profiles (with a debug line).
+func apparmorProfile(ctx context.Context, sp *runtimeapi.SecurityProfile, legacy string, privileged bool, o Options) string {
+	if !o.AppArmor {
+		if (sp != nil && sp.GetProfileType() != runtimeapi.SecurityProfile_Unconfined) || (legacy != "" && legacy != profileUnconfined) {
+			log.G(ctx).Debug("apparmor profile ignored: the host has no AppArmor")
+		}
+		return ""
+	}
+	if privileged {
+		return ""
+	}
+	if sp != nil {
+		switch sp.GetProfileType() {
+		case runtimeapi.SecurityProfile_Unconfined:
+			return ""
+		case runtimeapi.SecurityProfile_Localhost:
+			return strings.TrimPrefix(sp.GetLocalhostRef(), profileLocalhost)
+		}
+		return o.AppArmorDefaultProfile
+	}
+	switch {
+	case legacy == profileUnconfined:
+		return ""
+	case strings.HasPrefix(legacy, profileLocalhost):
+		return strings.TrimPrefix(legacy, profileLocalhost)
+	}
+	return o.AppArmorDefaultProfile
+}
+
+// selinuxLabel is the process label from the SELinux options, "" for none.
+// Hosts without SELinux ignore the options (with a debug line).
+func selinuxLabel(ctx context.Context, so *runtimeapi.SELinuxOption, privileged bool, o Options) string {
+	if so == nil || (so.GetUser() == "" && so.GetRole() == "" && so.GetType() == "" && so.GetLevel() == "") {
+		return ""
+	}
+	if !o.SELinux {
+		log.G(ctx).Debug("selinux options ignored: the host has no SELinux")
+		return ""
+	}
+	if privileged {
+		return ""
+	}
+	def := func(v, d string) string {
+		if v == "" {
+			return d
+		}
+		return v
+	}
+	return strings.Join([]string{def(so.GetUser(), "system_u"), def(so.GetRole(), "system_r"),
+		def(so.GetType(), "container_t"), def(so.GetLevel(), "s0")}, ":")
+}

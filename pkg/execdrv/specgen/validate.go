@@ -1,0 +1,545 @@
+package specgen
+
+import (
+	"bytes"
+	"net/netip"
+	"path"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// hasCtl reports a NUL, newline or other ASCII control character.
+func hasCtl(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] == 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
+// checkName checks a metadata name: non-empty, at most 253 bytes, no
+// control characters or path separators.
+func checkMetaName(what, s string) error {
+	if s == "" {
+		return inval("%s is empty", what)
+	}
+	if len(s) > 253 || hasCtl(s) || strings.ContainsAny(s, "/\\") || s == "." || s == ".." {
+		return inval("%s %q", what, s)
+	}
+	return nil
+}
+
+// Sysctl namespaces.
+const (
+	SysctlNet = "net"
+	SysctlIPC = "ipc"
+)
+
+var (
+	// kubelet's sysctl name syntax (dots or slashes as separators).
+	sysctlNameRe = regexp.MustCompile(`^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$`)
+	ipcSysctls   = map[string]bool{
+		"kernel.sem": true, "kernel.shmall": true, "kernel.shmmax": true, "kernel.shmmni": true,
+		"kernel.shm_rmid_forced": true, "kernel.msgmax": true, "kernel.msgmnb": true, "kernel.msgmni": true,
+	}
+)
+
+// NormalizeSysctl converts a sysctl name to the dotted form, as kubelet
+// does: when the first separator is a slash, slashes become dots and dots
+// (in interface names such as eno2.100) become slashes.
+func NormalizeSysctl(name string) string {
+	i := strings.IndexAny(name, "./")
+	if i < 0 || name[i] == '.' {
+		return name
+	}
+	return strings.Map(func(r rune) rune {
+		switch r {
+		case '.':
+			return '/'
+		case '/':
+			return '.'
+		}
+		return r
+	}, name)
+}
+
+// SysctlPath is the path of a (dotted) sysctl under /proc/sys.
+func SysctlPath(name string) string {
+	return strings.Map(func(r rune) rune {
+		switch r {
+		case '.':
+			return '/'
+		case '/':
+			return '.'
+		}
+		return r
+	}, NormalizeSysctl(name))
+}
+
+// SysctlNamespace names the namespace that isolates a sysctl (SysctlNet or
+// SysctlIPC), "" when it is not namespaced (it would change the host).
+func SysctlNamespace(name string) string {
+	n := NormalizeSysctl(name)
+	switch {
+	case ipcSysctls[n] || strings.HasPrefix(n, "fs.mqueue."):
+		return SysctlIPC
+	case strings.HasPrefix(n, "net."):
+		return SysctlNet
+	}
+	return ""
+}
+
+// ValidateSysctls accepts namespaced sysctls only, with kubelet's name
+// syntax and a value without NUL, newlines, or the separators ('=', '+')
+// a sysctl writer could split on.
+func ValidateSysctls(m map[string]string) error {
+	for k, v := range m {
+		if len(k) > 253 || !sysctlNameRe.MatchString(k) {
+			return inval("sysctl name %q", k)
+		}
+		if SysctlNamespace(k) == "" {
+			return inval("sysctl %q is not namespaced: refusing to change it for the host", k)
+		}
+		if v == "" || len(v) > 4096 || hasCtl(strings.ReplaceAll(v, "\t", " ")) || strings.ContainsAny(v, "=+") {
+			return inval("sysctl %s: value %q", k, v)
+		}
+	}
+	return nil
+}
+
+// PodSysctls validates the pod's sysctls and splits them by namespace (keys
+// in the dotted form): the engine writes them in the pod's pinned network
+// and IPC namespaces (at /proc/sys/<SysctlPath>). Network sysctls with host
+// network and IPC ones with host IPC are refused.
+func PodSysctls(cfg *runtimeapi.PodSandboxConfig) (net, ipc map[string]string, err error) {
+	m := cfg.GetLinux().GetSysctls()
+	if err := ValidateSysctls(m); err != nil {
+		return nil, nil, err
+	}
+	nso := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	for k, v := range m {
+		n := NormalizeSysctl(k)
+		switch SysctlNamespace(n) {
+		case SysctlNet:
+			if nso.GetNetwork() == runtimeapi.NamespaceMode_NODE {
+				return nil, nil, inval("sysctl %s needs a pod network namespace: the pod uses the host's", k)
+			}
+			if net == nil {
+				net = map[string]string{}
+			}
+			net[n] = v
+		case SysctlIPC:
+			if nso.GetIpc() == runtimeapi.NamespaceMode_NODE {
+				return nil, nil, inval("sysctl %s needs a pod IPC namespace: the pod uses the host's", k)
+			}
+			if ipc == nil {
+				ipc = map[string]string{}
+			}
+			ipc[n] = v
+		}
+	}
+	return net, ipc, nil
+}
+
+// ValidatePodConfig checks a pod sandbox config before anything is created.
+func ValidatePodConfig(cfg *runtimeapi.PodSandboxConfig) error {
+	if cfg == nil {
+		return inval("no pod sandbox config")
+	}
+	md := cfg.GetMetadata()
+	if md == nil {
+		return inval("pod sandbox config has no metadata")
+	}
+	if err := checkMetaName("pod name", md.GetName()); err != nil {
+		return err
+	}
+	if err := checkMetaName("pod namespace", md.GetNamespace()); err != nil {
+		return err
+	}
+	if err := checkMetaName("pod uid", md.GetUid()); err != nil {
+		return err
+	}
+	if h := cfg.GetHostname(); h != "" && (len(h) > 64 || hasCtl(h) || strings.ContainsAny(h, " /")) {
+		return inval("hostname %q", h)
+	}
+	if d := cfg.GetLogDirectory(); d != "" {
+		if !filepath.IsAbs(d) || hasCtl(d) || hasDotDot(d) {
+			return inval("log directory %q must be an absolute path without ..", d)
+		}
+	}
+	if err := checkDNS(cfg.GetDnsConfig()); err != nil {
+		return err
+	}
+	for _, pm := range cfg.GetPortMappings() {
+		if err := checkPortMapping(pm); err != nil {
+			return err
+		}
+	}
+	lx := cfg.GetLinux()
+	if _, err := cgroupParent(lx.GetCgroupParent()); err != nil {
+		return err
+	}
+	if _, _, err := PodSysctls(cfg); err != nil {
+		return err
+	}
+	if err := checkResources(lx.GetOverhead()); err != nil {
+		return err
+	}
+	if err := checkResources(lx.GetResources()); err != nil {
+		return err
+	}
+	sc := lx.GetSecurityContext()
+	if sc.GetRunAsGroup() != nil && sc.GetRunAsUser() == nil {
+		return inval("pod run_as_group is set without run_as_user")
+	}
+	if err := checkIDs(sc.GetRunAsUser(), sc.GetRunAsGroup(), sc.GetSupplementalGroups()); err != nil {
+		return err
+	}
+	if err := checkPolicy(sc.GetSupplementalGroupsPolicy()); err != nil {
+		return err
+	}
+	nso := sc.GetNamespaceOptions()
+	if err := checkNSModes(nso, true); err != nil {
+		return err
+	}
+	if u := nso.GetUsernsOptions(); u != nil {
+		if err := checkUserns(u); err != nil {
+			return err
+		}
+	}
+	if _, _, err := seccompRequest(sc.GetSeccomp(), sc.GetSeccompProfilePath(), false); err != nil {
+		return err
+	}
+	// An empty hostname with a pod network is accepted (critest sends
+	// one): the pod gets the node's hostname.
+	return nil
+}
+
+func hasDotDot(p string) bool {
+	for _, e := range strings.Split(filepath.ToSlash(p), "/") {
+		if e == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+var (
+	dnsSearchRe = regexp.MustCompile(`^[A-Za-z0-9_]([-A-Za-z0-9_.]*[A-Za-z0-9_.])?$`)
+	dnsOptionRe = regexp.MustCompile(`^[A-Za-z0-9_-]+(:[A-Za-z0-9_.-]+)?$`)
+)
+
+// checkDNS refuses anything that would not be one resolv.conf token.
+func checkDNS(d *runtimeapi.DNSConfig) error {
+	if len(d.GetServers()) > 32 || len(d.GetSearches()) > 32 || len(d.GetOptions()) > 32 {
+		return inval("dns config has too many entries")
+	}
+	for _, s := range d.GetServers() {
+		if _, err := netip.ParseAddr(s); err != nil {
+			return inval("dns server %q is not an IP address", s)
+		}
+	}
+	for _, s := range d.GetSearches() {
+		if len(s) > 253 || !dnsSearchRe.MatchString(s) {
+			return inval("dns search domain %q", s)
+		}
+	}
+	for _, s := range d.GetOptions() {
+		if len(s) > 253 || !dnsOptionRe.MatchString(s) {
+			return inval("dns option %q", s)
+		}
+	}
+	return nil
+}
+
+func checkPortMapping(pm *runtimeapi.PortMapping) error {
+	switch pm.GetProtocol() {
+	case runtimeapi.Protocol_TCP, runtimeapi.Protocol_UDP, runtimeapi.Protocol_SCTP:
+	default:
+		return inval("port mapping protocol %d", pm.GetProtocol())
+	}
+	if p := pm.GetContainerPort(); p < 0 || p > 65535 || (p == 0 && pm.GetHostPort() != 0) {
+		return inval("port mapping container port %d", p)
+	}
+	if p := pm.GetHostPort(); p < 0 || p > 65535 {
+		return inval("port mapping host port %d", p)
+	}
+	if ip := pm.GetHostIp(); ip != "" {
+		if _, err := netip.ParseAddr(ip); err != nil {
+			return inval("port mapping host ip %q", ip)
+		}
+	}
+	return nil
+}
+
+func checkIDs(user, group *runtimeapi.Int64Value, groups []int64) error {
+	if user != nil {
+		if _, err := checkID64("run_as_user", user.GetValue()); err != nil {
+			return err
+		}
+	}
+	if group != nil {
+		if _, err := checkID64("run_as_group", group.GetValue()); err != nil {
+			return err
+		}
+	}
+	for _, g := range groups {
+		if _, err := checkID64("supplemental group", g); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkPolicy(p runtimeapi.SupplementalGroupsPolicy) error {
+	switch p {
+	case runtimeapi.SupplementalGroupsPolicy_Merge, runtimeapi.SupplementalGroupsPolicy_Strict:
+		return nil
+	}
+	return inval("supplemental_groups_policy %d", p)
+}
+
+// checkNSModes checks namespace modes: network and IPC are POD or NODE,
+// pid is POD, CONTAINER, NODE or (containers only) TARGET with a target.
+func checkNSModes(nso *runtimeapi.NamespaceOption, pod bool) error {
+	for _, m := range []struct {
+		name string
+		mode runtimeapi.NamespaceMode
+	}{{"network", nso.GetNetwork()}, {"ipc", nso.GetIpc()}} {
+		if m.mode != runtimeapi.NamespaceMode_POD && m.mode != runtimeapi.NamespaceMode_NODE {
+			return inval("%s namespace mode %s: want POD or NODE", m.name, m.mode)
+		}
+	}
+	switch nso.GetPid() {
+	case runtimeapi.NamespaceMode_POD, runtimeapi.NamespaceMode_CONTAINER, runtimeapi.NamespaceMode_NODE:
+	case runtimeapi.NamespaceMode_TARGET:
+		if pod {
+			return inval("pid namespace mode TARGET is for containers")
+		}
+		if err := checkID("target container", nso.GetTargetId()); err != nil {
+			return err
+		}
+	default:
+		return inval("pid namespace mode %d", nso.GetPid())
+	}
+	return nil
+}
+
+// LogPath joins a container's log_path to its pod's log directory; the
+// result never leaves the directory. An empty log_path gives "".
+func LogPath(logDir, logPath string) (string, error) {
+	if logPath == "" {
+		return "", nil
+	}
+	if logDir == "" {
+		return "", inval("log path %q without a pod log directory", logPath)
+	}
+	if err := checkLogPath(logPath); err != nil {
+		return "", err
+	}
+	return filepath.Join(logDir, logPath), nil
+}
+
+func checkLogPath(p string) error {
+	if p == "" {
+		return nil
+	}
+	if filepath.IsAbs(p) || hasCtl(p) || hasDotDot(p) || len(p) > 4096 {
+		return inval("log path %q must be relative to the pod log directory, without ..", p)
+	}
+	if c := path.Clean(p); c == "." || strings.HasSuffix(p, "/") {
+		return inval("log path %q names no file", p)
+	}
+	return nil
+}
+
+// allowedMountOptions are the extra options a CRI mount may carry.
+var allowedMountOptions = map[string]bool{
+	"ro": true, "noexec": true, "nosuid": true, "nodev": true, "noatime": true,
+	"nodiratime": true, "relatime": true, "strictatime": true, "nosymfollow": true,
+}
+
+func checkMount(m *runtimeapi.Mount) error {
+	dst := m.GetContainerPath()
+	if !path.IsAbs(dst) || hasCtl(dst) {
+		return inval("mount container path %q must be absolute", dst)
+	}
+	if path.Clean(dst) == "/" {
+		return inval("mount container path %q: the root cannot be a mount", dst)
+	}
+	if m.GetImage() != nil {
+		if m.GetHostPath() != "" {
+			return inval("mount %s: host_path and image are exclusive", dst)
+		}
+		if m.GetImage().GetImage() == "" {
+			return inval("mount %s: empty image", dst)
+		}
+		if !m.GetReadonly() {
+			return inval("image mount %s must be read-only", dst)
+		}
+		if sub := m.GetImageSubPath(); sub != "" && (hasCtl(sub) || hasDotDot(sub)) {
+			return inval("image mount %s: sub path %q", dst, sub)
+		}
+	} else {
+		src := m.GetHostPath()
+		if !filepath.IsAbs(src) || hasCtl(src) {
+			return inval("mount %s: host path %q must be absolute", dst, src)
+		}
+		if m.GetImageSubPath() != "" {
+			return inval("mount %s: image_sub_path without image", dst)
+		}
+	}
+	switch m.GetPropagation() {
+	case runtimeapi.MountPropagation_PROPAGATION_PRIVATE, runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER,
+		runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL:
+	default:
+		return inval("mount %s: propagation %d", dst, m.GetPropagation())
+	}
+	if m.GetRecursiveReadOnly() {
+		if !m.GetReadonly() {
+			return inval("mount %s: recursive_read_only needs readonly", dst)
+		}
+		if m.GetPropagation() != runtimeapi.MountPropagation_PROPAGATION_PRIVATE {
+			return inval("mount %s: recursive_read_only needs private propagation", dst)
+		}
+	}
+	for _, o := range m.GetMountOptions() {
+		if !allowedMountOptions[o] {
+			return inval("mount %s: option %q", dst, o)
+		}
+	}
+	if len(m.GetUidMappings()) > 0 || len(m.GetGidMappings()) > 0 {
+		return errNotImpl("mount %s: id-mapped mounts", dst)
+	}
+	return nil
+}
+
+func checkDevice(d *runtimeapi.Device) error {
+	if c := d.GetContainerPath(); !path.IsAbs(c) || hasCtl(c) || path.Clean(c) == "/" {
+		return inval("device container path %q must be absolute", c)
+	}
+	if h := d.GetHostPath(); !filepath.IsAbs(h) || hasCtl(h) {
+		return inval("device host path %q must be absolute", h)
+	}
+	p := d.GetPermissions()
+	if len(p) > 3 {
+		return inval("device %s: permissions %q", d.GetHostPath(), p)
+	}
+	for _, r := range p {
+		if (r != 'r' && r != 'w' && r != 'm') || strings.Count(p, string(r)) > 1 {
+			return inval("device %s: permissions %q: want a combination of r, w and m", d.GetHostPath(), p)
+		}
+	}
+	return nil
+}
+
+// ValidateContainerConfig checks a container config before anything is
+// created.
+func ValidateContainerConfig(cfg *runtimeapi.ContainerConfig) error {
+	if cfg == nil {
+		return inval("no container config")
+	}
+	if cfg.GetMetadata() == nil {
+		return inval("container config has no metadata")
+	}
+	if err := checkMetaName("container name", cfg.GetMetadata().GetName()); err != nil {
+		return err
+	}
+	if img := cfg.GetImage().GetImage(); img == "" || hasCtl(img) {
+		return inval("container image %q", img)
+	}
+	for _, a := range append(append([]string(nil), cfg.GetCommand()...), cfg.GetArgs()...) {
+		if strings.IndexByte(a, 0) >= 0 {
+			return inval("command argument %q contains a NUL byte", a)
+		}
+	}
+	if wd := cfg.GetWorkingDir(); wd != "" && (!path.IsAbs(wd) || hasCtl(wd)) {
+		return inval("working_dir %q must be absolute", wd)
+	}
+	for _, kv := range cfg.GetEnvs() {
+		if err := checkEnvKey(kv.GetKey()); err != nil {
+			return err
+		}
+		if bytes.IndexByte(kv.GetValue(), 0) >= 0 {
+			return inval("environment variable %s: value contains a NUL byte", kv.GetKey())
+		}
+	}
+	if err := checkLogPath(cfg.GetLogPath()); err != nil {
+		return err
+	}
+	for _, m := range cfg.GetMounts() {
+		if err := checkMount(m); err != nil {
+			return err
+		}
+	}
+	for _, d := range cfg.GetDevices() {
+		if err := checkDevice(d); err != nil {
+			return err
+		}
+	}
+	if len(cfg.GetCDIDevices()) > 0 {
+		return errNotImpl("CDI devices")
+	}
+	lx := cfg.GetLinux()
+	if err := checkResources(lx.GetResources()); err != nil {
+		return err
+	}
+	sc := lx.GetSecurityContext()
+	if sc.GetRunAsUser() != nil && sc.GetRunAsUsername() != "" {
+		return inval("run_as_user and run_as_username are both set")
+	}
+	if sc.GetRunAsGroup() != nil && sc.GetRunAsUser() == nil && sc.GetRunAsUsername() == "" {
+		return inval("run_as_group is set without run_as_user or run_as_username")
+	}
+	if n := sc.GetRunAsUsername(); n != "" {
+		if _, numeric, _ := parseID("user", n); numeric {
+			return inval("run_as_username %q is a number: use run_as_user", n)
+		}
+		if err := checkName("user", n); err != nil {
+			return err
+		}
+	}
+	if err := checkIDs(sc.GetRunAsUser(), sc.GetRunAsGroup(), sc.GetSupplementalGroups()); err != nil {
+		return err
+	}
+	if err := checkPolicy(sc.GetSupplementalGroupsPolicy()); err != nil {
+		return err
+	}
+	if c := sc.GetCapabilities(); c != nil {
+		for _, f := range []struct {
+			name  string
+			names []string
+		}{
+			{"add_capabilities", c.GetAddCapabilities()},
+			{"drop_capabilities", c.GetDropCapabilities()},
+			{"add_ambient_capabilities", c.GetAddAmbientCapabilities()},
+		} {
+			if err := checkCaps(f.name, f.names); err != nil {
+				return err
+			}
+		}
+	}
+	if nso := sc.GetNamespaceOptions(); nso != nil {
+		if err := checkNSModes(nso, false); err != nil {
+			return err
+		}
+	}
+	for _, f := range []struct {
+		name  string
+		paths []string
+	}{{"masked path", sc.GetMaskedPaths()}, {"readonly path", sc.GetReadonlyPaths()}} {
+		for _, p := range f.paths {
+			if !path.IsAbs(p) || hasCtl(p) {
+				return inval("%s %q must be absolute", f.name, p)
+			}
+		}
+	}
+	if _, _, err := seccompRequest(sc.GetSeccomp(), sc.GetSeccompProfilePath(), false); err != nil {
+		return err
+	}
+	return nil
+}
