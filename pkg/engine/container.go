@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	securejoin "github.com/cyphar/filepath-securejoin"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -20,6 +21,7 @@ import (
 	"github.com/shim-cri/shim/pkg/log"
 	"github.com/shim-cri/shim/pkg/monitor"
 	"github.com/shim-cri/shim/pkg/snapshot"
+	"github.com/shim-cri/shim/pkg/snapshot/native"
 )
 
 // CreateContainerRequest asks for a container in a pod.
@@ -98,8 +100,15 @@ func (r *Runtime) createContainer(ctx context.Context, j *Job, req CreateContain
 		if err != nil {
 			return nil, err
 		}
-		return specgen.ContainerSpec(ctx, r.specPod(sb), specgen.Container{ID: id, Config: cfg, Image: img.Config,
-			ImageRef: c.ImageRef, Rootfs: rootfs, VolumeDir: volumes, ImageMounts: imageMounts}, r.o.Spec)
+		sc := specgen.Container{ID: id, Config: cfg, Image: img.Config, ImageRef: c.ImageRef, Rootfs: rootfs,
+			VolumeDir: volumes, ImageMounts: imageMounts}
+		if sc.TargetPIDNS, err = r.targetPIDNS(cfg); err != nil {
+			return nil, err
+		}
+		if err := populateVolumes(ctx, sc); err != nil {
+			return nil, err
+		}
+		return specgen.ContainerSpec(ctx, r.specPod(sb), sc, r.o.Spec)
 	})
 	if err != nil {
 		return nil, err
@@ -174,6 +183,49 @@ func (r *Runtime) mountImageVolumes(ctx context.Context, c *Container, rb *rollb
 		c.ImageVolumes = append(c.ImageVolumes, ImageVolume{Path: m.GetContainerPath(), Snapshot: key, Dir: dir, ImageID: img.ID.String()})
 	}
 	return out, nil
+}
+
+// targetPIDNS is the pid namespace of the container a TARGET-mode
+// container shares.
+func (r *Runtime) targetPIDNS(cfg *runtimeapi.ContainerConfig) (string, error) {
+	ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	if ns.GetPid() != runtimeapi.NamespaceMode_TARGET {
+		return "", nil
+	}
+	t, err := r.getContainer(ns.GetTargetId())
+	if err != nil {
+		return "", fmt.Errorf("pid namespace target: %w", err)
+	}
+	v := t.view()
+	if v.State != ContainerRunning && v.State != ContainerCreated || v.Pid <= 0 {
+		return "", fmt.Errorf("pid namespace target %s is not running: %w", t.ID, errdefs.ErrFailedPrecondition)
+	}
+	return fmt.Sprintf("/proc/%d/ns/pid", v.Pid), nil
+}
+
+// populateVolumes creates the directories of the image's VOLUMEs and
+// copies into them what the image has at those paths, as Docker does.
+func populateVolumes(ctx context.Context, c specgen.Container) error {
+	vols, err := specgen.ImageVolumes(c)
+	if err != nil {
+		return err
+	}
+	for _, v := range vols {
+		src, err := securejoin.SecureJoin(c.Rootfs, v.Destination)
+		if err != nil {
+			return fmt.Errorf("image volume %s: %v: %w", v.Destination, err, errdefs.ErrInvalidArgument)
+		}
+		if fi, err := os.Lstat(src); err == nil && fi.IsDir() {
+			if err := native.Copy(ctx, src, v.Source); err != nil {
+				return fmt.Errorf("image volume %s: %w", v.Destination, err)
+			}
+			continue
+		}
+		if err := os.MkdirAll(v.Source, 0o755); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // releaseImageVolumes unmounts and removes a container's image volumes.
