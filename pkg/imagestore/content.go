@@ -13,6 +13,7 @@ import (
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
 )
@@ -269,7 +270,13 @@ func (w *Ingest) Write(p []byte) (int, error) {
 
 // Commit verifies size and digest, makes the blob durable and moves it into
 // the store. On a mismatch the partial data is discarded.
-func (w *Ingest) Commit() error {
+func (w *Ingest) Commit() error { return w.commit(true) }
+
+// CommitUnsynced is Commit without the flush: the caller calls Sync
+// before anything refers to the blob.
+func (w *Ingest) CommitUnsynced() error { return w.commit(false) }
+
+func (w *Ingest) commit(sync bool) error {
 	if w.closed {
 		return fmt.Errorf("ingest %s already closed: %w", w.dgst, errdefs.ErrInternal)
 	}
@@ -282,8 +289,10 @@ func (w *Ingest) Commit() error {
 		w.discard()
 		return fmt.Errorf("blob %s: content has digest %s: %w", w.dgst, got, errdefs.ErrFailedPrecondition)
 	}
-	if err := w.f.Sync(); err != nil {
-		return err
+	if sync {
+		if err := w.f.Sync(); err != nil {
+			return err
+		}
 	}
 	if err := w.f.Chmod(0o444); err != nil {
 		return err
@@ -295,7 +304,20 @@ func (w *Ingest) Commit() error {
 	if err := os.Rename(w.f.Name(), dst); err != nil {
 		return err
 	}
+	if !sync {
+		return nil
+	}
 	return syncDir(filepath.Dir(dst))
+}
+
+// Sync flushes the filesystem of the content store (syncfs).
+func (c *Content) Sync() error {
+	d, err := os.Open(c.root)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return unix.Syncfs(int(d.Fd()))
 }
 
 // Close closes the ingest, keeping any partial data for a later resume.

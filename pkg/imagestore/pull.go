@@ -148,6 +148,16 @@ func (s *Store) pull(ctx context.Context, ref Ref, auth *Auth, progress Progress
 	if err := s.content.Put(m.Config.Digest, cfgBytes); err != nil {
 		return nil, err
 	}
+	// One flush for every blob and layer of the pull, then the record: an
+	// image on record has all its data on disk.
+	syncStart := time.Now()
+	if err := s.sn.Sync(ctx); err != nil {
+		return nil, fmt.Errorf("flushing layers: %w", err)
+	}
+	if err := s.content.Sync(); err != nil {
+		return nil, fmt.Errorf("flushing blobs: %w", err)
+	}
+	progress("flushed to disk in %s", time.Since(syncStart).Round(time.Millisecond))
 	tag, repoDigest := "", ref.WithDigest(top.digest)
 	if ref.Tag() != "" {
 		tag = ref.String()

@@ -183,7 +183,8 @@ func (p *layerPull) unpackLayer(ctx context.Context, i int, parent string) (retE
 			return err
 		}
 	}
-	var opts []snapshot.Opt
+	// The pull flushes everything once, before it records the image.
+	opts := []snapshot.Opt{snapshot.WithoutSync()}
 	if p.caps.DiffLayers && parent != "" {
 		opts = append(opts, snapshot.WithParent(parent))
 	}
@@ -257,7 +258,7 @@ func (p *layerPull) layerSource(ctx context.Context, l Layer) (io.Reader, func(e
 		defer release()
 		defer body.Close()
 		if applyErr == nil {
-			return w.Commit()
+			return w.CommitUnsynced()
 		}
 		if ctx.Err() != nil {
 			w.Close() // keep what arrived, for a resume
@@ -343,7 +344,7 @@ func (p *layerPull) download(ctx context.Context, l Layer) error {
 		w.Close()
 		return fmt.Errorf("blob %s: %v: %w", l.Digest, err, errdefs.ErrUnavailable)
 	}
-	return w.Commit()
+	return w.CommitUnsynced()
 }
 
 // applyCompressed decompresses r as l's media type says, applies the tar

@@ -110,6 +110,9 @@ type Options struct {
 	// Parent, at Commit only, rebases the snapshot onto a committed parent
 	// (drivers with DiffLayers only).
 	Parent string
+	// NoSync, at Commit only, skips flushing the snapshot's data: the
+	// caller calls Sync before it depends on the snapshot surviving a crash.
+	NoSync bool
 }
 
 // WithLabels sets labels on a snapshot.
@@ -120,6 +123,12 @@ func WithLabels(l map[string]string) Opt {
 // WithParent, at Commit, records parent as the new snapshot's parent.
 func WithParent(parent string) Opt {
 	return func(o *Options) { o.Parent = parent }
+}
+
+// WithoutSync, at Commit, leaves the flush to a later Sync (a pull
+// commits many layers and flushes once).
+func WithoutSync() Opt {
+	return func(o *Options) { o.NoSync = true }
 }
 
 // Snapshotter is the graphdriver interface.
@@ -147,6 +156,8 @@ type Snapshotter interface {
 	Walk(ctx context.Context, fn func(context.Context, Info) error) error
 	// Usage reports the disk usage of key's own data.
 	Usage(ctx context.Context, key string) (Usage, error)
+	// Sync flushes the data of every snapshot to disk.
+	Sync(ctx context.Context) error
 	// Cleanup removes on-disk data that no snapshot record refers to
 	// (left by a crash between the steps of Prepare/Commit/Remove).
 	Cleanup(ctx context.Context) error

@@ -362,8 +362,10 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 	if err != nil {
 		return err
 	}
-	if err := fsutil.SyncFS(s.idDir(rec.ID)); err != nil {
-		return fmt.Errorf("commit %q: %w", key, err)
+	if !o.NoSync {
+		if err := fsutil.SyncFS(s.idDir(rec.ID)); err != nil {
+			return fmt.Errorf("commit %q: %w", key, err)
+		}
 	}
 	return s.update(func(m *mtx) error {
 		r, err := m.commit(name, key, o.Parent, o.Labels, s.caps.DiffLayers)
@@ -436,6 +438,15 @@ func (s *Snapshotter) Walk(ctx context.Context, fn func(context.Context, snapsho
 		}
 	}
 	return nil
+}
+
+// Sync implements snapshot.Snapshotter: one syncfs of the filesystem
+// holding the snapshots.
+func (s *Snapshotter) Sync(ctx context.Context) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	return fsutil.SyncFS(s.dir)
 }
 
 // Usage implements snapshot.Snapshotter: the blocks and inodes of the
