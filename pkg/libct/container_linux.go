@@ -1,0 +1,782 @@
+package libct
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/log"
+	"golang.org/x/sys/unix"
+)
+
+// Container is a container in a state directory. Its methods are safe for
+// use by the process that created it (the parent of its init) and by any
+// other process that loaded it.
+type Container struct {
+	root string
+	dir  string
+
+	mu sync.Mutex
+	st *stored
+	cg cgroupManager
+
+	// Console is the pty master when the spec asked for a terminal and
+	// no console socket was given (creating process only).
+	Console *os.File
+
+	initConn *net.UnixConn // creating process only: sees exec errors after Start
+}
+
+var nsFlags = map[specs.LinuxNamespaceType]uint32{
+	specs.PIDNamespace:     unix.CLONE_NEWPID,
+	specs.NetworkNamespace: unix.CLONE_NEWNET,
+	specs.MountNamespace:   unix.CLONE_NEWNS,
+	specs.IPCNamespace:     unix.CLONE_NEWIPC,
+	specs.UTSNamespace:     unix.CLONE_NEWUTS,
+	specs.UserNamespace:    unix.CLONE_NEWUSER,
+	specs.CgroupNamespace:  unix.CLONE_NEWCGROUP,
+	specs.TimeNamespace:    unix.CLONE_NEWTIME,
+}
+
+// procNSName is the /proc/<pid>/ns entry of a namespace type.
+var procNSName = map[specs.LinuxNamespaceType]string{
+	specs.PIDNamespace: "pid", specs.NetworkNamespace: "net", specs.MountNamespace: "mnt",
+	specs.IPCNamespace: "ipc", specs.UTSNamespace: "uts", specs.UserNamespace: "user",
+	specs.CgroupNamespace: "cgroup", specs.TimeNamespace: "time",
+}
+
+// Create sets up a container from spec and leaves its init waiting for
+// Start. The calling process becomes the parent of the init.
+func Create(ctx context.Context, stateRoot, id string, spec *specs.Spec, bundle string, opts CreateOpts) (_ *Container, retErr error) {
+	if err := ValidateID(id); err != nil {
+		return nil, err
+	}
+	bundle, err := filepath.Abs(bundle)
+	if err != nil {
+		return nil, fmt.Errorf("bundle %q: %v: %w", bundle, err, errdefs.ErrInvalidArgument)
+	}
+	rootfs, err := Validate(spec, bundle)
+	if err != nil {
+		return nil, err
+	}
+	cgPath, err := CgroupPath(spec, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(stateRoot, 0o711); err != nil {
+		return nil, fmt.Errorf("state root %s: %w", stateRoot, err)
+	}
+	dir := stateDir(stateRoot, id)
+	if err := os.Mkdir(dir, 0o711); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("container %q: %w", id, errdefs.ErrAlreadyExists)
+		}
+		return nil, fmt.Errorf("container %q: state dir: %w", id, err)
+	}
+	c := &Container{root: stateRoot, dir: dir}
+	var pids []int // processes to kill on failure
+	defer func() {
+		if retErr == nil {
+			return
+		}
+		reapAll(pids)
+		if c.cg != nil {
+			killCgroup(c.cg)
+			for i := 0; i < 50 && c.cg.Delete() != nil; i++ {
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		if c.Console != nil {
+			c.Console.Close()
+		}
+		if c.initConn != nil {
+			c.initConn.Close()
+		}
+		os.RemoveAll(dir)
+	}()
+
+	version := cgroupVersion()
+	var res *specs.LinuxResources
+	if spec.Linux != nil {
+		res = withDeviceRules(spec.Linux.Resources, spec.Linux.Devices)
+	}
+	if c.cg, err = newCgroup(version, cgPath, res); err != nil {
+		return nil, err
+	}
+	fifo := filepath.Join(dir, fifoName)
+	if err := unix.Mkfifo(fifo, 0o622); err != nil {
+		return nil, fmt.Errorf("exec fifo: %w", err)
+	}
+	// mkfifo honours the umask; the init may write as any user.
+	os.Chmod(fifo, 0o622)
+	fifoFile, err := os.OpenFile(fifo, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("exec fifo: %w", err)
+	}
+	defer fifoFile.Close()
+
+	bs := bootstrap{}
+	newNS := map[specs.LinuxNamespaceType]bool{}
+	var owned []string
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Path == "" {
+			bs.cloneFlags |= nsFlags[ns.Type]
+			newNS[ns.Type] = true
+			owned = append(owned, string(ns.Type))
+		} else {
+			bs.nsPaths = append(bs.nsPaths, procNSName[ns.Type]+":"+ns.Path)
+		}
+	}
+	bs.userMap = newNS[specs.UserNamespace]
+	if newNS[specs.TimeNamespace] && len(spec.Linux.TimeOffsets) > 0 {
+		for clock, off := range spec.Linux.TimeOffsets {
+			bs.timeOffsets += fmt.Sprintf("%s %d %d\n", clock, off.Secs, off.Nanosecs)
+		}
+	}
+	userNS := newNS[specs.UserNamespace] || hasNSPath(spec, specs.UserNamespace)
+	cfg := &initConfig{
+		Mode: "create", ID: id, Spec: spec, Process: spec.Process, Rootfs: rootfs, Bundle: bundle,
+		NoPivot: opts.NoPivot, NoNewKeyring: opts.NoNewKeyring, ExtraFiles: len(opts.ExtraFiles),
+		NewMountNS: newNS[specs.MountNamespace], NewUTSNS: newNS[specs.UTSNamespace],
+		NewCgroupNS: newNS[specs.CgroupNamespace], UserNS: userNS, CgroupPath: cgPath,
+	}
+	var oom *int
+	if spec.Process != nil {
+		oom = spec.Process.OOMScoreAdj
+	}
+	res2, err := c.startInit(ctx, &bs, cfg, stdio{opts.Stdin, opts.Stdout, opts.Stderr}, opts.ExtraFiles, fifoFile,
+		opts.ConsoleSocket, oom, spec.Linux, &pids)
+	if err != nil {
+		return nil, err
+	}
+	c.initConn = res2.conn
+	c.Console = res2.console
+	start, _, err := procStat(res2.pid)
+	if err != nil {
+		return nil, fmt.Errorf("init exited during create: %w", errdefs.ErrInternal)
+	}
+	c.st = &stored{
+		State: State{
+			OCIVersion: specs.Version, ID: id, Status: StatusCreated, Pid: res2.pid, PidStart: start,
+			Bundle: bundle, Rootfs: rootfs, Annotations: spec.Annotations, Created: time.Now().UTC(),
+			CgroupPath: cgPath, Owner: "",
+		},
+		Spec: spec, NoPivot: opts.NoPivot, CgroupVersion: version, Namespaces: owned,
+	}
+	if err := writeState(dir, c.st); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func hasNSPath(spec *specs.Spec, t specs.LinuxNamespaceType) bool {
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == t && ns.Path != "" {
+			return true
+		}
+	}
+	return false
+}
+
+type stdio struct{ in, out, err *os.File }
+
+type initResult struct {
+	pid     int
+	conn    *net.UnixConn
+	console *os.File
+}
+
+// startInit runs the sealed binary as stage 0, feeds the C stage its
+// bootstrap, learns the init's pid, sends the init its config and waits
+// for "ready" (or a typed error).
+func (c *Container) startInit(ctx context.Context, bs *bootstrap, cfg *initConfig, sio stdio, extra []*os.File,
+	fifo *os.File, consoleSock *os.File, oom *int, lx *specs.Linux, pids *[]int) (*initResult, error) {
+	exe, err := sealedExe()
+	if err != nil {
+		return nil, err
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("socketpair: %w", err)
+	}
+	parentFile := os.NewFile(uintptr(fds[0]), "initpipe-parent")
+	childFile := os.NewFile(uintptr(fds[1]), "initpipe-child")
+	defer childFile.Close()
+	fc, err := net.FileConn(parentFile)
+	parentFile.Close()
+	if err != nil {
+		return nil, err
+	}
+	conn := fc.(*net.UnixConn)
+	ok := false
+	defer func() {
+		if !ok {
+			conn.Close()
+		}
+	}()
+
+	files := append([]*os.File(nil), extra...)
+	pipeFd := 3 + len(files)
+	files = append(files, childFile)
+	env := []string{envInitPipe + "=" + strconv.Itoa(pipeFd)}
+	if fifo != nil {
+		env = append(env, envFifoFd+"="+strconv.Itoa(3+len(files)))
+		files = append(files, fifo)
+	}
+	exeFd := 3 + len(files)
+	files = append(files, exe)
+	cmd := &exec.Cmd{
+		Path:       "/proc/self/fd/" + strconv.Itoa(exeFd),
+		Args:       []string{"shim", "init"},
+		Env:        env,
+		ExtraFiles: files,
+	}
+	// Assign only non-nil files: a nil *os.File in the io interfaces
+	// would not be replaced by /dev/null.
+	if sio.in != nil {
+		cmd.Stdin = sio.in
+	}
+	if sio.out != nil {
+		cmd.Stdout = sio.out
+	}
+	if sio.err != nil {
+		cmd.Stderr = sio.err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start init: %w", err)
+	}
+	stage0 := cmd.Process.Pid
+	*pids = append(*pids, stage0)
+	reaped := false
+	defer func() {
+		if !reaped {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	}()
+	childFile.Close()
+
+	stop := context.AfterFunc(ctx, func() {
+		conn.SetDeadline(time.Now())
+	})
+	defer stop()
+
+	if oom != nil {
+		if err := writeOOMScoreAdj(strconv.Itoa(stage0), *oom); err != nil {
+			return nil, err
+		}
+	}
+	if c.cg != nil {
+		if err := c.cg.Add(stage0); err != nil {
+			return nil, fmt.Errorf("add init to cgroup: %v: %w", err, errdefs.ErrInternal)
+		}
+	}
+	if _, err := conn.Write(bs.encode()); err != nil {
+		return nil, fmt.Errorf("send bootstrap: %w", ctxErr(ctx, err))
+	}
+	initPid := 0
+	for initPid == 0 {
+		var b [1]byte
+		if _, err := io2ReadFull(conn, b[:]); err != nil {
+			return nil, fmt.Errorf("nsexec: %w", ctxErr(ctx, err))
+		}
+		switch b[0] {
+		case syncUserMap:
+			if err := writeIDMaps(stage0, lx); err != nil {
+				return nil, err
+			}
+			if _, err := conn.Write([]byte{syncUserMapAck}); err != nil {
+				return nil, err
+			}
+		case syncPid:
+			var p [4]byte
+			if _, err := io2ReadFull(conn, p[:]); err != nil {
+				return nil, fmt.Errorf("nsexec: %w", ctxErr(ctx, err))
+			}
+			initPid = int(int32(uint32(p[0]) | uint32(p[1])<<8 | uint32(p[2])<<16 | uint32(p[3])<<24))
+			*pids = append(*pids, initPid)
+		case syncErr:
+			return nil, stageErr(conn)
+		default:
+			return nil, fmt.Errorf("nsexec: unexpected sync byte %#x: %w", b[0], errdefs.ErrInternal)
+		}
+	}
+	cmd.Wait()
+	reaped = true
+	*pids = (*pids)[1:] // stage 0 is reaped
+	cfg.InitPid = initPid
+	if err := writeFrame(conn, cfg); err != nil {
+		return nil, fmt.Errorf("send init config: %w", ctxErr(ctx, err))
+	}
+	res := &initResult{pid: initPid, conn: conn}
+	for {
+		var m initMsg
+		files, err := readFrame(conn, &m)
+		if err != nil {
+			for _, f := range files {
+				f.Close()
+			}
+			if errors.Is(err, io.EOF) {
+				return nil, fmt.Errorf("container init exited before it was ready: %w", errdefs.ErrInternal)
+			}
+			return nil, fmt.Errorf("container init: %w", ctxErr(ctx, err))
+		}
+		switch m.Type {
+		case "console":
+			if len(files) != 1 {
+				return nil, fmt.Errorf("console message without a pty: %w", errdefs.ErrInternal)
+			}
+			if consoleSock != nil {
+				err := sendConsole(consoleSock, m.Name, files[0])
+				files[0].Close()
+				if err != nil {
+					return nil, err
+				}
+			} else {
+				res.console = files[0]
+			}
+		case "ready":
+			ok = true
+			return res, nil
+		case "hooks":
+			h := cfg.Spec.Hooks
+			st := State{OCIVersion: specs.Version, ID: cfg.ID, Status: StatusCreating, Pid: initPid,
+				Bundle: cfg.Bundle, Annotations: cfg.Spec.Annotations}
+			if err := RunHooks(ctx, h.Prestart, st, false); err != nil { //nolint:staticcheck // deprecated, still supported
+				return nil, err
+			}
+			if err := RunHooks(ctx, h.CreateRuntime, st, false); err != nil {
+				return nil, err
+			}
+			if err := writeFrame(conn, initMsg{Type: "hooks-done"}); err != nil {
+				return nil, err
+			}
+		case "error":
+			if res.console != nil {
+				res.console.Close()
+			}
+			if m.Error == nil {
+				return nil, fmt.Errorf("container init failed: %w", errdefs.ErrInternal)
+			}
+			return nil, m.Error.Err()
+		default:
+			return nil, fmt.Errorf("container init: unexpected message %q: %w", m.Type, errdefs.ErrInternal)
+		}
+	}
+}
+
+func ctxErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
+func io2ReadFull(c *net.UnixConn, b []byte) (int, error) { return io.ReadFull(c, b) }
+
+func sendConsole(sock *os.File, name string, master *os.File) error {
+	rights := unix.UnixRights(int(master.Fd()))
+	if err := unix.Sendmsg(int(sock.Fd()), []byte(name), rights, nil, 0); err != nil {
+		return fmt.Errorf("send pty master to console socket: %w", err)
+	}
+	return nil
+}
+
+func writeIDMaps(pid int, lx *specs.Linux) error {
+	fmtMap := func(ms []specs.LinuxIDMapping) []byte {
+		var b []byte
+		for _, m := range ms {
+			b = append(b, fmt.Sprintf("%d %d %d\n", m.ContainerID, m.HostID, m.Size)...)
+		}
+		return b
+	}
+	base := "/proc/" + strconv.Itoa(pid) + "/"
+	if err := os.WriteFile(base+"uid_map", fmtMap(lx.UIDMappings), 0); err != nil {
+		return fmt.Errorf("write uid_map: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	if err := os.WriteFile(base+"gid_map", fmtMap(lx.GIDMappings), 0); err != nil {
+		return fmt.Errorf("write gid_map: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// Load opens the container id in stateRoot.
+func Load(stateRoot, id string) (*Container, error) {
+	st, err := readState(stateRoot, id)
+	if err != nil {
+		return nil, err
+	}
+	return &Container{root: stateRoot, dir: stateDir(stateRoot, id), st: st}, nil
+}
+
+// List returns the ids of the containers in stateRoot, sorted.
+func List(stateRoot string) ([]string, error) {
+	ents, err := os.ReadDir(stateRoot)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var ids []string
+	for _, e := range ents {
+		if e.IsDir() && ValidateID(e.Name()) == nil {
+			if _, err := os.Stat(filepath.Join(stateRoot, e.Name(), stateFile)); err == nil {
+				ids = append(ids, e.Name())
+			}
+		}
+	}
+	sort.Strings(ids)
+	return ids, nil
+}
+
+// ID is the container id.
+func (c *Container) ID() string { return c.st.ID }
+
+// Spec is the spec the container was created from.
+func (c *Container) Spec() *specs.Spec { return c.st.Spec }
+
+func (c *Container) cgroup() (cgroupManager, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cg != nil {
+		return c.cg, nil
+	}
+	cg, err := loadCgroup(c.st.CgroupVersion, c.st.CgroupPath)
+	if err != nil {
+		return nil, err
+	}
+	c.cg = cg
+	return cg, nil
+}
+
+func (c *Container) status() Status {
+	if c.st.Stopped || !alive(c.st.Pid, c.st.PidStart) {
+		return StatusStopped
+	}
+	if fifoExists(c.dir) {
+		return StatusCreated
+	}
+	if cg, err := c.cgroup(); err == nil && cg.Frozen() {
+		return StatusPaused
+	}
+	return StatusRunning
+}
+
+// State reports the container's state now.
+func (c *Container) State() (State, error) {
+	s := c.st.State
+	s.Status = c.status()
+	if s.Status == StatusStopped {
+		s.Pid = 0
+	}
+	return s, nil
+}
+
+// Start releases the init of a created container to exec the process.
+// In the creating process it also reports an exec failure.
+func (c *Container) Start(ctx context.Context) error {
+	if st := c.status(); st != StatusCreated {
+		return fmt.Errorf("container %q is %s, not created: %w", c.st.ID, st, errdefs.ErrFailedPrecondition)
+	}
+	fifo := filepath.Join(c.dir, fifoName)
+	type res struct {
+		f   *os.File
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		f, err := os.OpenFile(fifo, os.O_RDONLY|unix.O_CLOEXEC, 0)
+		ch <- res{f, err}
+	}()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	var f *os.File
+	for f == nil {
+		select {
+		case r := <-ch:
+			if r.err != nil {
+				return fmt.Errorf("open exec fifo: %w", r.err)
+			}
+			f = r.f
+		case <-ctx.Done():
+			unblockFifo(fifo)
+			return ctx.Err()
+		case <-tick.C:
+			if !alive(c.st.Pid, c.st.PidStart) {
+				unblockFifo(fifo)
+				return fmt.Errorf("container %q init exited before start: %w", c.st.ID, errdefs.ErrFailedPrecondition)
+			}
+		}
+	}
+	b := make([]byte, 1)
+	n, err := f.Read(b)
+	f.Close()
+	if err != nil || n != 1 {
+		return fmt.Errorf("container %q: init did not start: %w", c.st.ID, errdefs.ErrFailedPrecondition)
+	}
+	os.Remove(fifo)
+	if h := c.st.Spec.Hooks; h != nil && len(h.Poststart) > 0 {
+		st, _ := c.State()
+		if err := RunHooks(ctx, h.Poststart, st, true); err != nil {
+			log.G(ctx).WithError(err).WithField(log.FieldContainerID, c.st.ID).Warn("poststart hook failed")
+		}
+	}
+	if c.initConn != nil {
+		conn := c.initConn
+		c.initConn = nil
+		defer conn.Close()
+		if dl, ok := ctx.Deadline(); ok {
+			conn.SetReadDeadline(dl)
+		}
+		var m initMsg
+		if _, err := readFrame(conn, &m); err == nil && m.Type == "error" && m.Error != nil {
+			return m.Error.Err()
+		}
+	}
+	return nil
+}
+
+func unblockFifo(path string) {
+	if fd, err := unix.Open(path, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err == nil {
+		unix.Close(fd)
+	}
+}
+
+// Signal sends sig to the init, or with all to every process in the
+// container's cgroup. A reused pid is never signalled.
+func (c *Container) Signal(sig unix.Signal, all bool) error {
+	if all {
+		cg, err := c.cgroup()
+		if err != nil {
+			if errdefs.IsNotFound(err) {
+				return fmt.Errorf("container %q is not running: %w", c.st.ID, errdefs.ErrFailedPrecondition)
+			}
+			return err
+		}
+		pids, err := cg.Pids()
+		if err != nil {
+			return err
+		}
+		paused := cg.Frozen()
+		for _, p := range pids {
+			unix.Kill(p, sig)
+		}
+		if paused && sig == unix.SIGKILL {
+			cg.Thaw()
+		}
+		return nil
+	}
+	return signalPid(c.st.Pid, c.st.PidStart, sig, c.st.ID)
+}
+
+// signalPid signals pid through a pidfd after checking its start time.
+func signalPid(pid int, start uint64, sig unix.Signal, id string) error {
+	pfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return fmt.Errorf("container %q is not running: %w", id, errdefs.ErrFailedPrecondition)
+	}
+	defer unix.Close(pfd)
+	if !alive(pid, start) {
+		return fmt.Errorf("container %q is not running: %w", id, errdefs.ErrFailedPrecondition)
+	}
+	if err := unix.PidfdSendSignal(pfd, sig, nil, 0); err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("container %q is not running: %w", id, errdefs.ErrFailedPrecondition)
+		}
+		return fmt.Errorf("signal %d: %w", sig, err)
+	}
+	return nil
+}
+
+// Wait waits for the init to exit. Only the parent (the creating process)
+// can wait.
+func (c *Container) Wait() (ExitStatus, error) { return waitPid(c.st.Pid) }
+
+func waitPid(pid int) (ExitStatus, error) {
+	var ws unix.WaitStatus
+	for {
+		_, err := unix.Wait4(pid, &ws, 0, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return ExitStatus{}, fmt.Errorf("wait %d: %v: %w", pid, err, errdefs.ErrFailedPrecondition)
+		}
+		break
+	}
+	if ws.Signaled() {
+		return ExitStatus{Code: 128 + int(ws.Signal()), Signaled: true, Signal: int(ws.Signal())}, nil
+	}
+	return ExitStatus{Code: ws.ExitStatus()}, nil
+}
+
+// Pause freezes every process of the container.
+func (c *Container) Pause() error {
+	if st := c.status(); st != StatusRunning && st != StatusCreated {
+		return fmt.Errorf("container %q is %s: %w", c.st.ID, st, errdefs.ErrFailedPrecondition)
+	}
+	cg, err := c.cgroup()
+	if err != nil {
+		return err
+	}
+	return cg.Freeze()
+}
+
+// Resume thaws a paused container.
+func (c *Container) Resume() error {
+	if st := c.status(); st != StatusPaused {
+		return fmt.Errorf("container %q is %s, not paused: %w", c.st.ID, st, errdefs.ErrFailedPrecondition)
+	}
+	cg, err := c.cgroup()
+	if err != nil {
+		return err
+	}
+	return cg.Thaw()
+}
+
+// Update changes the resources of a running container.
+func (c *Container) Update(r *specs.LinuxResources) error {
+	if err := validateResources(r); err != nil {
+		return err
+	}
+	if c.status() == StatusStopped {
+		return fmt.Errorf("container %q is stopped: %w", c.st.ID, errdefs.ErrFailedPrecondition)
+	}
+	cg, err := c.cgroup()
+	if err != nil {
+		return err
+	}
+	if err := cg.Update(r); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.st.Spec.Linux == nil {
+		c.st.Spec.Linux = &specs.Linux{}
+	}
+	c.st.Spec.Linux.Resources = mergeResources(c.st.Spec.Linux.Resources, r)
+	return writeState(c.dir, c.st)
+}
+
+func mergeResources(old, upd *specs.LinuxResources) *specs.LinuxResources {
+	if old == nil {
+		return upd
+	}
+	n := *old
+	if upd.Memory != nil {
+		n.Memory = upd.Memory
+	}
+	if upd.CPU != nil {
+		n.CPU = upd.CPU
+	}
+	if upd.Pids != nil {
+		n.Pids = upd.Pids
+	}
+	if upd.BlockIO != nil {
+		n.BlockIO = upd.BlockIO
+	}
+	if upd.HugepageLimits != nil {
+		n.HugepageLimits = upd.HugepageLimits
+	}
+	if upd.Unified != nil {
+		n.Unified = upd.Unified
+	}
+	return &n
+}
+
+// Stats reads the container's cgroup statistics.
+func (c *Container) Stats() (*Stats, error) {
+	cg, err := c.cgroup()
+	if err != nil {
+		return nil, err
+	}
+	return cg.Stats()
+}
+
+// Processes lists the pids in the container's cgroup.
+func (c *Container) Processes() ([]int, error) {
+	cg, err := c.cgroup()
+	if err != nil {
+		return nil, err
+	}
+	pids, err := cg.Pids()
+	sort.Ints(pids)
+	return pids, err
+}
+
+// Delete removes a stopped or created container: every process in its
+// cgroup is killed, the cgroup removed and the state dir deleted. A running
+// or paused container needs force.
+func (c *Container) Delete(ctx context.Context, force bool) error {
+	st := c.status()
+	if (st == StatusRunning || st == StatusPaused) && !force {
+		return fmt.Errorf("container %q is %s; stop it or use force: %w", c.st.ID, st, errdefs.ErrFailedPrecondition)
+	}
+	if c.initConn != nil {
+		c.initConn.Close()
+		c.initConn = nil
+	}
+	if st != StatusStopped {
+		_ = signalPid(c.st.Pid, c.st.PidStart, unix.SIGKILL, c.st.ID)
+	}
+	cg, err := c.cgroup()
+	if err == nil {
+		if err := killCgroup(cg); err != nil {
+			return err
+		}
+		var derr error
+		for i := 0; i < 100; i++ {
+			if derr = cg.Delete(); derr == nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		if derr != nil {
+			return fmt.Errorf("remove cgroup %s: %w", c.st.CgroupPath, derr)
+		}
+	} else if !errdefs.IsNotFound(err) {
+		log.G(ctx).WithError(err).WithField(log.FieldContainerID, c.st.ID).Warn("load cgroup for delete")
+	}
+	// The init may be a zombie of a parent that has not reaped it yet:
+	// wait until it is no longer running.
+	for i := 0; i < 500 && alive(c.st.Pid, c.st.PidStart); i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := os.RemoveAll(c.dir); err != nil {
+		return fmt.Errorf("remove state: %w", err)
+	}
+	return nil
+}
+
+// reapAll kills and reaps processes this process is the parent of (the
+// stage 0 and init of a failed create or exec).
+func reapAll(pids []int) {
+	for _, p := range pids {
+		unix.Kill(p, unix.SIGKILL)
+	}
+	for _, p := range pids {
+		var ws unix.WaitStatus
+		for {
+			_, err := unix.Wait4(p, &ws, 0, nil)
+			if err != unix.EINTR {
+				break
+			}
+		}
+	}
+}

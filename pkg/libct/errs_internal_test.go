@@ -1,0 +1,5 @@
+package libct
+
+import "errors"
+
+func errorsAs(err, target error) bool { return errors.Is(err, target) }

@@ -1,0 +1,106 @@
+package libct
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/shim-cri/shim/pkg/errdefs"
+	"golang.org/x/sys/unix"
+)
+
+// Exec starts p in the running container's namespaces and cgroup, with the
+// container's seccomp filter. The calling process becomes its parent.
+// It returns once the process has exec'd (or failed to, with a typed error).
+func (c *Container) Exec(ctx context.Context, p *specs.Process, opts ExecOpts) (*Process, error) {
+	if p == nil {
+		return nil, fmt.Errorf("exec: no process: %w", errdefs.ErrInvalidArgument)
+	}
+	if p.Cwd == "" {
+		p.Cwd = "/"
+	}
+	if err := validateProcess(p); err != nil {
+		return nil, err
+	}
+	if st := c.status(); st != StatusRunning && st != StatusCreated {
+		return nil, fmt.Errorf("container %q is %s: %w", c.st.ID, st, errdefs.ErrFailedPrecondition)
+	}
+	spec := c.st.Spec
+	bs := bootstrap{}
+	pidStr := strconv.Itoa(c.st.Pid)
+	var mnt string
+	userNS := false
+	for _, ns := range spec.Linux.Namespaces {
+		name := procNSName[ns.Type]
+		path := "/proc/" + pidStr + "/ns/" + name
+		if ns.Type == specs.UserNamespace {
+			userNS = true
+		}
+		if ns.Type == specs.MountNamespace {
+			mnt = name + ":" + path
+			continue
+		}
+		bs.nsPaths = append(bs.nsPaths, name+":"+path)
+	}
+	if mnt != "" {
+		bs.nsPaths = append(bs.nsPaths, mnt)
+	}
+	cfg := &initConfig{
+		Mode: "exec", ID: c.st.ID, Process: p, ExtraFiles: len(opts.ExtraFiles),
+		UserNS: userNS, Seccomp: spec.Linux.Seccomp, NoPivot: c.st.NoPivot, InitPid: c.st.Pid,
+		CgroupPath: c.st.CgroupPath,
+	}
+	cg, err := c.cgroup()
+	if err != nil {
+		return nil, err
+	}
+	saved := c.cg
+	c.cg = cg
+	var pids []int
+	res, err := c.startInit(ctx, &bs, cfg, stdio{opts.Stdin, opts.Stdout, opts.Stderr}, opts.ExtraFiles, nil,
+		opts.ConsoleSocket, nil, spec.Linux, &pids)
+	c.cg = saved
+	if err != nil {
+		reapAll(pids)
+		return nil, err
+	}
+	defer res.conn.Close()
+	// The init pipe is close-on-exec: EOF means the exec succeeded.
+	var m initMsg
+	if _, err := readFrame(res.conn, &m); err == nil && m.Type == "error" && m.Error != nil {
+		if res.console != nil {
+			res.console.Close()
+		}
+		waitPid(res.pid)
+		return nil, m.Error.Err()
+	} else if err != nil && !errors.Is(err, io.EOF) {
+		if ctx.Err() != nil {
+			reapAll([]int{res.pid})
+			return nil, ctx.Err()
+		}
+	}
+	return &Process{Pid: res.pid, Console: res.console}, nil
+}
+
+// Wait waits for an exec'd process; only its parent can.
+func (p *Process) Wait() (ExitStatus, error) {
+	if p.waited {
+		return ExitStatus{}, fmt.Errorf("process %d already waited for: %w", p.Pid, errdefs.ErrFailedPrecondition)
+	}
+	s, err := waitPid(p.Pid)
+	if err == nil {
+		p.waited = true
+	}
+	return s, err
+}
+
+// Signal signals an exec'd process that has not been waited for.
+func (p *Process) Signal(sig unix.Signal) error {
+	if p.waited {
+		return fmt.Errorf("process %d exited: %w", p.Pid, errdefs.ErrFailedPrecondition)
+	}
+	return unix.Kill(p.Pid, sig)
+}

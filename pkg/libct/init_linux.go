@@ -1,0 +1,360 @@
+package libct
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/libct/nsenter"
+	"golang.org/x/sys/unix"
+)
+
+// initConfig is what the parent sends the Go init after the C stage.
+type initConfig struct {
+	Mode         string              `json:"mode"` // "create" or "exec"
+	ID           string              `json:"id"`
+	Spec         *specs.Spec         `json:"spec,omitempty"`
+	Process      *specs.Process      `json:"process"`
+	Rootfs       string              `json:"rootfs,omitempty"`
+	Bundle       string              `json:"bundle,omitempty"`
+	NoPivot      bool                `json:"noPivot,omitempty"`
+	NoNewKeyring bool                `json:"noNewKeyring,omitempty"`
+	ExtraFiles   int                 `json:"extraFiles"`
+	NewMountNS   bool                `json:"newMountNS"`
+	NewUTSNS     bool                `json:"newUTSNS"`
+	NewCgroupNS  bool                `json:"newCgroupNS"`
+	UserNS       bool                `json:"userNS"`
+	Seccomp      *specs.LinuxSeccomp `json:"seccomp,omitempty"`
+	CgroupPath   string              `json:"cgroupPath,omitempty"`
+	InitPid      int                 `json:"initPid,omitempty"`
+
+	conn *net.UnixConn
+}
+
+// hookState is the state the init gives createContainer and
+// startContainer hooks.
+func (cfg *initConfig) hookState(status Status) State {
+	return State{OCIVersion: specs.Version, ID: cfg.ID, Status: status, Pid: cfg.InitPid, Bundle: cfg.Bundle,
+		Annotations: cfg.Spec.Annotations}
+}
+
+// IsInit reports whether this process was started by libct as a container
+// init or exec process (it should call Init right away).
+func IsInit() bool { return nsenter.InInit() }
+
+// Init is the Go half of the container init and of exec'd processes. The
+// binary's "init" command calls it; it never returns. On success it execs
+// the container process; on failure it reports a typed error to the parent
+// and exits 1.
+func Init() {
+	// Capabilities, credentials, no_new_privs and seccomp are per thread:
+	// do all of it, and the final execve, on this one thread.
+	runtime.LockOSThread()
+	runtime.GOMAXPROCS(1)
+	fd, err := strconv.Atoi(os.Getenv(envInitPipe))
+	if err != nil || !nsenter.InInit() {
+		fmt.Fprintln(os.Stderr, "shim init: not started by libct (no init pipe)")
+		os.Exit(1)
+	}
+	unix.CloseOnExec(fd)
+	f := os.NewFile(uintptr(fd), "initpipe")
+	fc, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "shim init: init pipe:", err)
+		os.Exit(1)
+	}
+	conn := fc.(*net.UnixConn)
+	fifoFd := -1
+	if s := os.Getenv(envFifoFd); s != "" {
+		fifoFd, _ = strconv.Atoi(s)
+		unix.CloseOnExec(fifoFd)
+	}
+	for _, k := range []string{envInitPipe, envFifoFd, envStage, envLogLevel} {
+		os.Unsetenv(k)
+	}
+	err = initMain(conn, fifoFd)
+	// initMain only returns on failure.
+	if err == nil {
+		err = errors.New("init returned without exec")
+	}
+	w := errdefs.ToWire(err)
+	if writeFrame(conn, initMsg{Type: "error", Error: &w}) != nil {
+		fmt.Fprintln(os.Stderr, "shim init:", err)
+	}
+	os.Exit(1)
+}
+
+func initMain(conn *net.UnixConn, fifoFd int) error {
+	var cfg initConfig
+	if _, err := readFrame(conn, &cfg); err != nil {
+		return fmt.Errorf("read init config: %w", errdefs.ErrInternal)
+	}
+	if cfg.Process == nil {
+		return fmt.Errorf("no process in init config: %w", errdefs.ErrInvalidArgument)
+	}
+	cfg.conn = conn
+	p := cfg.Process
+	if cfg.Mode == "create" {
+		if _, err := unix.Setsid(); err != nil {
+			return fmt.Errorf("setsid: %w", err)
+		}
+	} else if p.Terminal {
+		unix.Setsid()
+	}
+	if cfg.Mode == "create" && !cfg.NoNewKeyring {
+		// A fresh session keyring, so containers do not share the host's.
+		name := "_ses." + cfg.ID
+		if len(name) > 200 {
+			name = name[:200]
+		}
+		_, _ = unix.KeyctlJoinSessionKeyring(name)
+	}
+	if cfg.Mode == "create" {
+		if cfg.NewMountNS {
+			if err := setupRootfs(&cfg); err != nil {
+				return err
+			}
+		} else if cfg.Rootfs != "" {
+			if err := unix.Chroot(cfg.Rootfs); err != nil {
+				return fmt.Errorf("chroot %s: %w", cfg.Rootfs, err)
+			}
+			unix.Chdir("/")
+		}
+	} else if cfg.NoPivot && cfg.InitPid > 0 {
+		// The namespace root of a no-pivot container is the host's old
+		// root: enter the init's root instead.
+		if err := unix.Chroot("/proc/" + strconv.Itoa(cfg.InitPid) + "/root"); err != nil {
+			return fmt.Errorf("chroot into no-pivot container: %w", err)
+		}
+		unix.Chdir("/")
+	}
+	if p.Terminal {
+		if err := setupConsole(conn); err != nil {
+			return err
+		}
+	}
+	if cfg.Mode == "create" {
+		if err := setupNamespaceSettings(&cfg); err != nil {
+			return err
+		}
+		if cfg.NewMountNS {
+			if err := finalizeRootfs(&cfg); err != nil {
+				return err
+			}
+		}
+	}
+	if err := setRlimits(p.Rlimits); err != nil {
+		return err
+	}
+	if cfg.Mode == "exec" && p.OOMScoreAdj != nil {
+		writeOOMScoreAdj("self", *p.OOMScoreAdj)
+	}
+	env := p.Env
+	if !hasEnv(env, "HOME") {
+		env = append(env, "HOME="+homeDir(p.User.UID))
+	}
+	argv0, err := lookPath(p.Args, env)
+	if err != nil {
+		return err
+	}
+	seccomp := cfg.Seccomp
+	if cfg.Mode == "create" && cfg.Spec.Linux != nil {
+		seccomp = cfg.Spec.Linux.Seccomp
+	}
+	if seccomp != nil && !p.NoNewPrivileges {
+		// Without no_new_privs loading a filter needs CAP_SYS_ADMIN: do
+		// it before the capabilities are dropped.
+		if err := loadSeccomp(seccomp, false); err != nil {
+			return err
+		}
+	}
+	if err := finalizeProcess(&cfg); err != nil {
+		return err
+	}
+	if err := writeFrame(conn, initMsg{Type: "ready"}); err != nil {
+		return fmt.Errorf("report ready: %w", err)
+	}
+	if cfg.Mode == "create" {
+		if fifoFd < 0 {
+			return fmt.Errorf("no exec fifo: %w", errdefs.ErrInternal)
+		}
+		// Blocks until Start opens the fifo for reading.
+		w, err := unix.Open("/proc/self/fd/"+strconv.Itoa(fifoFd), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open exec fifo: %w", err)
+		}
+		if _, err := unix.Write(w, []byte{'0'}); err != nil {
+			return fmt.Errorf("write exec fifo: %w", err)
+		}
+		unix.Close(w)
+		unix.Close(fifoFd)
+		if h := cfg.Spec.Hooks; h != nil && len(h.StartContainer) > 0 {
+			if err := RunHooks(context.Background(), h.StartContainer, cfg.hookState(StatusCreated), false); err != nil {
+				return err
+			}
+		}
+	}
+	if p.NoNewPrivileges {
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			return fmt.Errorf("set no_new_privs: %w", err)
+		}
+		if seccomp != nil {
+			if err := loadSeccomp(seccomp, true); err != nil {
+				return err
+			}
+		}
+	}
+	if err := closeExtraFds(3 + cfg.ExtraFiles); err != nil {
+		return err
+	}
+	err = unix.Exec(argv0, p.Args, env)
+	return fmt.Errorf("exec %s: %w", p.Args[0], execErrClass(err))
+}
+
+func execErrClass(err error) error {
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return fmt.Errorf("%v: %w", err, errdefs.ErrNotFound)
+	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
+		return fmt.Errorf("%v: %w", err, errdefs.ErrPermissionDenied)
+	}
+	return fmt.Errorf("%v: %w", err, errdefs.ErrFailedPrecondition)
+}
+
+func hasEnv(env []string, k string) bool {
+	for _, e := range env {
+		if strings.HasPrefix(e, k+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+// lookPath finds args[0] in the container's PATH, so a missing binary is a
+// typed error at create time rather than a failure after start.
+func lookPath(args, env []string) (string, error) {
+	if len(args) == 0 || args[0] == "" {
+		return "", fmt.Errorf("process args are empty: %w", errdefs.ErrInvalidArgument)
+	}
+	name := args[0]
+	check := func(p string) error {
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			return err
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			return unix.EISDIR
+		}
+		if st.Mode&0o111 == 0 {
+			return unix.EACCES
+		}
+		return nil
+	}
+	if strings.Contains(name, "/") {
+		if err := check(name); err != nil {
+			return "", fmt.Errorf("exec %q: %v: %w", name, err, errdefs.ErrNotFound)
+		}
+		return name, nil
+	}
+	path := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	for _, e := range env {
+		if v, ok := strings.CutPrefix(e, "PATH="); ok {
+			path = v
+		}
+	}
+	for _, dir := range strings.Split(path, ":") {
+		if dir == "" {
+			dir = "."
+		}
+		p := dir + "/" + name
+		if check(p) == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("exec %q: executable file not found in $PATH: %w", name, errdefs.ErrNotFound)
+}
+
+// homeDir looks uid up in the container's /etc/passwd (capped read).
+func homeDir(uid uint32) string {
+	f, err := os.Open("/etc/passwd")
+	if err != nil {
+		return "/"
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	n, _ := f.Read(buf)
+	for _, line := range strings.Split(string(buf[:n]), "\n") {
+		parts := strings.Split(line, ":")
+		if len(parts) >= 6 && parts[2] == strconv.FormatUint(uint64(uid), 10) && parts[5] != "" {
+			return parts[5]
+		}
+	}
+	return "/"
+}
+
+// closeExtraFds marks every fd >= from close-on-exec, so nothing but stdio
+// and the preserved fds reaches the container process.
+func closeExtraFds(from int) error {
+	d, err := os.Open("/proc/self/fd")
+	if err != nil {
+		return fmt.Errorf("list fds: %w", err)
+	}
+	names, err := d.Readdirnames(-1)
+	d.Close()
+	if err != nil {
+		return fmt.Errorf("list fds: %w", err)
+	}
+	for _, n := range names {
+		fd, err := strconv.Atoi(n)
+		if err != nil || fd < from {
+			continue
+		}
+		unix.CloseOnExec(fd)
+	}
+	return nil
+}
+
+// setupConsole makes a pty in the container's /dev/pts, sends the master to
+// the parent and makes the slave the controlling terminal and stdio.
+func setupConsole(conn *net.UnixConn) error {
+	master, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open /dev/ptmx: %w", err)
+	}
+	if err := unix.IoctlSetPointerInt(master, unix.TIOCSPTLCK, 0); err != nil {
+		return fmt.Errorf("unlock pty: %w", err)
+	}
+	n, err := unix.IoctlGetUint32(master, unix.TIOCGPTN)
+	if err != nil {
+		return fmt.Errorf("pty number: %w", err)
+	}
+	name := "/dev/pts/" + strconv.Itoa(int(n))
+	slave, err := unix.Open(name, unix.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", name, err)
+	}
+	if err := writeFrame(conn, initMsg{Type: "console", Name: name}, master); err != nil {
+		return fmt.Errorf("send console: %w", err)
+	}
+	unix.Close(master)
+	for i := 0; i < 3; i++ {
+		if err := unix.Dup3(slave, i, 0); err != nil {
+			return fmt.Errorf("dup pty: %w", err)
+		}
+	}
+	if slave > 2 {
+		unix.Close(slave)
+	}
+	if err := unix.IoctlSetInt(0, unix.TIOCSCTTY, 0); err != nil {
+		return fmt.Errorf("set controlling tty: %w", err)
+	}
+	return nil
+}

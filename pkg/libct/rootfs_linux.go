@@ -1,0 +1,794 @@
+package libct
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
+	"github.com/moby/sys/mountinfo"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/shim-cri/shim/pkg/errdefs"
+	"golang.org/x/sys/unix"
+)
+
+type flagDef struct {
+	clear bool
+	flag  uintptr
+}
+
+var mountFlagDefs = map[string]flagDef{
+	"acl": {false, unix.MS_POSIXACL}, "async": {true, unix.MS_SYNCHRONOUS}, "atime": {true, unix.MS_NOATIME},
+	"bind": {false, unix.MS_BIND}, "defaults": {false, 0}, "dev": {true, unix.MS_NODEV},
+	"diratime": {true, unix.MS_NODIRATIME}, "dirsync": {false, unix.MS_DIRSYNC}, "exec": {true, unix.MS_NOEXEC},
+	"iversion": {false, unix.MS_I_VERSION}, "lazytime": {false, unix.MS_LAZYTIME}, "loud": {true, unix.MS_SILENT},
+	"mand": {false, unix.MS_MANDLOCK}, "noacl": {true, unix.MS_POSIXACL}, "noatime": {false, unix.MS_NOATIME},
+	"nodev": {false, unix.MS_NODEV}, "nodiratime": {false, unix.MS_NODIRATIME}, "noexec": {false, unix.MS_NOEXEC},
+	"noiversion": {true, unix.MS_I_VERSION}, "nolazytime": {true, unix.MS_LAZYTIME}, "nomand": {true, unix.MS_MANDLOCK},
+	"norelatime": {true, unix.MS_RELATIME}, "nostrictatime": {true, unix.MS_STRICTATIME}, "nosuid": {false, unix.MS_NOSUID},
+	"nosymfollow": {false, unix.MS_NOSYMFOLLOW}, "rbind": {false, unix.MS_BIND | unix.MS_REC},
+	"relatime": {false, unix.MS_RELATIME}, "remount": {false, unix.MS_REMOUNT}, "ro": {false, unix.MS_RDONLY},
+	"rw": {true, unix.MS_RDONLY}, "silent": {false, unix.MS_SILENT}, "strictatime": {false, unix.MS_STRICTATIME},
+	"suid": {true, unix.MS_NOSUID}, "sync": {false, unix.MS_SYNCHRONOUS},
+}
+
+var propagationDefs = map[string]uintptr{
+	"private": unix.MS_PRIVATE, "rprivate": unix.MS_PRIVATE | unix.MS_REC,
+	"shared": unix.MS_SHARED, "rshared": unix.MS_SHARED | unix.MS_REC,
+	"slave": unix.MS_SLAVE, "rslave": unix.MS_SLAVE | unix.MS_REC,
+	"unbindable": unix.MS_UNBINDABLE, "runbindable": unix.MS_UNBINDABLE | unix.MS_REC,
+}
+
+// recursive mount attributes, applied with mount_setattr(AT_RECURSIVE).
+var recAttrDefs = map[string]struct {
+	clear bool
+	attr  uint64
+}{
+	"rro": {false, unix.MOUNT_ATTR_RDONLY}, "rrw": {true, unix.MOUNT_ATTR_RDONLY},
+	"rnosuid": {false, unix.MOUNT_ATTR_NOSUID}, "rsuid": {true, unix.MOUNT_ATTR_NOSUID},
+	"rnodev": {false, unix.MOUNT_ATTR_NODEV}, "rdev": {true, unix.MOUNT_ATTR_NODEV},
+	"rnoexec": {false, unix.MOUNT_ATTR_NOEXEC}, "rexec": {true, unix.MOUNT_ATTR_NOEXEC},
+	"rnodiratime": {false, unix.MOUNT_ATTR_NODIRATIME}, "rdiratime": {true, unix.MOUNT_ATTR_NODIRATIME},
+	"rnosymfollow": {false, unix.MOUNT_ATTR_NOSYMFOLLOW}, "rsymfollow": {true, unix.MOUNT_ATTR_NOSYMFOLLOW},
+}
+
+type parsedMount struct {
+	flags     uintptr
+	propFlags []uintptr
+	recSet    uint64
+	recClr    uint64
+	data      string
+	isBind    bool
+	recursive bool
+}
+
+func parseMountOptions(opts []string) (parsedMount, error) {
+	var pm parsedMount
+	var data []string
+	for _, o := range opts {
+		if d, ok := mountFlagDefs[o]; ok {
+			if d.clear {
+				pm.flags &^= d.flag
+			} else {
+				pm.flags |= d.flag
+			}
+			continue
+		}
+		if p, ok := propagationDefs[o]; ok {
+			pm.propFlags = append(pm.propFlags, p)
+			continue
+		}
+		if r, ok := recAttrDefs[o]; ok {
+			if r.clear {
+				pm.recClr |= r.attr
+			} else {
+				pm.recSet |= r.attr
+			}
+			continue
+		}
+		switch o {
+		case "idmap", "ridmap":
+			return pm, fmt.Errorf("mount option %q: %w", o, errdefs.ErrNotImplemented)
+		case "tmpcopyup":
+			continue
+		}
+		data = append(data, o)
+	}
+	pm.data = strings.Join(data, ",")
+	pm.isBind = pm.flags&unix.MS_BIND != 0
+	pm.recursive = pm.flags&unix.MS_REC != 0
+	return pm, nil
+}
+
+func procFd(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
+
+// openDest creates (if needed) and opens the mount destination dest inside
+// root, resolving every component inside the root by fd. A destination
+// that is itself a symlink is refused: the image must not choose where a
+// mount lands.
+func openDest(root *os.File, dest string, dir bool) (*os.File, error) {
+	dest = filepath.Clean("/" + dest)
+	if dest == "/" {
+		return nil, fmt.Errorf("mount destination is the root: %w", errdefs.ErrInvalidArgument)
+	}
+	parentPath, base := filepath.Split(dest)
+	parent, err := pathrs.MkdirAllHandle(root, parentPath, 0o755)
+	if err != nil {
+		return nil, fmt.Errorf("mount destination %s: parent: %v: %w", dest, err, errdefs.ErrInvalidArgument)
+	}
+	defer parent.Close()
+	pfd := int(parent.Fd())
+	var st unix.Stat_t
+	err = unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW)
+	switch {
+	case err == nil:
+		if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			return nil, fmt.Errorf("mount destination %s is a symlink in the rootfs: %w", dest, errdefs.ErrInvalidArgument)
+		}
+	case errors.Is(err, unix.ENOENT):
+		if dir {
+			err = unix.Mkdirat(pfd, base, 0o755)
+		} else {
+			var fd int
+			fd, err = unix.Openat(pfd, base, unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+			if err == nil {
+				unix.Close(fd)
+			}
+		}
+		if err != nil && !errors.Is(err, unix.EEXIST) {
+			return nil, fmt.Errorf("create mount destination %s: %w", dest, err)
+		}
+	default:
+		return nil, fmt.Errorf("mount destination %s: %w", dest, err)
+	}
+	fd, err := unix.Openat(pfd, base, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open mount destination %s: %w", dest, err)
+	}
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		unix.Close(fd)
+		return nil, fmt.Errorf("mount destination %s is a symlink in the rootfs: %w", dest, errdefs.ErrInvalidArgument)
+	}
+	return os.NewFile(uintptr(fd), dest), nil
+}
+
+// reopenDest opens dest again after something was mounted on it, so later
+// operations hit the new mount rather than the covered directory.
+func reopenDest(root *os.File, dest string) (*os.File, error) {
+	f, err := pathrs.OpenatInRoot(root, dest)
+	if err != nil {
+		return nil, fmt.Errorf("reopen mount %s: %w", dest, err)
+	}
+	return f, nil
+}
+
+func setupRootfs(cfg *initConfig) error {
+	spec := cfg.Spec
+	rootfs := cfg.Rootfs
+	old := unix.Umask(0)
+	defer unix.Umask(old)
+
+	var rootProp uintptr
+	if spec.Linux != nil && spec.Linux.RootfsPropagation != "" {
+		p, ok := propagationDefs[spec.Linux.RootfsPropagation]
+		if !ok {
+			return fmt.Errorf("rootfsPropagation %q: %w", spec.Linux.RootfsPropagation, errdefs.ErrInvalidArgument)
+		}
+		rootProp = p
+	}
+	flag := uintptr(unix.MS_SLAVE | unix.MS_REC)
+	if rootProp != 0 {
+		flag = rootProp
+	}
+	if err := unix.Mount("", "/", "", flag, ""); err != nil {
+		return fmt.Errorf("set / propagation: %w", err)
+	}
+	if err := parentMountPrivate(rootfs); err != nil {
+		return err
+	}
+	if err := unix.Mount(rootfs, rootfs, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind rootfs: %w", err)
+	}
+	root, err := os.OpenFile(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open rootfs: %w", err)
+	}
+	defer root.Close()
+
+	devIsBind := false
+	devRO := false
+	for _, m := range spec.Mounts {
+		dest := filepath.Clean("/" + m.Destination)
+		pm, err := parseMountOptions(m.Options)
+		if err != nil {
+			return err
+		}
+		if m.Type == "bind" {
+			pm.isBind = true
+			pm.flags |= unix.MS_BIND
+		}
+		if dest == "/dev" {
+			devIsBind = pm.isBind
+			if !pm.isBind && pm.flags&unix.MS_RDONLY != 0 {
+				// Devices are created after the mounts; make it
+				// read-only at the end.
+				devRO = true
+				pm.flags &^= unix.MS_RDONLY
+			}
+		}
+		if err := mountOne(root, cfg, m, dest, pm); err != nil {
+			return err
+		}
+	}
+	if !devIsBind {
+		if err := setupDev(root, spec, cfg.UserNS); err != nil {
+			return err
+		}
+	}
+	if hasCreateHooks(spec.Hooks) {
+		if err := createHooks(cfg); err != nil {
+			return err
+		}
+	}
+	if cfg.NoPivot {
+		err = moveRoot(rootfs)
+	} else {
+		err = pivotRoot(rootfs)
+	}
+	if err != nil {
+		return err
+	}
+	if rootProp != 0 {
+		if err := unix.Mount("", "/", "", rootProp, ""); err != nil {
+			return fmt.Errorf("apply rootfsPropagation: %w", err)
+		}
+	}
+	if devRO {
+		if err := remountRO("/dev"); err != nil {
+			return err
+		}
+	}
+	if cwd := cfg.Process.Cwd; cwd != "" {
+		// We are inside the root now: a plain MkdirAll cannot escape.
+		if err := os.MkdirAll(cwd, 0o755); err != nil {
+			return fmt.Errorf("create cwd %q: %w", cwd, err)
+		}
+	}
+	return nil
+}
+
+// parentMountPrivate makes the mount holding rootfs private if it is
+// shared, which pivot_root requires.
+func parentMountPrivate(rootfs string) error {
+	mounts, err := mountinfo.GetMounts(mountinfo.ParentsFilter(rootfs))
+	if err != nil {
+		return fmt.Errorf("read mountinfo: %w", err)
+	}
+	var best *mountinfo.Info
+	for _, m := range mounts {
+		if best == nil || len(m.Mountpoint) > len(best.Mountpoint) {
+			best = m
+		}
+	}
+	if best == nil || !strings.Contains(best.Optional, "shared:") {
+		return nil
+	}
+	if err := unix.Mount("", best.Mountpoint, "", unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make %s private: %w", best.Mountpoint, err)
+	}
+	return nil
+}
+
+func mountOne(root *os.File, cfg *initConfig, m specs.Mount, dest string, pm parsedMount) error {
+	switch m.Type {
+	case "cgroup", "cgroup2":
+		return mountCgroup(root, cfg, m, dest, pm)
+	}
+	isDir := true
+	source := m.Source
+	if pm.isBind {
+		if !filepath.IsAbs(source) {
+			source = filepath.Join(cfg.Bundle, source)
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(source, &st); err != nil {
+			return fmt.Errorf("bind mount source %s: %v: %w", source, err, errdefs.ErrNotFound)
+		}
+		isDir = st.Mode&unix.S_IFMT == unix.S_IFDIR
+	}
+	target, err := openDest(root, dest, isDir)
+	if err != nil {
+		return err
+	}
+	defer target.Close()
+	tpath := procFd(int(target.Fd()))
+	if pm.isBind {
+		if err := unix.Mount(source, tpath, "", pm.flags&(unix.MS_BIND|unix.MS_REC), ""); err != nil {
+			return fmt.Errorf("bind mount %s on %s: %w", source, dest, err)
+		}
+	} else {
+		flags := pm.flags
+		if err := unix.Mount(source, tpath, m.Type, flags, pm.data); err != nil {
+			if m.Type == "sysfs" && errors.Is(err, unix.EPERM) && cfg.UserNS {
+				// In a user namespace without its own netns sysfs
+				// cannot be mounted; bind the host's, read-only.
+				if err := unix.Mount("/sys", tpath, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+					return fmt.Errorf("bind /sys on %s: %w", dest, err)
+				}
+				pm.isBind = true
+				pm.flags |= unix.MS_RDONLY | unix.MS_BIND
+			} else {
+				return fmt.Errorf("mount %s (%s) on %s: %v: %w", m.Source, m.Type, dest, err, mountErrClass(err))
+			}
+		}
+	}
+	if m.Type == "proc" {
+		if err := checkFSType(root, dest, unix.PROC_SUPER_MAGIC); err != nil {
+			return err
+		}
+	}
+	return applyMountAttrs(root, dest, pm)
+}
+
+func mountErrClass(err error) error {
+	switch {
+	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
+		return errdefs.ErrPermissionDenied
+	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENODEV):
+		return errdefs.ErrNotFound
+	}
+	return errdefs.ErrInvalidArgument
+}
+
+func checkFSType(root *os.File, dest string, magic int64) error {
+	f, err := reopenDest(root, dest)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil || st.Type != magic {
+		return fmt.Errorf("%s is not the filesystem just mounted: %w", dest, errdefs.ErrPermissionDenied)
+	}
+	return nil
+}
+
+// applyMountAttrs applies the remount flags of a bind mount, propagation
+// and recursive attributes to the mount now on dest.
+func applyMountAttrs(root *os.File, dest string, pm parsedMount) error {
+	extra := pm.flags &^ (unix.MS_BIND | unix.MS_REC | unix.MS_REMOUNT)
+	needRemount := pm.isBind && extra != 0
+	if !needRemount && len(pm.propFlags) == 0 && pm.recSet == 0 && pm.recClr == 0 {
+		return nil
+	}
+	f, err := reopenDest(root, dest)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	p := procFd(int(f.Fd()))
+	if needRemount {
+		if err := bindRemount(p, extra); err != nil {
+			return fmt.Errorf("remount %s: %w", dest, err)
+		}
+	}
+	for _, pf := range pm.propFlags {
+		if err := unix.Mount("", p, "", pf, ""); err != nil {
+			return fmt.Errorf("set propagation of %s: %w", dest, err)
+		}
+	}
+	if pm.recSet != 0 || pm.recClr != 0 {
+		attr := &unix.MountAttr{Attr_set: pm.recSet, Attr_clr: pm.recClr}
+		if err := unix.MountSetattr(int(f.Fd()), "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, attr); err != nil {
+			return fmt.Errorf("mount_setattr %s: %v: %w", dest, err, errdefs.ErrNotImplemented)
+		}
+	}
+	return nil
+}
+
+// bindRemount remounts a bind mount with flags, keeping the flags locked by
+// the kernel (nosuid, nodev, noexec, atime flags of the source mount).
+func bindRemount(path string, flags uintptr) error {
+	err := unix.Mount("", path, "", unix.MS_BIND|unix.MS_REMOUNT|flags, "")
+	if err == nil || !errors.Is(err, unix.EPERM) {
+		return err
+	}
+	var st unix.Statfs_t
+	if e := unix.Statfs(path, &st); e != nil {
+		return err
+	}
+	locked := uintptr(st.Flags) & (unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC | unix.MS_NOATIME | unix.MS_NODIRATIME | unix.MS_RELATIME | unix.MS_RDONLY)
+	return unix.Mount("", path, "", unix.MS_BIND|unix.MS_REMOUNT|flags|locked, "")
+}
+
+func remountRO(path string) error {
+	if err := bindRemount(path, unix.MS_RDONLY); err != nil {
+		// Not a bind mount (e.g. tmpfs): remount the superblock.
+		if err2 := unix.Mount("", path, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err2 != nil {
+			return fmt.Errorf("remount %s read-only: %w", path, err)
+		}
+	}
+	return nil
+}
+
+// cgroup mounts: a tmpfs with one bind mount per hierarchy of the
+// container's cgroup (v1), or cgroup2 / a bind of the container's cgroup.
+func mountCgroup(root *os.File, cfg *initConfig, m specs.Mount, dest string, pm parsedMount) error {
+	ro := pm.flags&unix.MS_RDONLY != 0
+	target, err := openDest(root, dest, true)
+	if err != nil {
+		return err
+	}
+	defer target.Close()
+	tpath := procFd(int(target.Fd()))
+	base := pm.flags &^ (unix.MS_RDONLY | unix.MS_BIND | unix.MS_REC)
+	mounts, err := mountinfo.GetMounts(mountinfo.FSTypeFilter("cgroup", "cgroup2"))
+	if err != nil {
+		return fmt.Errorf("read mountinfo: %w", err)
+	}
+	unified := len(mounts) == 1 && mounts[0].FSType == "cgroup2"
+	if unified {
+		if cfg.NewCgroupNS {
+			err = unix.Mount("cgroup2", tpath, "cgroup2", base, "")
+		} else {
+			err = unix.Mount(filepath.Join(mounts[0].Mountpoint, cfg.CgroupPath), tpath, "", unix.MS_BIND|unix.MS_REC, "")
+		}
+		if err != nil {
+			return fmt.Errorf("mount cgroup2 on %s: %w", dest, err)
+		}
+		if ro {
+			f, err := reopenDest(root, dest)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			return remountRO(procFd(int(f.Fd())))
+		}
+		return nil
+	}
+	if err := unix.Mount("tmpfs", tpath, "tmpfs", base, "mode=755"); err != nil {
+		return fmt.Errorf("mount tmpfs on %s: %w", dest, err)
+	}
+	for _, mi := range mounts {
+		if !strings.HasPrefix(mi.Mountpoint, "/sys/fs/cgroup/") {
+			continue
+		}
+		name := filepath.Base(mi.Mountpoint)
+		sub := filepath.Join(dest, name)
+		t, err := openDest(root, sub, true)
+		if err != nil {
+			return err
+		}
+		tp := procFd(int(t.Fd()))
+		if cfg.NewCgroupNS {
+			// A real cgroup mount: its root is the cgroup namespace
+			// root, the container's own cgroup.
+			if mi.FSType == "cgroup2" {
+				err = unix.Mount("cgroup2", tp, "cgroup2", base, "")
+			} else {
+				err = unix.Mount("cgroup", tp, "cgroup", base, cgroupKey(mi.VFSOptions))
+			}
+		} else {
+			// Bind the container's cgroup of this hierarchy.
+			src := filepath.Join(mi.Mountpoint, cfg.CgroupPath)
+			if _, serr := os.Stat(src); serr != nil {
+				t.Close()
+				continue
+			}
+			err = unix.Mount(src, tp, "", unix.MS_BIND|unix.MS_REC, "")
+		}
+		t.Close()
+		if err != nil {
+			return fmt.Errorf("mount cgroup %s on %s: %w", name, sub, err)
+		}
+		if err := applyMountAttrs(root, sub, parsedMount{isBind: true, flags: base | roFlag(ro)}); err != nil {
+			return err
+		}
+	}
+	if ro {
+		f, err := reopenDest(root, dest)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := unix.Mount("", procFd(int(f.Fd())), "", unix.MS_REMOUNT|unix.MS_RDONLY|base, "mode=755"); err != nil {
+			return fmt.Errorf("remount %s read-only: %w", dest, err)
+		}
+	}
+	return nil
+}
+
+func roFlag(ro bool) uintptr {
+	if ro {
+		return unix.MS_RDONLY
+	}
+	return 0
+}
+
+// cgroupKey turns the super options of a v1 cgroup mount into the
+// controller list as /proc/self/cgroup shows it ("cpu", "name=systemd").
+func cgroupKey(vfsOpts string) string {
+	var keys []string
+	for _, o := range strings.Split(vfsOpts, ",") {
+		switch {
+		case o == "rw" || o == "ro" || strings.HasPrefix(o, "release_agent") || o == "clone_children" ||
+			o == "noprefix" || o == "xattr" || o == "cpuset_v2_mode" || o == "all":
+		default:
+			keys = append(keys, o)
+		}
+	}
+	return strings.Join(keys, ",")
+}
+
+var defaultDevices = []specs.LinuxDevice{
+	{Path: "/dev/null", Type: "c", Major: 1, Minor: 3},
+	{Path: "/dev/zero", Type: "c", Major: 1, Minor: 5},
+	{Path: "/dev/full", Type: "c", Major: 1, Minor: 7},
+	{Path: "/dev/random", Type: "c", Major: 1, Minor: 8},
+	{Path: "/dev/urandom", Type: "c", Major: 1, Minor: 9},
+	{Path: "/dev/tty", Type: "c", Major: 5, Minor: 0},
+}
+
+func setupDev(root *os.File, spec *specs.Spec, userns bool) error {
+	devs := map[string]specs.LinuxDevice{}
+	var order []string
+	add := func(d specs.LinuxDevice) {
+		p := filepath.Clean("/" + d.Path)
+		if _, ok := devs[p]; !ok {
+			order = append(order, p)
+		}
+		devs[p] = d
+	}
+	for _, d := range defaultDevices {
+		mode := os.FileMode(0o666)
+		d.FileMode = &mode
+		add(d)
+	}
+	if spec.Linux != nil {
+		for _, d := range spec.Linux.Devices {
+			add(d)
+		}
+	}
+	for _, p := range order {
+		if err := createDevice(root, p, devs[p], userns); err != nil {
+			return err
+		}
+	}
+	devDir, err := pathrs.MkdirAllHandle(root, "/dev", 0o755)
+	if err != nil {
+		return fmt.Errorf("open /dev: %w", err)
+	}
+	defer devDir.Close()
+	dfd := int(devDir.Fd())
+	links := [][2]string{
+		{"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"}, {"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"},
+	}
+	if _, err := os.Stat("/proc/kcore"); err == nil {
+		links = append(links, [2]string{"/proc/kcore", "core"})
+	}
+	for _, l := range links {
+		if err := unix.Symlinkat(l[0], dfd, l[1]); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("symlink /dev/%s: %w", l[1], err)
+		}
+	}
+	// /dev/ptmx points at the container's own devpts instance.
+	var st unix.Stat_t
+	if unix.Fstatat(dfd, "pts", &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+		_ = unix.Unlinkat(dfd, "ptmx", 0)
+		if err := unix.Symlinkat("pts/ptmx", dfd, "ptmx"); err != nil {
+			return fmt.Errorf("symlink /dev/ptmx: %w", err)
+		}
+	}
+	return nil
+}
+
+func createDevice(root *os.File, path string, d specs.LinuxDevice, userns bool) error {
+	var typ uint32
+	switch d.Type {
+	case "c", "u":
+		typ = unix.S_IFCHR
+	case "b":
+		typ = unix.S_IFBLK
+	case "p":
+		typ = unix.S_IFIFO
+	default:
+		return fmt.Errorf("device %s: type %q: %w", path, d.Type, errdefs.ErrInvalidArgument)
+	}
+	dir, base := filepath.Split(path)
+	parent, err := pathrs.MkdirAllHandle(root, dir, 0o755)
+	if err != nil {
+		return fmt.Errorf("device %s: %v: %w", path, err, errdefs.ErrInvalidArgument)
+	}
+	defer parent.Close()
+	pfd := int(parent.Fd())
+	var st unix.Stat_t
+	if err := unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
+		if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			return fmt.Errorf("device %s is a symlink in the rootfs: %w", path, errdefs.ErrInvalidArgument)
+		}
+		if st.Mode&unix.S_IFMT == typ && st.Rdev == unix.Mkdev(uint32(d.Major), uint32(d.Minor)) {
+			return nil
+		}
+		if err := unix.Unlinkat(pfd, base, 0); err != nil {
+			return fmt.Errorf("replace device %s: %w", path, err)
+		}
+	}
+	mode := uint32(0o666)
+	if d.FileMode != nil {
+		mode = uint32(d.FileMode.Perm())
+	}
+	if userns {
+		// mknod is not allowed in a user namespace: bind the host node.
+		fd, err := unix.Openat(pfd, base, unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+		if err != nil {
+			return fmt.Errorf("device %s: %w", path, err)
+		}
+		unix.Close(fd)
+		t, err := unix.Openat(pfd, base, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("device %s: %w", path, err)
+		}
+		defer unix.Close(t)
+		if err := unix.Mount(path, procFd(t), "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind device %s: %w", path, err)
+		}
+		return nil
+	}
+	if err := unix.Mknodat(pfd, base, typ|mode, int(unix.Mkdev(uint32(d.Major), uint32(d.Minor)))); err != nil {
+		return fmt.Errorf("mknod %s: %w", path, err)
+	}
+	uid, gid := 0, 0
+	if d.UID != nil {
+		uid = int(*d.UID)
+	}
+	if d.GID != nil {
+		gid = int(*d.GID)
+	}
+	if err := unix.Fchownat(pfd, base, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("chown %s: %w", path, err)
+	}
+	if err := unix.Fchmodat(pfd, base, mode, 0); err != nil {
+		return fmt.Errorf("chmod %s: %w", path, err)
+	}
+	return nil
+}
+
+func pivotRoot(rootfs string) error {
+	oldroot, err := unix.Open("/", unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open old root: %w", err)
+	}
+	defer unix.Close(oldroot)
+	newroot, err := unix.Open(rootfs, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open new root: %w", err)
+	}
+	defer unix.Close(newroot)
+	if err := unix.Fchdir(newroot); err != nil {
+		return fmt.Errorf("chdir to new root: %w", err)
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot_root: %v: %w", err, errdefs.ErrFailedPrecondition)
+	}
+	if err := unix.Fchdir(oldroot); err != nil {
+		return fmt.Errorf("chdir to old root: %w", err)
+	}
+	// Make the old root a slave so the detach below cannot propagate
+	// to the host.
+	if err := unix.Mount("", ".", "", unix.MS_SLAVE|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("make old root slave: %w", err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("unmount old root: %w", err)
+	}
+	return unix.Chdir("/")
+}
+
+func moveRoot(rootfs string) error {
+	if err := unix.Chdir(rootfs); err != nil {
+		return fmt.Errorf("chdir to rootfs: %w", err)
+	}
+	if err := unix.Mount(rootfs, "/", "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("move rootfs to /: %w", err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return fmt.Errorf("chroot: %w", err)
+	}
+	return unix.Chdir("/")
+}
+
+// finalizeRootfs runs after pivot_root: masked and read-only paths, and a
+// read-only root.
+func finalizeRootfs(cfg *initConfig) error {
+	spec := cfg.Spec
+	if spec.Linux != nil {
+		for _, p := range spec.Linux.ReadonlyPaths {
+			if err := readonlyPath(p); err != nil {
+				return err
+			}
+		}
+		for _, p := range spec.Linux.MaskedPaths {
+			if err := maskPath(p); err != nil {
+				return err
+			}
+		}
+	}
+	if spec.Root != nil && spec.Root.Readonly {
+		if err := remountRO("/"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func readonlyPath(p string) error {
+	fd, err := unix.Open(p, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return fmt.Errorf("readonly path %s: %w", p, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Mount(procFd(fd), p, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind readonly path %s: %w", p, err)
+	}
+	if err := bindRemount(p, unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC); err != nil {
+		return fmt.Errorf("remount %s read-only: %w", p, err)
+	}
+	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+	_ = unix.MountSetattr(unix.AT_FDCWD, p, unix.AT_RECURSIVE|unix.AT_SYMLINK_NOFOLLOW, attr)
+	return nil
+}
+
+// maskPath hides p: a directory under an empty read-only tmpfs, a file
+// under /dev/null, which must be the real 1:3 character device.
+func maskPath(p string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return fmt.Errorf("masked path %s: %w", p, err)
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		if err := unix.Mount("tmpfs", p, "tmpfs", unix.MS_RDONLY, ""); err != nil {
+			return fmt.Errorf("mask %s: %w", p, err)
+		}
+		return nil
+	}
+	null, err := unix.Open("/dev/null", unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("mask %s: open /dev/null: %w", p, err)
+	}
+	defer unix.Close(null)
+	var ns unix.Stat_t
+	if err := unix.Fstat(null, &ns); err != nil || ns.Mode&unix.S_IFMT != unix.S_IFCHR || ns.Rdev != unix.Mkdev(1, 3) {
+		return fmt.Errorf("mask %s: /dev/null is not the 1:3 character device: %w", p, errdefs.ErrPermissionDenied)
+	}
+	if err := unix.Mount(procFd(null), p, "", unix.MS_BIND, ""); err != nil {
+		if errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return fmt.Errorf("mask %s: %w", p, err)
+	}
+	return nil
+}
+
+// createHooks asks the parent to run the prestart and createRuntime hooks
+// (runtime namespace), then runs createContainer hooks here: in the
+// container's namespaces, before pivot_root, so hook paths are host paths.
+func createHooks(cfg *initConfig) error {
+	if err := writeFrame(cfg.conn, initMsg{Type: "hooks"}); err != nil {
+		return fmt.Errorf("request hooks: %w", err)
+	}
+	var m initMsg
+	if _, err := readFrame(cfg.conn, &m); err != nil || m.Type != "hooks-done" {
+		return fmt.Errorf("runtime hooks did not complete: %w", errdefs.ErrAborted)
+	}
+	return RunHooks(context.Background(), cfg.Spec.Hooks.CreateContainer, cfg.hookState(StatusCreating), false)
+}

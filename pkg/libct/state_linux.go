@@ -1,0 +1,148 @@
+package libct
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/shim-cri/shim/pkg/errdefs"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	stateFile = "state.json"
+	fifoName  = "exec.fifo"
+	// maxStateSize caps reads of a state file.
+	maxStateSize = 8 << 20
+)
+
+var idRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.+-]*$`)
+
+// ValidateID checks a container id is safe as a path component.
+func ValidateID(id string) error {
+	if len(id) > 1024 || !idRe.MatchString(id) {
+		return fmt.Errorf("container id %q: must match %s: %w", id, idRe, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+func stateDir(root, id string) string { return filepath.Join(root, id) }
+
+// writeState writes the state file atomically: temp, fsync, rename, fsync dir.
+func writeState(dir string, st *stored) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("encode state: %w", errdefs.ErrInternal)
+	}
+	tmp, err := os.CreateTemp(dir, ".state-*")
+	if err != nil {
+		return fmt.Errorf("write state: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write state: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("sync state: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(dir, stateFile)); err != nil {
+		return fmt.Errorf("rename state: %w", err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+func readState(root, id string) (*stored, error) {
+	if err := ValidateID(id); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(filepath.Join(stateDir(root, id), stateFile))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
+		}
+		return nil, fmt.Errorf("container %q: read state: %w", id, err)
+	}
+	defer f.Close()
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(&limitedReader{f, maxStateSize}); err != nil {
+		return nil, fmt.Errorf("container %q: read state: %v: %w", id, err, errdefs.ErrDataLoss)
+	}
+	var st stored
+	if err := json.Unmarshal(buf.Bytes(), &st); err != nil {
+		return nil, fmt.Errorf("container %q: corrupt state: %v: %w", id, err, errdefs.ErrDataLoss)
+	}
+	return &st, nil
+}
+
+type limitedReader struct {
+	f *os.File
+	n int64
+}
+
+func (l *limitedReader) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, errors.New("state file too large")
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.f.Read(p)
+	l.n -= int64(n)
+	return n, err
+}
+
+// procStat returns the start time (clock ticks since boot, field 22) and
+// state letter of pid from /proc/<pid>/stat.
+func procStat(pid int) (start uint64, state byte, err error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 >= len(s) {
+		return 0, 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	fields := strings.Fields(s[i+2:])
+	// fields[0] is field 3 (state); start time is field 22.
+	if len(fields) < 20 {
+		return 0, 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	start, err = strconv.ParseUint(fields[19], 10, 64)
+	if err != nil {
+		return 0, 0, fmt.Errorf("parse /proc/%d/stat: %w", pid, err)
+	}
+	return start, fields[0][0], nil
+}
+
+// alive reports whether pid is still the process that started at start.
+func alive(pid int, start uint64) bool {
+	if pid <= 0 {
+		return false
+	}
+	s, st, err := procStat(pid)
+	if err != nil || s != start {
+		return false
+	}
+	return st != 'Z' && st != 'X'
+}
+
+func fifoExists(dir string) bool {
+	var s unix.Stat_t
+	return unix.Lstat(filepath.Join(dir, fifoName), &s) == nil && s.Mode&unix.S_IFMT == unix.S_IFIFO
+}

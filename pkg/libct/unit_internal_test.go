@@ -1,0 +1,187 @@
+package libct
+
+import (
+	"encoding/binary"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/shim-cri/shim/pkg/errdefs"
+	"golang.org/x/sys/unix"
+)
+
+func TestParseMountOptions(t *testing.T) {
+	pm, err := parseMountOptions([]string{"rbind", "ro", "nosuid", "rw", "nodev", "rslave", "rro", "size=1m", "mode=755"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := uintptr(unix.MS_BIND | unix.MS_REC | unix.MS_NOSUID | unix.MS_NODEV)
+	if pm.flags != want || !pm.isBind || !pm.recursive {
+		t.Errorf("flags %#x, want %#x", pm.flags, want)
+	}
+	if len(pm.propFlags) != 1 || pm.propFlags[0] != unix.MS_SLAVE|unix.MS_REC {
+		t.Errorf("propagation %v", pm.propFlags)
+	}
+	if pm.recSet != unix.MOUNT_ATTR_RDONLY || pm.data != "size=1m,mode=755" {
+		t.Errorf("recSet %#x data %q", pm.recSet, pm.data)
+	}
+	if _, err := parseMountOptions([]string{"idmap"}); !errorsIs(err, errdefs.ErrNotImplemented) {
+		t.Errorf("idmap: %v", err)
+	}
+}
+
+func errorsIs(err, target error) bool { return err != nil && errdefsIs(err, target) }
+
+func TestValidateIDRejects(t *testing.T) {
+	for _, id := range []string{"", "..", "a/b", "-x", "a\nb", "a b", string(make([]byte, 2000))} {
+		if err := ValidateID(id); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("id %q: %v", id, err)
+		}
+	}
+	for _, id := range []string{"a", "abc-123_x.y", "0f3a"} {
+		if err := ValidateID(id); err != nil {
+			t.Errorf("id %q: %v", id, err)
+		}
+	}
+}
+
+func TestCgroupPath(t *testing.T) {
+	cases := []struct {
+		in, want string
+		class    error
+	}{
+		{"", "/shim/c1", nil},
+		{"/kubepods/pod1/c1", "/kubepods/pod1/c1", nil},
+		{"rel/path", "/rel/path", nil},
+		{"/a/../../b", "/b", nil},
+		{"/", "", errdefs.ErrInvalidArgument},
+		{"system.slice:cri:c1", "", errdefs.ErrNotImplemented},
+	}
+	for _, c := range cases {
+		s := &specs.Spec{Linux: &specs.Linux{CgroupsPath: c.in}}
+		got, err := CgroupPath(s, "c1")
+		if c.class != nil {
+			if !errdefsIs(err, c.class) {
+				t.Errorf("%q: err %v, want %v", c.in, err, c.class)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("%q: got %q %v, want %q", c.in, got, err, c.want)
+		}
+	}
+}
+
+func TestBootstrapEncoding(t *testing.T) {
+	b := bootstrap{cloneFlags: unix.CLONE_NEWNS | unix.CLONE_NEWPID, nsPaths: []string{"net:/proc/1/ns/net"}, userMap: true, timeOffsets: "monotonic 1 0\n"}
+	enc := b.encode()
+	if binary.LittleEndian.Uint32(enc[0:]) != bsMagic || int(binary.LittleEndian.Uint32(enc[4:])) != len(enc)-8 {
+		t.Fatalf("bad header %x", enc[:8])
+	}
+	// Walk the records as the C side does.
+	var types []uint16
+	body := enc[8:]
+	for off := 0; off+8 <= len(body); {
+		typ := binary.LittleEndian.Uint16(body[off:])
+		l := int(binary.LittleEndian.Uint32(body[off+4:]))
+		off += 8 + l
+		types = append(types, typ)
+	}
+	want := []uint16{bsCloneFlags, bsNSPath, bsUserMap, bsTimeOffsets}
+	if len(types) != len(want) {
+		t.Fatalf("records %v, want %v", types, want)
+	}
+	for i := range want {
+		if types[i] != want[i] {
+			t.Fatalf("records %v, want %v", types, want)
+		}
+	}
+}
+
+func TestNamespacedSysctl(t *testing.T) {
+	newNS := map[specs.LinuxNamespaceType]bool{specs.IPCNamespace: true, specs.NetworkNamespace: true}
+	for _, ok := range []string{"kernel.shmmax", "fs.mqueue.msg_max", "net.ipv4.ip_forward"} {
+		if err := namespacedSysctl(ok, newNS); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"kernel.pid_max", "vm.overcommit_memory", "kernel.hostname", "fs.file-max"} {
+		if err := namespacedSysctl(bad, newNS); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("%s: %v", bad, err)
+		}
+	}
+	if err := namespacedSysctl("net.ipv4.ip_forward", nil); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("net sysctl without netns: %v", err)
+	}
+}
+
+func TestSeccompBuild(t *testing.T) {
+	errno := uint(1)
+	ok := &specs.LinuxSeccomp{
+		DefaultAction: specs.ActErrno, DefaultErrnoRet: &errno,
+		Architectures: []specs.Arch{specs.ArchX86_64, specs.ArchX86, specs.ArchX32},
+		Flags:         []specs.LinuxSeccompFlag{specs.LinuxSeccompFlagLog},
+		Syscalls: []specs.LinuxSyscall{
+			{Names: []string{"read", "write", "no_such_syscall"}, Action: specs.ActAllow},
+			{Names: []string{"clone"}, Action: specs.ActAllow, Args: []specs.LinuxSeccompArg{
+				{Index: 0, Value: 0x7e020000, Op: specs.OpMaskedEqual},
+			}},
+			// two conditions on one argument become separate rules
+			{Names: []string{"personality"}, Action: specs.ActAllow, Args: []specs.LinuxSeccompArg{
+				{Index: 0, Value: 0, Op: specs.OpEqualTo}, {Index: 0, Value: 8, Op: specs.OpEqualTo},
+			}},
+		},
+	}
+	if err := ValidateSeccomp(ok); err != nil {
+		t.Fatal(err)
+	}
+	bad := []*specs.LinuxSeccomp{
+		{DefaultAction: "SCMP_ACT_NOPE"},
+		{DefaultAction: specs.ActAllow, Architectures: []specs.Arch{"SCMP_ARCH_VAX"}},
+		{DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{{Names: []string{"read"}, Action: specs.ActErrno, Args: []specs.LinuxSeccompArg{{Index: 9, Op: specs.OpEqualTo}}}}},
+		{DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{{Names: []string{"read"}, Action: specs.ActErrno, Args: []specs.LinuxSeccompArg{{Index: 0, Op: "SCMP_CMP_WAT"}}}}},
+		{DefaultAction: specs.ActAllow, Flags: []specs.LinuxSeccompFlag{"SECCOMP_FILTER_FLAG_NOPE"}},
+	}
+	for i, s := range bad {
+		if err := ValidateSeccomp(s); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("bad profile %d: %v", i, err)
+		}
+	}
+}
+
+func TestValidateResources(t *testing.T) {
+	i64 := func(v int64) *int64 { return &v }
+	u64 := func(v uint64) *uint64 { return &v }
+	good := &specs.LinuxResources{
+		Memory: &specs.LinuxMemory{Limit: i64(1 << 30), Swap: i64(2 << 30), Reservation: i64(-1)},
+		CPU:    &specs.LinuxCPU{Shares: u64(1024), Quota: i64(-1), Period: u64(100000)},
+		Pids:   &specs.LinuxPids{Limit: i64(-1)},
+	}
+	if err := validateResources(good); err != nil {
+		t.Fatal(err)
+	}
+	bad := []*specs.LinuxResources{
+		{Memory: &specs.LinuxMemory{Limit: i64(-2)}},
+		{Memory: &specs.LinuxMemory{Limit: i64(100)}},
+		{Memory: &specs.LinuxMemory{Limit: i64(1 << 30), Swap: i64(1 << 20)}},
+		{CPU: &specs.LinuxCPU{Period: u64(10)}},
+		{CPU: &specs.LinuxCPU{Shares: u64(1)}},
+		{Pids: &specs.LinuxPids{Limit: i64(-9)}},
+	}
+	for i, r := range bad {
+		if err := validateResources(r); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("bad resources %d: %v", i, err)
+		}
+	}
+}
+
+func TestParseCaps(t *testing.T) {
+	s, err := parseCaps([]string{"CAP_CHOWN", "kill", "CAP_SYS_ADMIN"})
+	if err != nil || s != 1<<0|1<<5|1<<21 {
+		t.Fatalf("caps %#x %v", s, err)
+	}
+	if _, err := parseCaps([]string{"CAP_NOPE"}); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("unknown cap: %v", err)
+	}
+}
+
+func errdefsIs(err, target error) bool { return err != nil && errorsAs(err, target) }
