@@ -254,6 +254,9 @@ func (d *Daemon) close() {
 	for _, s := range d.httpServers {
 		s.Close()
 	}
+	if d.rt != nil {
+		d.rt.Close()
+	}
 	if d.net != nil {
 		d.net.Close()
 	}

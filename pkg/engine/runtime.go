@@ -84,6 +84,20 @@ func newRuntime(ctx context.Context, o RuntimeOptions) (*Runtime, error) {
 	return r, nil
 }
 
+// Close stops following monitors (they and the pods keep running). The
+// pin directory's bind mount is released when no pod holds a pin.
+func (r *Runtime) Close() {
+	r.mu.Lock()
+	for id, m := range r.monitors {
+		m.cancel()
+		delete(r.monitors, id)
+	}
+	r.mu.Unlock()
+	if pins, err := os.ReadDir(r.nsDir); err == nil && len(pins) == 0 {
+		unmount(r.nsDir)
+	}
+}
+
 func (r *Runtime) libctRoot() string { return filepath.Join(r.o.State, "libct") }
 func (r *Runtime) runcRoot() string  { return filepath.Join(r.o.State, "runc") }
 func (r *Runtime) podDir(id string) string {
