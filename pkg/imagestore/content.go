@@ -254,6 +254,9 @@ func (w *Ingest) Reset() error {
 	return nil
 }
 
+// writebackChunk is how much of a blob is written before its writeback starts.
+const writebackChunk = 1 << 20
+
 // Write appends p to the blob.
 func (w *Ingest) Write(p []byte) (int, error) {
 	if w.written < w.offset {
@@ -265,6 +268,12 @@ func (w *Ingest) Write(p []byte) (int, error) {
 	n, err := w.f.Write(p)
 	w.h.Write(p[:n])
 	w.written += int64(n)
+	// Start writing back every MiB as it arrives, without waiting, so the
+	// flush at commit finds little left to do.
+	if w.written/writebackChunk != (w.written-int64(n))/writebackChunk {
+		start := (w.written/writebackChunk - 1) * writebackChunk
+		unix.SyncFileRange(int(w.f.Fd()), start, writebackChunk, unix.SYNC_FILE_RANGE_WRITE)
+	}
 	return n, err
 }
 

@@ -285,6 +285,11 @@ func (a *applier) file(pfd int, base string, hdr *tar.Header, tr *tar.Reader) er
 	}
 	f := os.NewFile(uintptr(fd), base)
 	err = a.copyData(f, tr)
+	if err == nil && hdr.Size >= writebackMin {
+		// Start writing the data back now, so the flush that makes the
+		// layer durable later finds little left to do. Not waiting.
+		unix.SyncFileRange(fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+	}
 	if err == nil {
 		err = a.ownerModeFd(fd, hdr)
 	}
@@ -299,6 +304,10 @@ func (a *applier) file(pfd int, base string, hdr *tar.Header, tr *tar.Reader) er
 	}
 	return setTimes(pfd, base, times(hdr))
 }
+
+// writebackMin is the file size from which Apply starts writeback as soon
+// as a file is written.
+const writebackMin = 64 << 10
 
 func (a *applier) copyData(f *os.File, r io.Reader) error {
 	for {
