@@ -1,6 +1,7 @@
 package libct
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/log"
 	"golang.org/x/sys/unix"
 )
 
@@ -142,6 +144,13 @@ func finalizeProcess(cfg *initConfig) error {
 	if err != nil {
 		return err
 	}
+	// Capabilities the runtime itself lacks (CAP_SYS_RESOURCE on some
+	// hosts) cannot be granted; the parent warned about them.
+	held := heldCaps()
+	pc.effective &= held
+	pc.permitted &= held
+	pc.inheritable &= held
+	pc.ambient &= held
 	if err := applyBounding(pc.bounding); err != nil {
 		return err
 	}
@@ -216,4 +225,42 @@ func enterCwd(cwd string) error {
 		return fmt.Errorf("cwd %q is outside the container root: %w", cwd, errdefs.ErrPermissionDenied)
 	}
 	return nil
+}
+
+// heldCaps is this thread's permitted set.
+func heldCaps() capSet {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return ^capSet(0)
+	}
+	return capSet(data[0].Permitted) | capSet(data[1].Permitted)<<32
+}
+
+var capWarnOnce sync.Once
+
+// warnMissingCaps logs once per process when a spec asks for capabilities
+// this process does not hold (they are left out).
+func warnMissingCaps(ctx context.Context, c *specs.LinuxCapabilities) {
+	if c == nil {
+		return
+	}
+	pc, err := parseProcCaps(c)
+	if err != nil {
+		return
+	}
+	missing := (pc.permitted | pc.effective | pc.ambient | pc.inheritable) &^ heldCaps()
+	if missing == 0 {
+		return
+	}
+	var names []string
+	for i := 0; i <= lastCap(); i++ {
+		if missing&(1<<uint(i)) != 0 {
+			names = append(names, capNames[i])
+		}
+	}
+	capWarnOnce.Do(func() {
+		log.G(ctx).WithField("capabilities", strings.Join(names, ",")).
+			Warn("the runtime does not hold these capabilities; they are left out of the container")
+	})
 }

@@ -212,9 +212,39 @@ func (c *cg1) Update(r *specs.LinuxResources) error {
 	}
 	return nil
 }
-func (c *cg1) Freeze() error { return c.c.Freeze() }
-func (c *cg1) Thaw() error   { return c.c.Thaw() }
-func (c *cg1) Frozen() bool  { return c.c.State() == cgroup1.Frozen }
+
+// Freeze freezes the cgroup. A task caught in execve can wait forever for
+// a sibling thread the freezer has already frozen (de_thread), leaving the
+// cgroup FREEZING: then thaw, let it finish, and try again (as runc does),
+// within a bound.
+func (c *cg1) Freeze() error {
+	dir := filepath.Join("/sys/fs/cgroup/freezer", c.path)
+	if _, err := os.Stat(dir); err != nil {
+		return c.c.Freeze()
+	}
+	set := func(v string) error { return os.WriteFile(filepath.Join(dir, "freezer.state"), []byte(v), 0) }
+	for i := 0; i < 400; i++ {
+		if i > 0 && i%20 == 0 {
+			set("THAWED")
+			time.Sleep(time.Duration(i/20) * time.Millisecond)
+		}
+		if err := set("FROZEN"); err != nil {
+			return fmt.Errorf("freeze: %w", err)
+		}
+		b, err := os.ReadFile(filepath.Join(dir, "freezer.state"))
+		if err != nil {
+			return fmt.Errorf("freeze: %w", err)
+		}
+		if strings.TrimSpace(string(b)) == "FROZEN" {
+			return nil
+		}
+		time.Sleep(time.Millisecond)
+	}
+	set("THAWED")
+	return fmt.Errorf("cgroup %s did not freeze: %w", c.path, errdefs.ErrUnavailable)
+}
+func (c *cg1) Thaw() error  { return c.c.Thaw() }
+func (c *cg1) Frozen() bool { return c.c.State() == cgroup1.Frozen }
 func (c *cg1) Pids() ([]int, error) {
 	ps, err := c.c.Processes(cgroup1.Freezer, true)
 	if err != nil {

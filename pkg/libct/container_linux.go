@@ -74,6 +74,7 @@ func Create(ctx context.Context, stateRoot, id string, spec *specs.Spec, bundle 
 	if err != nil {
 		return nil, err
 	}
+	warnMissingCaps(ctx, spec.Process.Capabilities)
 	if err := os.MkdirAll(stateRoot, 0o711); err != nil {
 		return nil, fmt.Errorf("state root %s: %w", stateRoot, err)
 	}
@@ -148,7 +149,7 @@ func Create(ctx context.Context, stateRoot, id string, spec *specs.Spec, bundle 
 	cfg := &initConfig{
 		Mode: "create", ID: id, Spec: spec, Process: spec.Process, Rootfs: rootfs, Bundle: bundle,
 		NoPivot: opts.NoPivot, NoNewKeyring: opts.NoNewKeyring, ExtraFiles: len(opts.ExtraFiles),
-		NewMountNS: newNS[specs.MountNamespace], NewUTSNS: newNS[specs.UTSNamespace],
+		NewMountNS: newNS[specs.MountNamespace] || hasNSPath(spec, specs.MountNamespace), NewUTSNS: newNS[specs.UTSNamespace],
 		NewCgroupNS: newNS[specs.CgroupNamespace], UserNS: userNS, CgroupPath: cgPath,
 	}
 	var oom *int
@@ -174,6 +175,7 @@ func Create(ctx context.Context, stateRoot, id string, spec *specs.Spec, bundle 
 		},
 		Spec: spec, NoPivot: opts.NoPivot, CgroupVersion: version, Namespaces: owned,
 	}
+	c.st.InitExe, _ = os.Readlink("/proc/" + strconv.Itoa(res2.pid) + "/exe")
 	if err := writeState(dir, c.st); err != nil {
 		return nil, err
 	}
@@ -444,6 +446,10 @@ func List(stateRoot string) ([]string, error) {
 // ID is the container id.
 func (c *Container) ID() string { return c.st.ID }
 
+// InitPid is the pid of the container's init as created (also once it
+// has exited, unlike State().Pid).
+func (c *Container) InitPid() int { return c.st.Pid }
+
 // Spec is the spec the container was created from.
 func (c *Container) Spec() *specs.Spec { return c.st.Spec }
 
@@ -527,6 +533,9 @@ func (c *Container) Start(ctx context.Context) error {
 		return fmt.Errorf("container %q: init did not start: %w", c.st.ID, errdefs.ErrFailedPrecondition)
 	}
 	os.Remove(fifo)
+	if c.initConn == nil {
+		c.waitExeced()
+	}
 	if h := c.st.Spec.Hooks; h != nil && len(h.Poststart) > 0 {
 		st, _ := c.State()
 		if err := RunHooks(ctx, h.Poststart, st, true); err != nil {
@@ -546,6 +555,28 @@ func (c *Container) Start(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// waitExeced waits (bounded) until the init has exec'd the container
+// process, so "running" means the user process runs: a freeze or signal
+// must not catch the Go init half way through execve.
+func (c *Container) waitExeced() {
+	path := "/proc/" + strconv.Itoa(c.st.Pid) + "/exe"
+	initExe := c.st.InitExe
+	if initExe == "" {
+		return
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		exe, err := os.Readlink(path)
+		if err != nil || exe != initExe {
+			return
+		}
+		if _, st, err := procStat(c.st.Pid); err != nil || st == 'Z' {
+			return
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
 }
 
 func unblockFifo(path string) {
@@ -733,8 +764,11 @@ func (c *Container) Delete(ctx context.Context, force bool) error {
 	}
 	cg, err := c.cgroup()
 	if err == nil {
-		if err := killCgroup(cg); err != nil {
-			return err
+		// A stopped container whose cgroup is empty needs no kill.
+		if pids, perr := cg.Pids(); st != StatusStopped || perr != nil || len(pids) > 0 {
+			if err := killCgroup(cg); err != nil {
+				return err
+			}
 		}
 		var derr error
 		for i := 0; i < 100; i++ {

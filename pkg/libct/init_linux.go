@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 
@@ -58,6 +59,8 @@ func Init() {
 	// do all of it, and the final execve, on this one thread.
 	runtime.LockOSThread()
 	runtime.GOMAXPROCS(1)
+	// Short-lived and small: no garbage collection.
+	debug.SetGCPercent(-1)
 	fd, err := strconv.Atoi(os.Getenv(envInitPipe))
 	if err != nil || !nsenter.InInit() {
 		fmt.Fprintln(os.Stderr, "shim init: not started by libct (no init pipe)")
@@ -101,6 +104,8 @@ func initMain(conn *net.UnixConn, fifoFd int) error {
 		return fmt.Errorf("no process in init config: %w", errdefs.ErrInvalidArgument)
 	}
 	cfg.conn = conn
+	procFdDir := -1
+	var err error
 	p := cfg.Process
 	if cfg.Mode == "create" {
 		if _, err := unix.Setsid(); err != nil {
@@ -123,6 +128,14 @@ func initMain(conn *net.UnixConn, fifoFd int) error {
 				return err
 			}
 		} else if cfg.Rootfs != "" {
+			// No mount namespace: no mounts on the host, just a chroot.
+			// The exec fifo is then reopened through the host's
+			// /proc, held open from here.
+			if fifoFd >= 0 {
+				if procFdDir, err = unix.Open("/proc/self/fd", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+					return fmt.Errorf("open /proc/self/fd: %w", err)
+				}
+			}
 			if err := unix.Chroot(cfg.Rootfs); err != nil {
 				return fmt.Errorf("chroot %s: %w", cfg.Rootfs, err)
 			}
@@ -151,7 +164,11 @@ func initMain(conn *net.UnixConn, fifoFd int) error {
 			}
 		}
 	}
-	if err := setRlimits(p.Rlimits); err != nil {
+	early, late, err := planRlimits(p.Rlimits)
+	if err != nil {
+		return err
+	}
+	if err := setRlimits(early); err != nil {
 		return err
 	}
 	if cfg.Mode == "exec" && p.OOMScoreAdj != nil {
@@ -165,18 +182,32 @@ func initMain(conn *net.UnixConn, fifoFd int) error {
 	if err != nil {
 		return err
 	}
-	seccomp := cfg.Seccomp
+	seccompSpec := cfg.Seccomp
 	if cfg.Mode == "create" && cfg.Spec.Linux != nil {
-		seccomp = cfg.Spec.Linux.Seccomp
+		seccompSpec = cfg.Spec.Linux.Seccomp
 	}
-	if seccomp != nil && !p.NoNewPrivileges {
-		// Without no_new_privs loading a filter needs CAP_SYS_ADMIN: do
-		// it before the capabilities are dropped.
-		if err := loadSeccomp(seccomp, false); err != nil {
+	// Before any seccomp filter: close_range may not be allowed by it.
+	if err := closeExtraFds(3 + cfg.ExtraFiles); err != nil {
+		return err
+	}
+	var filter *seccompProg
+	if seccompSpec != nil {
+		if filter, err = compileSeccomp(seccompSpec); err != nil {
 			return err
+		}
+		if !p.NoNewPrivileges {
+			// Without no_new_privs loading a filter needs
+			// CAP_SYS_ADMIN: do it before the capabilities go.
+			if err := filter.load(); err != nil {
+				return err
+			}
 		}
 	}
 	if err := finalizeProcess(&cfg); err != nil {
+		return err
+	}
+	ex, err := prepareExec(argv0, p.Args, env)
+	if err != nil {
 		return err
 	}
 	if err := writeFrame(conn, initMsg{Type: "ready"}); err != nil {
@@ -187,7 +218,13 @@ func initMain(conn *net.UnixConn, fifoFd int) error {
 			return fmt.Errorf("no exec fifo: %w", errdefs.ErrInternal)
 		}
 		// Blocks until Start opens the fifo for reading.
-		w, err := unix.Open("/proc/self/fd/"+strconv.Itoa(fifoFd), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		var w int
+		if procFdDir >= 0 {
+			w, err = unix.Openat(procFdDir, strconv.Itoa(fifoFd), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+			unix.Close(procFdDir)
+		} else {
+			w, err = unix.Open("/proc/self/fd/"+strconv.Itoa(fifoFd), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		}
 		if err != nil {
 			return fmt.Errorf("open exec fifo: %w", err)
 		}
@@ -202,21 +239,66 @@ func initMain(conn *net.UnixConn, fifoFd int) error {
 			}
 		}
 	}
+	// From here on nothing allocates: the address-space limits may be
+	// in force.
 	if p.NoNewPrivileges {
 		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 			return fmt.Errorf("set no_new_privs: %w", err)
 		}
-		if seccomp != nil {
-			if err := loadSeccomp(seccomp, true); err != nil {
-				return err
-			}
+	}
+	if e := setRlimitsRaw(late); e != 0 {
+		return fmt.Errorf("set rlimits: %v: %w", e, errdefs.ErrInvalidArgument)
+	}
+	if filter != nil && p.NoNewPrivileges {
+		if err := filter.load(); err != nil {
+			return err
 		}
 	}
-	if err := closeExtraFds(3 + cfg.ExtraFiles); err != nil {
-		return err
+	e := ex.exec()
+	return fmt.Errorf("exec %s: %w", p.Args[0], execErrClass(e))
+}
+
+// preparedExec holds execve's arguments as C strings, built before the
+// rlimits and seccomp filter are in force.
+type preparedExec struct {
+	path *byte
+	argv []*byte
+	envv []*byte
+}
+
+func prepareExec(path string, args, env []string) (*preparedExec, error) {
+	p, err := unix.BytePtrFromString(path)
+	if err != nil {
+		return nil, fmt.Errorf("exec path %q: %w", path, errdefs.ErrInvalidArgument)
 	}
-	err = unix.Exec(argv0, p.Args, env)
-	return fmt.Errorf("exec %s: %w", p.Args[0], execErrClass(err))
+	argv, err := cStrings(args)
+	if err != nil {
+		return nil, fmt.Errorf("process args contain NUL: %w", errdefs.ErrInvalidArgument)
+	}
+	envv, err := cStrings(env)
+	if err != nil {
+		return nil, fmt.Errorf("process env contains NUL: %w", errdefs.ErrInvalidArgument)
+	}
+	return &preparedExec{path: p, argv: argv, envv: envv}, nil
+}
+
+// cStrings is a NULL-terminated array of C strings.
+func cStrings(ss []string) ([]*byte, error) {
+	out := make([]*byte, len(ss)+1)
+	for i, s := range ss {
+		p, err := unix.BytePtrFromString(s)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = p
+	}
+	return out, nil
+}
+
+func (e *preparedExec) exec() error {
+	_, _, errno := unix.RawSyscall(unix.SYS_EXECVE, uintptr(unsafePointer(e.path)),
+		uintptr(unsafePointer(&e.argv[0])), uintptr(unsafePointer(&e.envv[0])))
+	return errno
 }
 
 func execErrClass(err error) error {
@@ -303,6 +385,10 @@ func homeDir(uid uint32) string {
 // closeExtraFds marks every fd >= from close-on-exec, so nothing but stdio
 // and the preserved fds reaches the container process.
 func closeExtraFds(from int) error {
+	// close_range(2) with CLOSE_RANGE_CLOEXEC needs no /proc (Linux 5.11).
+	if err := unix.CloseRange(uint(from), ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err == nil {
+		return nil
+	}
 	d, err := os.Open("/proc/self/fd")
 	if err != nil {
 		return fmt.Errorf("list fds: %w", err)

@@ -776,3 +776,106 @@ func TestHooks(t *testing.T) {
 		t.Errorf("state left behind")
 	}
 }
+
+func TestLowAddressSpaceLimit(t *testing.T) {
+	needRoot(t)
+	// The Go init must survive an RLIMIT_AS far below what a Go process
+	// reserves, and the process must get exactly the limit.
+	b := sh(t, "ulimit -v; ulimit -d")
+	b.Spec.Process.Rlimits = []specs.POSIXRlimit{
+		{Type: "RLIMIT_AS", Soft: 64 << 20, Hard: 64 << 20},
+		{Type: "RLIMIT_DATA", Soft: 32 << 20, Hard: 32 << 20},
+	}
+	out, es := run(t, b)
+	if es.Code != 0 || out != "65536\n32768\n" {
+		t.Fatalf("exit %d: %q", es.Code, out)
+	}
+}
+
+func TestCapabilitiesTheRuntimeLacks(t *testing.T) {
+	needRoot(t)
+	if capEffective()&(1<<unix.CAP_SYS_RESOURCE) != 0 {
+		t.Skip("this process holds CAP_SYS_RESOURCE")
+	}
+	b := sh(t, "grep ^CapPrm: /proc/self/status")
+	caps := []string{"CAP_KILL", "CAP_SYS_RESOURCE"}
+	b.Spec.Process.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps}
+	out, es := run(t, b)
+	got, _ := strconv.ParseUint(field(out, "CapPrm"), 16, 64)
+	if es.Code != 0 || got != capMask("CAP_KILL") {
+		t.Fatalf("exit %d: %q", es.Code, out)
+	}
+}
+
+func TestNoMountNamespace(t *testing.T) {
+	needRoot(t)
+	// Without a mount namespace nothing is mounted on the host; the
+	// process is chrooted into the rootfs.
+	b := sh(t, "cat /etc/passwd | head -1")
+	var ns []specs.LinuxNamespace
+	for _, n := range b.Spec.Linux.Namespaces {
+		if n.Type != specs.MountNamespace && n.Type != specs.CgroupNamespace {
+			ns = append(ns, n)
+		}
+	}
+	b.Spec.Linux.Namespaces = ns
+	b.Spec.Linux.MaskedPaths, b.Spec.Linux.ReadonlyPaths = nil, nil
+	before := hostMounts(t, b.Dir)
+	out, es := run(t, b)
+	after := hostMounts(t, b.Dir)
+	if es.Code != 0 || out != "root:x:0:0:root:/root:/bin/sh\n" {
+		t.Fatalf("exit %d: %q", es.Code, out)
+	}
+	if string(before) != string(after) {
+		t.Errorf("host mounts changed")
+	}
+}
+
+func TestHostnameInJoinedUTSNamespace(t *testing.T) {
+	needRoot(t)
+	x1, err := create(t, sh(t, "sleep 30"), libct.CreateOpts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := x1.c.State()
+	b := sh(t, "hostname")
+	for i, n := range b.Spec.Linux.Namespaces {
+		if n.Type == specs.UTSNamespace {
+			b.Spec.Linux.Namespaces[i].Path = fmt.Sprintf("/proc/%d/ns/uts", st.Pid)
+		}
+	}
+	b.Spec.Hostname = "joined"
+	if out, _ := run(t, b); out != "joined\n" {
+		t.Fatalf("got %q", out)
+	}
+}
+
+func TestNoPivot(t *testing.T) {
+	needRoot(t)
+	b := sh(t, "cat /etc/passwd | head -1; ls /proc/self/root/ | grep -c .")
+	x, err := create(t, b, libct.CreateOpts{NoPivot: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.c.Start(ctx(t))
+	x.c.Wait()
+	<-x.done
+	if !strings.HasPrefix(x.out.String(), "root:x:0:0:root:/root:/bin/sh\n") {
+		t.Fatalf("got %q", x.out.String())
+	}
+}
+
+func TestTimeNamespaceOffsets(t *testing.T) {
+	needRoot(t)
+	if _, err := os.Stat("/proc/self/ns/time"); err != nil {
+		t.Skip("no time namespaces")
+	}
+	b := sh(t, "cut -d. -f1 /proc/uptime")
+	b.Spec.Linux.Namespaces = append(b.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.TimeNamespace})
+	b.Spec.Linux.TimeOffsets = map[string]specs.LinuxTimeOffset{"boottime": {Secs: 86400 * 365}}
+	out, es := run(t, b)
+	up, err := strconv.Atoi(strings.TrimSpace(out))
+	if es.Code != 0 || err != nil || up < 86400*365 {
+		t.Fatalf("uptime in the container %q (exit %d)", out, es.Code)
+	}
+}

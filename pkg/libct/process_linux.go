@@ -51,22 +51,64 @@ func checkRlimits(rl []specs.POSIXRlimit) error {
 	return nil
 }
 
-func setRlimits(rl []specs.POSIXRlimit) error {
+// rlimitOp is one setrlimit to make.
+type rlimitOp struct {
+	name string
+	res  int
+	lim  unix.Rlimit
+}
+
+// planRlimits splits the rlimits into those set early, while the init
+// still has its capabilities, and those set just before execve: limits on
+// the address space and data segment would starve the Go runtime of the
+// init, so they are only raised early and lowered last (lowering needs
+// no privilege).
+func planRlimits(rl []specs.POSIXRlimit) (early, late []rlimitOp, err error) {
 	for _, r := range rl {
 		res, ok := rlimitNames[r.Type]
 		if !ok {
-			return fmt.Errorf("unknown rlimit %q: %w", r.Type, errdefs.ErrInvalidArgument)
+			return nil, nil, fmt.Errorf("unknown rlimit %q: %w", r.Type, errdefs.ErrInvalidArgument)
 		}
-		lim := unix.Rlimit{Cur: r.Soft, Max: r.Hard}
-		if err := unix.Prlimit(0, res, &lim, nil); err != nil {
+		op := rlimitOp{name: r.Type, res: res, lim: unix.Rlimit{Cur: r.Soft, Max: r.Hard}}
+		if res != unix.RLIMIT_AS && res != unix.RLIMIT_DATA {
+			early = append(early, op)
+			continue
+		}
+		var cur unix.Rlimit
+		if err := unix.Getrlimit(res, &cur); err == nil {
+			raise := op
+			raise.lim.Cur, raise.lim.Max = max(cur.Cur, op.lim.Cur), max(cur.Max, op.lim.Max)
+			if raise.lim.Cur > raise.lim.Max {
+				raise.lim.Cur = raise.lim.Max
+			}
+			early = append(early, raise)
+		}
+		late = append(late, op)
+	}
+	return early, late, nil
+}
+
+func setRlimits(ops []rlimitOp) error {
+	for _, op := range ops {
+		if err := unix.Prlimit(0, op.res, &op.lim, nil); err != nil {
 			class := errdefs.ErrInvalidArgument
 			if err == unix.EPERM {
 				class = errdefs.ErrPermissionDenied
 			}
-			return fmt.Errorf("set rlimit %s (soft %d, hard %d): %v: %w", r.Type, r.Soft, r.Hard, err, class)
+			return fmt.Errorf("set rlimit %s (soft %d, hard %d): %v: %w", op.name, op.lim.Cur, op.lim.Max, err, class)
 		}
 	}
 	return nil
+}
+
+// setRlimitsRaw sets rlimits without allocating.
+func setRlimitsRaw(ops []rlimitOp) unix.Errno {
+	for i := range ops {
+		if _, _, e := unix.RawSyscall6(unix.SYS_PRLIMIT64, 0, uintptr(ops[i].res), uintptr(unsafePointer(&ops[i].lim)), 0, 0, 0); e != 0 {
+			return e
+		}
+	}
+	return 0
 }
 
 func hasCap(c int) bool {

@@ -2,7 +2,10 @@ package libct
 
 import (
 	"fmt"
+	"io"
+	"os"
 	"strings"
+	"unsafe"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	libseccomp "github.com/seccomp/libseccomp-golang"
@@ -180,14 +183,64 @@ func ValidateSeccomp(s *specs.LinuxSeccomp) error {
 	return nil
 }
 
-func loadSeccomp(s *specs.LinuxSeccomp, nnp bool) error {
-	f, err := buildSeccomp(s, nnp)
+// seccompProg is a compiled filter, loaded later with one raw syscall (no
+// allocation: the rlimits of the container may already be in force).
+type seccompProg struct {
+	filter []unix.SockFilter
+	flags  uintptr
+}
+
+// compileSeccomp builds the spec's filter and exports its BPF program.
+func compileSeccomp(s *specs.LinuxSeccomp) (*seccompProg, error) {
+	f, err := buildSeccomp(s, false)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer f.Release()
-	if err := f.Load(); err != nil {
-		return fmt.Errorf("load seccomp filter: %v: %w", err, errdefs.ErrInternal)
+	raw, err := exportBPF(f)
+	if err != nil {
+		return nil, fmt.Errorf("export seccomp filter: %v: %w", err, errdefs.ErrInternal)
+	}
+	const insn = int(unsafe.Sizeof(unix.SockFilter{}))
+	if len(raw) == 0 || len(raw)%insn != 0 {
+		return nil, fmt.Errorf("seccomp program of %d bytes: %w", len(raw), errdefs.ErrInternal)
+	}
+	prog := &seccompProg{filter: make([]unix.SockFilter, len(raw)/insn)}
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&prog.filter[0])), len(raw)), raw)
+	for _, fl := range s.Flags {
+		switch fl {
+		case specs.LinuxSeccompFlagLog:
+			prog.flags |= unix.SECCOMP_FILTER_FLAG_LOG
+		case specs.LinuxSeccompFlagSpecAllow:
+			prog.flags |= unix.SECCOMP_FILTER_FLAG_SPEC_ALLOW
+		}
+	}
+	return prog, nil
+}
+
+// load installs the program on this thread.
+func (p *seccompProg) load() error {
+	fprog := unix.SockFprog{Len: uint16(len(p.filter)), Filter: &p.filter[0]}
+	if _, _, e := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, p.flags, uintptr(unsafe.Pointer(&fprog))); e != 0 {
+		return fmt.Errorf("load seccomp filter: %v: %w", e, errdefs.ErrPermissionDenied)
 	}
 	return nil
+}
+
+// exportBPF returns the filter's BPF program (through a memfd: libseccomp
+// before 2.6 exports to a file descriptor only).
+func exportBPF(f *libseccomp.ScmpFilter) ([]byte, error) {
+	fd, err := unix.MemfdCreate("seccomp-bpf", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	mf := os.NewFile(uintptr(fd), "seccomp-bpf")
+	defer mf.Close()
+	if err := f.ExportBPF(mf); err != nil {
+		return nil, err
+	}
+	if _, err := mf.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	return io.ReadAll(io.LimitReader(mf, 1<<20))
 }

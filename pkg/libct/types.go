@@ -111,4 +111,5 @@ type stored struct {
 	CgroupVersion int         `json:"cgroupVersion"`
 	Namespaces    []string    `json:"namespaces,omitempty"` // types the container owns
 	Stopped       bool        `json:"stopped,omitempty"`
+	InitExe       string      `json:"initExe,omitempty"` // the init's /proc/<pid>/exe before it execs
 }

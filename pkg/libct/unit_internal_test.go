@@ -2,6 +2,8 @@ package libct
 
 import (
 	"encoding/binary"
+	"errors"
+	"strings"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -24,12 +26,10 @@ func TestParseMountOptions(t *testing.T) {
 	if pm.recSet != unix.MOUNT_ATTR_RDONLY || pm.data != "size=1m,mode=755" {
 		t.Errorf("recSet %#x data %q", pm.recSet, pm.data)
 	}
-	if _, err := parseMountOptions([]string{"idmap"}); !errorsIs(err, errdefs.ErrNotImplemented) {
+	if _, err := parseMountOptions([]string{"idmap"}); !errors.Is(err, errdefs.ErrNotImplemented) {
 		t.Errorf("idmap: %v", err)
 	}
 }
-
-func errorsIs(err, target error) bool { return err != nil && errdefsIs(err, target) }
 
 func TestValidateIDRejects(t *testing.T) {
 	for _, id := range []string{"", "..", "a/b", "-x", "a\nb", "a b", string(make([]byte, 2000))} {
@@ -60,7 +60,7 @@ func TestCgroupPath(t *testing.T) {
 		s := &specs.Spec{Linux: &specs.Linux{CgroupsPath: c.in}}
 		got, err := CgroupPath(s, "c1")
 		if c.class != nil {
-			if !errdefsIs(err, c.class) {
+			if !errors.Is(err, c.class) {
 				t.Errorf("%q: err %v, want %v", c.in, err, c.class)
 			}
 			continue
@@ -184,4 +184,20 @@ func TestParseCaps(t *testing.T) {
 	}
 }
 
-func errdefsIs(err, target error) bool { return err != nil && errorsAs(err, target) }
+func FuzzParseMountOptions(f *testing.F) {
+	for _, seed := range []string{"rbind,ro,nosuid", "size=1m,mode=755", "rro,rslave", "idmap", ""} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, opts string) {
+		pm, err := parseMountOptions(strings.Split(opts, ","))
+		if err != nil {
+			if !errors.Is(err, errdefs.ErrNotImplemented) {
+				t.Fatalf("unexpected error class: %v", err)
+			}
+			return
+		}
+		if pm.isBind != (pm.flags&unix.MS_BIND != 0) {
+			t.Fatalf("isBind %v with flags %#x", pm.isBind, pm.flags)
+		}
+	})
+}

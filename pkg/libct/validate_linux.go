@@ -59,20 +59,17 @@ func Validate(spec *specs.Spec, bundle string) (string, error) {
 			return "", fmt.Errorf("namespace %s path %q: %v: %w", ns.Type, ns.Path, err, errdefs.ErrNotFound)
 		}
 	}
-	if !seen[specs.MountNamespace] {
-		return "", inval("a mount namespace is required")
-	}
 	if newNS[specs.UserNamespace] && (len(spec.Linux.UIDMappings) == 0 || len(spec.Linux.GIDMappings) == 0) {
 		return "", inval("a new user namespace needs uidMappings and gidMappings")
 	}
 	if !newNS[specs.UserNamespace] && (len(spec.Linux.UIDMappings) > 0 || len(spec.Linux.GIDMappings) > 0) {
 		return "", inval("uidMappings/gidMappings given without a new user namespace")
 	}
-	if spec.Hostname != "" && !newNS[specs.UTSNamespace] {
-		return "", inval("hostname %q needs a new UTS namespace", spec.Hostname)
+	if spec.Hostname != "" && !seen[specs.UTSNamespace] {
+		return "", inval("hostname %q needs a UTS namespace", spec.Hostname)
 	}
-	if spec.Domainname != "" && !newNS[specs.UTSNamespace] {
-		return "", inval("domainname %q needs a new UTS namespace", spec.Domainname)
+	if spec.Domainname != "" && !seen[specs.UTSNamespace] {
+		return "", inval("domainname %q needs a UTS namespace", spec.Domainname)
 	}
 	if len(spec.Linux.TimeOffsets) > 0 && !newNS[specs.TimeNamespace] {
 		return "", inval("timeOffsets need a new time namespace")

@@ -65,16 +65,24 @@ func newCLI(t *testing.T) *cli { return &cli{t: t, root: t.TempDir()} }
 func (c *cli) run(args ...string) (string, string, int) {
 	c.t.Helper()
 	cmd := exec.Command(shimBin, append([]string{"oci", "--root", c.root}, args...)...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
+	// Files, not pipes: a detached container inherits them and would
+	// keep a pipe open.
+	dir := c.t.TempDir()
+	outf, _ := os.Create(filepath.Join(dir, "stdout"))
+	errf, _ := os.Create(filepath.Join(dir, "stderr"))
+	cmd.Stdout, cmd.Stderr = outf, errf
 	err := cmd.Run()
+	outf.Close()
+	errf.Close()
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
 	} else if err != nil {
 		c.t.Fatal(err)
 	}
-	return out.String(), errb.String(), code
+	out, _ := os.ReadFile(filepath.Join(dir, "stdout"))
+	errb, _ := os.ReadFile(filepath.Join(dir, "stderr"))
+	return string(out), string(errb), code
 }
 
 func bundle(t *testing.T, args ...string) *testbundle.Bundle {

@@ -258,7 +258,10 @@ func testNotFound(t *testing.T, d execdrv.Driver) {
 		"kill":   d.Kill(c, "nope", unix.SIGTERM, false),
 		"delete": d.Delete(c, "nope", false),
 		"pause":  d.Pause(c, "nope"),
-		"exec":   func() error { _, err := d.Exec(c, "nope", &specs.Process{Args: []string{"true"}, Cwd: "/"}, execdrv.IO{}); return err }(),
+		"exec": func() error {
+			_, err := d.Exec(c, "nope", &specs.Process{Args: []string{"true"}, Cwd: "/"}, execdrv.IO{})
+			return err
+		}(),
 	}
 	for op, err := range checks {
 		if !errdefs.IsNotFound(err) {

@@ -287,8 +287,7 @@ var ociRun = &cli.Command{
 			go io.Copy(ct.Console, os.Stdin)
 			go func() { io.Copy(os.Stdout, ct.Console); close(copyDone) }()
 		}
-		st, _ := ct.State()
-		code := forwardAndWait(ct, st.Pid, sigs)
+		code := forwardAndWait(ct, ct.InitPid(), sigs)
 		if copyDone != nil {
 			select {
 			case <-copyDone:
@@ -317,6 +316,7 @@ func forwardAndWait(ct *libct.Container, pid int, sigs chan os.Signal) int {
 				continue
 			}
 			if err != nil {
+				logrus.WithError(err).WithField("pid", pid).Error("wait for the container process")
 				done <- 255
 				return
 			}
