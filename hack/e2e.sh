@@ -103,4 +103,7 @@ wait "$shim_pid"
 shim_pid=
 grep -q 'shim stopped' "$work/shim.log"
 [ ! -S "$sock" ]
+
+echo "e2e: containerd runs a pod through shim oci"
+SHIM_BIN="$ROOT/bin/shim" CRICTL="$CRICTL" hack/oci-e2e.sh
 echo "e2e: ok"
