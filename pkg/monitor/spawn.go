@@ -12,22 +12,26 @@ import (
 	"time"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
-	"github.com/shim-cri/shim/pkg/monitor/daemonize"
 )
 
 // ReadyFdEnv names the fd on which a starting monitor reports readiness.
 const ReadyFdEnv = "_SHIM_MONITOR_READY_FD"
 
+// selectEnv, set to "1", makes the binary run the C monitor of
+// pkg/monitor/cmon in its constructor.
+const selectEnv = "_SHIM_CMONITOR"
+
 // SpawnOpts says how to start a pod's monitor.
 type SpawnOpts struct {
-	Exe   string   // the shim binary
+	Exe   string   // the shim binary (it must link pkg/monitor/cmon)
 	PodID string   //
 	Dir   string   // pod state directory
 	Args  []string // extra flags for `shim monitor` (driver selection, log level)
 }
 
-// Spawn starts the monitor of a pod, detached from the caller (it is
-// reparented to init), and waits until it serves its socket.
+// Spawn starts the monitor of a pod, detached from the caller (it forks
+// and its first process exits, so it is reparented to the caller's
+// subreaper or init), and waits until it serves its socket.
 func Spawn(ctx context.Context, o SpawnOpts) (*Client, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -42,10 +46,9 @@ func Spawn(ctx context.Context, o SpawnOpts) (*Client, error) {
 	defer logf.Close()
 	args := append([]string{"shim", "monitor", "--pod", o.PodID, "--dir", o.Dir}, o.Args...)
 	cmd := &exec.Cmd{
-		Path: o.Exe,
-		Args: args,
-		// One P and a tight GC from the start: a monitor mostly waits.
-		Env:        append(cleanEnv(), daemonize.EnvVar+"=1", ReadyFdEnv+"=3", "GOMAXPROCS=1", "GOGC=25"),
+		Path:       o.Exe,
+		Args:       args,
+		Env:        append(cleanEnv(), selectEnv+"=1", ReadyFdEnv+"=3"),
 		Dir:        "/",
 		Stdout:     logf,
 		Stderr:     logf,
