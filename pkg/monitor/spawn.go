@@ -9,7 +9,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
 )
@@ -33,6 +36,7 @@ type SpawnOpts struct {
 // and its first process exits, so it is reparented to the caller's
 // subreaper or init), and waits until it serves its socket.
 func Spawn(ctx context.Context, o SpawnOpts) (*Client, error) {
+	dropPageCache(o.Exe)
 	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -89,6 +93,30 @@ func Spawn(ctx context.Context, o SpawnOpts) (*Client, error) {
 		return nil, fmt.Errorf("monitor of pod %s exited before it was ready (see %s): %w",
 			o.PodID, filepath.Join(o.Dir, "monitor.log"), errdefs.ErrInternal)
 	}
+}
+
+// dropped holds the binaries whose page cache dropPageCache dropped.
+var dropped sync.Map
+
+// dropPageCache writes back and drops the page cache of exe, once per
+// binary and process. A binary written with one large write (the daemon
+// unpacks the runtime so) is cached in large folios, and the kernel maps
+// a whole folio into a process that reads one byte of it: a monitor reads
+// a few KB of the binary's read-only data (the rest is Go it never runs)
+// and would be charged 2 MB of it. Read back through page faults, the
+// binary is cached in small folios. Pages mapped by running processes are
+// left alone by the kernel.
+func dropPageCache(exe string) {
+	if _, done := dropped.LoadOrStore(exe, true); done {
+		return
+	}
+	f, err := os.Open(exe)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	f.Sync() // only clean pages can be dropped
+	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
 }
 
 // cleanEnv passes the environment on without variables meant for us.

@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <link.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
@@ -1801,8 +1802,34 @@ static void listen_socket(void)
 		ready_error(errno_class(errno), "monitor: listen: %s", strerror(errno));
 }
 
+/* small_text_cb: for the read-only segments of the executable (the first
+ * object dl_iterate_phdr reports), no huge mappings, and drop the ones made
+ * so far. The binary is mostly Go the monitor never runs, but its page
+ * cache may hold 2 MB folios: one read of a string constant then maps (and
+ * charges) 2 MB. Refaults map 4 KB pages (and their fault-around). Pages
+ * shared with a writable segment are left alone. */
+static int small_text_cb(struct dl_phdr_info *info, size_t size, void *data)
+{
+	(void)size;
+	(void)data;
+	uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		if (ph->p_type != PT_LOAD || (ph->p_flags & PF_W))
+			continue;
+		uintptr_t start = (info->dlpi_addr + ph->p_vaddr + pg - 1) & ~(pg - 1);
+		uintptr_t end = (info->dlpi_addr + ph->p_vaddr + ph->p_memsz) & ~(pg - 1);
+		if (end <= start)
+			continue;
+		madvise((void *)start, end - start, MADV_NOHUGEPAGE);
+		madvise((void *)start, end - start, MADV_DONTNEED);
+	}
+	return 1;
+}
+
 static void monitor_main(void)
 {
+	dl_iterate_phdr(small_text_cb, NULL);
 	read_args();
 	/* Big buffers (ExecSync output) are mapped and unmapped, never kept
 	 * in the heap: a monitor lives as long as its pod. */
