@@ -438,3 +438,85 @@ func TestMonitorShutdown(t *testing.T) {
 		t.Errorf("call after shutdown: %v", err)
 	}
 }
+
+// monitorUsage is what a monitor holds: open fds and resident heap (KB).
+func monitorUsage(t *testing.T, pid int) (fds, heapKB int) {
+	t.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inHeap := false
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 0 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
+			inHeap = strings.HasSuffix(l, "[heap]")
+		} else if inHeap && len(f) == 3 && f[0] == "Rss:" {
+			heapKB, _ = strconv.Atoi(f[1])
+		}
+	}
+	return len(ents), heapKB
+}
+
+// TestMonitorCyclesLeakNothing runs containers through create, exec,
+// exit and delete in one monitor: its fds, heap and children must not grow.
+func TestMonitorCyclesLeakNothing(t *testing.T) {
+	p := spawnMonitor(t)
+	ctx := ctxT(t)
+	mon := p.monitorPid(t)
+	logs := t.TempDir()
+	cycle := func(i int) {
+		id := fmt.Sprintf("cyc%d", i)
+		bundle := p.bundle(t, "sh", "-c", "echo start; read x; echo done")
+		resp, err := p.c.Call(ctx, &Request{Op: OpCreate, ID: id, Bundle: bundle, LogPath: filepath.Join(logs, id+".log"), Stdin: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.c.Call(ctx, &Request{Op: OpStart, ID: id}); err != nil {
+			t.Fatal(err)
+		}
+		out, err := p.c.Call(ctx, &Request{Op: OpExecSync, ID: id, Process: &specs.Process{Args: []string{"echo", id}, Cwd: "/", Env: []string{"PATH=/bin"}}})
+		if err != nil || string(out.Stdout) != id+"\n" {
+			t.Fatalf("exec: %+v %v", out, err)
+		}
+		if _, err := p.c.Call(ctx, &Request{Op: OpKill, ID: id, Signal: 9}); err != nil {
+			t.Fatal(err)
+		}
+		if rec := waitExit(t, bundle); rec.Pid != resp.Pid {
+			t.Fatalf("exit %+v", rec)
+		}
+		if _, err := p.c.Call(ctx, &Request{Op: OpDelete, ID: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 5; i++ {
+		cycle(i)
+	}
+	// A reply can reach the client a moment before the monitor closes
+	// the connection: counts are taken once they settle.
+	settled := func() (fds, heap int) {
+		fds, heap = monitorUsage(t, mon)
+		for i := 0; i < 20; i++ {
+			time.Sleep(10 * time.Millisecond)
+			f, h := monitorUsage(t, mon)
+			fds, heap = min(fds, f), min(heap, h)
+		}
+		return fds, heap
+	}
+	fds0, heap0 := settled()
+	for i := 5; i < 35; i++ {
+		cycle(i)
+	}
+	fds1, heap1 := settled()
+	if fds1 != fds0 || heap1 > heap0+8 {
+		t.Errorf("after 30 cycles: fds %d -> %d, heap %d KB -> %d KB", fds0, fds1, heap0, heap1)
+	}
+	waitFor(t, func() bool { return len(children(t, mon)) == 0 })
+	st, _ := p.c.Call(ctx, &Request{Op: OpState})
+	if len(st.Containers) != 0 {
+		t.Errorf("containers left: %+v", st.Containers)
+	}
+}

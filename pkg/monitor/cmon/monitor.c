@@ -632,6 +632,24 @@ static void free_helper(struct helper *h)
 
 extern char **environ;
 
+/* close_from closes every fd >= from but keep. */
+static void close_from(int from, int keep)
+{
+	if (keep >= from) {
+		if (keep > from && syscall(SYS_close_range, (unsigned)from, (unsigned)keep - 1, 0) < 0)
+			goto slow;
+		if (syscall(SYS_close_range, (unsigned)keep + 1, ~0U, 0) < 0)
+			goto slow;
+		return;
+	}
+	if (syscall(SYS_close_range, (unsigned)from, ~0U, 0) == 0)
+		return;
+slow:
+	for (int fd = from; fd < 65536; fd++)
+		if (fd != keep)
+			close(fd);
+}
+
 /* spawn_helper forks and executes `<exe> monitor-helper` for op on id.
  * data (a raw JSON value) goes to it in a memfd; io are the stdin (read
  * end), stdout and stderr (write ends) of the process it starts, or -1. */
@@ -708,6 +726,7 @@ static struct helper *spawn_helper(enum hop op, const char *id, const char **ext
 		for (int i = 0; i < 5; i++)
 			if (tmp[i] >= 0 && dup2(tmp[i], 3 + i) < 0)
 				_exit(126);
+		close_from(8, -1);
 		execve("/proc/self/exe", (char *const *)argv, environ);
 		dprintf(2, "shim monitor: exec monitor-helper: %s\n", strerror(errno));
 		_exit(127);
@@ -1885,6 +1904,9 @@ __attribute__((constructor)) static void shim_cmonitor(void)
 	/* Helpers started from here must not become monitors. */
 	unsetenv(ENV_SELECT);
 	unsetenv(ENV_READY);
+	/* Nothing the spawner left open (without close-on-exec) stays in
+	 * the monitor, nor reaches its helpers and containers. */
+	close_from(3, ready_fd);
 	pid_t pid = fork();
 	if (pid < 0)
 		ready_error("internal", "monitor: fork: %s", strerror(errno));
