@@ -54,7 +54,7 @@ type testPod struct {
 
 var cgroupSeq atomic.Int64
 
-func spawnMonitor(t *testing.T) *testPod {
+func spawnMonitor(t *testing.T, extra ...string) *testPod {
 	t.Helper()
 	if os.Getuid() != 0 {
 		t.Skip("needs root")
@@ -65,7 +65,7 @@ func spawnMonitor(t *testing.T) *testPod {
 	os.MkdirAll(dir, 0o700)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := Spawn(ctx, SpawnOpts{Exe: shimBinary(t), PodID: "pod1", Dir: dir, Args: []string{"--runtime-root", root, "--log-level", "debug"}})
+	c, err := Spawn(ctx, SpawnOpts{Exe: shimBinary(t), PodID: "pod1", Dir: dir, Args: append([]string{"--runtime-root", root, "--log-level", "debug"}, extra...)})
 	if err != nil {
 		b, _ := os.ReadFile(filepath.Join(dir, "monitor.log"))
 		t.Fatalf("spawn: %v\n%s", err, b)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -519,4 +520,37 @@ func TestMonitorCyclesLeakNothing(t *testing.T) {
 	if len(st.Containers) != 0 {
 		t.Errorf("containers left: %+v", st.Containers)
 	}
+}
+
+// TestMonitorRunc runs containers through an external OCI runtime: its
+// init and exec'd processes are reparented to the monitor when runc exits.
+func TestMonitorRunc(t *testing.T) {
+	runc, err := exec.LookPath("runc")
+	if err != nil {
+		t.Skip("no runc")
+	}
+	p := spawnMonitor(t, "--runtime-binary", runc)
+	ctx := ctxT(t)
+	mon := p.monitorPid(t)
+	bundle := p.bundle(t, "sh", "-c", "echo from runc; sleep 1000")
+	logPath := filepath.Join(t.TempDir(), "0.log")
+	pid := p.run(t, "r1", bundle, logPath)
+	if _, ok := children(t, mon)[pid]; !ok {
+		t.Errorf("the init %d is not a child of the monitor %d: %v", pid, mon, children(t, mon))
+	}
+	resp, err := p.c.Call(ctx, &Request{Op: OpExecSync, ID: "r1", Process: &specs.Process{Args: []string{"sh", "-c", "echo hi; exit 4"}, Cwd: "/", Env: []string{"PATH=/bin"}}})
+	if err != nil || string(resp.Stdout) != "hi\n" || resp.ExitCode != 4 {
+		t.Errorf("exec: %+v %v", resp, err)
+	}
+	waitFor(t, func() bool { b, _ := os.ReadFile(logPath); return strings.Contains(string(b), " stdout F from runc\n") })
+	if _, err := p.c.Call(ctx, &Request{Op: OpKill, ID: "r1", Signal: 9}); err != nil {
+		t.Fatal(err)
+	}
+	if rec := waitExit(t, bundle); rec.Code != 137 || rec.Pid != pid {
+		t.Errorf("exit %+v", rec)
+	}
+	if _, err := p.c.Call(ctx, &Request{Op: OpDelete, ID: "r1"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return len(children(t, mon)) == 0 })
 }
