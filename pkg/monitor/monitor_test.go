@@ -125,6 +125,23 @@ func TestMonitorNotAChild(t *testing.T) {
 	}
 }
 
+// anonKB is the anonymous memory of a process.
+func anonKB(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) == 3 && f[0] == "Anonymous:" {
+			n, _ := strconv.Atoi(f[1])
+			return n
+		}
+	}
+	t.Fatal("no Anonymous line in smaps_rollup")
+	return 0
+}
+
 // procStatus reads /proc/pid/status as a map.
 func procStatus(t *testing.T, pid int) map[string]string {
 	t.Helper()
@@ -215,13 +232,19 @@ func TestMonitorExecSyncAndKill(t *testing.T) {
 	if string(resp.Stdout) != "out\n" || string(resp.Stderr) != "err\n" || resp.ExitCode != 7 {
 		t.Errorf("exec: %q %q %d", resp.Stdout, resp.Stderr, resp.ExitCode)
 	}
-	// Output over the cap is truncated, and says so.
+	// Output over the cap is truncated, and says so; the monitor gives
+	// the memory it took back.
+	mon := p.monitorPid(t)
+	anon0 := anonKB(t, mon)
 	resp, err = p.c.Call(ctx, &Request{Op: OpExecSync, ID: "c2", Process: proc("sh", "-c", "head -c 17000000 /dev/zero")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(resp.Stdout) != maxExecOutput || !resp.Truncated {
 		t.Errorf("big output: %d bytes, truncated %v", len(resp.Stdout), resp.Truncated)
+	}
+	if anon := anonKB(t, mon); anon > anon0+64 {
+		t.Errorf("anonymous memory of the monitor: %d KB before a 16 MiB exec, %d KB after", anon0, anon)
 	}
 	// A timeout kills the command.
 	start := time.Now()
