@@ -59,7 +59,9 @@ type helperArgs struct {
 // (update). The result goes to the control socket as one JSON line; then
 // the helper waits until the monitor closes the socket: the processes it
 // started (it is their subreaper meanwhile) become the monitor's children
-// only when it exits, after the monitor has learnt their pids.
+// only when it exits, after the monitor has learnt their pids. A create
+// helper may get "start" on the socket meanwhile, and then starts the
+// container too.
 func HelperMain(args []string) int {
 	a, err := parseHelperArgs(args)
 	if err != nil {
@@ -68,16 +70,35 @@ func HelperMain(args []string) int {
 	}
 	ctl := os.NewFile(uintptr(a.ctl), "ctl")
 	res := runHelper(a)
+	if !report(ctl, a, res) {
+		return 1
+	}
+	// After a create the monitor may hand over the start (StartContainer
+	// follows CreateContainer): one line, "start"; EOF ends the wait.
+	if a.op == OpCreate && res.Error == nil {
+		line, err := bufio.NewReaderSize(ctl, 64).ReadString('\n')
+		if err == nil && line == "start\n" {
+			a.op = OpStart
+			if !report(ctl, a, runHelper(a)) {
+				return 1
+			}
+		}
+	}
+	io.Copy(io.Discard, ctl)
+	return 0
+}
+
+// report writes a result line to the monitor.
+func report(ctl *os.File, a *helperArgs, res helperResult) bool {
 	if res.Error != nil {
 		logrus.WithField(log.FieldPodID, a.pod).WithField(log.FieldContainerID, a.id).
 			Debugf("monitor helper %s: %s: %s", a.op, res.Error.Class, res.Error.Message)
 	}
 	if err := json.NewEncoder(ctl).Encode(res); err != nil {
 		fmt.Fprintln(os.Stderr, "shim monitor-helper: reporting the result:", err)
-		return 1
+		return false
 	}
-	io.Copy(io.Discard, ctl)
-	return 0
+	return true
 }
 
 func parseHelperArgs(args []string) (*helperArgs, error) {
@@ -138,6 +159,15 @@ func runHelper(a *helperArgs) helperResult {
 		return os.NewFile(uintptr(fd), name)
 	}
 	stdio := execdrv.IO{Stdin: file(a.stdin, "stdin"), Stdout: file(a.stdout, "stdout"), Stderr: file(a.stderr, "stderr")}
+	// The new process has its stdio; ours must not keep its pipes open.
+	defer func() {
+		for _, f := range []*os.File{stdio.Stdin, stdio.Stdout, stdio.Stderr} {
+			if f != nil {
+				f.Close()
+			}
+		}
+		a.stdin, a.stdout, a.stderr = -1, -1, -1
+	}()
 	switch a.op {
 	case OpCreate:
 		pid, err := drv.Create(ctx, a.id, a.bundle, execdrv.CreateOpts{IO: stdio})

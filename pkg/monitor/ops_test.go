@@ -535,9 +535,8 @@ func TestMonitorRunc(t *testing.T) {
 	bundle := p.bundle(t, "sh", "-c", "echo from runc; sleep 1000")
 	logPath := filepath.Join(t.TempDir(), "0.log")
 	pid := p.run(t, "r1", bundle, logPath)
-	if _, ok := children(t, mon)[pid]; !ok {
-		t.Errorf("the init %d is not a child of the monitor %d: %v", pid, mon, children(t, mon))
-	}
+	// It is, once the helper that started it has exited.
+	waitFor(t, func() bool { _, ok := children(t, mon)[pid]; return ok })
 	resp, err := p.c.Call(ctx, &Request{Op: OpExecSync, ID: "r1", Process: &specs.Process{Args: []string{"sh", "-c", "echo hi; exit 4"}, Cwd: "/", Env: []string{"PATH=/bin"}}})
 	if err != nil || string(resp.Stdout) != "hi\n" || resp.ExitCode != 4 {
 		t.Errorf("exec: %+v %v", resp, err)
@@ -553,4 +552,136 @@ func TestMonitorRunc(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { return len(children(t, mon)) == 0 })
+}
+
+// helperChildren lists the monitor's helper processes.
+func helperChildren(t *testing.T, mon int) []int {
+	var out []int
+	for pid := range children(t, mon) {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && strings.Contains(string(b), "monitor-helper") {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// TestMonitorParkedCreateHelper covers the create helper that waits to do
+// the start: a start after it gave up, a delete or a kill instead of a
+// start, and a helper that dies while it waits.
+func TestMonitorParkedCreateHelper(t *testing.T) {
+	p := spawnMonitor(t)
+	ctx := ctxT(t)
+	mon := p.monitorPid(t)
+	create := func(id, bundle string) int {
+		t.Helper()
+		resp, err := p.c.Call(ctx, &Request{Op: OpCreate, ID: id, Bundle: bundle})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Pid
+	}
+	// The helper gives up after a while; the start still works.
+	b1 := p.bundle(t, "sh", "-c", "exit 6")
+	create("late", b1)
+	if len(helperChildren(t, mon)) != 1 {
+		t.Errorf("no parked helper after a create: %v", children(t, mon))
+	}
+	waitFor(t, func() bool { return len(helperChildren(t, mon)) == 0 })
+	if _, err := p.c.Call(ctx, &Request{Op: OpStart, ID: "late"}); err != nil {
+		t.Fatal(err)
+	}
+	if rec := waitExit(t, b1); rec.Code != 6 {
+		t.Errorf("exit %+v", rec)
+	}
+	// A delete instead of a start.
+	b2 := p.bundle(t, "sleep", "1000")
+	pid2 := create("del", b2)
+	if _, err := p.c.Call(ctx, &Request{Op: OpDelete, ID: "del", Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := ReadExitRecord(b2); err != nil || rec.Pid != pid2 {
+		t.Errorf("exit record of a container deleted before its start: %+v %v", rec, err)
+	}
+	// A kill instead of a start: the exit is seen at once, not when the
+	// helper would have given up.
+	b3 := p.bundle(t, "sleep", "1000")
+	create("kill", b3)
+	start := time.Now()
+	if _, err := p.c.Call(ctx, &Request{Op: OpKill, ID: "kill", Signal: 9}); err != nil {
+		t.Fatal(err)
+	}
+	if rec := waitExit(t, b3); rec.Code != 137 {
+		t.Errorf("exit %+v", rec)
+	}
+	if d := time.Since(start); d > 900*time.Millisecond {
+		t.Errorf("exit recorded %v after the kill", d)
+	}
+	// A helper that dies while it waits: the start is done by another.
+	b4 := p.bundle(t, "sh", "-c", "exit 9")
+	create("crash", b4)
+	hs := helperChildren(t, mon)
+	if len(hs) != 1 {
+		t.Fatalf("helpers %v", hs)
+	}
+	syscall.Kill(hs[0], syscall.SIGKILL)
+	waitFor(t, func() bool { return len(helperChildren(t, mon)) == 0 })
+	if _, err := p.c.Call(ctx, &Request{Op: OpStart, ID: "crash"}); err != nil {
+		t.Fatal(err)
+	}
+	if rec := waitExit(t, b4); rec.Code != 9 {
+		t.Errorf("exit %+v", rec)
+	}
+	// The same, the start racing with the helper's death.
+	for i := 0; i < 5; i++ {
+		id := fmt.Sprintf("race%d", i)
+		b := p.bundle(t, "sh", "-c", "exit 3")
+		create(id, b)
+		hs := helperChildren(t, mon)
+		if len(hs) != 1 {
+			t.Fatalf("helpers %v", hs)
+		}
+		syscall.Kill(hs[0], syscall.SIGKILL)
+		if _, err := p.c.Call(ctx, &Request{Op: OpStart, ID: id}); err != nil {
+			t.Fatal(err)
+		}
+		if rec := waitExit(t, b); rec.Code != 3 {
+			t.Errorf("exit %+v", rec)
+		}
+	}
+}
+
+// TestMonitorHelperDies kills a create helper in the middle of its work:
+// the create fails with a typed error and the monitor goes on.
+func TestMonitorHelperDies(t *testing.T) {
+	p := spawnMonitor(t)
+	ctx := ctxT(t)
+	mon := p.monitorPid(t)
+	b := p.newBundle(t, "true")
+	b.Spec.Hooks = &specs.Hooks{CreateRuntime: []specs.Hook{{Path: "/bin/sleep", Args: []string{"sleep", "3"}}}}
+	if err := b.Write(); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := p.c.Call(ctx, &Request{Op: OpCreate, ID: "dies", Bundle: b.Dir})
+		errc <- err
+	}()
+	var hs []int
+	waitFor(t, func() bool { hs = helperChildren(t, mon); return len(hs) == 1 })
+	time.Sleep(200 * time.Millisecond) // in the hook by now
+	syscall.Kill(hs[0], syscall.SIGKILL)
+	if err := <-errc; !errors.Is(err, errdefs.ErrInternal) {
+		t.Fatalf("create whose helper was killed: %v", err)
+	}
+	st, err := p.c.Call(ctx, &Request{Op: OpState})
+	if err != nil || len(st.Containers) != 0 {
+		t.Fatalf("state: %+v %v", st, err)
+	}
+	// What the helper left (its hook, the init) is reaped as orphans.
+	waitFor(t, func() bool { return len(children(t, mon)) == 0 })
+	good := p.bundle(t, "true")
+	p.run(t, "after", good, "")
+	if rec := waitExit(t, good); rec.Code != 0 {
+		t.Errorf("exit %+v", rec)
+	}
 }

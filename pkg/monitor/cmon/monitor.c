@@ -61,6 +61,7 @@
 #define EXEC_DRAIN_MS 1000 /* output still open after an exec'd process exited */
 #define DELETE_WAIT_MS 10000
 #define SHUTDOWN_WAIT_MS 10000
+#define PARK_MS 1000 /* a create helper waits this long to do the start */
 #define READ_CHUNK (16 << 10)
 
 /* ---- objects ----
@@ -115,6 +116,7 @@ struct ctr {
 	struct conn *delete_conn;
 	int64_t delete_until; /* waiting for the exit after a delete */
 	int kill_sent;        /* shutdown */
+	struct helper *parked; /* the create helper, waiting to do the start */
 };
 
 struct capture {
@@ -151,6 +153,8 @@ struct helper {
 	char *id;
 	struct execop *ex;
 	int force;
+	int parked, resumed;
+	int64_t park_until;
 	struct cm_buf in;
 };
 
@@ -320,8 +324,11 @@ static void stream_close(struct stream *s)
 	closefd(&s->fd);
 }
 
+static void ctr_unpark(struct ctr *c);
+
 static void ctr_remove(struct ctr *c)
 {
+	ctr_unpark(c);
 	for (struct ctr **pp = &M.ctrs; *pp; pp = &(*pp)->next)
 		if (*pp == c) {
 			*pp = c->next;
@@ -802,12 +809,15 @@ static void reply_raw_error(struct conn *c, const char *err, size_t len)
 }
 
 static void delete_start(struct ctr *c, struct conn *conn, int force);
+static void op_helper(struct conn *conn, enum hop op, struct ctr *c, const char **extra, const char *data, size_t dlen);
 
 static void helper_result(struct helper *h, const char *line, size_t len)
 {
 	struct hres r = {0};
 	const char *bad = "{\"class\":\"internal\",\"message\":\"monitor helper: bad reply\"}";
-	if (cm_json_object(line, len, hres_field, &r) < 0 || (r.err == NULL && r.pid < 0) || r.pid > INT_MAX) {
+	int need_pid = h->op == H_CREATE || h->op == H_EXEC;
+	if (cm_json_object(line, len, hres_field, &r) < 0 || r.pid < 0 || r.pid > INT_MAX ||
+	    (r.err == NULL && need_pid && r.pid == 0)) {
 		r.err = bad;
 		r.errlen = strlen(bad);
 	}
@@ -835,6 +845,13 @@ static void helper_result(struct helper *h, const char *line, size_t len)
 		struct cm_buf b = {0};
 		cm_buf_printf(&b, "{\"pid\":%d}", (int)c->pid);
 		reply(h->conn, &b);
+		/* StartContainer comes next: the helper can do it, which
+		 * saves starting another. Meanwhile the init stays its child:
+		 * not for long. */
+		h->conn = NULL;
+		h->parked = 1;
+		h->park_until = cm_now_ms() + PARK_MS;
+		c->parked = h;
 		if (M.shutting_down)
 			shutdown_check();
 		break;
@@ -883,12 +900,50 @@ static void helper_result(struct helper *h, const char *line, size_t len)
 	free(r.oom);
 }
 
+/* helper_release ends the wait of a parked helper: it exits, and the
+ * container's init becomes our child. */
+static void helper_release(struct helper *h)
+{
+	for (struct ctr *c = M.ctrs; c; c = c->next)
+		if (c->parked == h)
+			c->parked = NULL;
+	h->parked = 0;
+	helper_close(h);
+}
+
+static void ctr_unpark(struct ctr *c)
+{
+	if (c->parked)
+		helper_release(c->parked);
+}
+
+/* helper_resume hands a parked helper the start of its container. */
+static int helper_resume(struct helper *h, struct conn *conn)
+{
+	ssize_t n = send(h->ctl, "start\n", 6, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (n != 6) {
+		helper_release(h);
+		return -1;
+	}
+	for (struct ctr *c = M.ctrs; c; c = c->next)
+		if (c->parked == h)
+			c->parked = NULL;
+	h->parked = 0;
+	h->resumed = 1;
+	h->op = H_START;
+	h->conn = conn;
+	h->in.len = 0;
+	cm_log(CM_DEBUG, "helper %d: start %s", (int)h->pid, h->id);
+	return 0;
+}
+
 /* helper_failed: the helper ended without a result. */
 static void helper_failed(struct helper *h)
 {
 	char msg[256];
 	snprintf(msg, sizeof(msg),
-		 "{\"class\":\"internal\",\"message\":\"monitor helper for %s failed without a result (see monitor.log)\"}",
+		 "{\"error\":{\"class\":\"internal\",\"message\":\"monitor helper for %s failed without a result (see "
+		 "monitor.log)\"}}",
 		 hop_names[h->op]);
 	helper_result(h, msg, strlen(msg));
 }
@@ -910,14 +965,38 @@ static void on_helper(struct helper *h, uint32_t ev)
 		if (n < 0 && errno == EAGAIN)
 			return;
 		if (n <= 0) {
+			if (h->parked) {
+				helper_release(h);
+				return;
+			}
+			if (h->resumed && h->in.len == 0) {
+				/* It died before it answered the start: the
+				 * start goes to a new helper. */
+				struct conn *conn = h->conn;
+				struct ctr *c = find_ctr(h->id);
+				h->conn = NULL;
+				helper_close(h);
+				if (c == NULL)
+					return reply_err(conn, "not_found", "container %s is gone", h->id);
+				op_helper(conn, H_START, c, NULL, NULL, 0);
+				return;
+			}
 			helper_failed(h);
 			helper_close(h);
 			return;
+		}
+		if (h->parked) {
+			h->in.len = 0; /* nothing is expected from a parked helper */
+			continue;
 		}
 		char *nl = memchr(h->in.p + h->in.len, '\n', (size_t)n);
 		h->in.len += (size_t)n;
 		if (nl) {
 			helper_result(h, h->in.p, (size_t)(nl - h->in.p));
+			if (h->parked) {
+				h->in.len = 0;
+				return;
+			}
 			/* Closing the control socket lets the helper exit: its
 			 * children are reparented to us only now. */
 			helper_close(h);
@@ -1145,6 +1224,7 @@ static void op_kill(struct conn *conn, struct req *r)
 	struct ctr *c = get_ctr(conn, r->id);
 	if (c == NULL || busy(conn, c))
 		return;
+	ctr_unpark(c);
 	if (r->signal < 0 || r->signal > 64)
 		return reply_err(conn, "invalid_argument", "bad signal %lld", (long long)r->signal);
 	if (!r->all) {
@@ -1189,6 +1269,7 @@ static void op_delete(struct conn *conn, struct req *r)
 	struct ctr *c = get_ctr(conn, r->id);
 	if (c == NULL || busy(conn, c))
 		return;
+	ctr_unpark(c);
 	delete_start(c, conn, r->force);
 }
 
@@ -1197,6 +1278,7 @@ static void op_exec(struct conn *conn, struct req *r)
 	struct ctr *c = get_ctr(conn, r->id);
 	if (c == NULL || busy(conn, c))
 		return;
+	ctr_unpark(c);
 	if (c->reaped)
 		return reply_err(conn, "failed_precondition", "container %s is not running", c->id);
 	struct execop *ex = calloc(1, sizeof(*ex));
@@ -1288,6 +1370,7 @@ static void shutdown_check(void)
 		return;
 	int left = 0;
 	for (struct ctr *c = M.ctrs; c; c = c->next) {
+		ctr_unpark(c);
 		if (c->creating) {
 			left++;
 			continue;
@@ -1352,7 +1435,7 @@ static void handle_request(struct conn *conn, const char *line, size_t len)
 		op_create(conn, &r);
 	} else if (strcmp(op, "start") == 0) {
 		struct ctr *c = get_ctr(conn, r.id);
-		if (c && !busy(conn, c))
+		if (c && !busy(conn, c) && (c->parked == NULL || helper_resume(c->parked, conn) < 0))
 			op_helper(conn, H_START, c, NULL, NULL, 0);
 	} else if (strcmp(op, "kill") == 0) {
 		op_kill(conn, &r);
@@ -1366,8 +1449,10 @@ static void handle_request(struct conn *conn, const char *line, size_t len)
 		op_state(conn);
 	} else if (strcmp(op, "update") == 0) {
 		struct ctr *c = get_ctr(conn, r.id);
-		if (c && !busy(conn, c))
+		if (c && !busy(conn, c)) {
+			ctr_unpark(c);
 			op_helper(conn, H_UPDATE, c, NULL, r.resources, r.resources_len);
+		}
 	} else if (strcmp(op, "shutdown") == 0) {
 		op_shutdown(conn);
 	} else {
@@ -1561,6 +1646,9 @@ static int next_timeout(void)
 		if (ex->reaped)
 			t = earliest(t, ex->drain_until);
 	}
+	for (struct helper *h = M.helpers; h; h = h->next)
+		if (h->parked)
+			t = earliest(t, h->park_until);
 	if (M.shutting_down)
 		t = earliest(t, M.shutdown_until);
 	if (t == 0)
@@ -1603,6 +1691,11 @@ static void timers(void)
 		}
 		if (ex->reaped && now >= ex->drain_until)
 			exec_complete(ex);
+	}
+	for (struct helper *h = M.helpers, *next; h; h = next) {
+		next = h->next;
+		if (h->parked && now >= h->park_until)
+			helper_release(h);
 	}
 	if (M.shutting_down && now >= M.shutdown_until) {
 		M.shutting_down = 0;
