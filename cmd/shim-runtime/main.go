@@ -1,8 +1,9 @@
 // Command shim-runtime is the lean part of shim that runs beside every pod:
-// the per-pod monitor and the container init. It links only what those
-// need, so each monitor and each container init starts fast and small.
-// `make build` embeds it in bin/shim (see cmd/shim/runtime_embed.go); the
-// daemon runs it from a sealed memfd, so shim still ships as one file.
+// the per-pod monitor (C, in the constructor of pkg/monitor/cmon), its
+// short-lived helper, and the container init. It links only what those
+// need, so each starts fast and small. `make build` embeds it in bin/shim
+// (see cmd/shim/runtime_embed.go); the daemon unpacks it once into its
+// state directory, so shim still ships as one file.
 package main
 
 import (
@@ -13,21 +14,25 @@ import (
 	"github.com/shim-cri/shim/pkg/libct"
 	_ "github.com/shim-cri/shim/pkg/libct/nsenter"
 	"github.com/shim-cri/shim/pkg/monitor"
-	_ "github.com/shim-cri/shim/pkg/monitor/daemonize"
+	_ "github.com/shim-cri/shim/pkg/monitor/cmon"
 )
 
 func main() {
-	// Heap profiling is on by default in every Go program; a monitor per
-	// pod cannot afford its bookkeeping.
+	// Heap profiling is on by default in every Go program; short-lived
+	// helpers and inits do not need its bookkeeping.
 	runtime.MemProfileRate = 0
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "shim-runtime: internal binary of shim: monitor | init")
+		fmt.Fprintln(os.Stderr, "shim-runtime: internal binary of shim: monitor | monitor-helper | init")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
 	case "init":
 		libct.Init()
+	case "monitor-helper":
+		os.Exit(monitor.HelperMain(os.Args[2:]))
 	case "monitor":
+		// The monitor runs in C before main; this is only reached in
+		// a binary built without it.
 		if err := monitor.Main(os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "shim-runtime monitor:", err)
 			os.Exit(1)

@@ -15,7 +15,7 @@ func main() {
 		Usage:   "Kubernetes CRI container runtime",
 		Version: version(),
 		Commands: []*cli.Command{
-			serveCommand, versionCommand, configCommand, jobsCommand, ociCommand, initCommand, monitorCommand,
+			serveCommand, versionCommand, configCommand, jobsCommand, ociCommand, initCommand, monitorCommand, monitorHelperCommand,
 		},
 		// `shim` alone is `shim serve`.
 		DefaultCommand: "serve",

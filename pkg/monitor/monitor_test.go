@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,12 +46,15 @@ func shimBinary(t *testing.T) string {
 }
 
 type testPod struct {
-	c    *Client
-	dir  string
-	root string
+	c       *Client
+	dir     string
+	root    string
+	cgroups []string
 }
 
-func spawnMonitor(t *testing.T) *testPod {
+var cgroupSeq atomic.Int64
+
+func spawnMonitor(t *testing.T, extra ...string) *testPod {
 	t.Helper()
 	if os.Getuid() != 0 {
 		t.Skip("needs root")
@@ -61,7 +65,7 @@ func spawnMonitor(t *testing.T) *testPod {
 	os.MkdirAll(dir, 0o700)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := Spawn(ctx, SpawnOpts{Exe: shimBinary(t), PodID: "pod1", Dir: dir, Args: []string{"--runtime-root", root, "--log-level", "debug"}})
+	c, err := Spawn(ctx, SpawnOpts{Exe: shimBinary(t), PodID: "pod1", Dir: dir, Args: append([]string{"--runtime-root", root, "--log-level", "debug"}, extra...)})
 	if err != nil {
 		b, _ := os.ReadFile(filepath.Join(dir, "monitor.log"))
 		t.Fatalf("spawn: %v\n%s", err, b)
@@ -69,6 +73,13 @@ func spawnMonitor(t *testing.T) *testPod {
 	p := &testPod{c: c, dir: dir, root: root}
 	t.Cleanup(func() {
 		c.Call(context.Background(), &Request{Op: OpShutdown})
+		for _, cg := range p.cgroups {
+			ctrls, _ := os.ReadDir("/sys/fs/cgroup")
+			for _, d := range ctrls {
+				os.Remove(filepath.Join("/sys/fs/cgroup", d.Name(), cg))
+			}
+			os.Remove(filepath.Join("/sys/fs/cgroup", cg))
+		}
 		if t.Failed() {
 			b, _ := os.ReadFile(filepath.Join(dir, "monitor.log"))
 			t.Logf("monitor log:\n%s", b)
@@ -78,12 +89,21 @@ func spawnMonitor(t *testing.T) *testPod {
 }
 
 func (p *testPod) bundle(t *testing.T, args ...string) string {
-	b := testbundle.New(t, args...)
-	b.Spec.Linux.CgroupsPath = "/shim-monitor-test/" + filepath.Base(b.Dir)
+	b := p.newBundle(t, args...)
 	if err := b.Write(); err != nil {
 		t.Fatal(err)
 	}
 	return b.Dir
+}
+
+// newBundle returns a bundle running args in a cgroup of its own, removed
+// after the test.
+func (p *testPod) newBundle(t *testing.T, args ...string) *testbundle.Bundle {
+	b := testbundle.New(t, args...)
+	cg := fmt.Sprintf("/shim-monitor-test/%d-%d", os.Getpid(), cgroupSeq.Add(1))
+	b.Spec.Linux.CgroupsPath = cg
+	p.cgroups = append(p.cgroups, cg)
+	return b
 }
 
 func TestMonitorNotAChild(t *testing.T) {
@@ -92,19 +112,50 @@ func TestMonitorNotAChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", resp.MonitorPid))
+	st := procStatus(t, resp.MonitorPid)
+	if ppid, _ := strconv.Atoi(st["PPid"]); ppid == os.Getpid() {
+		t.Fatalf("the monitor (pid %d) is a child of its spawner", resp.MonitorPid)
+	}
+	// The monitor is the C one: a Go process has several threads.
+	if st["Threads"] != "1" {
+		t.Errorf("the monitor has %s threads, want 1 (the C monitor)", st["Threads"])
+	}
+	if resp.Containers != nil {
+		t.Errorf("a new monitor has containers: %+v", resp.Containers)
+	}
+}
+
+// anonKB is the anonymous memory of a process.
+func anonKB(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "PPid:"); ok {
-			if ppid, _ := strconv.Atoi(strings.TrimSpace(v)); ppid == os.Getpid() {
-				t.Fatalf("the monitor (pid %d) is a child of its spawner", resp.MonitorPid)
-			}
-			return
+		if f := strings.Fields(l); len(f) == 3 && f[0] == "Anonymous:" {
+			n, _ := strconv.Atoi(f[1])
+			return n
 		}
 	}
-	t.Fatal("no PPid in status")
+	t.Fatal("no Anonymous line in smaps_rollup")
+	return 0
+}
+
+// procStatus reads /proc/pid/status as a map.
+func procStatus(t *testing.T, pid int) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok {
+			m[k] = strings.TrimSpace(v)
+		}
+	}
+	return m
 }
 
 func TestMonitorRunLogExit(t *testing.T) {
@@ -181,13 +232,19 @@ func TestMonitorExecSyncAndKill(t *testing.T) {
 	if string(resp.Stdout) != "out\n" || string(resp.Stderr) != "err\n" || resp.ExitCode != 7 {
 		t.Errorf("exec: %q %q %d", resp.Stdout, resp.Stderr, resp.ExitCode)
 	}
-	// Output over the cap is truncated, and says so.
+	// Output over the cap is truncated, and says so; the monitor gives
+	// the memory it took back.
+	mon := p.monitorPid(t)
+	anon0 := anonKB(t, mon)
 	resp, err = p.c.Call(ctx, &Request{Op: OpExecSync, ID: "c2", Process: proc("sh", "-c", "head -c 17000000 /dev/zero")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(resp.Stdout) != maxExecOutput || !resp.Truncated {
 		t.Errorf("big output: %d bytes, truncated %v", len(resp.Stdout), resp.Truncated)
+	}
+	if anon := anonKB(t, mon); anon > anon0+64 {
+		t.Errorf("anonymous memory of the monitor: %d KB before a 16 MiB exec, %d KB after", anon0, anon)
 	}
 	// A timeout kills the command.
 	start := time.Now()

@@ -1,20 +1,29 @@
 // Package monitor is the per-pod monitor: a small process, not a child of
-// the daemon, that creates the pod's containers through an execdrv driver
-// and so becomes their parent and subreaper. It holds their stdio, writes
-// their CRI logs, runs ExecSync, and records each exit (code, signal, OOM
-// kill, time) to a file, so a restarted daemon finds containers running
-// and learns the exits it missed.
+// the daemon, that is the parent and subreaper of the pod's containers. It
+// holds their stdio, writes their CRI logs, runs ExecSync, and records each
+// exit (code, signal, OOM kill, time) to a file, so a restarted daemon
+// finds containers running and learns the exits it missed.
+//
+// The monitor itself is C (package cmon), so that it costs a pod a few
+// hundred KB; the container operations that need pkg/libct or an OCI
+// runtime run in a short-lived Go helper it starts (HelperMain). This
+// package is the Go side: Spawn, the Client, the protocol types and the
+// helper.
 //
 // The daemon talks to it over a unix socket in the pod's state directory:
-// one JSON request and one JSON response per connection; an "events"
-// request keeps its connection and receives one JSON Event per line.
+// one JSON request line and one JSON response line per connection; an
+// "events" request keeps its connection and receives one JSON Event per
+// line.
 package monitor
 
 import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -87,8 +96,42 @@ type Event struct {
 	Exit ExitRecord `json:"exit"`
 }
 
-// maxMessage caps a request or response (ExecSync output is capped below it).
-const maxMessage = 64 << 20
+// SocketName is the monitor's socket in the pod directory.
+const SocketName = "monitor.sock"
+
+// ExitFile is written in a container's bundle when its init exits.
+const ExitFile = "exit.json"
+
+// Limits of the C monitor (pkg/monitor/cmon/monitor.c).
+const (
+	maxExecOutput = 16 << 20 // each stream of ExecSync output
+	maxLogLine    = 16 << 10 // longer lines are split into partial records
+	maxRequest    = 8 << 20  // one request line
+)
+
+// Exit is how a process ended.
+type Exit struct {
+	Pid      int  `json:"pid"`
+	Code     int  `json:"code"` // exit code, or 128+signal
+	Signaled bool `json:"signaled,omitempty"`
+	Signal   int  `json:"signal,omitempty"`
+}
+
+// ReadExitRecord reads a container's exit record; ErrNotFound if it has not exited.
+func ReadExitRecord(bundle string) (*ExitRecord, error) {
+	b, err := os.ReadFile(filepath.Join(bundle, ExitFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("no exit record in %s: %w", bundle, errdefs.ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var rec ExitRecord
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return nil, fmt.Errorf("exit record %s: %v: %w", bundle, err, errdefs.ErrDataLoss)
+	}
+	return &rec, nil
+}
 
 // Client calls a pod's monitor.
 type Client struct {

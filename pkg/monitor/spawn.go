@@ -9,26 +9,34 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/shim-cri/shim/pkg/errdefs"
-	"github.com/shim-cri/shim/pkg/monitor/daemonize"
 )
 
 // ReadyFdEnv names the fd on which a starting monitor reports readiness.
 const ReadyFdEnv = "_SHIM_MONITOR_READY_FD"
 
+// selectEnv, set to "1", makes the binary run the C monitor of
+// pkg/monitor/cmon in its constructor.
+const selectEnv = "_SHIM_CMONITOR"
+
 // SpawnOpts says how to start a pod's monitor.
 type SpawnOpts struct {
-	Exe   string   // the shim binary
+	Exe   string   // the shim binary (it must link pkg/monitor/cmon)
 	PodID string   //
 	Dir   string   // pod state directory
 	Args  []string // extra flags for `shim monitor` (driver selection, log level)
 }
 
-// Spawn starts the monitor of a pod, detached from the caller (it is
-// reparented to init), and waits until it serves its socket.
+// Spawn starts the monitor of a pod, detached from the caller (it forks
+// and its first process exits, so it is reparented to the caller's
+// subreaper or init), and waits until it serves its socket.
 func Spawn(ctx context.Context, o SpawnOpts) (*Client, error) {
+	dropPageCache(o.Exe)
 	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -42,10 +50,9 @@ func Spawn(ctx context.Context, o SpawnOpts) (*Client, error) {
 	defer logf.Close()
 	args := append([]string{"shim", "monitor", "--pod", o.PodID, "--dir", o.Dir}, o.Args...)
 	cmd := &exec.Cmd{
-		Path: o.Exe,
-		Args: args,
-		// One P and a tight GC from the start: a monitor mostly waits.
-		Env:        append(cleanEnv(), daemonize.EnvVar+"=1", ReadyFdEnv+"=3", "GOMAXPROCS=1", "GOGC=25"),
+		Path:       o.Exe,
+		Args:       args,
+		Env:        append(cleanEnv(), selectEnv+"=1", ReadyFdEnv+"=3"),
 		Dir:        "/",
 		Stdout:     logf,
 		Stderr:     logf,
@@ -86,6 +93,30 @@ func Spawn(ctx context.Context, o SpawnOpts) (*Client, error) {
 		return nil, fmt.Errorf("monitor of pod %s exited before it was ready (see %s): %w",
 			o.PodID, filepath.Join(o.Dir, "monitor.log"), errdefs.ErrInternal)
 	}
+}
+
+// dropped holds the binaries whose page cache dropPageCache dropped.
+var dropped sync.Map
+
+// dropPageCache writes back and drops the page cache of exe, once per
+// binary and process. A binary written with one large write (the daemon
+// unpacks the runtime so) is cached in large folios, and the kernel maps
+// a whole folio into a process that reads one byte of it: a monitor reads
+// a few KB of the binary's read-only data (the rest is Go it never runs)
+// and would be charged 2 MB of it. Read back through page faults, the
+// binary is cached in small folios. Pages mapped by running processes are
+// left alone by the kernel.
+func dropPageCache(exe string) {
+	if _, done := dropped.LoadOrStore(exe, true); done {
+		return
+	}
+	f, err := os.Open(exe)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	f.Sync() // only clean pages can be dropped
+	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
 }
 
 // cleanEnv passes the environment on without variables meant for us.

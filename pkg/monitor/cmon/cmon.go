@@ -1,0 +1,21 @@
+// Package cmon links the per-pod monitor, written in C, into a binary.
+// Import it for its side effect in every binary that monitor.Spawn may
+// start (cmd/shim-runtime and cmd/shim):
+//
+//	import _ "github.com/shim-cri/shim/pkg/monitor/cmon"
+//
+// The monitor runs in an ELF constructor, before the Go runtime starts,
+// when the environment selects it (_SHIM_CMONITOR=1, set by Spawn), and
+// never returns into Go; otherwise the constructor returns at once. A Go
+// process costs a pod a few MB; the C monitor a few hundred KB.
+//
+// What needs pkg/libct or an OCI runtime (create, start, kill of every
+// process, delete, update, exec) the monitor hands to a short-lived Go
+// helper, `<binary> monitor-helper` (monitor.HelperMain), that it forks and
+// executes itself; the rest (CRI logs, reaping, exit records, events,
+// ExecSync output, signals to its own children) it does in one epoll loop.
+// See monitor.c.
+package cmon
+
+// #cgo CFLAGS: -Wall -Wextra -O2
+import "C"

@@ -1,0 +1,309 @@
+package monitor
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/execdrv"
+	"github.com/shim-cri/shim/pkg/log"
+)
+
+// helperTimeout bounds one helper operation: nothing it does should take
+// long, and a helper stuck for good would hold its request forever.
+const helperTimeout = 5 * time.Minute
+
+// maxHelperData caps the JSON value (process or resources) a helper reads.
+const maxHelperData = 8 << 20
+
+// helperResult is what a helper tells the C monitor, as one JSON line on
+// its control socket.
+type helperResult struct {
+	Pid     int           `json:"pid,omitempty"`
+	OOMFile string        `json:"oomFile,omitempty"`
+	Error   *errdefs.Wire `json:"error,omitempty"`
+}
+
+// helperArgs is one helper invocation, parsed from its command line.
+type helperArgs struct {
+	op, id, bundle, pod   string
+	root, binary, level   string
+	signal                int
+	all, force            bool
+	ctl, data             int
+	stdin, stdout, stderr int
+}
+
+// HelperMain runs one container operation for the C monitor (pkg/monitor/cmon):
+//
+//	monitor-helper --op create|start|kill|delete|exec|update --id ID --pod POD
+//	    --runtime-root ROOT [--runtime-binary B] [--log-level L] --ctl-fd 3
+//	    [--data-fd 4] [--stdin-fd 5] [--stdout-fd 6] [--stderr-fd 7]
+//	    [--bundle DIR] [--signal N] [--all] [--force]
+//
+// The data fd holds the JSON of the process (exec) or the resources
+// (update). The result goes to the control socket as one JSON line; then
+// the helper waits until the monitor closes the socket: the processes it
+// started (it is their subreaper meanwhile) become the monitor's children
+// only when it exits, after the monitor has learnt their pids. A create
+// helper may get "start" on the socket meanwhile, and then starts the
+// container too.
+func HelperMain(args []string) int {
+	a, err := parseHelperArgs(args)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "shim monitor-helper:", err)
+		return 2
+	}
+	ctl := os.NewFile(uintptr(a.ctl), "ctl")
+	res := runHelper(a)
+	if !report(ctl, a, res) {
+		return 1
+	}
+	// After a create the monitor may hand over the start (StartContainer
+	// follows CreateContainer): one line, "start"; EOF ends the wait.
+	if a.op == OpCreate && res.Error == nil {
+		line, err := bufio.NewReaderSize(ctl, 64).ReadString('\n')
+		if err == nil && line == "start\n" {
+			a.op = OpStart
+			if !report(ctl, a, runHelper(a)) {
+				return 1
+			}
+		}
+	}
+	io.Copy(io.Discard, ctl)
+	return 0
+}
+
+// report writes a result line to the monitor.
+func report(ctl *os.File, a *helperArgs, res helperResult) bool {
+	if res.Error != nil {
+		logrus.WithField(log.FieldPodID, a.pod).WithField(log.FieldContainerID, a.id).
+			Debugf("monitor helper %s: %s: %s", a.op, res.Error.Class, res.Error.Message)
+	}
+	if err := json.NewEncoder(ctl).Encode(res); err != nil {
+		fmt.Fprintln(os.Stderr, "shim monitor-helper: reporting the result:", err)
+		return false
+	}
+	return true
+}
+
+func parseHelperArgs(args []string) (*helperArgs, error) {
+	a := &helperArgs{}
+	fs := flag.NewFlagSet("monitor-helper", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&a.op, "op", "", "operation")
+	fs.StringVar(&a.id, "id", "", "container id")
+	fs.StringVar(&a.bundle, "bundle", "", "bundle (create)")
+	fs.StringVar(&a.pod, "pod", "", "pod id (for logs)")
+	fs.StringVar(&a.root, "runtime-root", "", "state root of the execution driver")
+	fs.StringVar(&a.binary, "runtime-binary", "", "external OCI runtime; empty: the native driver")
+	fs.StringVar(&a.level, "log-level", "info", "log level")
+	fs.IntVar(&a.signal, "signal", 0, "signal (kill)")
+	fs.BoolVar(&a.all, "all", false, "every process (kill)")
+	fs.BoolVar(&a.force, "force", false, "force (delete)")
+	fs.IntVar(&a.ctl, "ctl-fd", -1, "control socket")
+	fs.IntVar(&a.data, "data-fd", -1, "request data")
+	fs.IntVar(&a.stdin, "stdin-fd", -1, "stdin of the new process")
+	fs.IntVar(&a.stdout, "stdout-fd", -1, "stdout of the new process")
+	fs.IntVar(&a.stderr, "stderr-fd", -1, "stderr of the new process")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if a.ctl < 3 {
+		return nil, errors.New("--ctl-fd is required")
+	}
+	// Inherited descriptors are not close-on-exec: nothing the helper
+	// runs may inherit them by accident.
+	for _, fd := range []int{a.ctl, a.data, a.stdin, a.stdout, a.stderr} {
+		if fd >= 0 {
+			unix.CloseOnExec(fd)
+		}
+	}
+	if lvl, err := logrus.ParseLevel(a.level); err == nil {
+		logrus.SetLevel(lvl)
+	}
+	return a, nil
+}
+
+func runHelper(a *helperArgs) helperResult {
+	// Processes a runtime leaves behind (runc's init once `runc create`
+	// exits) stay ours until the monitor has their pid.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return failed(fmt.Errorf("becoming a subreaper: %w", err))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), helperTimeout)
+	defer cancel()
+	ctx = log.WithLogger(ctx, logrus.WithField(log.FieldPodID, a.pod).WithField(log.FieldContainerID, a.id))
+	var drv execdrv.Driver = execdrv.NewNative(a.root)
+	if a.binary != "" {
+		drv = execdrv.NewOCIBinary(a.binary, a.root)
+	}
+	file := func(fd int, name string) *os.File {
+		if fd < 0 {
+			return nil
+		}
+		return os.NewFile(uintptr(fd), name)
+	}
+	stdio := execdrv.IO{Stdin: file(a.stdin, "stdin"), Stdout: file(a.stdout, "stdout"), Stderr: file(a.stderr, "stderr")}
+	// The new process has its stdio; ours must not keep its pipes open.
+	defer func() {
+		for _, f := range []*os.File{stdio.Stdin, stdio.Stdout, stdio.Stderr} {
+			if f != nil {
+				f.Close()
+			}
+		}
+		a.stdin, a.stdout, a.stderr = -1, -1, -1
+	}()
+	switch a.op {
+	case OpCreate:
+		pid, err := drv.Create(ctx, a.id, a.bundle, execdrv.CreateOpts{IO: stdio})
+		if err != nil {
+			return failed(err)
+		}
+		return helperResult{Pid: pid, OOMFile: oomFile(pid)}
+	case OpStart:
+		return failed(drv.Start(ctx, a.id))
+	case OpKill:
+		return failed(drv.Kill(ctx, a.id, unix.Signal(a.signal), a.all))
+	case OpDelete:
+		if err := drv.Delete(ctx, a.id, a.force); err != nil && !errdefs.IsNotFound(err) {
+			return failed(err)
+		}
+		return helperResult{}
+	case "exec":
+		var p *specs.Process
+		if err := readData(a.data, &p); err != nil {
+			return failed(err)
+		}
+		if p == nil || len(p.Args) == 0 {
+			return failed(fmt.Errorf("exec needs a command: %w", errdefs.ErrInvalidArgument))
+		}
+		pid, err := drv.Exec(ctx, a.id, p, stdio)
+		if err != nil {
+			return failed(err)
+		}
+		return helperResult{Pid: pid}
+	case OpUpdate:
+		var r *specs.LinuxResources
+		if err := readData(a.data, &r); err != nil {
+			return failed(err)
+		}
+		if r == nil {
+			return failed(fmt.Errorf("update without resources: %w", errdefs.ErrInvalidArgument))
+		}
+		return failed(drv.Update(ctx, a.id, r))
+	}
+	return failed(fmt.Errorf("unknown monitor helper op %q: %w", a.op, errdefs.ErrInvalidArgument))
+}
+
+func failed(err error) helperResult {
+	if err == nil {
+		return helperResult{}
+	}
+	w := errdefs.ToWire(err)
+	return helperResult{Error: &w}
+}
+
+// readData decodes the one JSON value of the data fd into v; no fd is null.
+func readData(fd int, v any) error {
+	if fd < 0 {
+		return nil
+	}
+	f := os.NewFile(uintptr(fd), "data")
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxHelperData+1))
+	if err != nil {
+		return err
+	}
+	if len(b) > maxHelperData {
+		return fmt.Errorf("request data larger than %d bytes: %w", maxHelperData, errdefs.ErrInvalidArgument)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("request data: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// oomFile is the file of pid's memory cgroup whose "oom_kill N" line counts
+// the OOM kills in it: memory.oom_control on cgroup v1, memory.events on
+// v2. It is read from /proc, so it is right for any driver; empty when
+// unknown.
+func oomFile(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	if err != nil {
+		return ""
+	}
+	var v1, v2 string
+	for _, l := range strings.Split(string(b), "\n") {
+		parts := strings.SplitN(l, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		if parts[0] == "0" && parts[1] == "" {
+			v2 = parts[2]
+			continue
+		}
+		for _, c := range strings.Split(parts[1], ",") {
+			if c == "memory" {
+				v1 = parts[2]
+			}
+		}
+	}
+	switch {
+	case v1 != "":
+		if mnt := cgroupMount("cgroup", "memory"); mnt != "" {
+			return filepath.Join(mnt, v1, "memory.oom_control")
+		}
+	case v2 != "":
+		if mnt := cgroupMount("cgroup2", ""); mnt != "" {
+			return filepath.Join(mnt, v2, "memory.events")
+		}
+	}
+	return ""
+}
+
+// cgroupMount finds the mount point of a cgroup filesystem (with the
+// controller among its options, for v1) in /proc/self/mountinfo.
+func cgroupMount(fstype, controller string) string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	s.Buffer(make([]byte, 64<<10), 1<<20)
+	for s.Scan() {
+		// id parent maj:min root mountpoint opts [optional...] - fstype source superopts
+		pre, post, ok := strings.Cut(s.Text(), " - ")
+		if !ok {
+			continue
+		}
+		pf, sf := strings.Fields(pre), strings.Fields(post)
+		if len(pf) < 5 || len(sf) < 3 || sf[0] != fstype || pf[3] != "/" {
+			continue
+		}
+		if controller == "" {
+			return pf[4]
+		}
+		for _, o := range strings.Split(sf[2], ",") {
+			if o == controller {
+				return pf[4]
+			}
+		}
+	}
+	return ""
+}
