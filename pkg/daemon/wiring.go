@@ -56,9 +56,15 @@ func runtimeExe(state string, embedded []byte) (string, error) {
 		return "", err
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(embedded); err != nil {
-		tmp.Close()
-		return "", err
+	// Small writes keep the page cache in small folios: a monitor then
+	// maps only the pages of the binary it touches, not 2 MiB around each.
+	for b := embedded; len(b) > 0; {
+		n := min(len(b), 64<<10)
+		if _, err := tmp.Write(b[:n]); err != nil {
+			tmp.Close()
+			return "", err
+		}
+		b = b[n:]
 	}
 	if err := tmp.Chmod(0o500); err != nil {
 		tmp.Close()
