@@ -9,8 +9,10 @@ BIN       := bin/shim
 
 all: build
 
-# bin/shim embeds the lean monitor/init binary (cmd/shim-runtime).
+# bin/shim embeds the lean monitor/init binary (cmd/shim-runtime). cgo
+# needs gcc and the libseccomp headers: installed first if missing.
 build:
+	@hack/install-deps.sh build >/dev/null
 	$(GO) build -trimpath -ldflags "-s -w" -o cmd/shim/shim-runtime.bin ./cmd/shim-runtime
 	$(GO) build -trimpath -tags shim_embed -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/shim
 

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Installs what shim's tests need on a fresh Debian machine: apt packages,
+# Installs what shim needs on a fresh Debian machine. `install-deps.sh build`:
+# only what building bin/shim needs (cgo: gcc, libseccomp headers,
+# pkg-config). With no argument: also the test dependencies (apt packages,
 # and crictl + critest v1.37.0 built from the Go module proxy into
-# _output/bin. Idempotent: only what is missing is installed.
+# _output/bin). Idempotent: only what is missing is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CRI_TOOLS_VERSION=v1.37.0
-PKGS=(docker-registry containerd runc busybox-static nftables containernetworking-plugins
-      zstd libseccomp-dev iproute2 util-linux procps gcc make curl dpkg-dev)
+BUILD_PKGS=(gcc libc6-dev libseccomp-dev pkgconf make)
+PKGS=("${BUILD_PKGS[@]}" docker-registry containerd runc busybox-static nftables containernetworking-plugins
+      zstd iproute2 util-linux procps curl dpkg-dev)
+[ "${1:-}" = build ] && PKGS=("${BUILD_PKGS[@]}")
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -19,6 +23,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 	apt-get update -qq
 	apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+[ "${1:-}" = build ] && exit 0
 # Debian starts containerd on install where it can; tests run their own.
 pkill -x containerd 2>/dev/null || true
 
