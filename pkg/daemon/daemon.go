@@ -145,7 +145,10 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Daemon, retErr 
 	if err != nil {
 		return nil, err
 	}
-	d.grpc = grpc.NewServer(icpt.ServerOptions()...)
+	// kubelet sends and accepts messages up to 16 MiB (an env-heavy
+	// CreateContainer); ExecSync answers can carry 2 × 16 MiB of output.
+	d.grpc = grpc.NewServer(append(icpt.ServerOptions(),
+		grpc.MaxRecvMsgSize(16<<20), grpc.MaxSendMsgSize(64<<20))...)
 	cri.NewServer(cri.Info{
 		Version:      version,
 		CgroupDriver: runtimeapi.CgroupDriver_CGROUPFS,

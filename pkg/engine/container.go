@@ -18,6 +18,7 @@ import (
 	"github.com/shim-cri/shim/pkg/errdefs"
 	"github.com/shim-cri/shim/pkg/execdrv/specgen"
 	"github.com/shim-cri/shim/pkg/imagestore"
+	"github.com/shim-cri/shim/pkg/libct"
 	"github.com/shim-cri/shim/pkg/log"
 	"github.com/shim-cri/shim/pkg/monitor"
 	"github.com/shim-cri/shim/pkg/snapshot"
@@ -102,7 +103,7 @@ func (r *Runtime) createContainer(ctx context.Context, j *Job, req CreateContain
 		}
 		sc := specgen.Container{ID: id, Config: cfg, Image: img.Config, ImageRef: c.ImageRef, Rootfs: rootfs,
 			VolumeDir: volumes, ImageMounts: imageMounts}
-		if sc.TargetPIDNS, err = r.targetPIDNS(cfg); err != nil {
+		if sc.TargetPIDNS, err = r.targetPIDNS(ctx, cfg); err != nil {
 			return nil, err
 		}
 		if err := populateVolumes(ctx, sc); err != nil {
@@ -129,15 +130,20 @@ func (r *Runtime) createContainer(ctx context.Context, j *Job, req CreateContain
 	if err != nil {
 		return nil, err
 	}
+	// The monitor may have made the container even when the call fails
+	// (a deadline, a reset): the rollback deletes it either way.
+	rb.add(func(ctx context.Context) error {
+		_, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpDelete, ID: id, Force: true})
+		if errdefs.IsNotFound(err) {
+			return nil
+		}
+		return err
+	})
 	resp, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpCreate, ID: id, Bundle: c.Bundle, LogPath: lp,
 		Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(), Tty: cfg.GetTty()})
 	if err != nil {
 		return nil, fmt.Errorf("creating container: %w", err)
 	}
-	rb.add(func(ctx context.Context) error {
-		_, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpDelete, ID: id, Force: true})
-		return err
-	})
 	c.Pid = resp.Pid
 	if err := r.updateContainer(c, func(*Container) {}); err != nil {
 		return nil, err
@@ -187,7 +193,7 @@ func (r *Runtime) mountImageVolumes(ctx context.Context, c *Container, rb *rollb
 
 // targetPIDNS is the pid namespace of the container a TARGET-mode
 // container shares.
-func (r *Runtime) targetPIDNS(cfg *runtimeapi.ContainerConfig) (string, error) {
+func (r *Runtime) targetPIDNS(ctx context.Context, cfg *runtimeapi.ContainerConfig) (string, error) {
 	ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
 	if ns.GetPid() != runtimeapi.NamespaceMode_TARGET {
 		return "", nil
@@ -196,6 +202,7 @@ func (r *Runtime) targetPIDNS(cfg *runtimeapi.ContainerConfig) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("pid namespace target: %w", err)
 	}
+	r.refresh(ctx, t)
 	v := t.view()
 	if v.State != ContainerRunning && v.State != ContainerCreated || v.Pid <= 0 {
 		return "", fmt.Errorf("pid namespace target %s is not running: %w", t.ID, errdefs.ErrFailedPrecondition)
@@ -368,11 +375,18 @@ func (r *Runtime) startContainer(ctx context.Context, j *Job, id string) (struct
 		return struct{}{}, err
 	}
 	if _, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpStart, ID: c.ID}); err != nil {
-		return struct{}{}, fmt.Errorf("starting container: %w", err)
+		// The start may have happened before the call failed (a deadline,
+		// a reset): ask the runtime what the container is doing.
+		if !r.started(ctx, c) {
+			return struct{}{}, fmt.Errorf("starting container: %w", err)
+		}
 	}
 	if err := r.updateContainer(c, func(c *Container) {
 		if c.State == ContainerCreated {
-			c.State, c.StartedAt = ContainerRunning, time.Now()
+			c.State = ContainerRunning
+		}
+		if c.StartedAt.IsZero() {
+			c.StartedAt = time.Now()
 		}
 	}); err != nil {
 		return struct{}{}, err
@@ -381,6 +395,17 @@ func (r *Runtime) startContainer(ctx context.Context, j *Job, id string) (struct
 	r.refresh(ctx, c) // it may have exited already
 	j.Logf("started")
 	return struct{}{}, nil
+}
+
+// started reports whether the runtime shows c running or already exited
+// after a start.
+func (r *Runtime) started(ctx context.Context, c *Container) bool {
+	handler := ""
+	if sb, err := r.getSandbox(c.SandboxID); err == nil {
+		handler = sb.view().Handler
+	}
+	st, err := r.driverFor(handler).State(ctx, c.ID)
+	return err == nil && (st.Status == libct.StatusRunning || st.Status == libct.StatusStopped)
 }
 
 // StopContainerRequest asks to stop a container within Timeout.
@@ -409,11 +434,20 @@ func (r *Runtime) killContainer(ctx context.Context, c *Container, timeout time.
 		return nil
 	}
 	mon, err := r.monitorOf(c)
-	if err != nil {
-		return err
+	if err == nil {
+		err = r.killThrough(ctx, mon, c, v.State, v.StopSignal, timeout)
 	}
-	if timeout > 0 && v.State == ContainerRunning {
-		sig := stopSignal(v.StopSignal)
+	if err != nil && (mon == nil || monitor.IsGone(err)) {
+		// No monitor: kill through the runtime and record the exit.
+		r.monitorGone(ctx, c.SandboxID)
+		return nil
+	}
+	return err
+}
+
+func (r *Runtime) killThrough(ctx context.Context, mon *monitor.Client, c *Container, state, stopSig string, timeout time.Duration) error {
+	if timeout > 0 && state == ContainerRunning {
+		sig := stopSignal(stopSig)
 		if _, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpKill, ID: c.ID, Signal: int(sig)}); err != nil && !errdefs.IsNotFound(err) {
 			return err
 		}
@@ -449,11 +483,24 @@ func stopSignal(s string) unix.Signal {
 	if s == "" {
 		return unix.SIGTERM
 	}
-	name := strings.ToUpper(strings.TrimPrefix(strings.ToUpper(s), "SIG"))
+	name := strings.TrimPrefix(strings.ToUpper(s), "SIG")
 	if sig := unix.SignalNum("SIG" + name); sig != 0 {
 		return sig
 	}
+	// Real-time signals: RTMIN+n, RTMAX-n (systemd images stop on RTMIN+3).
 	var n int
+	if _, err := fmt.Sscanf(name, "RTMIN+%d", &n); err == nil && n >= 0 && 34+n <= 64 {
+		return unix.Signal(34 + n)
+	}
+	if _, err := fmt.Sscanf(name, "RTMAX-%d", &n); err == nil && n >= 0 && 64-n >= 34 {
+		return unix.Signal(64 - n)
+	}
+	switch name {
+	case "RTMIN":
+		return unix.Signal(34)
+	case "RTMAX":
+		return unix.Signal(64)
+	}
 	if _, err := fmt.Sscanf(s, "%d", &n); err == nil && n > 0 && n < 65 {
 		return unix.Signal(n)
 	}
@@ -509,7 +556,7 @@ func (r *Runtime) deleteContainer(ctx context.Context, c *Container) error {
 	if err := os.RemoveAll(c.Bundle); err != nil {
 		return err
 	}
-	if err := r.store.delete(bucketContainers, c.ID); err != nil {
+	if err := r.forgetContainer(c); err != nil {
 		return err
 	}
 	r.mu.Lock()

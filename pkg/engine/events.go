@@ -2,12 +2,12 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
@@ -80,21 +80,21 @@ func (r *Runtime) emit(c *Container, t runtimeapi.ContainerEventType) {
 
 // followEvents applies a monitor's exit events until ctx ends. On every
 // (re)connection it reconciles with the exit records, so nothing is missed.
+// A monitor that is not running (nothing listens on its socket) is gone;
+// one that is slow is retried.
 func (r *Runtime) followEvents(ctx context.Context, podID string, c *monitor.Client) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		connected := make(chan struct{})
-		var once sync.Once
 		err := c.Events(ctx, func(ev monitor.Event) {
-			once.Do(func() { close(connected) })
+			backoff = 100 * time.Millisecond
 			r.exited(ctx, ev.ID, &ev.Exit)
 		})
 		if ctx.Err() != nil {
 			return
 		}
 		r.reconcilePod(ctx, podID)
-		if _, serr := os.Stat(c.Socket); errors.Is(serr, os.ErrNotExist) {
-			log.G(ctx).WithField(log.FieldPodID, podID).Warn("monitor is gone")
+		if monitor.IsGone(err) {
+			log.G(ctx).WithField(log.FieldPodID, podID).Warn("the pod's monitor is gone")
 			r.monitorGone(ctx, podID)
 			return
 		}
@@ -137,6 +137,12 @@ func (r *Runtime) exited(ctx context.Context, id string, rec *monitor.ExitRecord
 	if c == nil {
 		return
 	}
+	c.mu.Lock()
+	already := c.State == ContainerExited || c.removed
+	c.mu.Unlock()
+	if already {
+		return
+	}
 	changed := false
 	err := r.updateContainer(c, func(c *Container) {
 		if c.State == ContainerExited {
@@ -158,26 +164,45 @@ func (r *Runtime) exited(ctx context.Context, id string, rec *monitor.ExitRecord
 	if err != nil {
 		log.G(ctx).WithError(err).WithField(log.FieldContainerID, id).Error("recording container exit")
 	}
+	if changed && c.Infra {
+		// The init of the pod's shared pid namespace is gone, and every
+		// process in it with it: the pod is done (kubelet recreates it).
+		if sb, err := r.getSandbox(c.SandboxID); err == nil {
+			log.G(ctx).WithField(log.FieldPodID, sb.ID).Warn("the pod's infra process exited; the pod is not ready")
+			r.updateSandbox(sb, func(sb *Sandbox) { sb.State, sb.InfraPid = SandboxNotReady, 0 })
+		}
+	}
 	if changed {
 		r.emit(c, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
 	}
 }
 
-// monitorGone marks the running containers of a pod whose monitor died.
+// monitorGone handles a pod whose monitor died: its containers lost their
+// parent, their stdio and their log writer. They are killed through the
+// execution driver and recorded exited (255, Unknown), unless an exit
+// record says how they ended.
 func (r *Runtime) monitorGone(ctx context.Context, podID string) {
 	r.detachMonitor(podID)
+	handler := ""
+	if sb, err := r.getSandbox(podID); err == nil {
+		handler = sb.view().Handler
+	}
 	for _, c := range r.podContainers(podID) {
 		v := c.view()
-		if v.State == ContainerRunning || v.State == ContainerCreated {
-			if _, err := os.Stat(filepath.Join(v.Bundle, monitor.ExitFile)); err == nil {
-				r.refresh(ctx, c)
-				continue
-			}
-			r.exited(ctx, c.ID, &monitor.ExitRecord{Exit: monitor.Exit{Code: 255}, FinishedAt: time.Now().UTC()})
-			r.updateContainer(c, func(c *Container) {
-				c.Reason, c.Message = "Unknown", "the pod's monitor exited"
-			})
+		if v.State != ContainerRunning && v.State != ContainerCreated {
+			continue
 		}
+		if _, err := os.Stat(filepath.Join(v.Bundle, monitor.ExitFile)); err == nil {
+			r.refresh(ctx, c)
+			continue
+		}
+		if err := r.driverFor(handler).Kill(ctx, c.ID, unix.SIGKILL, true); err != nil && !errdefs.IsNotFound(err) {
+			log.G(ctx).WithError(err).WithField(log.FieldContainerID, c.ID).Warn("killing a container whose monitor is gone")
+		}
+		r.exited(ctx, c.ID, &monitor.ExitRecord{Exit: monitor.Exit{Code: 255}, FinishedAt: time.Now().UTC()})
+		r.updateContainer(c, func(c *Container) {
+			c.Reason, c.Message = "Unknown", "the pod's monitor exited"
+		})
 	}
 }
 

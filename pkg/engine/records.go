@@ -53,8 +53,9 @@ type Sandbox struct {
 	InfraPid  int       `json:"infraPid,omitempty"`
 	Monitor   bool      `json:"monitor,omitempty"` // a monitor was started for the pod
 
-	config *runtimeapi.PodSandboxConfig
-	mu     sync.Mutex // guards State, IPs and the fields jobs change
+	config  *runtimeapi.PodSandboxConfig
+	mu      sync.Mutex // guards State, IPs and the fields jobs change
+	removed bool
 }
 
 // Config is the pod's CRI config.
@@ -92,22 +93,35 @@ type Container struct {
 	// ResourcesPB is the current resources (after UpdateContainerResources).
 	ResourcesPB []byte `json:"resources,omitempty"`
 
-	config *runtimeapi.ContainerConfig
-	mu     sync.Mutex // guards the state fields, which exits change outside jobs
+	config  *runtimeapi.ContainerConfig
+	mu      sync.Mutex // guards the state fields, which exits change outside jobs
+	removed bool       // deleted: no more writes
 }
 
-// update applies fn to c under its lock and persists it.
+// updateContainer applies fn to c under its lock and persists it, in order
+// with every other update of c; a removed container is not written back.
 func (r *Runtime) updateContainer(c *Container, fn func(c *Container)) error {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.removed {
+		return nil
+	}
 	fn(c)
 	data, err := json.Marshal(c)
-	c.mu.Unlock()
 	if err != nil {
 		return err
 	}
 	return r.store.db.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketContainers).Put([]byte(c.ID), data)
 	})
+}
+
+// forgetContainer deletes c's record; later updates are dropped.
+func (r *Runtime) forgetContainer(c *Container) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.removed = true
+	return r.store.delete(bucketContainers, c.ID)
 }
 
 // view returns a copy of c's fields, consistent under its lock.
@@ -126,9 +140,12 @@ func (c *Container) view() Container {
 
 func (r *Runtime) updateSandbox(sb *Sandbox, fn func(sb *Sandbox)) error {
 	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	if sb.removed {
+		return nil
+	}
 	fn(sb)
 	data, err := json.Marshal(sb)
-	sb.mu.Unlock()
 	if err != nil {
 		return err
 	}

@@ -8,8 +8,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shim-cri/shim/pkg/errdefs"
 	"github.com/shim-cri/shim/pkg/log"
 	"github.com/shim-cri/shim/pkg/monitor"
+	"github.com/shim-cri/shim/pkg/netdrv"
 	"github.com/shim-cri/shim/pkg/nspin"
 	"github.com/shim-cri/shim/pkg/snapshot"
 )
@@ -46,23 +48,43 @@ func (r *Runtime) recover(ctx context.Context) error {
 			continue
 		}
 		sock := filepath.Join(sb.Dir, monitor.SocketName)
-		if _, err := os.Stat(sock); err == nil {
-			c := &monitor.Client{Socket: sock}
-			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, err := c.Call(cctx, &monitor.Request{Op: monitor.OpState})
-			cancel()
-			if err == nil {
-				r.attachMonitor(sb.ID, c)
-				r.reconcilePod(ctx, sb.ID)
-				continue
+		c := &monitor.Client{Socket: sock}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		st, err := c.Call(cctx, &monitor.Request{Op: monitor.OpState})
+		cancel()
+		switch {
+		case err == nil:
+			r.attachMonitor(sb.ID, c)
+			r.reconcilePod(ctx, sb.ID)
+			r.dropUnknown(ctx, c, st)
+		case monitor.IsGone(err):
+			if sb.view().Monitor {
+				log.G(ctx).WithField(log.FieldPodID, sb.ID).Warn("the pod's monitor is gone")
 			}
-			log.G(ctx).WithError(err).WithField(log.FieldPodID, sb.ID).Warn("the pod's monitor does not answer")
+			r.monitorGone(ctx, sb.ID)
+		default:
+			// Slow, not gone: follow it; its events stream retries.
+			log.G(ctx).WithError(err).WithField(log.FieldPodID, sb.ID).Warn("the pod's monitor is slow to answer")
+			r.attachMonitor(sb.ID, c)
 		}
-		r.monitorGone(ctx, sb.ID)
 	}
 	r.cleanOrphans(ctx)
 	log.G(ctx).Infof("recovered %d pods (%d after a reboot) and %d containers", len(r.sandboxes), rebooted, len(r.containers))
 	return nil
+}
+
+// dropUnknown deletes containers a monitor holds that have no record (a
+// crash of the daemon between the monitor's create and the record).
+func (r *Runtime) dropUnknown(ctx context.Context, c *monitor.Client, st *monitor.Response) {
+	for _, mc := range st.Containers {
+		if _, ok := r.containers[mc.ID]; ok {
+			continue
+		}
+		log.G(ctx).WithField(log.FieldContainerID, mc.ID).Info("deleting a container the monitor holds without a record")
+		if _, err := c.Call(ctx, &monitor.Request{Op: monitor.OpDelete, ID: mc.ID, Force: true}); err != nil && !errdefs.IsNotFound(err) {
+			log.G(ctx).WithError(err).Warnf("deleting container %s", mc.ID)
+		}
+	}
 }
 
 // afterReboot marks a pod whose state is gone NOTREADY, its containers
@@ -112,6 +134,7 @@ func (r *Runtime) cleanOrphans(ctx context.Context) {
 		}
 		dir := filepath.Join(r.o.State, "pods", p.Name())
 		log.G(ctx).Infof("removing leftover pod directory %s", dir)
+		r.teardownOrphanNetwork(ctx, p.Name())
 		if c := (&monitor.Client{Socket: filepath.Join(dir, monitor.SocketName)}); true {
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			c.Call(cctx, &monitor.Request{Op: monitor.OpShutdown})
@@ -129,6 +152,9 @@ func (r *Runtime) cleanOrphans(ctx context.Context) {
 		id, _, _ := strings.Cut(p.Name(), "-")
 		sb, ok := r.sandboxes[id]
 		if !ok || sb.view().State != SandboxReady {
+			if !ok && strings.HasSuffix(p.Name(), "-net") {
+				r.teardownOrphanNetwork(ctx, id)
+			}
 			nspin.Unpin(filepath.Join(r.nsDir, p.Name()))
 		}
 	}
@@ -150,6 +176,18 @@ func (r *Runtime) cleanOrphans(ctx context.Context) {
 		if err := r.o.Snapshotter.Remove(ctx, k); err != nil {
 			log.G(ctx).WithError(err).Warnf("removing leftover snapshot %s", k)
 		}
+	}
+}
+
+// teardownOrphanNetwork releases the network of a pod that has no record
+// (a crash in the middle of RunPodSandbox): its address, host ports, veth.
+func (r *Runtime) teardownOrphanNetwork(ctx context.Context, id string) {
+	if r.o.Network == nil {
+		return
+	}
+	pod := netdrv.Pod{ID: id, NetNS: filepath.Join(r.nsDir, id+"-"+nspin.Net)}
+	if err := r.o.Network.Teardown(ctx, pod); err != nil {
+		log.G(ctx).WithError(err).WithField(log.FieldPodID, id).Warn("releasing the network of a leftover pod")
 	}
 }
 

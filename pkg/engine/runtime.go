@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -264,13 +265,34 @@ func (r *Runtime) monitorFor(ctx context.Context, sb *Sandbox) (*monitor.Client,
 	if err != nil {
 		return nil, err
 	}
+	sock := filepath.Join(sb.Dir, monitor.SocketName)
+	existing := &monitor.Client{Socket: sock}
+	if _, err := existing.Call(ctx, &monitor.Request{Op: monitor.OpState}); err == nil {
+		// A monitor from an earlier, interrupted call: use it.
+		r.attachMonitor(sb.ID, existing)
+		return existing, nil
+	}
 	c, err := monitor.Spawn(ctx, monitor.SpawnOpts{Exe: r.o.RuntimeExe, PodID: sb.ID, Dir: sb.Dir, Args: args})
 	if err != nil {
+		// It may be up and serving after all: do not leave it behind.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		existing.Call(sctx, &monitor.Request{Op: monitor.OpShutdown})
+		cancel()
 		return nil, err
 	}
 	log.G(ctx).WithField(log.FieldPodID, sb.ID).Debug("monitor started")
-	if err := r.updateSandbox(sb, func(sb *Sandbox) { sb.Monitor = true }); err != nil {
-		return nil, err
+	r.mu.RLock()
+	published := r.sandboxes[sb.ID] == sb
+	r.mu.RUnlock()
+	if published {
+		if err := r.updateSandbox(sb, func(sb *Sandbox) { sb.Monitor = true }); err != nil {
+			return nil, err
+		}
+	} else {
+		// RunPodSandbox records the pod when it is complete.
+		sb.mu.Lock()
+		sb.Monitor = true
+		sb.mu.Unlock()
 	}
 	r.attachMonitor(sb.ID, c)
 	return c, nil

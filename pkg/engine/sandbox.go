@@ -169,7 +169,17 @@ func (r *Runtime) runPod(ctx context.Context, j *Job, req RunPodRequest) (_ *San
 		if err := r.startInfra(ctx, j, sb); err != nil {
 			return nil, fmt.Errorf("starting the pod's infra process: %w", err)
 		}
+		rb.add(func(ctx context.Context) error {
+			for _, c := range r.podContainers(sb.ID) {
+				r.killContainer(ctx, c, 0)
+				if err := r.deleteContainer(ctx, c); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 	}
+	rb.add(func(context.Context) error { return r.store.delete(bucketSandboxes, sb.ID) })
 	if err := r.saveSandbox(sb); err != nil {
 		return nil, err
 	}
@@ -229,7 +239,9 @@ func (r *Runtime) stopPod(ctx context.Context, j *Job, id string) (struct{}, err
 			if err := r.deleteContainer(ctx, c); err != nil {
 				return struct{}{}, fmt.Errorf("removing the infra process: %w", err)
 			}
-			r.updateSandbox(sb, func(sb *Sandbox) { sb.Infra, sb.InfraPid = "", 0 })
+			if err := r.updateSandbox(sb, func(sb *Sandbox) { sb.Infra, sb.InfraPid = "", 0 }); err != nil {
+				return struct{}{}, err
+			}
 		}
 	}
 	if err := r.stopMonitor(ctx, sb); err != nil {
@@ -306,7 +318,11 @@ func (r *Runtime) removePod(ctx context.Context, j *Job, id string) (struct{}, e
 	if err := os.RemoveAll(sb.Dir); err != nil {
 		return struct{}{}, err
 	}
-	if err := r.store.delete(bucketSandboxes, sb.ID); err != nil {
+	sb.mu.Lock()
+	sb.removed = true
+	err = r.store.delete(bucketSandboxes, sb.ID)
+	sb.mu.Unlock()
+	if err != nil {
 		return struct{}{}, err
 	}
 	r.mu.Lock()

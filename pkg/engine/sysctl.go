@@ -26,11 +26,11 @@ func applySysctls(nsPath string, nsType int, sysctls map[string]string) error {
 		done <- func() error {
 			fd, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 			if err != nil {
-				return fmt.Errorf("opening namespace %s: %w", nsPath, err)
+				return fmt.Errorf("opening namespace %s: %v: %w", nsPath, err, errdefs.ErrInternal)
 			}
 			defer unix.Close(fd)
 			if err := unix.Setns(fd, nsType); err != nil {
-				return fmt.Errorf("joining namespace %s: %w", nsPath, err)
+				return fmt.Errorf("joining namespace %s: %v: %w", nsPath, err, errdefs.ErrInternal)
 			}
 			for name, value := range sysctls {
 				p := filepath.Join("/proc/sys", specgen.SysctlPath(name))

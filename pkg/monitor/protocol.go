@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -142,13 +143,16 @@ type Client struct {
 func (c *Client) Call(ctx context.Context, req *Request) (*Response, error) {
 	conn, err := dialUnix(c.Socket)
 	if err != nil {
-		return nil, fmt.Errorf("monitor %s: %v: %w", c.Socket, err, errdefs.ErrUnavailable)
+		return nil, dialError(c.Socket, err)
 	}
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
 	defer stop()
 	if err := json.NewEncoder(conn).Encode(req); err != nil {
-		return nil, fmt.Errorf("monitor %s: %v: %w", req.Op, ctxOr(ctx, err), errdefs.ErrUnavailable)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("monitor %s: %v: %w", req.Op, err, errdefs.ErrUnavailable)
 	}
 	var resp Response
 	dec := json.NewDecoder(bufio.NewReaderSize(conn, 64<<10))
@@ -164,6 +168,20 @@ func (c *Client) Call(ctx context.Context, req *Request) (*Response, error) {
 	return &resp, nil
 }
 
+// ErrGone marks a monitor that is not running: nothing listens on its
+// socket (refused), or the socket is gone. A slow monitor is not gone.
+var ErrGone = errors.New("monitor is not running")
+
+// IsGone reports whether err says the monitor is not running.
+func IsGone(err error) bool { return errors.Is(err, ErrGone) }
+
+func dialError(socket string, err error) error {
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
+		return fmt.Errorf("monitor %s: %v: %w: %w", socket, err, ErrGone, errdefs.ErrUnavailable)
+	}
+	return fmt.Errorf("monitor %s: %v: %w", socket, err, errdefs.ErrUnavailable)
+}
+
 func ctxOr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
@@ -176,7 +194,7 @@ func ctxOr(ctx context.Context, err error) error {
 func (c *Client) Events(ctx context.Context, fn func(Event)) error {
 	conn, err := dialUnix(c.Socket)
 	if err != nil {
-		return fmt.Errorf("monitor %s: %v: %w", c.Socket, err, errdefs.ErrUnavailable)
+		return dialError(c.Socket, err)
 	}
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
