@@ -156,3 +156,6 @@ func IsFailedPrecondition(err error) bool { return errors.Is(err, ErrFailedPreco
 
 // IsUnauthenticated reports whether err is of class ErrUnauthenticated.
 func IsUnauthenticated(err error) bool { return errors.Is(err, ErrUnauthenticated) }
+
+// IsResourceExhausted reports whether err is of class ErrResourceExhausted.
+func IsResourceExhausted(err error) bool { return errors.Is(err, ErrResourceExhausted) }

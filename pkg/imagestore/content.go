@@ -1,6 +1,7 @@
 package imagestore
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"hash"
@@ -25,7 +26,7 @@ type Content struct {
 	root string
 
 	mu      sync.Mutex
-	ingests map[digest.Digest]bool // open ingests, one writer per digest
+	ingests map[digest.Digest]chan struct{} // open ingests (one writer per digest), closed on release
 }
 
 // NewContent opens (creating) a content store at root.
@@ -35,7 +36,7 @@ func NewContent(root string) (*Content, error) {
 			return nil, err
 		}
 	}
-	return &Content{root: root, ingests: map[digest.Digest]bool{}}, nil
+	return &Content{root: root, ingests: map[digest.Digest]chan struct{}{}}, nil
 }
 
 // Path is where the blob dgst lives once committed.
@@ -142,10 +143,17 @@ func (c *Content) CleanIngest(age time.Duration) (int, error) {
 			continue
 		}
 		name := e.Name()
+		if strings.HasPrefix(name, "put-") && time.Since(info.ModTime()) > time.Minute {
+			// A small blob's temp file: never resumed.
+			if os.RemoveAll(filepath.Join(dir, name)) == nil {
+				n++
+			}
+			continue
+		}
 		if i := strings.IndexByte(name, '-'); i > 0 {
 			dgst := digest.NewDigestFromEncoded(digest.Algorithm(name[:i]), name[i+1:])
 			c.mu.Lock()
-			busy := c.ingests[dgst]
+			busy := c.ingests[dgst] != nil
 			c.mu.Unlock()
 			if busy {
 				continue
@@ -182,11 +190,11 @@ func (c *Content) NewIngest(dgst digest.Digest, size int64) (*Ingest, error) {
 		return nil, fmt.Errorf("digest %q: %v: %w", dgst, err, errdefs.ErrInvalidArgument)
 	}
 	c.mu.Lock()
-	if c.ingests[dgst] {
+	if c.ingests[dgst] != nil {
 		c.mu.Unlock()
 		return nil, fmt.Errorf("blob %s is already being written: %w", dgst, errdefs.ErrUnavailable)
 	}
-	c.ingests[dgst] = true
+	c.ingests[dgst] = make(chan struct{})
 	c.mu.Unlock()
 	f, err := os.OpenFile(c.ingestPath(dgst), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -219,8 +227,27 @@ func (c *Content) NewIngest(dgst digest.Digest, size int64) (*Ingest, error) {
 
 func (c *Content) release(dgst digest.Digest) {
 	c.mu.Lock()
+	if ch := c.ingests[dgst]; ch != nil {
+		close(ch)
+	}
 	delete(c.ingests, dgst)
 	c.mu.Unlock()
+}
+
+// WaitIngest waits until nobody writes blob dgst.
+func (c *Content) WaitIngest(ctx context.Context, dgst digest.Digest) error {
+	c.mu.Lock()
+	ch := c.ingests[dgst]
+	c.mu.Unlock()
+	if ch == nil {
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Offset is the number of bytes already downloaded when the ingest opened.

@@ -62,6 +62,9 @@ func (s *Store) GC(ctx context.Context) error {
 		return err
 	}
 	removedSnaps, err := s.gcSnapshots(ctx, snaps)
+	if _, cerr := s.content.CleanIngest(s.cfg.IngestExpiry); cerr != nil {
+		log.G(ctx).WithError(cerr).Warn("cleaning partial downloads")
+	}
 	if removedBlobs+removedSnaps > 0 {
 		log.G(ctx).Infof("gc: removed %d blobs and %d snapshots", removedBlobs, removedSnaps)
 	}
@@ -95,8 +98,8 @@ func (s *Store) gcSnapshots(ctx context.Context, keep map[string]bool) (int, err
 				continue // a container's snapshot: its owner removes it
 			}
 			if err := s.sn.Remove(ctx, i.Key); err != nil {
-				if errdefs.IsNotFound(err) {
-					continue
+				if errdefs.IsNotFound(err) || errdefs.IsFailedPrecondition(err) {
+					continue // gone, or a child appeared meanwhile
 				}
 				return removed, fmt.Errorf("removing snapshot %s: %w", i.Key, err)
 			}

@@ -30,6 +30,8 @@ type Endpoint struct {
 	Header       http.Header
 	TLS          *tls.Config // nil for http
 	Mirror       bool        // a [host] entry rather than the upstream server
+
+	key string // identity of the connection settings, for transport reuse
 }
 
 // URL is the API root of the endpoint.
@@ -176,7 +178,8 @@ func newEndpoint(raw string, caps []string, ca, client any, skipVerify *bool, ov
 	if len(caps) == 0 {
 		caps = []string{"pull", "resolve", "push"}
 	}
-	ep := Endpoint{Scheme: u.Scheme, Host: u.Host, Path: path, Capabilities: caps}
+	ep := Endpoint{Scheme: u.Scheme, Host: u.Host, Path: path, Capabilities: caps,
+		key: fmt.Sprintf("%s://%s|%v|%v|%v|%s", u.Scheme, u.Host, ca, client, skipVerify != nil && *skipVerify, dir)}
 	if u.Scheme == "https" {
 		if ep.TLS, err = tlsConfig(ca, client, skipVerify, dir); err != nil {
 			return Endpoint{}, err

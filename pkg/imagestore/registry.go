@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -92,30 +93,31 @@ func NewRegistry(configDir string) *Registry {
 	}
 }
 
+// base returns the shared transport of an endpoint (same host, scheme and
+// TLS settings), so connections are reused across pulls.
 func (r *Registry) base(ep Endpoint) http.RoundTripper {
-	key := ep.Scheme + "://" + ep.Host
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if rt, ok := r.bases[key]; ok && ep.TLS == nil {
+	if rt, ok := r.bases[ep.key]; ok {
 		return rt
 	}
 	rt := transport.NewRetry(httpTransport(ep),
 		transport.WithRetryBackoff(r.backoff),
 		transport.WithRetryStatusCodes(http.StatusRequestTimeout, http.StatusTooManyRequests,
 			http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout))
-	if ep.TLS == nil {
-		r.bases[key] = rt
-	}
+	r.bases[ep.key] = rt
 	return rt
 }
 
 // session is one pull's view of a repository: the endpoints to try, each
 // authenticated on first use.
 type session struct {
-	reg   *Registry
-	ref   Ref
-	auth  *Auth
-	eps   []Endpoint
+	reg  *Registry
+	ref  Ref
+	auth *Auth
+	eps  []Endpoint
+
+	mu    sync.Mutex // guards rts, errs and first: layers run in parallel
 	rts   []http.RoundTripper
 	errs  []error
 	first int // index of the endpoint that served the manifest
@@ -130,6 +132,8 @@ func (r *Registry) session(ref Ref, auth *Auth) (*session, error) {
 }
 
 func (s *session) transport(ctx context.Context, i int) (http.RoundTripper, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.rts[i] != nil {
 		return s.rts[i], nil
 	}
@@ -147,24 +151,35 @@ func (s *session) transport(ctx context.Context, i int) (http.RoundTripper, erro
 		return nil, s.errs[i]
 	}
 	scope := reg.Repo(s.ref.Path()).Scope(transport.PullScope)
-	rt, err := transport.NewWithContext(ctx, reg, s.auth.authenticator(s.ref.Domain()), s.reg.base(ep), []string{scope})
+	// Credentials go to the host they are for (all hosts when kubelet
+	// gives no server address), never to a mirror of another host.
+	rt, err := transport.NewWithContext(ctx, reg, s.auth.authenticator(serverHost(ep.Host)), s.reg.base(ep), []string{scope})
 	if err != nil {
-		s.errs[i] = classifyRegistryErr(err)
-		return nil, s.errs[i]
+		err = classifyRegistryErr(err)
+		if ctx.Err() == nil {
+			s.errs[i] = err // a cancelled caller's error is not the endpoint's
+		}
+		return nil, err
 	}
 	if ep.Header != nil {
-		rt = headerTransport{rt, ep.Header}
+		rt = headerTransport{rt, ep.Header, ep.Host}
 	}
 	s.rts[i] = rt
 	return rt, nil
 }
 
+// headerTransport adds the hosts.toml headers to requests for the
+// endpoint's own host only, not to hosts a redirect leads to.
 type headerTransport struct {
 	inner http.RoundTripper
 	h     http.Header
+	host  string
 }
 
 func (t headerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Host != t.host {
+		return t.inner.RoundTrip(req)
+	}
 	req = req.Clone(req.Context())
 	for k, v := range t.h {
 		req.Header[k] = v
@@ -175,6 +190,8 @@ func (t headerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // order lists endpoint indexes able to do capability, the one that served
 // the manifest first.
 func (s *session) order(capability string) []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	var out []int
 	if s.eps[s.first].can(capability) {
 		out = append(out, s.first)
@@ -205,7 +222,9 @@ func (s *session) manifest(ctx context.Context, object string, want digest.Diges
 	for _, i := range s.order(capability) {
 		f, err := s.manifestFrom(ctx, i, object, want, size)
 		if err == nil {
+			s.mu.Lock()
 			s.first = i
+			s.mu.Unlock()
 			return f, nil
 		}
 		log.G(ctx).WithError(err).Debugf("manifest %s from %s", object, s.eps[i].URL())
@@ -228,7 +247,8 @@ func (s *session) manifestFrom(ctx context.Context, i int, object string, want d
 		return fetched{}, err
 	}
 	req.Header.Set("Accept", manifestAccept)
-	resp, err := rt.RoundTrip(req)
+	// Registries redirect manifests too (registry.k8s.io does).
+	resp, err := client(rt).Do(req)
 	if err != nil {
 		return fetched{}, classifyRegistryErr(err)
 	}
@@ -298,23 +318,80 @@ func (s *session) blobFrom(ctx context.Context, i int, dgst digest.Digest, offse
 	if offset > 0 && offset < size {
 		req.Header.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-"+strconv.FormatInt(size-1, 10))
 	}
+	// A download that stops making progress is cut, so a stalled
+	// connection cannot hold a pull (and every pull joined to it) forever.
+	rctx, cancel := context.WithCancel(ctx)
+	req = req.WithContext(rctx)
 	// Registries redirect blobs to storage; follow with a client.
-	client := &http.Client{Transport: rt}
-	resp, err := client.Do(req)
+	resp, err := client(rt).Do(req)
 	if err != nil {
+		cancel()
 		return nil, 0, classifyRegistryErr(err)
 	}
 	switch resp.StatusCode {
 	case http.StatusOK:
-		return resp.Body, 0, nil
+		return newIdleReader(resp.Body, blobIdleTimeout, cancel), 0, nil
 	case http.StatusPartialContent:
-		return resp.Body, offset, nil
+		return newIdleReader(resp.Body, blobIdleTimeout, cancel), offset, nil
 	case http.StatusRequestedRangeNotSatisfiable:
 		resp.Body.Close()
+		cancel()
 		return s.blobFrom(ctx, i, dgst, 0, size)
 	}
+	defer cancel()
 	defer resp.Body.Close()
 	return nil, 0, classifyRegistryErr(transport.CheckError(resp, http.StatusOK, http.StatusPartialContent))
+}
+
+// maxRedirects bounds the redirects a registry request follows.
+const maxRedirects = 10
+
+// blobIdleTimeout is how long a blob download may go without a byte.
+var blobIdleTimeout = 2 * time.Minute
+
+func client(rt http.RoundTripper) *http.Client {
+	return &http.Client{Transport: rt, CheckRedirect: func(req *http.Request, via []*http.Request) error {
+		if len(via) >= maxRedirects {
+			return fmt.Errorf("%d redirects: %w", len(via), errdefs.ErrUnavailable)
+		}
+		return nil
+	}}
+}
+
+// idleReader cancels the request when no data arrives for a while.
+type idleReader struct {
+	rc      io.ReadCloser
+	timer   *time.Timer
+	idle    time.Duration
+	stalled atomic.Bool
+	cancel  context.CancelFunc
+}
+
+func newIdleReader(rc io.ReadCloser, idle time.Duration, cancel context.CancelFunc) *idleReader {
+	r := &idleReader{rc: rc, idle: idle, cancel: cancel}
+	r.timer = time.AfterFunc(idle, func() {
+		r.stalled.Store(true)
+		cancel()
+	})
+	return r
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	n, err := r.rc.Read(p)
+	if n > 0 {
+		r.timer.Reset(r.idle)
+	}
+	if err != nil && r.stalled.Load() {
+		return n, fmt.Errorf("no data for %s: %w", r.idle, errdefs.ErrUnavailable)
+	}
+	return n, err
+}
+
+func (r *idleReader) Close() error {
+	r.timer.Stop()
+	err := r.rc.Close()
+	r.cancel()
+	return err
 }
 
 // classifyRegistryErr gives a registry or network error its class.

@@ -38,7 +38,9 @@ func (f *flight[T]) do(ctx context.Context, key string, fn func(ctx context.Cont
 			c.val, c.err = fn(cctx)
 			cancel()
 			f.mu.Lock()
-			delete(f.calls, key)
+			if f.calls[key] == c {
+				delete(f.calls, key)
+			}
 			f.mu.Unlock()
 			close(c.done)
 		}()
@@ -58,6 +60,10 @@ func (f *flight[T]) do(ctx context.Context, key string, fn func(ctx context.Cont
 		last := c.waiters == 0
 		if last {
 			c.cancel()
+			// A caller arriving now must not join a dying call.
+			if f.calls[key] == c {
+				delete(f.calls, key)
+			}
 		}
 		f.mu.Unlock()
 		if last {

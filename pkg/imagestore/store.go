@@ -236,7 +236,11 @@ func (s *Store) Remove(ctx context.Context, ref string) error {
 		return err
 	}
 	log.G(ctx).WithField(log.FieldImage, img.ID).Infof("removed image %v", append(img.RepoTags, img.RepoDigests...))
-	return s.GC(ctx)
+	// The image is gone; what GC cannot collect now it collects later.
+	if err := s.GC(ctx); err != nil {
+		log.G(ctx).WithError(err).Warn("collecting after removing an image")
+	}
+	return nil
 }
 
 // commit records img under name (a tag, or repo@digest when the pull was by

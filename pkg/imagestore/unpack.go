@@ -15,6 +15,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
 	"github.com/shim-cri/shim/pkg/log"
@@ -160,8 +161,8 @@ func (p *layerPull) unpackLayer(ctx context.Context, i int, parent string) (retE
 		}
 	}()
 	if len(mounts) != 1 || mounts[0].Type != "bind" {
-		return fmt.Errorf("layer %s: snapshotter gave %d mounts of type %q to unpack into, want one bind: %w",
-			l.Digest, len(mounts), mounts[0].Type, errdefs.ErrInternal)
+		return fmt.Errorf("layer %s: snapshotter gave %d mounts to unpack into, want one bind: %w",
+			l.Digest, len(mounts), errdefs.ErrInternal)
 	}
 	dir := mounts[0].Source
 
@@ -169,7 +170,7 @@ func (p *layerPull) unpackLayer(ctx context.Context, i int, parent string) (retE
 	if err != nil {
 		return err
 	}
-	n, err := applyCompressed(ctx, dir, src, l, p.caps.Whiteouts)
+	n, implicit, err := applyCompressed(ctx, dir, src, l, p.caps.Whiteouts)
 	if ferr := finish(err); ferr != nil {
 		err = ferr
 	}
@@ -186,7 +187,9 @@ func (p *layerPull) unpackLayer(ctx context.Context, i int, parent string) (retE
 	// The pull flushes everything once, before it records the image.
 	opts := []snapshot.Opt{snapshot.WithoutSync()}
 	if p.caps.DiffLayers && parent != "" {
-		opts = append(opts, snapshot.WithParent(parent))
+		// Unpacked alone, the layer's implicit directories must look as
+		// they do in the parent chain.
+		opts = append(opts, snapshot.WithParent(parent), snapshot.WithInheritDirs(implicit))
 	}
 	if err := p.s.sn.Commit(ctx, key, active, opts...); err != nil {
 		if errdefs.IsAlreadyExists(err) && p.committed(ctx, key) {
@@ -225,9 +228,10 @@ func (p *layerPull) layerSource(ctx context.Context, l Layer) (io.Reader, func(e
 	}
 	w, err := p.s.content.NewIngest(l.Digest, l.Size)
 	if errdefs.IsUnavailable(err) {
-		// Someone else is downloading it: wait for the blob, then read it.
+		// Someone else is writing it (another position of the same blob,
+		// another pull): wait for them, then read it or take over.
 		release()
-		if err := p.ensureBlobShared(ctx, l); err != nil {
+		if err := p.s.content.WaitIngest(ctx, l.Digest); err != nil {
 			return nil, nil, err
 		}
 		return p.layerSource(ctx, l)
@@ -260,7 +264,7 @@ func (p *layerPull) layerSource(ctx context.Context, l Layer) (io.Reader, func(e
 		if applyErr == nil {
 			return w.CommitUnsynced()
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || errdefs.IsResourceExhausted(applyErr) {
 			w.Close() // keep what arrived, for a resume
 			return applyErr
 		}
@@ -322,6 +326,15 @@ func (p *layerPull) download(ctx context.Context, l Layer) error {
 	}
 	defer release()
 	w, err := p.s.content.NewIngest(l.Digest, l.Size)
+	for errdefs.IsUnavailable(err) {
+		if err := p.s.content.WaitIngest(ctx, l.Digest); err != nil {
+			return err
+		}
+		if p.hasBlob(l) {
+			return nil
+		}
+		w, err = p.s.content.NewIngest(l.Digest, l.Size)
+	}
 	if err != nil {
 		return err
 	}
@@ -349,37 +362,41 @@ func (p *layerPull) download(ctx context.Context, l Layer) error {
 
 // applyCompressed decompresses r as l's media type says, applies the tar
 // into dir, reads the stream to its end and checks the diff ID.
-func applyCompressed(ctx context.Context, dir string, r io.Reader, l Layer, mode snapshot.WhiteoutMode) (int64, error) {
+func applyCompressed(ctx context.Context, dir string, r io.Reader, l Layer, mode snapshot.WhiteoutMode) (int64, []string, error) {
 	dec, err := decompressorFor(l.MediaType)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	// Decompressors read a few KiB at a time; read the source (and so
 	// write the ingest) in big chunks instead.
 	rc, err := dec(bufio.NewReaderSize(r, 1<<20))
 	if err != nil {
-		return 0, fmt.Errorf("decompressing: %v: %w", err, errdefs.ErrFailedPrecondition)
+		return 0, nil, fmt.Errorf("decompressing: %v: %w", err, errdefs.ErrFailedPrecondition)
 	}
 	defer rc.Close()
 	h := l.DiffID.Algorithm().Hash()
 	tr := io.TeeReader(rc, h)
-	n, err := snapshot.Apply(ctx, dir, tr, mode)
+	res, err := snapshot.ApplyLayer(ctx, dir, tr, mode)
+	n := res.Bytes
 	if err != nil {
-		if errdefs.Class(err) == "unknown" {
+		switch {
+		case errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT):
+			err = fmt.Errorf("%w: %w", err, errdefs.ErrResourceExhausted)
+		case errdefs.Class(err) == "unknown":
 			err = fmt.Errorf("%w: %w", err, errdefs.ErrFailedPrecondition)
 		}
-		return n, err
+		return n, nil, err
 	}
 	// The tar may end before the stream: hash the rest (and let the
 	// compressed stream reach EOF so its digest is checked).
 	rest, err := io.Copy(io.Discard, tr)
 	if err != nil {
-		return n, fmt.Errorf("reading layer: %v: %w", err, errdefs.ErrUnavailable)
+		return n, nil, fmt.Errorf("reading layer: %v: %w", err, errdefs.ErrUnavailable)
 	}
 	if got := digest.NewDigest(l.DiffID.Algorithm(), h); got != l.DiffID {
-		return n, fmt.Errorf("uncompressed layer has digest %s, config says %s: %w", got, l.DiffID, errdefs.ErrFailedPrecondition)
+		return n, nil, fmt.Errorf("uncompressed layer has digest %s, config says %s: %w", got, l.DiffID, errdefs.ErrFailedPrecondition)
 	}
-	return n + rest, nil
+	return n + rest, res.Implicit, nil
 }
 
 type decompressor func(io.Reader) (io.ReadCloser, error)
@@ -391,7 +408,7 @@ func decompressorFor(mediaType string) (decompressor, error) {
 		return func(r io.Reader) (io.ReadCloser, error) { return gzip.NewReader(r) }, nil
 	case ocispec.MediaTypeImageLayerZstd, ocispec.MediaTypeImageLayerNonDistributableZstd: //nolint:staticcheck
 		return func(r io.Reader) (io.ReadCloser, error) {
-			d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
+			d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(128<<20))
 			if err != nil {
 				return nil, err
 			}

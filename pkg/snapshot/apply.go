@@ -65,24 +65,54 @@ const (
 // would steer overlayfs. ctx is checked between entries and while copying
 // file data.
 func Apply(ctx context.Context, dir string, r io.Reader, mode WhiteoutMode) (int64, error) {
+	res, err := ApplyLayer(ctx, dir, r, mode)
+	return res.Bytes, err
+}
+
+// ApplyResult describes an applied layer.
+type ApplyResult struct {
+	Bytes int64 // tar bytes read
+	// Implicit lists the directories the layer has files in but no entry
+	// for ("." for the layer root), which Apply created with default
+	// owner and mode. Unpacked without its parent (WhiteoutOverlay), such
+	// a directory must take its attributes from the parent chain:
+	// snapshot.WithInheritDirs at Commit does that.
+	Implicit []string
+}
+
+// maxLayerEntries caps the entries of one layer (a small compressed layer
+// can hold millions of headers).
+const maxLayerEntries = 4 << 20
+
+// ApplyLayer is Apply, also reporting the implicit directories.
+func ApplyLayer(ctx context.Context, dir string, r io.Reader, mode WhiteoutMode) (ApplyResult, error) {
+	n, implicit, err := applyTar(ctx, dir, r, mode)
+	return ApplyResult{Bytes: n, Implicit: implicit}, err
+}
+
+func applyTar(ctx context.Context, dir string, r io.Reader, mode WhiteoutMode) (int64, []string, error) {
 	if mode != WhiteoutOverlay && mode != WhiteoutRemove {
-		return 0, fmt.Errorf("apply: whiteout mode %d: %w", mode, errdefs.ErrInvalidArgument)
+		return 0, nil, fmt.Errorf("apply: whiteout mode %d: %w", mode, errdefs.ErrInvalidArgument)
 	}
 	rootfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return 0, &os.PathError{Op: "open", Path: dir, Err: err}
+		return 0, nil, &os.PathError{Op: "open", Path: dir, Err: err}
 	}
 	defer unix.Close(rootfd)
 
 	cr := &countingReader{r: r}
-	a := &applier{ctx: ctx, root: rootfd, mode: mode, buf: make([]byte, copyBufferSize)}
+	a := &applier{ctx: ctx, root: rootfd, mode: mode, buf: make([]byte, copyBufferSize),
+		explicit: map[string]bool{}, parents: map[string]bool{}}
 	if mode == WhiteoutRemove {
 		a.written = make(map[string]struct{})
 	}
 	tr := tar.NewReader(cr)
-	for {
+	for entries := 0; ; entries++ {
 		if err := ctx.Err(); err != nil {
-			return cr.n, err
+			return cr.n, nil, err
+		}
+		if entries > maxLayerEntries {
+			return cr.n, nil, fmt.Errorf("apply: more than %d entries: %w", maxLayerEntries, errdefs.ErrInvalidArgument)
 		}
 		hdr, err := tr.Next()
 		if err == io.EOF {
@@ -94,19 +124,29 @@ func Apply(ctx context.Context, dir string, r io.Reader, mode WhiteoutMode) (int
 			if errors.Is(err, tar.ErrHeader) || errors.Is(err, tar.ErrFieldTooLong) {
 				err = fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
 			}
-			return cr.n, fmt.Errorf("apply: read layer: %w", err)
+			return cr.n, nil, fmt.Errorf("apply: read layer: %w", err)
 		}
 		if err := a.entry(tr, hdr); err != nil {
-			return cr.n, fmt.Errorf("apply %q: %w", hdr.Name, err)
+			return cr.n, nil, fmt.Errorf("apply %q: %w", hdr.Name, err)
 		}
 	}
 	if err := a.setDirTimes(); err != nil {
-		return cr.n, fmt.Errorf("apply: %w", err)
+		return cr.n, nil, fmt.Errorf("apply: %w", err)
 	}
 	if _, err := io.CopyBuffer(io.Discard, ctxReader{ctx, cr}, a.buf); err != nil {
-		return cr.n, fmt.Errorf("apply: read trailing data: %w", err)
+		return cr.n, nil, fmt.Errorf("apply: read trailing data: %w", err)
 	}
-	return cr.n, nil
+	var implicit []string
+	if !a.explicit["."] {
+		implicit = append(implicit, ".")
+	}
+	for d := range a.parents {
+		if !a.explicit[d] {
+			implicit = append(implicit, d)
+		}
+	}
+	sort.Strings(implicit)
+	return cr.n, implicit, nil
 }
 
 type dirTime struct {
@@ -121,6 +161,9 @@ type applier struct {
 	buf     []byte
 	written map[string]struct{} // names this layer wrote (WhiteoutRemove only)
 	dirs    []dirTime           // directory times, set after all entries
+
+	explicit map[string]bool // directories the layer has an entry for
+	parents  map[string]bool // directories the layer's entries are in
 }
 
 func invalid(format string, args ...any) error {
@@ -183,13 +226,24 @@ func (a *applier) entry(tr *tar.Reader, hdr *tar.Header) error {
 	case tar.TypeXGlobalHeader:
 		return nil
 	case tar.TypeReg, tar.TypeDir, tar.TypeSymlink, tar.TypeLink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo,
-		tar.TypeGNUSparse, tar.TypeCont, '\x00':
+		tar.TypeCont, '\x00':
 	default:
 		return invalid("unsupported tar entry type %q", hdr.Typeflag)
+	}
+	if hdr.Typeflag == tar.TypeGNUSparse || hasSparseRecords(hdr) {
+		// Holes read back as zeros: a few KiB of tar could claim (and
+		// allocate) terabytes. OCI layers are never sparse.
+		return invalid("sparse entries are not supported")
 	}
 	name, err := cleanName(hdr.Name)
 	if err != nil {
 		return err
+	}
+	if hdr.Typeflag == tar.TypeDir {
+		a.explicit[name] = true
+	}
+	for d := path.Dir(name); d != "." && d != "/" && !a.parents[d]; d = path.Dir(d) {
+		a.parents[d] = true
 	}
 	if hdr.Uid < 0 || hdr.Uid > maxID || hdr.Gid < 0 || hdr.Gid > maxID {
 		return invalid("owner %d:%d out of range", hdr.Uid, hdr.Gid)
@@ -229,6 +283,15 @@ func (a *applier) entry(tr *tar.Reader, hdr *tar.Header) error {
 		a.written[name] = struct{}{}
 	}
 	return nil
+}
+
+func hasSparseRecords(hdr *tar.Header) bool {
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
 }
 
 // clearEntry removes whatever is at base in pfd so a new entry can be created

@@ -113,6 +113,11 @@ type Options struct {
 	// NoSync, at Commit only, skips flushing the snapshot's data: the
 	// caller calls Sync before it depends on the snapshot surviving a crash.
 	NoSync bool
+	// InheritDirs, at Commit with a rebase (DiffLayers drivers), are
+	// directories of the snapshot ("." for its root) that take owner,
+	// mode and xattrs from the same directory in the parent chain, where
+	// it exists there: ApplyResult.Implicit of a layer unpacked alone.
+	InheritDirs []string
 }
 
 // WithLabels sets labels on a snapshot.
@@ -129,6 +134,12 @@ func WithParent(parent string) Opt {
 // commits many layers and flushes once).
 func WithoutSync() Opt {
 	return func(o *Options) { o.NoSync = true }
+}
+
+// WithInheritDirs, at Commit, gives the listed implicit directories the
+// attributes they have in the parent chain.
+func WithInheritDirs(dirs []string) Opt {
+	return func(o *Options) { o.InheritDirs = dirs }
 }
 
 // Snapshotter is the graphdriver interface.

@@ -353,14 +353,23 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 			return err
 		}
 	}
-	var rec *record
+	var rec, parent *record
 	err := s.view(func(m *mtx) error {
-		r, _, _, err := m.commitCheck(name, key, o.Parent, s.caps.DiffLayers)
-		rec = r
+		r, _, p, err := m.commitCheck(name, key, o.Parent, s.caps.DiffLayers)
+		rec, parent = r, p
 		return err
 	})
 	if err != nil {
 		return err
+	}
+	if len(o.InheritDirs) > 0 && parent != nil && s.caps.DiffLayers {
+		lowers := s.dirs(chain(parent))
+		for i := range lowers {
+			lowers[i] = filepath.Join(lowers[i], "fs")
+		}
+		if err := fsutil.InheritDirs(filepath.Join(s.idDir(rec.ID), "fs"), lowers, o.InheritDirs); err != nil {
+			return fmt.Errorf("commit %q: %w", key, err)
+		}
 	}
 	if !o.NoSync {
 		if err := fsutil.SyncFS(s.idDir(rec.ID)); err != nil {
