@@ -147,8 +147,3 @@ func nftCheck() Check {
 	}
 	return Check{"nftables", true, fmt.Sprintf("nf_tables answers over netlink (%d tables)", len(tables))}
 }
-
-func dirExists(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.IsDir()
-}

@@ -182,13 +182,6 @@ func dialError(socket string, err error) error {
 	return fmt.Errorf("monitor %s: %v: %w", socket, err, errdefs.ErrUnavailable)
 }
 
-func ctxOr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return err
-}
-
 // Events connects to the monitor's event stream; fn gets each event until
 // the connection ends or ctx is done.
 func (c *Client) Events(ctx context.Context, fn func(Event)) error {
