@@ -26,6 +26,7 @@ deps:
 # Everything: dependencies, unit and root integration tests, then the
 # end-to-end run (registry, test images, shim, crictl, critest).
 test: deps build
+	$(MAKE) lint
 	$(MAKE) unit
 	$(MAKE) e2e
 
@@ -42,6 +43,7 @@ bench: build
 	hack/bench.sh
 
 lint:
+	hack/lint-scripts.sh
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 

@@ -53,19 +53,28 @@ image-endpoint: unix://$sock
 timeout: 60
 EOC
 crictl() { "$CRICTL" --config "$work/crictl.yaml" "$@"; }
+# shows PATTERN CMD...: CMD succeeds and its output matches PATTERN. The
+# output is read whole first: `CMD | grep -q` under pipefail fails when
+# grep exits before CMD has written everything (SIGPIPE, status 141).
+shows() {
+	local pat=$1 out
+	shift
+	out=$("$@") || return
+	grep -q -- "$pat" <<<"$out" || { echo "e2e: '$*' does not show '$pat'"; return 1; }
+}
 
 echo "e2e: crictl smoke"
-crictl version | grep -q 'RuntimeName:  shim'
+shows 'RuntimeName:  shim' crictl version
 crictl pull registry.k8s.io/e2e-test-images/busybox:1.29-2
 crictl pull busybox
-crictl images | grep -q 'registry.k8s.io/e2e-test-images/busybox *1.29-2'
-crictl images | grep -q 'docker.io/library/busybox *latest'
-crictl inspecti busybox | grep -q '"chainID"'
+shows 'registry.k8s.io/e2e-test-images/busybox *1.29-2' crictl images
+shows 'docker.io/library/busybox *latest' crictl images
+shows '"chainID"' crictl inspecti busybox
 [ "$(crictl images -q | sort -u | wc -l)" = 1 ] || { echo "two tags of one image are two images"; exit 1; }
 crictl rmi busybox
 [ -z "$(crictl images -q)" ] || { echo "rmi left images behind"; exit 1; }
 crictl pull shim-test/zstd:1
-bin/shim jobs --state "$work/state" --name pull | grep -q succeeded
+shows succeeded bin/shim jobs --state "$work/state" --name pull
 
 echo "e2e: a pod with a container"
 cat >"$work/pod.json" <<EOC

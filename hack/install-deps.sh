@@ -15,7 +15,7 @@ PKGS=("${BUILD_PKGS[@]}" docker-registry containerd runc busybox-static nftables
 
 missing=()
 for p in "${PKGS[@]}"; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+	[[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == *"install ok installed"* ]] || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "install-deps: apt-get install ${missing[*]}"

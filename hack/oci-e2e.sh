@@ -50,7 +50,7 @@ cleanup() {
 	# the runc v2 shims serving our containerd (their command line names our socket)
 	for p in /proc/[0-9]*; do
 		[[ $(readlink "$p/exe" 2>/dev/null) == */containerd-shim-runc-v2 ]] || continue
-		tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "-address $sock " && kill -KILL "${p#/proc/}"
+		[[ $(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) == *"-address $sock "* ]] && kill -KILL "${p#/proc/}"
 	done
 	awk -v d="$dir/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
 		while read -r m; do umount -l "$m" 2>/dev/null; done

@@ -40,7 +40,7 @@ running() {
 	[[ $pid =~ ^[0-9]+$ ]] || return 1
 	# The pid must still be our registry, not a recycled number.
 	[[ -r /proc/$pid/cmdline ]] || return 1
-	tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$config" || return 1
+	[[ $(tr '\0' ' ' <"/proc/$pid/cmdline") == *"$config"* ]] || return 1
 	echo "$pid"
 }
 

@@ -66,7 +66,7 @@ running() {
 	[[ $pid =~ ^[0-9]+$ ]] || return 1
 	[[ -r /proc/$pid/cmdline ]] || return 1
 	# The pid must still be our containerd, not a recycled number.
-	tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$config" || return 1
+	[[ $(tr '\0' ' ' <"/proc/$pid/cmdline") == *"$config"* ]] || return 1
 	echo "$pid"
 }
 
@@ -196,7 +196,7 @@ shim_pids() {
 	local p
 	for p in /proc/[0-9]*; do
 		[[ $(readlink "$p/exe" 2>/dev/null) == */containerd-shim-runc-v2 ]] || continue
-		tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "-address $sock " || continue
+		[[ $(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) == *"-address $sock "* ]] || continue
 		echo "${p#/proc/}"
 	done
 }
