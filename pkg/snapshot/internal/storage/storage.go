@@ -260,6 +260,23 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshot.Kind, key, paren
 		}
 	}()
 	if err := s.drv.Populate(ctx, tmp, kind, s.dirs(ancestry)); err != nil {
+		if parent != "" && errors.Is(err, os.ErrNotExist) {
+			// A Remove of the parent racing this Prepare took its
+			// directory away: report it the way the record check
+			// below would, not as a raw ENOENT.
+			if verr := s.view(func(m *mtx) error {
+				p, err := m.committedParent(parent)
+				if err != nil {
+					return err
+				}
+				if !sameChain(chain(p), ancestry) {
+					return fmt.Errorf("parent %q changed while preparing %q: %w", parent, key, errdefs.ErrAborted)
+				}
+				return nil
+			}); verr != nil {
+				return nil, fmt.Errorf("snapshot %q: %w", key, verr)
+			}
+		}
 		return nil, fmt.Errorf("snapshot %q: %w", key, err)
 	}
 	if err := fsutil.SyncDir(tmp); err != nil {
