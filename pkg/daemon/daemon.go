@@ -101,13 +101,14 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Daemon, retErr 
 			}
 			return rt.SnapshotRoots(ctx)
 		},
-		ContentRoot:       filepath.Join(cfg.Root, "content"),
-		DB:                d.db,
-		Snapshotter:       d.sn,
-		RegistryConfigDir: cfg.Image.RegistryConfig,
-		Downloads:         cfg.Image.MaxConcurrentDownloads,
-		Pinned:            pinned,
-		IngestExpiry:      time.Duration(cfg.Image.IngestExpiry),
+		ContentRoot:          filepath.Join(cfg.Root, "content"),
+		DB:                   d.db,
+		Snapshotter:          d.sn,
+		RegistryConfigDir:    cfg.Image.RegistryConfig,
+		Downloads:            cfg.Image.MaxConcurrentDownloads,
+		Pinned:               pinned,
+		IngestExpiry:         time.Duration(cfg.Image.IngestExpiry),
+		MaxUnpackedLayerSize: int64(cfg.Image.MaxUnpackedLayerSize),
 	})
 	if err != nil {
 		return nil, err

@@ -217,16 +217,16 @@ type testStore struct {
 
 // newStore opens a store on driver ("overlay" or "native") under a temp
 // dir, with registry config dir regDir. Needs root.
-func newStore(t *testing.T, driver, regDir string) *testStore {
+func newStore(t *testing.T, driver, regDir string, opts ...func(*Config)) *testStore {
 	t.Helper()
 	if os.Getuid() != 0 {
 		t.Skip("needs root (snapshots keep ownership, overlay mounts)")
 	}
 	root := t.TempDir()
-	return openStore(t, root, driver, regDir)
+	return openStore(t, root, driver, regDir, opts...)
 }
 
-func openStore(t *testing.T, root, driver, regDir string) *testStore {
+func openStore(t *testing.T, root, driver, regDir string, opts ...func(*Config)) *testStore {
 	t.Helper()
 	ctx := context.Background()
 	db, err := bolt.Open(filepath.Join(root, "meta.db"), 0o600, nil)
@@ -243,13 +243,17 @@ func openStore(t *testing.T, root, driver, regDir string) *testStore {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(ctx, Config{
+	cfg := Config{
 		ContentRoot:       filepath.Join(root, "content"),
 		DB:                db,
 		Snapshotter:       sn,
 		RegistryConfigDir: regDir,
 		Pinned:            []string{"registry.k8s.io/pause:3.9"},
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	s, err := New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

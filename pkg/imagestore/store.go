@@ -39,7 +39,14 @@ type Config struct {
 	SnapshotRoots func(ctx context.Context) ([]string, error)
 	// IngestExpiry is how long a partial download is kept for a resume.
 	IngestExpiry time.Duration
+	// MaxUnpackedLayerSize caps the uncompressed bytes of one layer;
+	// default DefaultMaxUnpackedLayerSize.
+	MaxUnpackedLayerSize int64
 }
+
+// DefaultMaxUnpackedLayerSize is the default cap on a layer's uncompressed
+// size: generous for real images, a bound on what a gzip bomb can write.
+const DefaultMaxUnpackedLayerSize = 64 << 30
 
 // Store is the image store.
 type Store struct {
@@ -74,6 +81,9 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if cfg.IngestExpiry == 0 {
 		cfg.IngestExpiry = 24 * time.Hour
+	}
+	if cfg.MaxUnpackedLayerSize <= 0 {
+		cfg.MaxUnpackedLayerSize = DefaultMaxUnpackedLayerSize
 	}
 	content, err := NewContent(cfg.ContentRoot)
 	if err != nil {
