@@ -145,8 +145,10 @@ func TestResumeWithWrongPartialData(t *testing.T) {
 func TestRegistryAuth(t *testing.T) {
 	for _, scheme := range []string{"basic", "bearer"} {
 		t.Run(scheme, func(t *testing.T) {
-			reg := newTestRegistry(t)
-			s := newStore(t, "overlay", "")
+			reg := newTLSTestRegistry(t)
+			dir := t.TempDir()
+			writeHosts(t, dir, reg.host, fmt.Sprintf("server = \"https://%s\"\nca = %q\n", reg.host, reg.ca))
+			s := newStore(t, "overlay", dir)
 			reg.push(t, "private/img:1", simpleImage(t, "private"))
 			basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("alice:s3cret"))
 			reg.setHook(func(w http.ResponseWriter, r *http.Request) bool {
@@ -162,7 +164,7 @@ func TestRegistryAuth(t *testing.T) {
 				want, challenge := basic, `Basic realm="test"`
 				if scheme == "bearer" {
 					want = "Bearer tok-123"
-					challenge = fmt.Sprintf(`Bearer realm="http://%s/token",service="test"`, reg.host)
+					challenge = fmt.Sprintf(`Bearer realm="https://%s/token",service="test"`, reg.host)
 				}
 				if r.Header.Get("Authorization") != want {
 					w.Header().Set("WWW-Authenticate", challenge)

@@ -30,6 +30,9 @@ type Endpoint struct {
 	Header       http.Header
 	TLS          *tls.Config // nil for http
 	Mirror       bool        // a [host] entry rather than the upstream server
+	// PlainHTTPCredentials allows credentials over http (hosts.toml
+	// plain_http_credentials).
+	PlainHTTPCredentials bool
 
 	key string // identity of the connection settings, for transport reuse
 }
@@ -46,16 +49,13 @@ func (e Endpoint) can(capability string) bool {
 	return false
 }
 
-// hostsFile is the on-disk form. ca and client accept the shapes containerd does.
+// hostsFile is the on-disk form: the server's settings at the top level,
+// each mirror's under [host."URL"]. ca and client accept the shapes
+// containerd does.
 type hostsFile struct {
-	Server       string              `toml:"server"`
-	Capabilities []string            `toml:"capabilities"`
-	CA           any                 `toml:"ca"`
-	Client       any                 `toml:"client"`
-	SkipVerify   *bool               `toml:"skip_verify"`
-	Header       map[string]any      `toml:"header"`
-	OverridePath bool                `toml:"override_path"`
-	Host         map[string]hostFile `toml:"host"`
+	Server string              `toml:"server"`
+	Host   map[string]hostFile `toml:"host"`
+	hostFile
 }
 
 type hostFile struct {
@@ -65,6 +65,10 @@ type hostFile struct {
 	SkipVerify   *bool          `toml:"skip_verify"`
 	Header       map[string]any `toml:"header"`
 	OverridePath bool           `toml:"override_path"`
+	// PlainHTTPCredentials (shim's own key) lets the CRI credentials go to
+	// this http:// endpoint (and to a token server it names over http)
+	// in clear text. Without it they are never sent over plain HTTP.
+	PlainHTTPCredentials bool `toml:"plain_http_credentials"`
 }
 
 // maxHostsFile caps the size of a hosts.toml.
@@ -80,7 +84,7 @@ func Endpoints(configDir, host string) ([]Endpoint, error) {
 	}
 	server := defaultServer(host)
 	if data == nil {
-		ep, err := newEndpoint(server, nil, nil, nil, nil, false, dir)
+		ep, err := newEndpoint(server, hostFile{}, dir)
 		if err != nil {
 			return nil, err
 		}
@@ -97,23 +101,20 @@ func Endpoints(configDir, host string) ([]Endpoint, error) {
 		if len(key) != 2 || key[0] != "host" {
 			continue
 		}
-		h := hf.Host[key[1]]
-		ep, err := newEndpoint(key[1], h.Capabilities, h.CA, h.Client, h.SkipVerify, h.OverridePath, dir)
+		ep, err := newEndpoint(key[1], hf.Host[key[1]], dir)
 		if err != nil {
 			return nil, fmt.Errorf("%s: host %q: %w", dir, key[1], err)
 		}
-		ep.Header = toHeader(h.Header)
 		ep.Mirror = true
 		eps = append(eps, ep)
 	}
 	if hf.Server != "" {
 		server = hf.Server
 	}
-	ep, err := newEndpoint(server, hf.Capabilities, hf.CA, hf.Client, hf.SkipVerify, hf.OverridePath, dir)
+	ep, err := newEndpoint(server, hf.hostFile, dir)
 	if err != nil {
 		return nil, fmt.Errorf("%s: server %q: %w", dir, server, err)
 	}
-	ep.Header = toHeader(hf.Header)
 	return append(eps, ep), nil
 }
 
@@ -155,7 +156,7 @@ func readHostsFile(configDir, host string) (string, []byte, error) {
 	return filepath.Join(configDir, host), nil, nil
 }
 
-func newEndpoint(raw string, caps []string, ca, client any, skipVerify *bool, overridePath bool, dir string) (Endpoint, error) {
+func newEndpoint(raw string, h hostFile, dir string) (Endpoint, error) {
 	if !strings.Contains(raw, "://") {
 		raw = "https://" + raw
 	}
@@ -172,16 +173,18 @@ func newEndpoint(raw string, caps []string, ca, client any, skipVerify *bool, ov
 	path := strings.TrimSuffix(u.Path, "/")
 	if path == "" {
 		path = "/v2"
-	} else if !overridePath && !strings.HasSuffix(path, "/v2") {
+	} else if !h.OverridePath && !strings.HasSuffix(path, "/v2") {
 		path += "/v2"
 	}
+	caps := h.Capabilities
 	if len(caps) == 0 {
 		caps = []string{"pull", "resolve", "push"}
 	}
-	ep := Endpoint{Scheme: u.Scheme, Host: u.Host, Path: path, Capabilities: caps,
-		key: fmt.Sprintf("%s://%s|%v|%v|%v|%s", u.Scheme, u.Host, ca, client, skipVerify != nil && *skipVerify, dir)}
+	ep := Endpoint{Scheme: u.Scheme, Host: u.Host, Path: path, Capabilities: caps, Header: toHeader(h.Header),
+		PlainHTTPCredentials: h.PlainHTTPCredentials,
+		key:                  fmt.Sprintf("%s://%s|%v|%v|%v|%s", u.Scheme, u.Host, h.CA, h.Client, h.SkipVerify != nil && *h.SkipVerify, dir)}
 	if u.Scheme == "https" {
-		if ep.TLS, err = tlsConfig(ca, client, skipVerify, dir); err != nil {
+		if ep.TLS, err = tlsConfig(h.CA, h.Client, h.SkipVerify, dir); err != nil {
 			return Endpoint{}, err
 		}
 	}
