@@ -258,6 +258,11 @@ func (d *Daemon) close() {
 	for _, s := range d.httpServers {
 		s.Close()
 	}
+	if d.images != nil {
+		// Waits for the image store's background work (a collection
+		// after a pull) before the database it uses is closed.
+		d.images.Close()
+	}
 	if d.rt != nil {
 		d.rt.Close()
 	}

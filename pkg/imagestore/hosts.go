@@ -1,8 +1,10 @@
 package imagestore
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -34,7 +36,8 @@ type Endpoint struct {
 	// plain_http_credentials).
 	PlainHTTPCredentials bool
 
-	key string // identity of the connection settings, for transport reuse
+	key   string // identity of the connection settings, for transport reuse
+	tlsID string // digest of the CA and client certificate files' contents
 }
 
 // URL is the API root of the endpoint.
@@ -184,21 +187,33 @@ func newEndpoint(raw string, h hostFile, dir string) (Endpoint, error) {
 		PlainHTTPCredentials: h.PlainHTTPCredentials,
 		key:                  fmt.Sprintf("%s://%s|%v|%v|%v|%s", u.Scheme, u.Host, h.CA, h.Client, h.SkipVerify != nil && *h.SkipVerify, dir)}
 	if u.Scheme == "https" {
-		if ep.TLS, err = tlsConfig(h.CA, h.Client, h.SkipVerify, dir); err != nil {
+		if ep.TLS, ep.tlsID, err = tlsConfig(h.CA, h.Client, h.SkipVerify, dir); err != nil {
 			return Endpoint{}, err
 		}
 	}
 	return ep, nil
 }
 
-func tlsConfig(ca, client any, skipVerify *bool, dir string) (*tls.Config, error) {
+// tlsConfig reads the CA and client certificate files (every pull, so a
+// changed file takes effect on the next one) and returns the config and a
+// digest of what it read, which tells a cached transport it is stale.
+func tlsConfig(ca, client any, skipVerify *bool, dir string) (*tls.Config, string, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if skipVerify != nil && *skipVerify {
 		cfg.InsecureSkipVerify = true
 	}
+	id := sha256.New()
+	read := func(p string) ([]byte, error) {
+		b, err := os.ReadFile(resolvePath(dir, p))
+		if err == nil {
+			fmt.Fprintf(id, "%s %d\n", p, len(b))
+			id.Write(b)
+		}
+		return b, err
+	}
 	cas, err := stringList(ca)
 	if err != nil {
-		return nil, fmt.Errorf("ca: %w", err)
+		return nil, "", fmt.Errorf("ca: %w", err)
 	}
 	if len(cas) > 0 {
 		pool, err := x509.SystemCertPool()
@@ -206,32 +221,40 @@ func tlsConfig(ca, client any, skipVerify *bool, dir string) (*tls.Config, error
 			pool = x509.NewCertPool()
 		}
 		for _, p := range cas {
-			pem, err := os.ReadFile(resolvePath(dir, p))
+			pem, err := read(p)
 			if err != nil {
-				return nil, fmt.Errorf("ca %q: %w", p, err)
+				return nil, "", fmt.Errorf("ca %q: %w: %w", p, err, errdefs.ErrFailedPrecondition)
 			}
 			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("ca %q: no certificates: %w", p, errdefs.ErrInvalidArgument)
+				return nil, "", fmt.Errorf("ca %q: no certificates: %w", p, errdefs.ErrInvalidArgument)
 			}
 		}
 		cfg.RootCAs = pool
 	}
 	pairs, err := clientPairs(client)
 	if err != nil {
-		return nil, fmt.Errorf("client: %w", err)
+		return nil, "", fmt.Errorf("client: %w", err)
 	}
 	for _, p := range pairs {
 		key := p[1]
 		if key == "" {
 			key = p[0]
 		}
-		cert, err := tls.LoadX509KeyPair(resolvePath(dir, p[0]), resolvePath(dir, key))
+		certPEM, err := read(p[0])
 		if err != nil {
-			return nil, fmt.Errorf("client certificate %q: %w", p[0], err)
+			return nil, "", fmt.Errorf("client certificate %q: %w: %w", p[0], err, errdefs.ErrFailedPrecondition)
+		}
+		keyPEM, err := read(key)
+		if err != nil {
+			return nil, "", fmt.Errorf("client key %q: %w: %w", key, err, errdefs.ErrFailedPrecondition)
+		}
+		cert, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			return nil, "", fmt.Errorf("client certificate %q: %v: %w", p[0], err, errdefs.ErrInvalidArgument)
 		}
 		cfg.Certificates = append(cfg.Certificates, cert)
 	}
-	return cfg, nil
+	return cfg, hex.EncodeToString(id.Sum(nil)), nil
 }
 
 func resolvePath(dir, p string) string {

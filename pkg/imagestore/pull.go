@@ -27,6 +27,11 @@ func (s *Store) Pull(ctx context.Context, refStr string, auth *Auth, progress Pr
 	if progress == nil {
 		progress = func(string, ...any) {}
 	}
+	done, err := s.begin()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	key := ref.String()
 	if auth != nil {
 		// Different credentials must not share a pull.

@@ -102,7 +102,13 @@ type Registry struct {
 	backoff   transport.Backoff
 
 	mu    sync.Mutex
-	bases map[string]http.RoundTripper // per endpoint, to reuse connections
+	bases map[string]baseTransport // per endpoint, to reuse connections
+}
+
+type baseTransport struct {
+	tlsID string // the certificate files it was built with
+	rt    http.RoundTripper
+	http  *http.Transport
 }
 
 // NewRegistry returns a client reading hosts.toml files under configDir.
@@ -110,24 +116,41 @@ func NewRegistry(configDir string) *Registry {
 	return &Registry{
 		configDir: configDir,
 		backoff:   transport.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 4},
-		bases:     map[string]http.RoundTripper{},
+		bases:     map[string]baseTransport{},
 	}
 }
 
 // base returns the shared transport of an endpoint (same host, scheme and
-// TLS settings), so connections are reused across pulls.
+// TLS settings), so connections are reused across pulls. When the CA or
+// client certificate files changed since it was built, a new one replaces
+// it and the old one's idle connections are closed (pulls using it finish
+// on it).
 func (r *Registry) base(ep Endpoint) http.RoundTripper {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if rt, ok := r.bases[ep.key]; ok {
-		return rt
+	b, ok := r.bases[ep.key]
+	if ok && b.tlsID == ep.tlsID {
+		return b.rt
 	}
-	rt := transport.NewRetry(httpTransport(ep),
+	if ok {
+		b.http.CloseIdleConnections()
+	}
+	ht := httpTransport(ep)
+	rt := transport.NewRetry(ht,
 		transport.WithRetryBackoff(r.backoff),
 		transport.WithRetryStatusCodes(http.StatusRequestTimeout, http.StatusTooManyRequests,
 			http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout))
-	r.bases[ep.key] = rt
+	r.bases[ep.key] = baseTransport{tlsID: ep.tlsID, rt: rt, http: ht}
 	return rt
+}
+
+// closeIdle closes the idle connections of every cached transport.
+func (r *Registry) closeIdle() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, b := range r.bases {
+		b.http.CloseIdleConnections()
+	}
 }
 
 // session is one pull's view of a repository: the endpoints to try, each

@@ -66,6 +66,10 @@ type Store struct {
 	usage  usageCache
 	pulls  flight[*Image]
 	layers flight[struct{}]
+
+	life   sync.Mutex     // guards closed and adding to ops
+	closed bool           //
+	ops    sync.WaitGroup // pulls, removals and collections running
 }
 
 // New opens the store, loads image records and removes what a crash left.
@@ -118,6 +122,31 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		log.G(ctx).Infof("removed %d expired partial downloads", n)
 	}
 	return s, nil
+}
+
+// begin registers an operation that Close waits for; it fails once the
+// store is closed.
+func (s *Store) begin() (func(), error) {
+	s.life.Lock()
+	defer s.life.Unlock()
+	if s.closed {
+		return nil, fmt.Errorf("the image store is closed: %w", errdefs.ErrUnavailable)
+	}
+	s.ops.Add(1)
+	return s.ops.Done, nil
+}
+
+// Close refuses new pulls, removals and collections and waits for the
+// running ones (the background collection after a pull included), so
+// nothing touches the database or the snapshotter after it returns. The
+// caller closes those.
+func (s *Store) Close() error {
+	s.life.Lock()
+	s.closed = true
+	s.life.Unlock()
+	s.ops.Wait()
+	s.reg.closeIdle()
+	return nil
 }
 
 // Content is the store's content store.
@@ -221,6 +250,11 @@ func (s *Store) Remove(ctx context.Context, ref string) error {
 	if err != nil {
 		return err
 	}
+	done, err := s.begin()
+	if err != nil {
+		return err
+	}
+	defer done()
 	s.mu.Lock()
 	var img *Image
 	switch kind {
@@ -320,11 +354,16 @@ func (s *Store) commit(ctx context.Context, img *Image, tag, repoDigest string) 
 	}
 	s.index(cur)
 	if len(orphans) > 0 {
-		go func() {
-			if err := s.GC(context.WithoutCancel(ctx)); err != nil {
-				log.G(ctx).WithError(err).Warn("collecting replaced images")
-			}
-		}()
+		// commit runs inside a pull, which holds the store open.
+		done, err := s.begin()
+		if err == nil {
+			go func() {
+				defer done()
+				if err := s.GC(context.WithoutCancel(ctx)); err != nil {
+					log.G(ctx).WithError(err).Warn("collecting replaced images")
+				}
+			}()
+		}
 	}
 	return clone(cur), nil
 }
