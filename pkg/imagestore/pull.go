@@ -24,6 +24,9 @@ func (s *Store) Pull(ctx context.Context, refStr string, auth *Auth, progress Pr
 	if err != nil {
 		return nil, err
 	}
+	if err := auth.Validate(); err != nil {
+		return nil, err
+	}
 	if progress == nil {
 		progress = func(string, ...any) {}
 	}
