@@ -11,10 +11,12 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
+	units "github.com/docker/go-units"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
 )
@@ -43,6 +45,30 @@ func (d *Duration) UnmarshalText(b []byte) error {
 
 // MarshalText renders the duration.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// ByteSize is a size in bytes, written as an integer or as "64GiB",
+// "512MiB", "10g" (binary units, case-insensitive) in TOML.
+type ByteSize int64
+
+// UnmarshalTOML accepts an integer or a size string.
+func (b *ByteSize) UnmarshalTOML(v any) error {
+	switch t := v.(type) {
+	case int64:
+		*b = ByteSize(t)
+		return nil
+	case string:
+		n, err := units.RAMInBytes(t)
+		if err != nil {
+			return err
+		}
+		*b = ByteSize(n)
+		return nil
+	}
+	return fmt.Errorf("size: want an integer or a string such as \"64GiB\", got %T", v)
+}
+
+// MarshalText renders the size in bytes.
+func (b ByteSize) MarshalText() ([]byte, error) { return []byte(strconv.FormatInt(int64(b), 10)), nil }
 
 // Config is the whole configuration.
 type Config struct {
@@ -102,6 +128,8 @@ type Image struct {
 	SandboxImage           string   `toml:"sandbox_image"`
 	PinnedImages           []string `toml:"pinned_images"`
 	IngestExpiry           Duration `toml:"ingest_expiry"`
+	// MaxUnpackedLayerSize caps the uncompressed bytes of one layer.
+	MaxUnpackedLayerSize ByteSize `toml:"max_unpacked_layer_size"`
 }
 
 // Default is the configuration with nothing set.
@@ -172,6 +200,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Image.MaxConcurrentDownloads < 1 || c.Image.MaxConcurrentDownloads > 64 {
 		errs = append(errs, fmt.Sprintf("image.max_concurrent_downloads %d: want 1 to 64", c.Image.MaxConcurrentDownloads))
+	}
+	if c.Image.MaxUnpackedLayerSize <= 0 {
+		errs = append(errs, fmt.Sprintf("image.max_unpacked_layer_size %d: must be positive", c.Image.MaxUnpackedLayerSize))
 	}
 	switch c.Network.Driver {
 	case "bridge", "cni", "none":

@@ -54,12 +54,35 @@ func TestInvalid(t *testing.T) {
 		`log_level = "loud"`,
 		"[image]\nsnapshotter = \"zfs\"",
 		"[image]\nmax_concurrent_downloads = 0",
+		"[image]\nmax_unpacked_layer_size = 0",
+		"[image]\nmax_unpacked_layer_size = \"lots\"",
+		"[image]\nmax_unpacked_layer_size = -5",
 		`shutdown_grace = "soon"`,
 	} {
 		f := filepath.Join(t.TempDir(), "c.toml")
 		os.WriteFile(f, []byte(body), 0o600)
 		if _, _, err := Load(f, false); !errdefs.IsInvalidArgument(err) {
 			t.Errorf("%q: want invalid argument, got %v", body, err)
+		}
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	if got := Default().Image.MaxUnpackedLayerSize; got != 64<<30 {
+		t.Errorf("default max_unpacked_layer_size %d, want 64 GiB", got)
+	}
+	for body, want := range map[string]ByteSize{
+		"[image]\nmax_unpacked_layer_size = 1048576":    1 << 20,
+		"[image]\nmax_unpacked_layer_size = \"512MiB\"": 512 << 20,
+		"[image]\nmax_unpacked_layer_size = \"2g\"":     2 << 30,
+	} {
+		f := filepath.Join(t.TempDir(), "c.toml")
+		os.WriteFile(f, []byte(body), 0o600)
+		c, _, err := Load(f, false)
+		if err != nil {
+			t.Errorf("%q: %v", body, err)
+		} else if c.Image.MaxUnpackedLayerSize != want {
+			t.Errorf("%q: got %d, want %d", body, c.Image.MaxUnpackedLayerSize, want)
 		}
 	}
 }

@@ -101,13 +101,14 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Daemon, retErr 
 			}
 			return rt.SnapshotRoots(ctx)
 		},
-		ContentRoot:       filepath.Join(cfg.Root, "content"),
-		DB:                d.db,
-		Snapshotter:       d.sn,
-		RegistryConfigDir: cfg.Image.RegistryConfig,
-		Downloads:         cfg.Image.MaxConcurrentDownloads,
-		Pinned:            pinned,
-		IngestExpiry:      time.Duration(cfg.Image.IngestExpiry),
+		ContentRoot:          filepath.Join(cfg.Root, "content"),
+		DB:                   d.db,
+		Snapshotter:          d.sn,
+		RegistryConfigDir:    cfg.Image.RegistryConfig,
+		Downloads:            cfg.Image.MaxConcurrentDownloads,
+		Pinned:               pinned,
+		IngestExpiry:         time.Duration(cfg.Image.IngestExpiry),
+		MaxUnpackedLayerSize: int64(cfg.Image.MaxUnpackedLayerSize),
 	})
 	if err != nil {
 		return nil, err
@@ -256,6 +257,11 @@ func (d *Daemon) shutdown(ctx context.Context) error {
 func (d *Daemon) close() {
 	for _, s := range d.httpServers {
 		s.Close()
+	}
+	if d.images != nil {
+		// Waits for the image store's background work (a collection
+		// after a pull) before the database it uses is closed.
+		d.images.Close()
 	}
 	if d.rt != nil {
 		d.rt.Close()

@@ -1,7 +1,9 @@
 package imagestore
 
 import (
+	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	digest "github.com/opencontainers/go-digest"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
 )
@@ -121,32 +125,77 @@ func TestResumePartialDownload(t *testing.T) {
 	}
 }
 
+// TestResumeWithWrongPartialData: a partial download whose bytes are not
+// the blob's is resumed (a ranged request from its end), fails its check,
+// is dropped, and the same pull downloads the blob again from the start
+// and succeeds.
 func TestResumeWithWrongPartialData(t *testing.T) {
-	reg := newTestRegistry(t)
-	s := newStore(t, "overlay", "")
-	img := imageOf(t, "", layerOf(t, map[string]string{"f": strings.Repeat("z", 100000)}, "none"))
-	reg.push(t, "resume/bad:1", img)
-	layers, _ := img.Layers()
-	d, _ := layers[0].Digest()
-	ingest := filepath.Join(s.root, "content", "ingest", "sha256-"+d.Hex)
-	os.WriteFile(ingest, []byte(strings.Repeat("garbage!", 1000)), 0o600)
-	// The first attempt fails its checks and drops the bad partial data;
-	// the retry starts clean.
-	if _, err := s.Pull(ctx, reg.host+"/resume/bad:1", nil, nil); err != nil {
-		if _, err := s.Pull(ctx, reg.host+"/resume/bad:1", nil, nil); err != nil {
-			t.Fatal(err)
-		}
+	for _, comp := range []string{"none", "gzip"} {
+		t.Run(comp, func(t *testing.T) {
+			reg := newTestRegistry(t)
+			s := newStore(t, "overlay", "")
+			noise := make([]byte, 50000)
+			rand.Read(noise)
+			content := hex.EncodeToString(noise) // 100000 bytes that gzip to more than the garbage
+			img := imageOf(t, "", layerOf(t, map[string]string{"f": content}, comp))
+			reg.push(t, "resume/bad:1", img)
+			layers, _ := img.Layers()
+			d, _ := layers[0].Digest()
+			size, _ := layers[0].Size()
+			garbage := []byte(strings.Repeat("garbage!", 1000))
+			if int64(len(garbage)) >= size {
+				t.Fatalf("layer of %d bytes is too small for the test", size)
+			}
+			ingest := filepath.Join(s.root, "content", "ingest", "sha256-"+d.Hex)
+			if err := os.WriteFile(ingest, garbage, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			reg.reset()
+			got, err := s.Pull(ctx, reg.host+"/resume/bad:1", nil, nil)
+			if err != nil {
+				t.Fatalf("one pull must recover from bad partial data: %v", err)
+			}
+			resumed := fmt.Sprintf("range=bytes=%d-%d", len(garbage), size-1)
+			if n := reg.count("GET", d.String(), resumed); n != 1 {
+				t.Errorf("%d requests resuming at %d, want 1: %v", n, len(garbage), reg.requests)
+			}
+			if n := reg.count("GET", d.String()) - reg.count("GET", d.String(), "range="); n != 1 {
+				t.Errorf("%d full downloads after the failed resume, want 1: %v", n, reg.requests)
+			}
+			if c := s.readFromImage(t, got, "f"); c != content {
+				t.Errorf("layer content wrong (%d bytes)", len(c))
+			}
+			if _, err := os.Stat(ingest); !os.IsNotExist(err) {
+				t.Errorf("ingest left after the pull: %v", err)
+			}
+			if size, err := s.content.Size(digest.Digest(d.String())); err != nil || size != int64(len(mustCompressed(t, layers[0]))) {
+				t.Errorf("blob in the store: %d bytes, %v", size, err)
+			}
+		})
 	}
-	if _, err := s.Get(ctx, reg.host+"/resume/bad:1"); err != nil {
+}
+
+func mustCompressed(t *testing.T, l interface{ Compressed() (io.ReadCloser, error) }) []byte {
+	t.Helper()
+	rc, err := l.Compressed()
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func TestRegistryAuth(t *testing.T) {
 	for _, scheme := range []string{"basic", "bearer"} {
 		t.Run(scheme, func(t *testing.T) {
-			reg := newTestRegistry(t)
-			s := newStore(t, "overlay", "")
+			reg := newTLSTestRegistry(t)
+			dir := t.TempDir()
+			writeHosts(t, dir, reg.host, fmt.Sprintf("server = \"https://%s\"\nca = %q\n", reg.host, reg.ca))
+			s := newStore(t, "overlay", dir)
 			reg.push(t, "private/img:1", simpleImage(t, "private"))
 			basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("alice:s3cret"))
 			reg.setHook(func(w http.ResponseWriter, r *http.Request) bool {
@@ -162,7 +211,7 @@ func TestRegistryAuth(t *testing.T) {
 				want, challenge := basic, `Basic realm="test"`
 				if scheme == "bearer" {
 					want = "Bearer tok-123"
-					challenge = fmt.Sprintf(`Bearer realm="http://%s/token",service="test"`, reg.host)
+					challenge = fmt.Sprintf(`Bearer realm="https://%s/token",service="test"`, reg.host)
 				}
 				if r.Header.Get("Authorization") != want {
 					w.Header().Set("WWW-Authenticate", challenge)

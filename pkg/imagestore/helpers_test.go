@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log"
@@ -39,6 +40,7 @@ import (
 type testRegistry struct {
 	srv  *httptest.Server
 	host string
+	ca   string // PEM file of the server's certificate (TLS registries)
 
 	mu       sync.Mutex
 	requests []string
@@ -46,13 +48,26 @@ type testRegistry struct {
 }
 
 func newTestRegistry(t *testing.T) *testRegistry {
+	return startTestRegistry(t, false)
+}
+
+// newTLSTestRegistry is a test registry serving https with a certificate
+// for 127.0.0.1; tr.ca holds it as a CA for hosts.toml.
+func newTLSTestRegistry(t *testing.T) *testRegistry {
+	return startTestRegistry(t, true)
+}
+
+func startTestRegistry(t *testing.T, useTLS bool) *testRegistry {
 	tr := &testRegistry{}
 	reg := registry.New(registry.Logger(nullLogger()))
-	tr.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	tr.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tr.mu.Lock()
 		line := r.Method + " " + r.URL.Path
 		if rg := r.Header.Get("Range"); rg != "" {
 			line += " range=" + rg
+		}
+		if a := r.Header.Get("Authorization"); a != "" {
+			line += " authorization=" + a
 		}
 		tr.requests = append(tr.requests, line)
 		hook := tr.hook
@@ -62,9 +77,32 @@ func newTestRegistry(t *testing.T) *testRegistry {
 		}
 		reg.ServeHTTP(w, r)
 	}))
+	if useTLS {
+		tr.srv.StartTLS()
+		tr.ca = filepath.Join(t.TempDir(), "ca.pem")
+		pemData := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tr.srv.Certificate().Raw})
+		if err := os.WriteFile(tr.ca, pemData, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		tr.srv.Start()
+	}
 	t.Cleanup(tr.srv.Close)
-	tr.host = strings.TrimPrefix(tr.srv.URL, "http://")
+	tr.host = strings.TrimPrefix(strings.TrimPrefix(tr.srv.URL, "http://"), "https://")
 	return tr
+}
+
+// authorizations lists the Authorization headers the registry received.
+func (tr *testRegistry) authorizations() []string {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	var out []string
+	for _, r := range tr.requests {
+		if _, a, ok := strings.Cut(r, " authorization="); ok {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 func (tr *testRegistry) setHook(h func(w http.ResponseWriter, r *http.Request) bool) {
@@ -107,7 +145,7 @@ func (tr *testRegistry) push(t *testing.T, repoTag string, img v1.Image) v1.Hash
 	tr.hook = nil
 	tr.mu.Unlock()
 	defer tr.setHook(hook)
-	if err := remote.Write(ref, img); err != nil {
+	if err := remote.Write(ref, img, remote.WithTransport(tr.srv.Client().Transport)); err != nil {
 		t.Fatal(err)
 	}
 	d, err := img.Digest()
@@ -123,7 +161,7 @@ func (tr *testRegistry) pushIndex(t *testing.T, repoTag string, idx v1.ImageInde
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.WriteIndex(ref, idx); err != nil {
+	if err := remote.WriteIndex(ref, idx, remote.WithTransport(tr.srv.Client().Transport)); err != nil {
 		t.Fatal(err)
 	}
 	d, _ := idx.Digest()
@@ -217,16 +255,16 @@ type testStore struct {
 
 // newStore opens a store on driver ("overlay" or "native") under a temp
 // dir, with registry config dir regDir. Needs root.
-func newStore(t *testing.T, driver, regDir string) *testStore {
+func newStore(t *testing.T, driver, regDir string, opts ...func(*Config)) *testStore {
 	t.Helper()
 	if os.Getuid() != 0 {
 		t.Skip("needs root (snapshots keep ownership, overlay mounts)")
 	}
 	root := t.TempDir()
-	return openStore(t, root, driver, regDir)
+	return openStore(t, root, driver, regDir, opts...)
 }
 
-func openStore(t *testing.T, root, driver, regDir string) *testStore {
+func openStore(t *testing.T, root, driver, regDir string, opts ...func(*Config)) *testStore {
 	t.Helper()
 	ctx := context.Background()
 	db, err := bolt.Open(filepath.Join(root, "meta.db"), 0o600, nil)
@@ -243,13 +281,17 @@ func openStore(t *testing.T, root, driver, regDir string) *testStore {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(ctx, Config{
+	cfg := Config{
 		ContentRoot:       filepath.Join(root, "content"),
 		DB:                db,
 		Snapshotter:       sn,
 		RegistryConfigDir: regDir,
 		Pinned:            []string{"registry.k8s.io/pause:3.9"},
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	s, err := New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,10 @@
 package imagestore
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -30,8 +32,12 @@ type Endpoint struct {
 	Header       http.Header
 	TLS          *tls.Config // nil for http
 	Mirror       bool        // a [host] entry rather than the upstream server
+	// PlainHTTPCredentials allows credentials over http (hosts.toml
+	// plain_http_credentials).
+	PlainHTTPCredentials bool
 
-	key string // identity of the connection settings, for transport reuse
+	key   string // identity of the connection settings, for transport reuse
+	tlsID string // digest of the CA and client certificate files' contents
 }
 
 // URL is the API root of the endpoint.
@@ -46,16 +52,13 @@ func (e Endpoint) can(capability string) bool {
 	return false
 }
 
-// hostsFile is the on-disk form. ca and client accept the shapes containerd does.
+// hostsFile is the on-disk form: the server's settings at the top level,
+// each mirror's under [host."URL"]. ca and client accept the shapes
+// containerd does.
 type hostsFile struct {
-	Server       string              `toml:"server"`
-	Capabilities []string            `toml:"capabilities"`
-	CA           any                 `toml:"ca"`
-	Client       any                 `toml:"client"`
-	SkipVerify   *bool               `toml:"skip_verify"`
-	Header       map[string]any      `toml:"header"`
-	OverridePath bool                `toml:"override_path"`
-	Host         map[string]hostFile `toml:"host"`
+	Server string              `toml:"server"`
+	Host   map[string]hostFile `toml:"host"`
+	hostFile
 }
 
 type hostFile struct {
@@ -65,6 +68,10 @@ type hostFile struct {
 	SkipVerify   *bool          `toml:"skip_verify"`
 	Header       map[string]any `toml:"header"`
 	OverridePath bool           `toml:"override_path"`
+	// PlainHTTPCredentials (shim's own key) lets the CRI credentials go to
+	// this http:// endpoint (and to a token server it names over http)
+	// in clear text. Without it they are never sent over plain HTTP.
+	PlainHTTPCredentials bool `toml:"plain_http_credentials"`
 }
 
 // maxHostsFile caps the size of a hosts.toml.
@@ -80,7 +87,7 @@ func Endpoints(configDir, host string) ([]Endpoint, error) {
 	}
 	server := defaultServer(host)
 	if data == nil {
-		ep, err := newEndpoint(server, nil, nil, nil, nil, false, dir)
+		ep, err := newEndpoint(server, hostFile{}, dir)
 		if err != nil {
 			return nil, err
 		}
@@ -97,23 +104,20 @@ func Endpoints(configDir, host string) ([]Endpoint, error) {
 		if len(key) != 2 || key[0] != "host" {
 			continue
 		}
-		h := hf.Host[key[1]]
-		ep, err := newEndpoint(key[1], h.Capabilities, h.CA, h.Client, h.SkipVerify, h.OverridePath, dir)
+		ep, err := newEndpoint(key[1], hf.Host[key[1]], dir)
 		if err != nil {
 			return nil, fmt.Errorf("%s: host %q: %w", dir, key[1], err)
 		}
-		ep.Header = toHeader(h.Header)
 		ep.Mirror = true
 		eps = append(eps, ep)
 	}
 	if hf.Server != "" {
 		server = hf.Server
 	}
-	ep, err := newEndpoint(server, hf.Capabilities, hf.CA, hf.Client, hf.SkipVerify, hf.OverridePath, dir)
+	ep, err := newEndpoint(server, hf.hostFile, dir)
 	if err != nil {
 		return nil, fmt.Errorf("%s: server %q: %w", dir, server, err)
 	}
-	ep.Header = toHeader(hf.Header)
 	return append(eps, ep), nil
 }
 
@@ -155,7 +159,7 @@ func readHostsFile(configDir, host string) (string, []byte, error) {
 	return filepath.Join(configDir, host), nil, nil
 }
 
-func newEndpoint(raw string, caps []string, ca, client any, skipVerify *bool, overridePath bool, dir string) (Endpoint, error) {
+func newEndpoint(raw string, h hostFile, dir string) (Endpoint, error) {
 	if !strings.Contains(raw, "://") {
 		raw = "https://" + raw
 	}
@@ -172,30 +176,44 @@ func newEndpoint(raw string, caps []string, ca, client any, skipVerify *bool, ov
 	path := strings.TrimSuffix(u.Path, "/")
 	if path == "" {
 		path = "/v2"
-	} else if !overridePath && !strings.HasSuffix(path, "/v2") {
+	} else if !h.OverridePath && !strings.HasSuffix(path, "/v2") {
 		path += "/v2"
 	}
+	caps := h.Capabilities
 	if len(caps) == 0 {
 		caps = []string{"pull", "resolve", "push"}
 	}
-	ep := Endpoint{Scheme: u.Scheme, Host: u.Host, Path: path, Capabilities: caps,
-		key: fmt.Sprintf("%s://%s|%v|%v|%v|%s", u.Scheme, u.Host, ca, client, skipVerify != nil && *skipVerify, dir)}
+	ep := Endpoint{Scheme: u.Scheme, Host: u.Host, Path: path, Capabilities: caps, Header: toHeader(h.Header),
+		PlainHTTPCredentials: h.PlainHTTPCredentials,
+		key:                  fmt.Sprintf("%s://%s|%v|%v|%v|%s", u.Scheme, u.Host, h.CA, h.Client, h.SkipVerify != nil && *h.SkipVerify, dir)}
 	if u.Scheme == "https" {
-		if ep.TLS, err = tlsConfig(ca, client, skipVerify, dir); err != nil {
+		if ep.TLS, ep.tlsID, err = tlsConfig(h.CA, h.Client, h.SkipVerify, dir); err != nil {
 			return Endpoint{}, err
 		}
 	}
 	return ep, nil
 }
 
-func tlsConfig(ca, client any, skipVerify *bool, dir string) (*tls.Config, error) {
+// tlsConfig reads the CA and client certificate files (every pull, so a
+// changed file takes effect on the next one) and returns the config and a
+// digest of what it read, which tells a cached transport it is stale.
+func tlsConfig(ca, client any, skipVerify *bool, dir string) (*tls.Config, string, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if skipVerify != nil && *skipVerify {
 		cfg.InsecureSkipVerify = true
 	}
+	id := sha256.New()
+	read := func(p string) ([]byte, error) {
+		b, err := os.ReadFile(resolvePath(dir, p))
+		if err == nil {
+			fmt.Fprintf(id, "%s %d\n", p, len(b))
+			id.Write(b)
+		}
+		return b, err
+	}
 	cas, err := stringList(ca)
 	if err != nil {
-		return nil, fmt.Errorf("ca: %w", err)
+		return nil, "", fmt.Errorf("ca: %w", err)
 	}
 	if len(cas) > 0 {
 		pool, err := x509.SystemCertPool()
@@ -203,32 +221,40 @@ func tlsConfig(ca, client any, skipVerify *bool, dir string) (*tls.Config, error
 			pool = x509.NewCertPool()
 		}
 		for _, p := range cas {
-			pem, err := os.ReadFile(resolvePath(dir, p))
+			pem, err := read(p)
 			if err != nil {
-				return nil, fmt.Errorf("ca %q: %w", p, err)
+				return nil, "", fmt.Errorf("ca %q: %w: %w", p, err, errdefs.ErrFailedPrecondition)
 			}
 			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("ca %q: no certificates: %w", p, errdefs.ErrInvalidArgument)
+				return nil, "", fmt.Errorf("ca %q: no certificates: %w", p, errdefs.ErrInvalidArgument)
 			}
 		}
 		cfg.RootCAs = pool
 	}
 	pairs, err := clientPairs(client)
 	if err != nil {
-		return nil, fmt.Errorf("client: %w", err)
+		return nil, "", fmt.Errorf("client: %w", err)
 	}
 	for _, p := range pairs {
 		key := p[1]
 		if key == "" {
 			key = p[0]
 		}
-		cert, err := tls.LoadX509KeyPair(resolvePath(dir, p[0]), resolvePath(dir, key))
+		certPEM, err := read(p[0])
 		if err != nil {
-			return nil, fmt.Errorf("client certificate %q: %w", p[0], err)
+			return nil, "", fmt.Errorf("client certificate %q: %w: %w", p[0], err, errdefs.ErrFailedPrecondition)
+		}
+		keyPEM, err := read(key)
+		if err != nil {
+			return nil, "", fmt.Errorf("client key %q: %w: %w", key, err, errdefs.ErrFailedPrecondition)
+		}
+		cert, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			return nil, "", fmt.Errorf("client certificate %q: %v: %w", p[0], err, errdefs.ErrInvalidArgument)
 		}
 		cfg.Certificates = append(cfg.Certificates, cert)
 	}
-	return cfg, nil
+	return cfg, hex.EncodeToString(id.Sum(nil)), nil
 }
 
 func resolvePath(dir, p string) string {

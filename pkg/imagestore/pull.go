@@ -24,13 +24,21 @@ func (s *Store) Pull(ctx context.Context, refStr string, auth *Auth, progress Pr
 	if err != nil {
 		return nil, err
 	}
+	if err := auth.Validate(); err != nil {
+		return nil, err
+	}
 	if progress == nil {
 		progress = func(string, ...any) {}
 	}
+	done, err := s.begin()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	key := ref.String()
 	if auth != nil {
 		// Different credentials must not share a pull.
-		key += "\x00" + digest.FromString(auth.Username+"\x00"+auth.Password+"\x00"+auth.Auth+"\x00"+auth.IdentityToken+"\x00"+auth.RegistryToken).String()
+		key += "\x00" + digest.FromString(auth.Username+"\x00"+auth.Password+"\x00"+auth.Auth+"\x00"+auth.IdentityToken+"\x00"+auth.RegistryToken+"\x00"+auth.ServerAddress).String()
 	}
 	return s.pulls.do(ctx, key, func(ctx context.Context) (*Image, error) {
 		img, err := s.pull(ctx, ref, auth, progress)

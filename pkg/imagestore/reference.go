@@ -2,6 +2,7 @@ package imagestore
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/distribution/reference"
@@ -28,6 +29,14 @@ func ParseRef(s string) (Ref, error) {
 	named, err := reference.ParseNormalizedNamed(s)
 	if err != nil {
 		return Ref{}, fmt.Errorf("image reference %q: %v: %w", trunc(s), err, errdefs.ErrInvalidArgument)
+	}
+	if _, port, ok := strings.Cut(strings.TrimPrefix(reference.Domain(named), "["), "]"); ok {
+		// An IPv6 address: [addr] or [addr]:port.
+		if port != "" && !validPort(strings.TrimPrefix(port, ":")) {
+			return Ref{}, fmt.Errorf("image reference %q: port out of range: %w", trunc(s), errdefs.ErrInvalidArgument)
+		}
+	} else if _, port, ok := strings.Cut(reference.Domain(named), ":"); ok && !validPort(port) {
+		return Ref{}, fmt.Errorf("image reference %q: port out of range: %w", trunc(s), errdefs.ErrInvalidArgument)
 	}
 	if c, ok := named.(reference.Canonical); ok {
 		if _, tagged := named.(reference.Tagged); tagged {
@@ -100,6 +109,11 @@ func parseLookup(s string) (lookupKind, string, error) {
 		return 0, "", err
 	}
 	return lookupRef, r.String(), nil
+}
+
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 1 && n <= 65535
 }
 
 func isHex(s string) bool {

@@ -47,20 +47,41 @@ type Auth struct {
 	RegistryToken string
 }
 
-func (a *Auth) authenticator(host string) authn.Authenticator {
-	if a == nil || (a.Username == "" && a.Password == "" && a.Auth == "" && a.IdentityToken == "" && a.RegistryToken == "") {
-		return authn.Anonymous
-	}
-	if a.ServerAddress != "" && serverHost(a.ServerAddress) != host {
-		return authn.Anonymous
-	}
-	return authn.FromConfig(authn.AuthConfig{
+func (a *Auth) empty() bool {
+	return a == nil || a.Username == "" && a.Password == "" && a.Auth == "" && a.IdentityToken == "" && a.RegistryToken == ""
+}
+
+func (a *Auth) config() authn.AuthConfig {
+	return authn.AuthConfig{
 		Username:      a.Username,
 		Password:      a.Password,
 		Auth:          a.Auth,
 		IdentityToken: a.IdentityToken,
 		RegistryToken: a.RegistryToken,
-	})
+	}
+}
+
+// credentials says whether the pull's credentials go to endpoint ep of
+// registry host regHost (the image reference's), and why not. They belong
+// to the registry the image reference names: they go to its upstream
+// server (the hosts.toml server, which the operator says serves it) or to
+// an entry for that very host, never to a mirror of it, and never over
+// plain HTTP unless the entry has plain_http_credentials. A server address
+// kubelet gives must name that registry.
+func (a *Auth) credentials(regHost string, ep Endpoint) (ok bool, withheld string) {
+	if a.empty() {
+		return false, ""
+	}
+	if a.ServerAddress != "" && serverHost(a.ServerAddress) != regHost {
+		return false, ""
+	}
+	if ep.Mirror && serverHost(ep.Host) != regHost {
+		return false, ""
+	}
+	if ep.Scheme != "https" && !ep.PlainHTTPCredentials {
+		return false, "plain HTTP"
+	}
+	return true, ""
 }
 
 func serverHost(s string) string {
@@ -81,7 +102,13 @@ type Registry struct {
 	backoff   transport.Backoff
 
 	mu    sync.Mutex
-	bases map[string]http.RoundTripper // per endpoint, to reuse connections
+	bases map[string]baseTransport // per endpoint, to reuse connections
+}
+
+type baseTransport struct {
+	tlsID string // the certificate files it was built with
+	rt    http.RoundTripper
+	http  *http.Transport
 }
 
 // NewRegistry returns a client reading hosts.toml files under configDir.
@@ -89,24 +116,41 @@ func NewRegistry(configDir string) *Registry {
 	return &Registry{
 		configDir: configDir,
 		backoff:   transport.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 4},
-		bases:     map[string]http.RoundTripper{},
+		bases:     map[string]baseTransport{},
 	}
 }
 
 // base returns the shared transport of an endpoint (same host, scheme and
-// TLS settings), so connections are reused across pulls.
+// TLS settings), so connections are reused across pulls. When the CA or
+// client certificate files changed since it was built, a new one replaces
+// it and the old one's idle connections are closed (pulls using it finish
+// on it).
 func (r *Registry) base(ep Endpoint) http.RoundTripper {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if rt, ok := r.bases[ep.key]; ok {
-		return rt
+	b, ok := r.bases[ep.key]
+	if ok && b.tlsID == ep.tlsID {
+		return b.rt
 	}
-	rt := transport.NewRetry(httpTransport(ep),
+	if ok {
+		b.http.CloseIdleConnections()
+	}
+	ht := httpTransport(ep)
+	rt := transport.NewRetry(ht,
 		transport.WithRetryBackoff(r.backoff),
 		transport.WithRetryStatusCodes(http.StatusRequestTimeout, http.StatusTooManyRequests,
 			http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout))
-	r.bases[ep.key] = rt
+	r.bases[ep.key] = baseTransport{tlsID: ep.tlsID, rt: rt, http: ht}
 	return rt
+}
+
+// closeIdle closes the idle connections of every cached transport.
+func (r *Registry) closeIdle() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, b := range r.bases {
+		b.http.CloseIdleConnections()
+	}
 }
 
 // session is one pull's view of a repository: the endpoints to try, each
@@ -116,6 +160,9 @@ type session struct {
 	ref  Ref
 	auth *Auth
 	eps  []Endpoint
+	// withheld names endpoints that got no credentials because they are
+	// plain HTTP, for the error a registry's 401 becomes.
+	withheld []string
 
 	mu    sync.Mutex // guards rts, errs and first: layers run in parallel
 	rts   []http.RoundTripper
@@ -151,9 +198,19 @@ func (s *session) transport(ctx context.Context, i int) (http.RoundTripper, erro
 		return nil, s.errs[i]
 	}
 	scope := reg.Repo(s.ref.Path()).Scope(transport.PullScope)
-	// Credentials go to the host they are for (all hosts when kubelet
-	// gives no server address), never to a mirror of another host.
-	rt, err := transport.NewWithContext(ctx, reg, s.auth.authenticator(serverHost(ep.Host)), s.reg.base(ep), []string{scope})
+	auth, base := authn.Anonymous, s.reg.base(ep)
+	ok, why := s.auth.credentials(serverHost(s.ref.Domain()), ep)
+	if ok {
+		auth = authn.FromConfig(s.auth.config())
+		// The ping may still fall back to http (go-containerregistry does
+		// for loopback and private addresses), and a token server may be
+		// http: credentials never go over plain HTTP unless allowed.
+		base = plainHTTPGuard{inner: base, allow: ep.PlainHTTPCredentials}
+	} else if why != "" {
+		s.withheld = append(s.withheld, ep.URL())
+		log.G(ctx).Infof("not sending the credentials to %s: %s (hosts.toml plain_http_credentials allows it)", ep.URL(), why)
+	}
+	rt, err := transport.NewWithContext(ctx, reg, auth, base, []string{scope})
 	if err != nil {
 		err = classifyRegistryErr(err)
 		if ctx.Err() == nil {
@@ -166,6 +223,21 @@ func (s *session) transport(ctx context.Context, i int) (http.RoundTripper, erro
 	}
 	s.rts[i] = rt
 	return rt, nil
+}
+
+// plainHTTPGuard refuses to send a request carrying credentials over
+// plain HTTP unless the endpoint's hosts.toml entry allows it.
+type plainHTTPGuard struct {
+	inner http.RoundTripper
+	allow bool
+}
+
+func (g plainHTTPGuard) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme != "https" && !g.allow && req.Header.Get("Authorization") != "" {
+		return nil, fmt.Errorf("refusing to send credentials to %s over plain HTTP (hosts.toml plain_http_credentials allows it): %w",
+			req.URL.Host, errdefs.ErrFailedPrecondition)
+	}
+	return g.inner.RoundTrip(req)
 }
 
 // headerTransport adds the hosts.toml headers to requests for the
@@ -233,7 +305,7 @@ func (s *session) manifest(ctx context.Context, object string, want digest.Diges
 		}
 		errs = append(errs, err)
 	}
-	return fetched{}, bestError(s.ref, errs)
+	return fetched{}, s.bestError(errs)
 }
 
 func (s *session) manifestFrom(ctx context.Context, i int, object string, want digest.Digest, size int64) (fetched, error) {
@@ -302,7 +374,7 @@ func (s *session) blob(ctx context.Context, dgst digest.Digest, offset, size int
 		}
 		errs = append(errs, err)
 	}
-	return nil, 0, bestError(s.ref, errs)
+	return nil, 0, s.bestError(errs)
 }
 
 func (s *session) blobFrom(ctx context.Context, i int, dgst digest.Digest, offset, size int64) (io.ReadCloser, int64, error) {
@@ -399,7 +471,7 @@ func classifyRegistryErr(err error) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errdefs.Class(err) != "unknown" {
 		return err
 	}
 	var terr *transport.Error
@@ -429,7 +501,20 @@ func classifyRegistryErr(err error) error {
 }
 
 // bestError picks the most telling of the endpoints' errors: an answer
-// from a registry (not found, denied) beats a host that could not be reached.
+// from a registry (not found, denied) beats a host that could not be
+// reached. A 401 says which endpoints got no credentials and why.
+func (s *session) bestError(errs []error) error {
+	err := bestError(s.ref, errs)
+	s.mu.Lock()
+	withheld := s.withheld
+	s.mu.Unlock()
+	if errors.Is(err, errdefs.ErrUnauthenticated) && len(withheld) > 0 {
+		return fmt.Errorf("%w (credentials were not sent to %s: plain HTTP; hosts.toml plain_http_credentials allows it)",
+			err, strings.Join(withheld, ", "))
+	}
+	return err
+}
+
 func bestError(ref Ref, errs []error) error {
 	if len(errs) == 0 {
 		return fmt.Errorf("%s: no registry endpoint can pull it: %w", ref, errdefs.ErrFailedPrecondition)

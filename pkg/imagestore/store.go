@@ -39,7 +39,14 @@ type Config struct {
 	SnapshotRoots func(ctx context.Context) ([]string, error)
 	// IngestExpiry is how long a partial download is kept for a resume.
 	IngestExpiry time.Duration
+	// MaxUnpackedLayerSize caps the uncompressed bytes of one layer;
+	// default DefaultMaxUnpackedLayerSize.
+	MaxUnpackedLayerSize int64
 }
+
+// DefaultMaxUnpackedLayerSize is the default cap on a layer's uncompressed
+// size: generous for real images, a bound on what a gzip bomb can write.
+const DefaultMaxUnpackedLayerSize = 64 << 30
 
 // Store is the image store.
 type Store struct {
@@ -59,6 +66,10 @@ type Store struct {
 	usage  usageCache
 	pulls  flight[*Image]
 	layers flight[struct{}]
+
+	life   sync.Mutex     // guards closed and adding to ops
+	closed bool           //
+	ops    sync.WaitGroup // pulls, removals and collections running
 }
 
 // New opens the store, loads image records and removes what a crash left.
@@ -74,6 +85,9 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if cfg.IngestExpiry == 0 {
 		cfg.IngestExpiry = 24 * time.Hour
+	}
+	if cfg.MaxUnpackedLayerSize <= 0 {
+		cfg.MaxUnpackedLayerSize = DefaultMaxUnpackedLayerSize
 	}
 	content, err := NewContent(cfg.ContentRoot)
 	if err != nil {
@@ -108,6 +122,31 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		log.G(ctx).Infof("removed %d expired partial downloads", n)
 	}
 	return s, nil
+}
+
+// begin registers an operation that Close waits for; it fails once the
+// store is closed.
+func (s *Store) begin() (func(), error) {
+	s.life.Lock()
+	defer s.life.Unlock()
+	if s.closed {
+		return nil, fmt.Errorf("the image store is closed: %w", errdefs.ErrUnavailable)
+	}
+	s.ops.Add(1)
+	return s.ops.Done, nil
+}
+
+// Close refuses new pulls, removals and collections and waits for the
+// running ones (the background collection after a pull included), so
+// nothing touches the database or the snapshotter after it returns. The
+// caller closes those.
+func (s *Store) Close() error {
+	s.life.Lock()
+	s.closed = true
+	s.life.Unlock()
+	s.ops.Wait()
+	s.reg.closeIdle()
+	return nil
 }
 
 // Content is the store's content store.
@@ -211,6 +250,11 @@ func (s *Store) Remove(ctx context.Context, ref string) error {
 	if err != nil {
 		return err
 	}
+	done, err := s.begin()
+	if err != nil {
+		return err
+	}
+	defer done()
 	s.mu.Lock()
 	var img *Image
 	switch kind {
@@ -310,11 +354,16 @@ func (s *Store) commit(ctx context.Context, img *Image, tag, repoDigest string) 
 	}
 	s.index(cur)
 	if len(orphans) > 0 {
-		go func() {
-			if err := s.GC(context.WithoutCancel(ctx)); err != nil {
-				log.G(ctx).WithError(err).Warn("collecting replaced images")
-			}
-		}()
+		// commit runs inside a pull, which holds the store open.
+		done, err := s.begin()
+		if err == nil {
+			go func() {
+				defer done()
+				if err := s.GC(context.WithoutCancel(ctx)); err != nil {
+					log.G(ctx).WithError(err).Warn("collecting replaced images")
+				}
+			}()
+		}
 	}
 	return clone(cur), nil
 }

@@ -170,7 +170,7 @@ func (p *layerPull) unpackLayer(ctx context.Context, i int, parent string) (retE
 	if err != nil {
 		return err
 	}
-	n, implicit, err := applyCompressed(ctx, dir, src, l, p.caps.Whiteouts)
+	n, implicit, err := applyCompressed(ctx, dir, src, l, p.caps.Whiteouts, p.s.cfg.MaxUnpackedLayerSize)
 	if ferr := finish(err); ferr != nil {
 		err = ferr
 	}
@@ -264,17 +264,20 @@ func (p *layerPull) layerSource(ctx context.Context, l Layer) (io.Reader, func(e
 		if applyErr == nil {
 			return w.CommitUnsynced()
 		}
-		if ctx.Err() != nil || errdefs.IsResourceExhausted(applyErr) {
+		if ctx.Err() != nil || errdefs.IsResourceExhausted(applyErr) && !errors.Is(applyErr, errLayerTooBig) {
 			w.Close() // keep what arrived, for a resume
 			return applyErr
 		}
-		// Unpacking failed: read the rest of the blob to learn whether the
-		// download itself was bad (truncated, wrong digest) or the layer.
+		// Unpacking failed: read the rest of the blob (no more than its
+		// size: the ingest refuses more) to learn whether the download
+		// itself was bad (truncated, wrong digest: a bomb in place of the
+		// layer) or the layer.
 		if _, err := io.Copy(io.Discard, io.LimitReader(r, l.Size+1)); err != nil {
 			w.Close()
 			return fmt.Errorf("%v (download: %v): %w", applyErr, err, errdefs.ErrUnavailable)
 		}
 		if err := w.Commit(); err != nil {
+			log.G(ctx).WithError(applyErr).Warnf("layer %s failed to unpack and its download failed its check", l.Digest)
 			if start > 0 {
 				// The resumed partial data was bad; it is gone now.
 				return fmt.Errorf("resumed download failed its check: %v: %w", err, errResumeBad)
@@ -360,9 +363,40 @@ func (p *layerPull) download(ctx context.Context, l Layer) error {
 	return w.CommitUnsynced()
 }
 
+// errLayerTooBig marks a layer that unpacks to more than the store's cap.
+var errLayerTooBig = errors.New("layer too big")
+
+// capReader fails once more than max bytes come out of r: the applier
+// never sees (so never writes) more than max bytes of a layer.
+type capReader struct {
+	r    io.Reader
+	left int64
+	max  int64
+}
+
+func (c *capReader) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		// Exactly max bytes is fine; one more is not.
+		var one [1]byte
+		n, err := c.r.Read(one[:])
+		if n > 0 {
+			return 0, fmt.Errorf("unpacks to more than %d bytes (image.max_unpacked_layer_size): %w: %w", c.max, errLayerTooBig, errdefs.ErrResourceExhausted)
+		}
+		return 0, err
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	return n, err
+}
+
 // applyCompressed decompresses r as l's media type says, applies the tar
-// into dir, reads the stream to its end and checks the diff ID.
-func applyCompressed(ctx context.Context, dir string, r io.Reader, l Layer, mode snapshot.WhiteoutMode) (int64, []string, error) {
+// into dir (at most max uncompressed bytes), reads the stream to its end
+// and checks the diff ID. Nothing of a failed layer is kept: the caller
+// removes the snapshot it unpacked into.
+func applyCompressed(ctx context.Context, dir string, r io.Reader, l Layer, mode snapshot.WhiteoutMode, max int64) (int64, []string, error) {
 	dec, err := decompressorFor(l.MediaType)
 	if err != nil {
 		return 0, nil, err
@@ -375,7 +409,7 @@ func applyCompressed(ctx context.Context, dir string, r io.Reader, l Layer, mode
 	}
 	defer rc.Close()
 	h := l.DiffID.Algorithm().Hash()
-	tr := io.TeeReader(rc, h)
+	tr := io.TeeReader(&capReader{r: rc, left: max, max: max}, h)
 	res, err := snapshot.ApplyLayer(ctx, dir, tr, mode)
 	n := res.Bytes
 	if err != nil {
@@ -390,6 +424,9 @@ func applyCompressed(ctx context.Context, dir string, r io.Reader, l Layer, mode
 	// The tar may end before the stream: hash the rest (and let the
 	// compressed stream reach EOF so its digest is checked).
 	rest, err := io.Copy(io.Discard, tr)
+	if errors.Is(err, errLayerTooBig) {
+		return n + rest, nil, err
+	}
 	if err != nil {
 		return n, nil, fmt.Errorf("reading layer: %v: %w", err, errdefs.ErrUnavailable)
 	}

@@ -18,6 +18,11 @@ type usageCache struct {
 // Usage sums the disk use of every snapshot and every blob: the image
 // filesystem as ImageFsInfo reports it.
 func (s *Store) Usage(ctx context.Context) (bytes, inodes int64, err error) {
+	done, err := s.begin()
+	if err != nil {
+		return 0, 0, err
+	}
+	defer done()
 	s.usage.mu.Lock()
 	if s.usage.m == nil {
 		s.usage.m = map[string]snapshot.Usage{}
