@@ -97,7 +97,7 @@ func (r *Runtime) createContainer(ctx context.Context, j *Job, req CreateContain
 		ImageID: img.ID.String(), ImageRef: imageRef(img), ImageName: cfg.GetImage().GetImage(), LogPath: lp,
 		Bundle: filepath.Join(sb.Dir, "ctrs", id), Snapshot: "ctr-" + id, StopSignal: img.Config.StopSignal, config: cfg}
 	spec, err := r.prepareBundle(ctx, sb, c, img, &rb, func(rootfs, volumes string) (*specs.Spec, error) {
-		imageMounts, err := r.mountImageVolumes(ctx, c, &rb)
+		imageMounts, err := r.mountImageVolumes(ctx, c)
 		if err != nil {
 			return nil, err
 		}
@@ -158,7 +158,7 @@ func (r *Runtime) createContainer(ctx context.Context, j *Job, req CreateContain
 
 // mountImageVolumes mounts a read-only view of the image of every image
 // volume (CRI Mount.image) under the bundle.
-func (r *Runtime) mountImageVolumes(ctx context.Context, c *Container, rb *rollback) (map[string]string, error) {
+func (r *Runtime) mountImageVolumes(ctx context.Context, c *Container) (map[string]string, error) {
 	var out map[string]string
 	for i, m := range c.config.GetMounts() {
 		if m.GetImage().GetImage() == "" {
@@ -173,20 +173,22 @@ func (r *Runtime) mountImageVolumes(ctx context.Context, c *Container, rb *rollb
 		if err != nil {
 			return nil, fmt.Errorf("image volume %s: %w", m.GetContainerPath(), err)
 		}
-		rb.add(func(ctx context.Context) error { return r.o.Snapshotter.Remove(ctx, key) })
+		// Recorded before it is mounted: the create's rollback
+		// (releaseContainerFiles) unmounts and removes what is listed.
 		dir := filepath.Join(c.Bundle, "imagevols", fmt.Sprint(i))
+		c.mu.Lock()
+		c.ImageVolumes = append(c.ImageVolumes, ImageVolume{Path: m.GetContainerPath(), Snapshot: key, Dir: dir, ImageID: img.ID.String()})
+		c.mu.Unlock()
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
 		if err := snapshot.MountAll(mounts, dir); err != nil {
 			return nil, fmt.Errorf("image volume %s: %w", m.GetContainerPath(), err)
 		}
-		rb.add(func(context.Context) error { return snapshot.UnmountAll(dir) })
 		if out == nil {
 			out = map[string]string{}
 		}
 		out[filepath.Clean(m.GetContainerPath())] = dir
-		c.ImageVolumes = append(c.ImageVolumes, ImageVolume{Path: m.GetContainerPath(), Snapshot: key, Dir: dir, ImageID: img.ID.String()})
 	}
 	return out, nil
 }
@@ -235,19 +237,6 @@ func populateVolumes(ctx context.Context, c specgen.Container) error {
 	return nil
 }
 
-// releaseImageVolumes unmounts and removes a container's image volumes.
-func (r *Runtime) releaseImageVolumes(ctx context.Context, c *Container) error {
-	for _, v := range c.view().ImageVolumes {
-		if err := snapshot.UnmountAll(v.Dir); err != nil {
-			return err
-		}
-		if err := r.o.Snapshotter.Remove(ctx, v.Snapshot); err != nil && !errdefs.IsNotFound(err) {
-			return err
-		}
-	}
-	return nil
-}
-
 func imageRef(img *imagestore.Image) string {
 	if len(img.RepoDigests) > 0 {
 		return img.RepoDigests[0]
@@ -266,16 +255,16 @@ func (r *Runtime) prepareBundle(ctx context.Context, sb *Sandbox, c *Container, 
 	if err := os.MkdirAll(rootfs, 0o755); err != nil {
 		return nil, err
 	}
-	rb.add(func(context.Context) error { return os.RemoveAll(c.Bundle) })
+	// One step undoes all of it in order (unmount, then remove), and
+	// removes nothing when an unmount fails.
+	rb.add(func(ctx context.Context) error { return r.releaseContainerFiles(ctx, c) })
 	mounts, err := r.o.Snapshotter.Prepare(ctx, c.Snapshot, img.ChainID())
 	if err != nil {
 		return nil, fmt.Errorf("preparing the root filesystem: %w", err)
 	}
-	rb.add(func(ctx context.Context) error { return r.o.Snapshotter.Remove(ctx, c.Snapshot) })
 	if err := snapshot.MountAll(mounts, rootfs); err != nil {
 		return nil, fmt.Errorf("mounting the root filesystem: %w", err)
 	}
-	rb.add(func(context.Context) error { return snapshot.UnmountAll(rootfs) })
 	if err := os.MkdirAll(volumes, 0o755); err != nil {
 		return nil, err
 	}
@@ -543,17 +532,7 @@ func (r *Runtime) deleteContainer(ctx context.Context, c *Container) error {
 			return fmt.Errorf("deleting container %s: %w", c.ID, err)
 		}
 	}
-	rootfs := filepath.Join(c.Bundle, "rootfs")
-	if err := snapshot.UnmountAll(rootfs); err != nil {
-		return err
-	}
-	if err := r.releaseImageVolumes(ctx, c); err != nil {
-		return err
-	}
-	if err := r.o.Snapshotter.Remove(ctx, c.Snapshot); err != nil && !errdefs.IsNotFound(err) {
-		return err
-	}
-	if err := os.RemoveAll(c.Bundle); err != nil {
+	if err := r.releaseContainerFiles(ctx, c); err != nil {
 		return err
 	}
 	if err := r.forgetContainer(c); err != nil {

@@ -26,6 +26,7 @@ import (
 // RuntimeOptions configure the sandbox and container jobs.
 type RuntimeOptions struct {
 	State       string // state directory (tmpfs)
+	Root        string // root directory (persistent): image VOLUME data
 	RuntimeExe  string // binary run as monitor (and so as container init)
 	DB          *bolt.DB
 	Images      *imagestore.Store
