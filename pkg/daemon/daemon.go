@@ -134,7 +134,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Daemon, retErr 
 	specOpts := specgen.DetectHost()
 	specOpts.SeccompDefault = cfg.Runtime.SeccompDefault
 	rt, err = engine.RegisterRuntime(ctx, d.engine, engine.RuntimeOptions{
-		State: cfg.State, RuntimeExe: exe, DB: d.db, Images: d.images, Snapshotter: d.sn, Network: d.net,
+		State: cfg.State, Root: cfg.Root, RuntimeExe: exe, DB: d.db, Images: d.images, Snapshotter: d.sn, Network: d.net,
 		Handlers: handlers, SandboxImage: cfg.Image.SandboxImage, LogLevel: cfg.LogLevel,
 		Spec: specOpts,
 	})

@@ -124,9 +124,6 @@ func (r *Runtime) volumeDir(id string) string {
 
 // removeVolumeData removes a container's image VOLUME data.
 func (r *Runtime) removeVolumeData(id string) error {
-	if r.o.Root == "" {
-		return nil
-	}
 	if err := snapshot.RemoveAll(r.volumeDir(id)); err != nil {
 		return unavailable(fmt.Errorf("removing the volume data of container %s: %w", id, err))
 	}

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -251,7 +252,9 @@ func imageRef(img *imagestore.Image) string {
 func (r *Runtime) prepareBundle(ctx context.Context, sb *Sandbox, c *Container, img *imagestore.Image, rb *rollback,
 	gen func(rootfs, volumes string) (*specs.Spec, error)) (*specs.Spec, error) {
 	rootfs := filepath.Join(c.Bundle, "rootfs")
-	volumes := filepath.Join(c.Bundle, "volumes")
+	// Image VOLUME data is the container's own data (a database's files):
+	// on disk under the root, not on the state tmpfs.
+	volumes := r.volumeDir(c.ID)
 	if err := os.MkdirAll(rootfs, 0o755); err != nil {
 		return nil, err
 	}
@@ -265,7 +268,10 @@ func (r *Runtime) prepareBundle(ctx context.Context, sb *Sandbox, c *Container, 
 	if err := snapshot.MountAll(mounts, rootfs); err != nil {
 		return nil, fmt.Errorf("mounting the root filesystem: %w", err)
 	}
-	if err := os.MkdirAll(volumes, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(volumes), 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.Mkdir(volumes, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, err
 	}
 	spec, err := gen(rootfs, volumes)

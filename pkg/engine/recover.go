@@ -174,6 +174,16 @@ func (r *Runtime) cleanOrphans(ctx context.Context) {
 			used[filepath.Base(b)] = true
 		}
 	}
+	// Image VOLUME data of containers that have no record (a crash in
+	// the middle of a create or a remove).
+	vols, _ := os.ReadDir(filepath.Join(r.o.Root, "volumes"))
+	for _, v := range vols {
+		if !used[v.Name()] {
+			if err := r.removeVolumeData(v.Name()); err != nil {
+				log.G(ctx).WithError(err).Warnf("removing leftover volume data of container %s", v.Name())
+			}
+		}
+	}
 	var stale []string
 	r.o.Snapshotter.Walk(ctx, func(_ context.Context, i snapshot.Info) error {
 		// ctr-<id> and its image volumes ctr-<id>-vol<n>.
