@@ -132,9 +132,10 @@ func (r *Runtime) createContainer(ctx context.Context, j *Job, req CreateContain
 		return nil, err
 	}
 	// The monitor may have made the container even when the call fails
-	// (a deadline, a reset): the rollback deletes it either way.
+	// (a deadline, a reset): the rollback deletes it either way, killing
+	// its cgroup when the monitor cannot.
 	rb.add(func(ctx context.Context) error {
-		_, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpDelete, ID: id, Force: true})
+		err := r.deleteThroughMonitor(ctx, mon, c)
 		if errdefs.IsNotFound(err) {
 			return nil
 		}
@@ -516,15 +517,21 @@ func (r *Runtime) removeContainer(ctx context.Context, j *Job, id string) (struc
 	return struct{}{}, r.deleteContainer(ctx, c)
 }
 
-// deleteContainer removes an exited container and everything it had.
+// deleteContainer removes an exited container and everything it had. A
+// container whose process may still run keeps its record: the remove
+// fails and can be retried.
 func (r *Runtime) deleteContainer(ctx context.Context, c *Container) error {
 	deleted := false
 	if mon := r.monitorClient(c.SandboxID); mon != nil {
-		_, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpDelete, ID: c.ID, Force: true})
-		if err != nil && !errdefs.IsNotFound(err) && !errdefs.IsUnavailable(err) {
+		err := r.deleteThroughMonitor(ctx, mon, c)
+		switch {
+		case err == nil:
+			deleted = true
+		case errdefs.IsNotFound(err), monitor.IsGone(err):
+			// The monitor does not hold it, or is not running.
+		default:
 			return err
 		}
-		deleted = err == nil
 	}
 	if !deleted {
 		// No monitor (the pod is stopped, or it died): remove the
@@ -552,6 +559,73 @@ func (r *Runtime) deleteContainer(ctx context.Context, c *Container) error {
 	r.mu.Unlock()
 	r.emit(c, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
 	return nil
+}
+
+// deleteExitWait bounds the wait for a container's exit after its cgroup
+// was killed.
+var deleteExitWait = 10 * time.Second
+
+// deleteThroughMonitor has the monitor delete c. When the monitor is up
+// but cannot confirm the container's process is gone (it "did not exit
+// after delete", or the call failed half way), every process in the
+// container's cgroup is killed, the exit awaited and the delete retried;
+// if the process may still run, the error is returned.
+func (r *Runtime) deleteThroughMonitor(ctx context.Context, mon *monitor.Client, c *Container) error {
+	req := &monitor.Request{Op: monitor.OpDelete, ID: c.ID, Force: true}
+	_, err := mon.Call(ctx, req)
+	if err == nil || errdefs.IsNotFound(err) || monitor.IsGone(err) || ctx.Err() != nil {
+		return err
+	}
+	l := log.G(ctx).WithField(log.FieldContainerID, c.ID)
+	l.WithError(err).Warn("the monitor could not delete the container; killing its cgroup")
+	if kerr := killContainerCgroup(c.view().Bundle, c.ID); kerr != nil {
+		l.WithError(kerr).Warn("killing the container's cgroup")
+	}
+	if !r.waitMonitorExit(ctx, mon, c.ID) {
+		return fmt.Errorf("container %s may still be running; its record is kept: %w", c.ID, err)
+	}
+	if _, err := mon.Call(ctx, req); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("container %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+// killContainerCgroup kills every process in the cgroup of the bundle's
+// container.
+func killContainerCgroup(bundle, id string) error {
+	b, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return err
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return fmt.Errorf("container config: %v: %w", err, errdefs.ErrDataLoss)
+	}
+	return libct.KillCgroup(&spec, id)
+}
+
+// waitMonitorExit waits until the monitor reports the container's init
+// reaped (or no longer holds the container).
+func (r *Runtime) waitMonitorExit(ctx context.Context, mon *monitor.Client, id string) bool {
+	deadline := time.Now().Add(deleteExitWait)
+	for delay := time.Millisecond; ; delay = min(2*delay, 100*time.Millisecond) {
+		st, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpState})
+		if err == nil {
+			running := false
+			for _, mc := range st.Containers {
+				if mc.ID == id && mc.Exited == nil {
+					running = true
+				}
+			}
+			if !running {
+				return true
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(delay)
+	}
 }
 
 // ExecSyncRequest runs a command in a container.
