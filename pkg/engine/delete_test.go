@@ -103,7 +103,12 @@ func inCgroup(t *testing.T, path string) *exec.Cmd {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { m.Kill(); m.Delete() })
+		t.Cleanup(func() {
+			m.Kill()
+			for i := 0; i < 500 && m.Delete() != nil; i++ {
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
 		if err := m.AddProc(uint64(cmd.Process.Pid)); err != nil {
 			t.Fatal(err)
 		}
@@ -114,7 +119,8 @@ func inCgroup(t *testing.T, path string) *exec.Cmd {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		for i := 0; i < 100 && cg.Delete() != nil; i++ {
+		cmd.Process.Kill()
+		for i := 0; i < 500 && cg.Delete() != nil; i++ {
 			time.Sleep(10 * time.Millisecond)
 		}
 	})
