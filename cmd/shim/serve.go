@@ -26,7 +26,7 @@ var serveCommand = &cli.Command{
 		&cli.StringFlag{Name: "registry-config", Usage: "hosts.toml directory (config: image.registry_config)"},
 		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error (config: log_level)"},
 		&cli.StringFlag{Name: "log-format", Usage: "text or json (config: log_format)"},
-		&cli.StringFlag{Name: "metrics", Usage: "address for /metrics and /jobs (config: metrics)"},
+		&cli.StringFlag{Name: "metrics", Usage: "TCP address for /metrics (config: metrics)"},
 		&cli.StringFlag{Name: "snapshotter", Usage: "overlay or native (config: image.snapshotter)"},
 	},
 	Action: func(c *cli.Context) error {

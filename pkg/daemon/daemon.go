@@ -61,6 +61,7 @@ type Daemon struct {
 
 	criListener net.Listener
 	httpServers []*http.Server
+	metricsAddr net.Addr
 }
 
 // New opens the stores and builds the servers; Serve starts them.
@@ -134,7 +135,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Daemon, retErr 
 	specOpts := specgen.DetectHost()
 	specOpts.SeccompDefault = cfg.Runtime.SeccompDefault
 	rt, err = engine.RegisterRuntime(ctx, d.engine, engine.RuntimeOptions{
-		State: cfg.State, RuntimeExe: exe, DB: d.db, Images: d.images, Snapshotter: d.sn, Network: d.net,
+		State: cfg.State, Root: cfg.Root, RuntimeExe: exe, DB: d.db, Images: d.images, Snapshotter: d.sn, Network: d.net,
 		Handlers: handlers, SandboxImage: cfg.Image.SandboxImage, LogLevel: cfg.LogLevel,
 		Spec: specOpts,
 	})
@@ -163,13 +164,14 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Daemon, retErr 
 	if err != nil {
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}
-	d.serveHTTP(admin)
+	d.serveHTTP(admin, d.AdminHandler())
 	if cfg.Metrics != "" {
 		l, err := net.Listen("tcp", cfg.Metrics)
 		if err != nil {
 			return nil, fmt.Errorf("metrics listener: %w", err)
 		}
-		d.serveHTTP(l)
+		d.metricsAddr = l.Addr()
+		d.serveHTTP(l, d.MetricsHandler())
 	}
 	log.G(ctx).WithField(log.FieldDuration, time.Since(start).Round(time.Microsecond).String()).
 		Infof("shim %s ready: root %s, state %s, snapshotter %s, %d images", version, cfg.Root, cfg.State, cfg.Image.Snapshotter, len(d.images.List(ctx)))
@@ -193,16 +195,28 @@ func (d *Daemon) statusInfo() map[string]string {
 	return map[string]string{"config": string(b), "version": d.version}
 }
 
-// Handler serves /metrics and /jobs.
-func (d *Daemon) Handler() http.Handler {
+// AdminHandler serves /metrics and /jobs, for the admin socket (0600):
+// jobs name images and pods and carry their errors.
+func (d *Daemon) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{}))
 	mux.Handle("/jobs", d.engine)
 	return mux
 }
 
-func (d *Daemon) serveHTTP(l net.Listener) {
-	s := &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 10 * time.Second}
+// MetricsHandler serves /metrics only, for the unauthenticated TCP
+// metrics listener.
+func (d *Daemon) MetricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// MetricsAddr is the address of the TCP metrics listener; nil without one.
+func (d *Daemon) MetricsAddr() net.Addr { return d.metricsAddr }
+
+func (d *Daemon) serveHTTP(l net.Listener, h http.Handler) {
+	s := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	d.httpServers = append(d.httpServers, s)
 	go s.Serve(l)
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"log"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -149,5 +151,65 @@ func TestDaemonImageService(t *testing.T) {
 	}
 	if _, err := os.Stat(strings.TrimPrefix(cfg.Listen, "unix://")); !os.IsNotExist(err) {
 		t.Errorf("socket left after shutdown: %v", err)
+	}
+}
+
+// freePort returns a loopback address nothing listens on now.
+func freePort(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestMetricsPortServesOnlyMetrics: the TCP metrics listener has no
+// authentication, so it serves /metrics and nothing else; /jobs (image
+// and pod names, errors) is on the 0600 admin socket only.
+func TestMetricsPortServesOnlyMetrics(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root")
+	}
+	cfg := testConfig(t)
+	cfg.Metrics = freePort(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	d, err := New(ctx, cfg, Options{Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- d.Serve(ctx) }()
+	defer func() {
+		cancel()
+		<-served
+	}()
+	get := func(c *http.Client, url string) int {
+		t.Helper()
+		resp, err := c.Get(url)
+		if err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	tcp := &http.Client{Timeout: 10 * time.Second}
+	if code := get(tcp, "http://"+cfg.Metrics+"/metrics"); code != http.StatusOK {
+		t.Errorf("metrics port /metrics: %d", code)
+	}
+	for _, p := range []string{"/jobs", "/jobs?name=pull", "/", "/debug/pprof/"} {
+		if code := get(tcp, "http://"+cfg.Metrics+p); code != http.StatusNotFound {
+			t.Errorf("metrics port %s: %d, want 404", p, code)
+		}
+	}
+	admin := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(cfg.State, AdminSocket))
+		}}}
+	for _, p := range []string{"/jobs", "/metrics"} {
+		if code := get(admin, "http://admin"+p); code != http.StatusOK {
+			t.Errorf("admin socket %s: %d", p, code)
+		}
 	}
 }

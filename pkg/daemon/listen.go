@@ -3,14 +3,18 @@ package daemon
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/shim-cri/shim/pkg/config"
 	"github.com/shim-cri/shim/pkg/errdefs"
@@ -31,48 +35,128 @@ func Listen(addr string, tlsCfg config.TLS) (net.Listener, error) {
 }
 
 // ListenUnix listens on a unix socket at path with the given mode. Its
-// directory is created 0700 if missing and must not be writable by
-// others; a stale socket is replaced, a live one refused.
+// directory is created 0700 if missing; it must belong to root (or to this
+// process's user) and be writable by nobody else. A stale socket is
+// replaced, a live one refused, and anything else at path is left alone
+// and refused.
+//
+// The socket is bound in a fresh private directory, given its mode there
+// and renamed into place: it never exists with a wider mode, no chmod goes
+// through a path someone else could swap for a symlink, and the process
+// umask (shared by every goroutine) is never changed.
 func ListenUnix(path string, mode os.FileMode) (net.Listener, error) {
 	if path == "" || !filepath.IsAbs(path) {
 		return nil, fmt.Errorf("unix socket path %q must be absolute: %w", path, errdefs.ErrInvalidArgument)
 	}
-	dir := filepath.Dir(path)
+	path = filepath.Clean(path)
+	dir, base := filepath.Dir(path), filepath.Base(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	fi, err := os.Stat(dir)
+	dirf, err := os.OpenFile(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && fi.Mode().Perm()&0o002 != 0 && st.Uid != 0 {
-		return nil, fmt.Errorf("socket directory %s is world-writable and not owned by root: %w", dir, errdefs.ErrPermissionDenied)
+	defer dirf.Close()
+	if err := checkSocketDir(dir, dirf); err != nil {
+		return nil, err
 	}
-	if fi.Mode().Perm()&0o002 != 0 && fi.Mode()&os.ModeSticky == 0 {
-		return nil, fmt.Errorf("socket directory %s is world-writable: %w", dir, errdefs.ErrPermissionDenied)
+	if err := checkStale(dirf, base, path); err != nil {
+		return nil, err
 	}
-	if _, err := os.Lstat(path); err == nil {
-		c, err := net.DialTimeout("unix", path, time.Second)
-		if err == nil {
-			c.Close()
-			return nil, fmt.Errorf("another shim is serving on %s: %w", path, errdefs.ErrAlreadyExists)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("removing stale socket %s: %w", path, err)
-		}
-	}
-	// Create the socket with its final mode: no window where it is wider.
-	old := syscall.Umask(0o777 &^ int(mode.Perm()))
-	l, err := net.Listen("unix", path)
-	syscall.Umask(old)
+	priv, err := os.MkdirTemp(dir, ".sock-")
 	if err != nil {
 		return nil, err
 	}
-	if err := os.Chmod(path, mode.Perm()); err != nil {
+	defer os.Remove(priv)
+	privf, err := os.OpenFile(priv, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer privf.Close()
+	// Bound through the directory's fd: the name stays short whatever
+	// the length of dir (sun_path holds 107 bytes).
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Net: "unix", Name: fmt.Sprintf("/proc/self/fd/%d/s", privf.Fd())})
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	l.SetUnlinkOnClose(false)
+	fail := func(err error) (net.Listener, error) {
 		l.Close()
+		unix.Unlinkat(int(privf.Fd()), "s", 0)
 		return nil, err
 	}
-	return l, nil
+	// Nobody else can write in priv: "s" is the socket just bound.
+	if err := unix.Fchmodat(int(privf.Fd()), "s", uint32(mode.Perm()), 0); err != nil {
+		return fail(fmt.Errorf("chmod socket %s: %w", path, err))
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(int(privf.Fd()), "s", &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fail(err)
+	}
+	if err := unix.Renameat(int(privf.Fd()), "s", int(dirf.Fd()), base); err != nil {
+		return fail(fmt.Errorf("moving the socket to %s: %w", path, err))
+	}
+	return &unixListener{UnixListener: l, addr: &net.UnixAddr{Net: "unix", Name: path}, dev: st.Dev, ino: st.Ino}, nil
+}
+
+// checkSocketDir refuses a socket directory others could write in or
+// that belongs to another user.
+func checkSocketDir(dir string, f *os.File) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return err
+	}
+	if st.Uid != 0 && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("socket directory %s belongs to uid %d, not root: %w", dir, st.Uid, errdefs.ErrPermissionDenied)
+	}
+	if st.Mode&0o022 != 0 {
+		return fmt.Errorf("socket directory %s is writable by group or others (mode %04o): %w", dir, st.Mode&0o7777, errdefs.ErrPermissionDenied)
+	}
+	return nil
+}
+
+// checkStale accepts a missing path or a socket nobody serves on (rename
+// replaces it); a live socket or any other file is refused.
+func checkStale(dirf *os.File, base, path string) error {
+	var st unix.Stat_t
+	err := unix.Fstatat(int(dirf.Fd()), base, &st, unix.AT_SYMLINK_NOFOLLOW)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return fmt.Errorf("%s exists and is not a socket; not replacing it: %w", path, errdefs.ErrAlreadyExists)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("another shim is serving on %s: %w", path, errdefs.ErrAlreadyExists)
+	}
+	return nil
+}
+
+// unixListener reports the socket's real path and, on Close, removes the
+// socket if it is still the one it created.
+type unixListener struct {
+	*net.UnixListener
+	addr     *net.UnixAddr
+	dev, ino uint64
+	once     sync.Once
+}
+
+func (l *unixListener) Addr() net.Addr { return l.addr }
+
+func (l *unixListener) Close() error {
+	err := l.UnixListener.Close()
+	l.once.Do(func() {
+		var st unix.Stat_t
+		if unix.Lstat(l.addr.Name, &st) == nil && st.Dev == l.dev && st.Ino == l.ino {
+			os.Remove(l.addr.Name)
+		}
+	})
+	return err
 }
 
 func listenTLS(hostport string, c config.TLS) (net.Listener, error) {

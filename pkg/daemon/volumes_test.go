@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -58,6 +59,35 @@ func TestImageVolumeCopiesContent(t *testing.T) {
 	b, _ := os.ReadFile(st.LogPath)
 	if !strings.Contains(string(b), "stdout F from the image") || !strings.Contains(string(b), "stdout F 1") {
 		t.Errorf("log:\n%s", b)
+	}
+	// The volume's data is on disk under the root (it survives a
+	// reboot), not on the state tmpfs.
+	written, _ := filepath.Glob(filepath.Join(e.root, "volumes", c, "*", "new"))
+	if len(written) != 1 {
+		t.Errorf("the container's write to its image volume is not under %s/volumes/%s: %v", e.root, c, written)
+	}
+	var onState []string
+	filepath.WalkDir(e.state, func(p string, de os.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if de.IsDir() && de.Name() == "rootfs" {
+			return filepath.SkipDir // the image's own /data/seed
+		}
+		if de.Name() == "new" || de.Name() == "seed" {
+			onState = append(onState, p)
+		}
+		return nil
+	})
+	if len(onState) > 0 {
+		t.Errorf("volume data on the state directory: %v", onState)
+	}
+	// Removing the container removes its volume data.
+	if _, err := d.rs.RemoveContainer(bg, &runtimeapi.RemoveContainerRequest{ContainerId: c}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(e.root, "volumes", c)); !os.IsNotExist(err) {
+		t.Errorf("volume data left after RemoveContainer: %v", err)
 	}
 	d.removeAllPods(t)
 	d.stop(t)

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -97,7 +98,7 @@ func (r *Runtime) createContainer(ctx context.Context, j *Job, req CreateContain
 		ImageID: img.ID.String(), ImageRef: imageRef(img), ImageName: cfg.GetImage().GetImage(), LogPath: lp,
 		Bundle: filepath.Join(sb.Dir, "ctrs", id), Snapshot: "ctr-" + id, StopSignal: img.Config.StopSignal, config: cfg}
 	spec, err := r.prepareBundle(ctx, sb, c, img, &rb, func(rootfs, volumes string) (*specs.Spec, error) {
-		imageMounts, err := r.mountImageVolumes(ctx, c, &rb)
+		imageMounts, err := r.mountImageVolumes(ctx, c)
 		if err != nil {
 			return nil, err
 		}
@@ -131,9 +132,10 @@ func (r *Runtime) createContainer(ctx context.Context, j *Job, req CreateContain
 		return nil, err
 	}
 	// The monitor may have made the container even when the call fails
-	// (a deadline, a reset): the rollback deletes it either way.
+	// (a deadline, a reset): the rollback deletes it either way, killing
+	// its cgroup when the monitor cannot.
 	rb.add(func(ctx context.Context) error {
-		_, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpDelete, ID: id, Force: true})
+		err := r.deleteThroughMonitor(ctx, mon, c)
 		if errdefs.IsNotFound(err) {
 			return nil
 		}
@@ -158,7 +160,7 @@ func (r *Runtime) createContainer(ctx context.Context, j *Job, req CreateContain
 
 // mountImageVolumes mounts a read-only view of the image of every image
 // volume (CRI Mount.image) under the bundle.
-func (r *Runtime) mountImageVolumes(ctx context.Context, c *Container, rb *rollback) (map[string]string, error) {
+func (r *Runtime) mountImageVolumes(ctx context.Context, c *Container) (map[string]string, error) {
 	var out map[string]string
 	for i, m := range c.config.GetMounts() {
 		if m.GetImage().GetImage() == "" {
@@ -173,20 +175,22 @@ func (r *Runtime) mountImageVolumes(ctx context.Context, c *Container, rb *rollb
 		if err != nil {
 			return nil, fmt.Errorf("image volume %s: %w", m.GetContainerPath(), err)
 		}
-		rb.add(func(ctx context.Context) error { return r.o.Snapshotter.Remove(ctx, key) })
+		// Recorded before it is mounted: the create's rollback
+		// (releaseContainerFiles) unmounts and removes what is listed.
 		dir := filepath.Join(c.Bundle, "imagevols", fmt.Sprint(i))
+		c.mu.Lock()
+		c.ImageVolumes = append(c.ImageVolumes, ImageVolume{Path: m.GetContainerPath(), Snapshot: key, Dir: dir, ImageID: img.ID.String()})
+		c.mu.Unlock()
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
 		if err := snapshot.MountAll(mounts, dir); err != nil {
 			return nil, fmt.Errorf("image volume %s: %w", m.GetContainerPath(), err)
 		}
-		rb.add(func(context.Context) error { return snapshot.UnmountAll(dir) })
 		if out == nil {
 			out = map[string]string{}
 		}
 		out[filepath.Clean(m.GetContainerPath())] = dir
-		c.ImageVolumes = append(c.ImageVolumes, ImageVolume{Path: m.GetContainerPath(), Snapshot: key, Dir: dir, ImageID: img.ID.String()})
 	}
 	return out, nil
 }
@@ -235,19 +239,6 @@ func populateVolumes(ctx context.Context, c specgen.Container) error {
 	return nil
 }
 
-// releaseImageVolumes unmounts and removes a container's image volumes.
-func (r *Runtime) releaseImageVolumes(ctx context.Context, c *Container) error {
-	for _, v := range c.view().ImageVolumes {
-		if err := snapshot.UnmountAll(v.Dir); err != nil {
-			return err
-		}
-		if err := r.o.Snapshotter.Remove(ctx, v.Snapshot); err != nil && !errdefs.IsNotFound(err) {
-			return err
-		}
-	}
-	return nil
-}
-
 func imageRef(img *imagestore.Image) string {
 	if len(img.RepoDigests) > 0 {
 		return img.RepoDigests[0]
@@ -262,21 +253,26 @@ func imageRef(img *imagestore.Image) string {
 func (r *Runtime) prepareBundle(ctx context.Context, sb *Sandbox, c *Container, img *imagestore.Image, rb *rollback,
 	gen func(rootfs, volumes string) (*specs.Spec, error)) (*specs.Spec, error) {
 	rootfs := filepath.Join(c.Bundle, "rootfs")
-	volumes := filepath.Join(c.Bundle, "volumes")
+	// Image VOLUME data is the container's own data (a database's files):
+	// on disk under the root, not on the state tmpfs.
+	volumes := r.volumeDir(c.ID)
 	if err := os.MkdirAll(rootfs, 0o755); err != nil {
 		return nil, err
 	}
-	rb.add(func(context.Context) error { return os.RemoveAll(c.Bundle) })
+	// One step undoes all of it in order (unmount, then remove), and
+	// removes nothing when an unmount fails.
+	rb.add(func(ctx context.Context) error { return r.releaseContainerFiles(ctx, c) })
 	mounts, err := r.o.Snapshotter.Prepare(ctx, c.Snapshot, img.ChainID())
 	if err != nil {
 		return nil, fmt.Errorf("preparing the root filesystem: %w", err)
 	}
-	rb.add(func(ctx context.Context) error { return r.o.Snapshotter.Remove(ctx, c.Snapshot) })
 	if err := snapshot.MountAll(mounts, rootfs); err != nil {
 		return nil, fmt.Errorf("mounting the root filesystem: %w", err)
 	}
-	rb.add(func(context.Context) error { return snapshot.UnmountAll(rootfs) })
-	if err := os.MkdirAll(volumes, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(volumes), 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.Mkdir(volumes, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, err
 	}
 	spec, err := gen(rootfs, volumes)
@@ -521,15 +517,21 @@ func (r *Runtime) removeContainer(ctx context.Context, j *Job, id string) (struc
 	return struct{}{}, r.deleteContainer(ctx, c)
 }
 
-// deleteContainer removes an exited container and everything it had.
+// deleteContainer removes an exited container and everything it had. A
+// container whose process may still run keeps its record: the remove
+// fails and can be retried.
 func (r *Runtime) deleteContainer(ctx context.Context, c *Container) error {
 	deleted := false
 	if mon := r.monitorClient(c.SandboxID); mon != nil {
-		_, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpDelete, ID: c.ID, Force: true})
-		if err != nil && !errdefs.IsNotFound(err) && !errdefs.IsUnavailable(err) {
+		err := r.deleteThroughMonitor(ctx, mon, c)
+		switch {
+		case err == nil:
+			deleted = true
+		case errdefs.IsNotFound(err), monitor.IsGone(err):
+			// The monitor does not hold it, or is not running.
+		default:
 			return err
 		}
-		deleted = err == nil
 	}
 	if !deleted {
 		// No monitor (the pod is stopped, or it died): remove the
@@ -543,17 +545,7 @@ func (r *Runtime) deleteContainer(ctx context.Context, c *Container) error {
 			return fmt.Errorf("deleting container %s: %w", c.ID, err)
 		}
 	}
-	rootfs := filepath.Join(c.Bundle, "rootfs")
-	if err := snapshot.UnmountAll(rootfs); err != nil {
-		return err
-	}
-	if err := r.releaseImageVolumes(ctx, c); err != nil {
-		return err
-	}
-	if err := r.o.Snapshotter.Remove(ctx, c.Snapshot); err != nil && !errdefs.IsNotFound(err) {
-		return err
-	}
-	if err := os.RemoveAll(c.Bundle); err != nil {
+	if err := r.releaseContainerFiles(ctx, c); err != nil {
 		return err
 	}
 	if err := r.forgetContainer(c); err != nil {
@@ -567,6 +559,73 @@ func (r *Runtime) deleteContainer(ctx context.Context, c *Container) error {
 	r.mu.Unlock()
 	r.emit(c, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
 	return nil
+}
+
+// deleteExitWait bounds the wait for a container's exit after its cgroup
+// was killed.
+var deleteExitWait = 10 * time.Second
+
+// deleteThroughMonitor has the monitor delete c. When the monitor is up
+// but cannot confirm the container's process is gone (it "did not exit
+// after delete", or the call failed half way), every process in the
+// container's cgroup is killed, the exit awaited and the delete retried;
+// if the process may still run, the error is returned.
+func (r *Runtime) deleteThroughMonitor(ctx context.Context, mon *monitor.Client, c *Container) error {
+	req := &monitor.Request{Op: monitor.OpDelete, ID: c.ID, Force: true}
+	_, err := mon.Call(ctx, req)
+	if err == nil || errdefs.IsNotFound(err) || monitor.IsGone(err) || ctx.Err() != nil {
+		return err
+	}
+	l := log.G(ctx).WithField(log.FieldContainerID, c.ID)
+	l.WithError(err).Warn("the monitor could not delete the container; killing its cgroup")
+	if kerr := killContainerCgroup(c.view().Bundle, c.ID); kerr != nil {
+		l.WithError(kerr).Warn("killing the container's cgroup")
+	}
+	if !r.waitMonitorExit(ctx, mon, c.ID) {
+		return fmt.Errorf("container %s may still be running; its record is kept: %w", c.ID, err)
+	}
+	if _, err := mon.Call(ctx, req); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("container %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+// killContainerCgroup kills every process in the cgroup of the bundle's
+// container.
+func killContainerCgroup(bundle, id string) error {
+	b, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return err
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return fmt.Errorf("container config: %v: %w", err, errdefs.ErrDataLoss)
+	}
+	return libct.KillCgroup(&spec, id)
+}
+
+// waitMonitorExit waits until the monitor reports the container's init
+// reaped (or no longer holds the container).
+func (r *Runtime) waitMonitorExit(ctx context.Context, mon *monitor.Client, id string) bool {
+	deadline := time.Now().Add(deleteExitWait)
+	for delay := time.Millisecond; ; delay = min(2*delay, 100*time.Millisecond) {
+		st, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpState})
+		if err == nil {
+			running := false
+			for _, mc := range st.Containers {
+				if mc.ID == id && mc.Exited == nil {
+					running = true
+				}
+			}
+			if !running {
+				return true
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(delay)
+	}
 }
 
 // ExecSyncRequest runs a command in a container.

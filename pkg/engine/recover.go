@@ -30,8 +30,11 @@ func (r *Runtime) recover(ctx context.Context) error {
 	}
 	for _, c := range ctrs {
 		if _, ok := r.sandboxes[c.SandboxID]; !ok {
-			log.G(ctx).Warnf("container %s belongs to no pod; removing its record", c.ID)
-			r.cleanContainerLeftovers(ctx, c)
+			log.G(ctx).Warnf("container %s belongs to no pod; removing it", c.ID)
+			if err := r.cleanContainerLeftovers(ctx, c); err != nil {
+				log.G(ctx).WithError(err).Warnf("keeping the record of container %s to retry at the next start", c.ID)
+				continue
+			}
 			r.store.delete(bucketContainers, c.ID)
 			continue
 		}
@@ -110,12 +113,10 @@ func (r *Runtime) afterReboot(ctx context.Context, sb *Sandbox) {
 	})
 }
 
-// cleanContainerLeftovers unmounts and removes a container's files and snapshot.
-func (r *Runtime) cleanContainerLeftovers(ctx context.Context, c *Container) {
-	snapshot.UnmountAll(filepath.Join(c.Bundle, "rootfs"))
-	r.releaseImageVolumes(ctx, c)
-	os.RemoveAll(c.Bundle)
-	r.o.Snapshotter.Remove(ctx, c.Snapshot)
+// cleanContainerLeftovers unmounts and removes a container's files and
+// snapshots; nothing when an unmount fails.
+func (r *Runtime) cleanContainerLeftovers(ctx context.Context, c *Container) error {
+	return r.releaseContainerFiles(ctx, c)
 }
 
 // cleanOrphans removes pod directories, pins and container snapshots no
@@ -127,7 +128,14 @@ func (r *Runtime) cleanOrphans(ctx context.Context) {
 			ctrs, _ := os.ReadDir(filepath.Join(r.o.State, "pods", p.Name(), "ctrs"))
 			for _, c := range ctrs {
 				if _, ok := r.containers[c.Name()]; !ok {
-					unmountBundle(filepath.Join(r.o.State, "pods", p.Name(), "ctrs", c.Name()))
+					b := filepath.Join(r.o.State, "pods", p.Name(), "ctrs", c.Name())
+					err := unmountBundle(b)
+					if err == nil {
+						err = removeBundle(b)
+					}
+					if err != nil {
+						log.G(ctx).WithError(err).Warnf("keeping leftover bundle %s", b)
+					}
 				}
 			}
 			continue
@@ -140,12 +148,9 @@ func (r *Runtime) cleanOrphans(ctx context.Context) {
 			c.Call(cctx, &monitor.Request{Op: monitor.OpShutdown})
 			cancel()
 		}
-		ctrs, _ := os.ReadDir(filepath.Join(dir, "ctrs"))
-		for _, c := range ctrs {
-			unmountBundle(filepath.Join(dir, "ctrs", c.Name()))
+		if err := removePodDir(dir); err != nil {
+			log.G(ctx).WithError(err).Warnf("keeping leftover pod directory %s", dir)
 		}
-		unmount(filepath.Join(dir, "shm"))
-		os.RemoveAll(dir)
 	}
 	pins, _ := os.ReadDir(r.nsDir)
 	for _, p := range pins {
@@ -160,14 +165,30 @@ func (r *Runtime) cleanOrphans(ctx context.Context) {
 	}
 	used := map[string]bool{}
 	for _, c := range r.containers {
-		used[c.Snapshot] = true
-		for _, v := range c.ImageVolumes {
-			used[v.Snapshot] = true
+		used[c.ID] = true
+	}
+	// A bundle that could not be removed may still have its snapshots
+	// mounted: they stay until it is gone.
+	if bundles, err := filepath.Glob(filepath.Join(r.o.State, "pods", "*", "ctrs", "*")); err == nil {
+		for _, b := range bundles {
+			used[filepath.Base(b)] = true
+		}
+	}
+	// Image VOLUME data of containers that have no record (a crash in
+	// the middle of a create or a remove).
+	vols, _ := os.ReadDir(filepath.Join(r.o.Root, "volumes"))
+	for _, v := range vols {
+		if !used[v.Name()] {
+			if err := r.removeVolumeData(v.Name()); err != nil {
+				log.G(ctx).WithError(err).Warnf("removing leftover volume data of container %s", v.Name())
+			}
 		}
 	}
 	var stale []string
 	r.o.Snapshotter.Walk(ctx, func(_ context.Context, i snapshot.Info) error {
-		if strings.HasPrefix(i.Key, "ctr-") && !used[i.Key] {
+		// ctr-<id> and its image volumes ctr-<id>-vol<n>.
+		id, _, _ := strings.Cut(strings.TrimPrefix(i.Key, "ctr-"), "-vol")
+		if strings.HasPrefix(i.Key, "ctr-") && !used[id] {
 			stale = append(stale, i.Key)
 		}
 		return nil
@@ -189,15 +210,4 @@ func (r *Runtime) teardownOrphanNetwork(ctx context.Context, id string) {
 	if err := r.o.Network.Teardown(ctx, pod); err != nil {
 		log.G(ctx).WithError(err).WithField(log.FieldPodID, id).Warn("releasing the network of a leftover pod")
 	}
-}
-
-// unmountBundle unmounts a leftover bundle's rootfs and image volumes and
-// removes it.
-func unmountBundle(dir string) {
-	snapshot.UnmountAll(filepath.Join(dir, "rootfs"))
-	vols, _ := os.ReadDir(filepath.Join(dir, "imagevols"))
-	for _, v := range vols {
-		snapshot.UnmountAll(filepath.Join(dir, "imagevols", v.Name()))
-	}
-	os.RemoveAll(dir)
 }

@@ -26,6 +26,7 @@ import (
 // RuntimeOptions configure the sandbox and container jobs.
 type RuntimeOptions struct {
 	State       string // state directory (tmpfs)
+	Root        string // root directory (on disk): image VOLUME data in <root>/volumes
 	RuntimeExe  string // binary run as monitor (and so as container init)
 	DB          *bolt.DB
 	Images      *imagestore.Store
@@ -67,6 +68,9 @@ func newRuntime(ctx context.Context, o RuntimeOptions) (*Runtime, error) {
 		ctrNames:   map[string]string{},
 		monitors:   map[string]*podMonitor{},
 		nsDir:      filepath.Join(o.State, "ns"),
+	}
+	if o.Root == "" {
+		return nil, fmt.Errorf("runtime without a root directory: %w", errdefs.ErrInvalidArgument)
 	}
 	if err := r.store.init(); err != nil {
 		return nil, err

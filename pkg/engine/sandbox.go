@@ -105,7 +105,7 @@ func (r *Runtime) runPod(ctx context.Context, j *Job, req RunPodRequest) (_ *San
 	if err := os.MkdirAll(filepath.Join(sb.Dir, "ctrs"), 0o711); err != nil {
 		return nil, err
 	}
-	rb.add(func(context.Context) error { return os.RemoveAll(sb.Dir) })
+	rb.add(func(context.Context) error { return removePodDir(sb.Dir) })
 
 	ns := nsOptions(cfg)
 	hostNet := ns.GetNetwork() == runtimeapi.NamespaceMode_NODE
@@ -315,8 +315,8 @@ func (r *Runtime) removePod(ctx context.Context, j *Job, id string) (struct{}, e
 			return struct{}{}, fmt.Errorf("removing container %s: %w", c.ID, err)
 		}
 	}
-	if err := os.RemoveAll(sb.Dir); err != nil {
-		return struct{}{}, err
+	if err := removePodDir(sb.Dir); err != nil {
+		return struct{}{}, fmt.Errorf("removing pod %s: %w", sb.ID, err)
 	}
 	sb.mu.Lock()
 	sb.removed = true

@@ -406,3 +406,22 @@ func allZombies(pids []int) bool {
 	}
 	return true
 }
+
+// KillCgroup SIGKILLs every process in the cgroup a container's spec
+// names and waits (bounded) until none runs; a cgroup that does not exist
+// (any more) is not an error. It is for a container whose runtime state is
+// gone or cannot be trusted: the cgroup still finds its processes.
+func KillCgroup(spec *specs.Spec, id string) error {
+	p, err := CgroupPath(spec, id)
+	if err != nil {
+		return err
+	}
+	cg, err := loadCgroup(cgroupVersion(), p)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return killCgroup(cg)
+}

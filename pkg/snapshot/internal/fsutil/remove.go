@@ -10,17 +10,28 @@ import (
 // RemoveAllAt removes name (a single path component) in the directory dirfd
 // and, if it is a directory, everything below it. Symlinks are removed,
 // never followed. It refuses (EBUSY) to descend into a directory on another
-// device, so a mount below the tree is never emptied. A missing name is not
-// an error.
+// device or another mount (a bind mount of the same filesystem has the
+// same device but not the same mount id), so a mount below the tree is
+// never emptied. A missing name is not an error.
 func RemoveAllAt(dirfd int, name string) error {
 	var st unix.Stat_t
 	if err := unix.Fstat(dirfd, &st); err != nil {
 		return err
 	}
-	return removeAllAt(dirfd, name, st.Dev)
+	return removeAllAt(dirfd, name, st.Dev, mountID(dirfd))
 }
 
-func removeAllAt(dirfd int, name string, dev uint64) error {
+// mountID is the id of the mount fd is on; 0 when the kernel cannot tell
+// (statx without STATX_MNT_ID, before Linux 5.8).
+func mountID(fd int) uint64 {
+	var stx unix.Statx_t
+	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &stx); err != nil || stx.Mask&unix.STATX_MNT_ID == 0 {
+		return 0
+	}
+	return stx.Mnt_id
+}
+
+func removeAllAt(dirfd int, name string, dev, mnt uint64) error {
 	err := unix.Unlinkat(dirfd, name, 0)
 	if err == nil || err == unix.ENOENT {
 		return nil
@@ -40,7 +51,7 @@ func removeAllAt(dirfd int, name string, dev uint64) error {
 		unix.Close(fd)
 		return err
 	}
-	if st.Dev != dev {
+	if st.Dev != dev || (mnt != 0 && mountID(fd) != mnt) {
 		unix.Close(fd)
 		return &os.PathError{Op: "remove", Path: name, Err: fmt.Errorf("mount point: %w", unix.EBUSY)}
 	}
@@ -49,7 +60,7 @@ func removeAllAt(dirfd int, name string, dev uint64) error {
 	for {
 		names, rerr := d.Readdirnames(1024)
 		for _, n := range names {
-			if err := removeAllAt(fd, n, dev); err != nil {
+			if err := removeAllAt(fd, n, dev, mnt); err != nil {
 				return err
 			}
 		}
