@@ -18,6 +18,9 @@
 #   BENCH_N      rounds per runtime for pull and start (default 10)
 #   BENCH_N_SLOW rounds per runtime for concurrent and memory (default 3)
 #   BENCH_PODS_CONCURRENT (default 50), BENCH_PODS_MEMORY (default 10)
+#   BENCH_PODS_STATS (default 100), BENCH_STATS_WINDOW (default 60s): the
+#                stats mode (not in the default list: BENCH_MODES=stats);
+#                it runs BENCH_N_SLOW rounds of two windows per runtime
 #   BENCH_IMAGE  pull image (default shim-test/bench:8x4m: 8 layers x 4 MiB)
 #   BENCH_KEEP=1 keep the work directory
 set -euo pipefail
@@ -132,6 +135,7 @@ for mode in $MODES; do
 	start) args=(-n "$N") ;;
 	concurrent) args=(-n "$N_SLOW" -pods "$PODS_CONCURRENT") ;;
 	memory) args=(-n "$N_SLOW" -pods "$PODS_MEMORY") ;;
+	stats) args=(-n "$N_SLOW" -pods "${BENCH_PODS_STATS:-100}" -window "${BENCH_STATS_WINDOW:-60s}") ;;
 	*) echo "bench.sh: unknown mode $mode" >&2; exit 2 ;;
 	esac
 	echo "bench.sh: mode $mode"

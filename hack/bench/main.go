@@ -12,7 +12,9 @@
 // Modes: pull (RemoveImage, then a timed PullImage), start (sequential
 // RunPodSandbox -> CreateContainer -> StartContainer), concurrent (-pods
 // pods started at once, wall time), memory (PSS of the runtime's processes
-// per running pod), idle (the daemon's RSS and PSS with no pods).
+// per running pod), idle (the daemon's RSS and PSS with no pods), stats
+// (the CPU the runtime spends on kubelet's stats polling with -pods
+// containers running: see statsmode.go).
 //
 // Standard output gets JSON lines (records "run", "sample", "summary",
 // "ratio"); standard error gets the same as text. Exit status 3 means an
@@ -49,6 +51,10 @@ type bench struct {
 	Interval time.Duration
 	ProcRoot string
 	Pod      podOptions
+	// stats mode
+	Window       time.Duration
+	PollInterval time.Duration
+	Polls        int
 
 	Out  io.Writer // JSON lines
 	Text io.Writer // human-readable
@@ -100,6 +106,8 @@ func unitOf(metric string) string {
 	switch {
 	case strings.HasSuffix(base, "_ms"):
 		return "ms"
+	case strings.HasSuffix(base, "_ms_per_s"):
+		return "ms/s"
 	case strings.HasSuffix(base, "_kib"):
 		return "KiB"
 	}
@@ -158,11 +166,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&b.N, "n", 10, "measured rounds per endpoint")
 	fs.IntVar(&b.Warmup, "warmup", 1, "unmeasured rounds per endpoint first (not for idle)")
 	fs.StringVar(&b.Image, "image", "shim-test/bench:8x4m", "pull: the image")
-	fs.IntVar(&b.Pods, "pods", 0, "concurrent: pods started at once (default 50); memory: pods running while measured (default 10)")
+	fs.IntVar(&b.Pods, "pods", 0, "concurrent: pods started at once (default 50); memory, stats: pods running while measured (default 10, 100)")
 	fs.DurationVar(&b.Timeout, "timeout", 5*time.Minute, "limit of one round")
 	fs.DurationVar(&b.Settle, "settle", 2*time.Second, "memory: wait after the pods started")
 	fs.DurationVar(&b.Interval, "interval", 500*time.Millisecond, "idle: time between samples")
 	fs.StringVar(&b.ProcRoot, "proc", "/proc", "procfs mount")
+	fs.DurationVar(&b.Window, "window", time.Minute, "stats: length of the idle and of the polled window")
+	fs.DurationVar(&b.PollInterval, "poll-interval", 10*time.Second, "stats: time between two kubelet polls")
+	fs.IntVar(&b.Polls, "polls", 30, "stats: ListContainerStats calls in the burst")
 	fs.StringVar(&b.Pod.Image, "ctr-image", "registry.k8s.io/e2e-test-images/busybox:1.29-2", "start/concurrent/memory: the container image (runs sleep 3600)")
 	fs.StringVar(&b.Pod.PauseImage, "pause-image", "registry.k8s.io/pause:3.9", "pre-pulled before pods start (\"\" for none)")
 	fs.StringVar(&b.Pod.LogRoot, "log-root", "", "pod log directories go below it (default: a temporary directory)")
@@ -215,10 +226,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if b.Pods == 0 {
-		b.Pods = map[string]int{"concurrent": 50, "memory": 10}[b.Mode]
+		b.Pods = map[string]int{"concurrent": 50, "memory": 10, "stats": 100}[b.Mode]
 	}
-	if b.Mode == "idle" {
-		b.Warmup = 0
+	if b.Mode == "idle" || b.Mode == "stats" {
+		b.Warmup = 0 // stats: Setup makes one poll before the rounds
+	}
+	if b.Polls < 1 || b.Window <= 0 || b.PollInterval <= 0 {
+		fmt.Fprintln(stderr, "bench: -polls, -window and -poll-interval must be positive")
+		return 2
 	}
 	b.RunID = randomID()[:8]
 
@@ -269,10 +284,13 @@ func (b *bench) run(ctx context.Context, m mode, targets []*target) (retErr erro
 	switch b.Mode {
 	case "pull":
 		params["image"] = b.Image
-	case "start", "concurrent", "memory":
+	case "start", "concurrent", "memory", "stats":
 		params["ctr_image"], params["pause_image"], params["host_network"] = b.Pod.Image, b.Pod.PauseImage, b.Pod.HostNetwork
 		if b.Mode != "start" {
 			params["pods"] = b.Pods
+		}
+		if b.Mode == "stats" {
+			params["window"], params["poll_interval"], params["polls"] = b.Window.String(), b.PollInterval.String(), b.Polls
 		}
 	case "idle":
 		params["interval"] = b.Interval.String()
@@ -282,6 +300,18 @@ func (b *bench) run(ctx context.Context, m mode, targets []*target) (retErr erro
 	}
 	for _, t := range targets {
 		fmt.Fprintf(b.Text, "bench: %s: %s %s on %s\n", t.Name, t.RuntimeName, t.RuntimeVersion, t.Endpoint)
+		if m.Teardown != nil {
+			defer func() {
+				cctx, cancel := cleanupCtx(ctx)
+				defer cancel()
+				if err := m.Teardown(cctx, b, t); err != nil {
+					fmt.Fprintf(b.Text, "bench: %s: teardown: %v\n", t.Name, err)
+					if retErr == nil {
+						retErr = err
+					}
+				}
+			}()
+		}
 		if err := m.Setup(ctx, b, t); err != nil {
 			return err
 		}

@@ -23,6 +23,8 @@ type mode struct {
 	Runtime bool   // needs the CRI RuntimeService
 	Setup   func(ctx context.Context, b *bench, t *target) error
 	Round   func(ctx context.Context, b *bench, t *target, round int) (sample, error)
+	// Teardown, if set, removes what Setup left (after the last round).
+	Teardown func(ctx context.Context, b *bench, t *target) error
 }
 
 var modes = map[string]mode{
@@ -31,6 +33,7 @@ var modes = map[string]mode{
 	"concurrent": {Name: "concurrent", Primary: "wall_ms", Runtime: true, Setup: setupPods, Round: roundConcurrent},
 	"memory":     {Name: "memory", Primary: "pss_per_pod_kib", Runtime: true, Setup: setupMemory, Round: roundMemory},
 	"idle":       {Name: "idle", Primary: "rss_kib", Setup: setupIdle, Round: roundIdle},
+	"stats":      {Name: "stats", Primary: "poll_cpu_ms_per_s", Runtime: true, Setup: setupStats, Round: roundStats, Teardown: teardownStats},
 }
 
 func modeNames() []string {

@@ -33,6 +33,8 @@ type target struct {
 	RuntimeName    string
 	RuntimeVersion string
 
+	running []pod // pods a mode keeps across rounds (stats)
+
 	conn *grpc.ClientConn
 	rt   runtimeapi.RuntimeServiceClient
 	img  runtimeapi.ImageServiceClient

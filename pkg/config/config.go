@@ -84,6 +84,14 @@ type Config struct {
 	Image         Image    `toml:"image"`
 	Network       Network  `toml:"network"`
 	Runtime       Runtime  `toml:"runtime"`
+	Stats         Stats    `toml:"stats"`
+}
+
+// Stats configures container statistics.
+type Stats struct {
+	// ContainerMetrics adds every pod's and container's cAdvisor-style
+	// metrics (those of ListPodSandboxMetrics) to /metrics.
+	ContainerMetrics bool `toml:"container_metrics"`
 }
 
 // Network configures pod networking.

@@ -27,6 +27,7 @@ type Server struct {
 	engine *engine.Engine
 	images *engine.Images
 	rt     *engine.RuntimeJobs
+	stats  *engine.StatsJobs
 }
 
 // NewServer returns a CRI server running jobs on e.

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/shim-cri/shim/pkg/cgstats"
 	"github.com/shim-cri/shim/pkg/config"
 	"github.com/shim-cri/shim/pkg/cri"
 	"github.com/shim-cri/shim/pkg/engine"
@@ -143,6 +144,14 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Daemon, retErr 
 		return nil, err
 	}
 	d.rt = rt
+	cg, err := cgstats.New()
+	if err != nil {
+		return nil, fmt.Errorf("cgroups: %w", err)
+	}
+	stats := engine.RegisterStats(d.engine, rt, engine.StatsOptions{Cgroups: cg, FsMountpoint: cfg.Root})
+	if cfg.Stats.ContainerMetrics {
+		d.reg.MustRegister(stats.PrometheusCollector())
+	}
 	icpt, err := cri.NewInterceptor(d.reg)
 	if err != nil {
 		return nil, err
@@ -155,7 +164,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Daemon, retErr 
 		Version:      version,
 		CgroupDriver: runtimeapi.CgroupDriver_CGROUPFS,
 		StatusInfo:   d.statusInfo,
-	}, d.engine, images, rt).Register(d.grpc)
+	}, d.engine, images, rt).WithStats(stats).Register(d.grpc)
 
 	if d.criListener, err = Listen(cfg.Listen, cfg.TLS); err != nil {
 		return nil, err

@@ -52,6 +52,9 @@ type Sandbox struct {
 	Infra     string    `json:"infra,omitempty"` // infra container id (shared pid namespace)
 	InfraPid  int       `json:"infraPid,omitempty"`
 	Monitor   bool      `json:"monitor,omitempty"` // a monitor was started for the pod
+	// ResourcesPB is the pod-level resources kubelet last gave with
+	// UpdatePodSandboxResources (an UpdatePodSandboxResourcesRequest).
+	ResourcesPB []byte `json:"podResources,omitempty"`
 
 	config  *runtimeapi.PodSandboxConfig
 	mu      sync.Mutex // guards State, IPs and the fields jobs change
@@ -160,7 +163,8 @@ func (s *Sandbox) view() Sandbox {
 	return Sandbox{
 		ID: s.ID, Name: s.Name, ConfigPB: s.ConfigPB, State: s.State, CreatedAt: s.CreatedAt, Handler: s.Handler,
 		Dir: s.Dir, NetNS: s.NetNS, IPCNS: s.IPCNS, UTSNS: s.UTSNS, Shm: s.Shm, Network: s.Network,
-		IPs: s.IPs, Infra: s.Infra, InfraPid: s.InfraPid, Monitor: s.Monitor, config: s.config,
+		IPs: s.IPs, Infra: s.Infra, InfraPid: s.InfraPid, Monitor: s.Monitor, ResourcesPB: s.ResourcesPB,
+		config: s.config,
 	}
 }
 

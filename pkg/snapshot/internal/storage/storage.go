@@ -504,7 +504,12 @@ func DiskUsage(ctx context.Context, dir string) (snapshot.Usage, error) {
 	seen := make(map[inode]struct{})
 	n := 0
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		// A running container removes files while its layer is walked:
+		// what is gone takes no space.
 		if err != nil {
+			if p != dir && errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
 			return err
 		}
 		if n++; n%1024 == 0 {
@@ -514,6 +519,9 @@ func DiskUsage(ctx context.Context, dir string) (snapshot.Usage, error) {
 		}
 		fi, err := d.Info()
 		if err != nil {
+			if p != dir && errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
 			return err
 		}
 		st, ok := fi.Sys().(*syscall.Stat_t)
