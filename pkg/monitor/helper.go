@@ -184,7 +184,7 @@ func runHelper(a *helperArgs) helperResult {
 			return failed(err)
 		}
 		return helperResult{}
-	case "exec":
+	case helperOpExec:
 		var p *specs.Process
 		if err := readData(a.data, &p); err != nil {
 			return failed(err)

@@ -46,6 +46,17 @@ const (
 	OpUpdate    = "update"
 )
 
+// Ops lists every op the monitor serves; the C monitor's names
+// (cmon/protocol.h) are generated from it.
+var Ops = []string{OpCreate, OpStart, OpKill, OpDelete, OpExecSync, OpReopenLog, OpState, OpEvents, OpShutdown, OpUpdate}
+
+// helperOpExec is the helper op that starts a process in a container (for
+// ExecSync); the others have the names of the monitor ops they serve.
+const helperOpExec = "exec"
+
+// helperOps lists the ops of `monitor-helper --op`.
+var helperOps = []string{OpCreate, OpStart, OpKill, OpDelete, helperOpExec, OpUpdate}
+
 // Request is one call.
 type Request struct {
 	Op        string                `json:"op"`
@@ -103,7 +114,7 @@ const SocketName = "monitor.sock"
 // ExitFile is written in a container's bundle when its init exits.
 const ExitFile = "exit.json"
 
-// Limits of the C monitor (pkg/monitor/cmon/monitor.c).
+// Limits of the C monitor (pkg/monitor/cmon: exec.c, crilog.c, conn.c).
 const (
 	maxExecOutput = 16 << 20 // each stream of ExecSync output
 	maxLogLine    = 16 << 10 // longer lines are split into partial records
