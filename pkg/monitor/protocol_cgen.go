@@ -81,6 +81,9 @@ static inline int cm_req_field_id(const char *key)
 			define(&b, g.prefix+macro(f.name), f.name)
 		}
 	}
+	b.WriteString("\n/* Attach frames: the stream (one byte), the length (big-endian uint32), the data. */\n")
+	fmt.Fprintf(&b, "#define CM_FRAME_STDOUT %d\n#define CM_FRAME_STDERR %d\n#define CM_FRAME_HEADER %d\n",
+		FrameStdout, FrameStderr, FrameHeader)
 	b.WriteString("\n/* Error classes (errdefs). */\n")
 	for _, c := range errdefs.ClassNames() {
 		define(&b, "CM_E_"+macro(c), c)

@@ -1,11 +1,16 @@
 /* conn.c: the monitor's connections.
  *
  * A client sends one JSON request line (pkg/monitor/protocol.go) and gets
- * one JSON reply line, then the connection closes. An "events" request
- * keeps its connection: the subscriber gets one line per container exit.
- * While a request is being served (C_BUSY) only a hangup is watched for:
- * a client that goes away gets no answer, and what it asked for goes on
- * (an ExecSync command is killed). */
+ * one JSON reply line, then the connection closes. While a request is
+ * being served (C_BUSY) only a hangup is watched for: a client that goes
+ * away gets no answer, and what it asked for goes on (an ExecSync command
+ * is killed).
+ *
+ * Some requests keep their connection (C_STREAM) after the reply: an
+ * events subscriber gets one line per container exit, an attach gets the
+ * container's output in frames, an exec gets its exit code. The monitor
+ * only writes to those; a read tells when the client goes away. A reply
+ * may carry fds (SCM_RIGHTS) on its first byte. */
 #include "mon.h"
 
 #include <errno.h>
@@ -15,14 +20,17 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define MAX_REQUEST (8 << 20) /* one request line */
 #define MAX_EVENT_BACKLOG (1 << 20)
+#define MAX_STREAM_BACKLOG (4 << 20) /* an attach that does not read is dropped */
+#define MAX_FDS 4
 #define MAX_CONNS 256
 #define REQUEST_TIMEOUT_MS 60000
 
-enum cstate { C_READ, C_BUSY, C_WRITE, C_EVENTS };
+enum cstate { C_READ, C_BUSY, C_WRITE, C_STREAM };
 
 struct conn {
 	struct watch w;
@@ -33,7 +41,10 @@ struct conn {
 	size_t outoff;
 	int64_t deadline; /* C_READ */
 	int shutdown_wait;
-	uint32_t events; /* registered */
+	int subscriber;	      /* an events stream */
+	int finishing;	      /* C_STREAM: close once the output is out */
+	int fds[MAX_FDS], nfds; /* sent with the first byte of out, then closed */
+	uint32_t events;      /* registered */
 };
 
 static struct conn *conns;
@@ -50,10 +61,24 @@ static void conn_set_events(struct conn *c, uint32_t ev)
 	}
 }
 
+static void close_fds(struct conn *c)
+{
+	for (int i = 0; i < c->nfds; i++)
+		close(c->fds[i]);
+	c->nfds = 0;
+}
+
+/* conn_close ends a connection; the other files forget it (a request
+ * still running goes on unanswered, an ExecSync command or an Exec is
+ * killed, an attach ends). */
 static void conn_close(struct conn *c)
 {
 	if (c->w.dead)
 		return;
+	helper_conn_gone(c);
+	exec_conn_gone(c);
+	ctr_conn_gone(c);
+	attach_conn_gone(c);
 	for (struct conn **pp = &conns; *pp; pp = &(*pp)->next)
 		if (*pp == c) {
 			*pp = c->next;
@@ -63,19 +88,13 @@ static void conn_close(struct conn *c)
 	closefd(&c->fd);
 	cm_buf_free(&c->in);
 	cm_buf_free(&c->out);
+	close_fds(c);
 	bury(&c->w);
 }
 
 void conn_free(struct watch *w) { free(w); }
 
-/* conn_gone: the client went away before its answer. */
-static void conn_gone(struct conn *c)
-{
-	helper_conn_gone(c);
-	exec_conn_gone(c);
-	ctr_conn_gone(c);
-	conn_close(c);
-}
+void conn_drop(struct conn *c) { conn_close(c); }
 
 /* ---- replies ---- */
 
@@ -96,6 +115,69 @@ void reply(struct conn *c, struct cm_buf *b)
 	c->out = *b;
 	c->outoff = 0;
 	c->st = C_WRITE;
+	conn_flush(c);
+}
+
+void reply_keep(struct conn *c, struct cm_buf *b, const int *fds, int nfds)
+{
+	if (c == NULL || c->w.dead) {
+		cm_buf_free(b);
+		for (int i = 0; i < nfds; i++)
+			close(fds[i]);
+		return;
+	}
+	cm_buf_add(b, "\n", 1);
+	if (b->failed || nfds > MAX_FDS) {
+		for (int i = 0; i < nfds; i++)
+			close(fds[i]);
+		cm_buf_free(b);
+		return reply_err(c, CM_E_RESOURCE_EXHAUSTED, "monitor: out of memory");
+	}
+	cm_buf_free(&c->in);
+	cm_buf_free(&c->out);
+	c->out = *b;
+	c->outoff = 0;
+	for (int i = 0; i < nfds; i++)
+		c->fds[i] = fds[i];
+	c->nfds = nfds;
+	c->st = C_STREAM;
+	conn_set_events(c, EPOLLIN);
+	conn_flush(c);
+}
+
+int conn_send(struct conn *c, const void *p, size_t n)
+{
+	if (c->w.dead || c->st != C_STREAM || c->finishing)
+		return -1;
+	if (c->out.len - c->outoff + n > (c->subscriber ? MAX_EVENT_BACKLOG : MAX_STREAM_BACKLOG))
+		return -1;
+	if (c->outoff > 0 && c->outoff == c->out.len)
+		c->out.len = c->outoff = 0;
+	cm_buf_add(&c->out, p, n);
+	if (c->out.failed) {
+		conn_close(c);
+		return -1;
+	}
+	conn_flush(c);
+	return 0;
+}
+
+int conn_send_frame(struct conn *c, int stream, const char *p, size_t n)
+{
+	unsigned char h[CM_FRAME_HEADER] = {(unsigned char)stream, (unsigned char)(n >> 24), (unsigned char)(n >> 16),
+					    (unsigned char)(n >> 8), (unsigned char)n};
+	if (c->w.dead || c->out.len - c->outoff + sizeof(h) + n > MAX_STREAM_BACKLOG)
+		return -1;
+	if (conn_send(c, h, sizeof(h)) < 0)
+		return -1;
+	return conn_send(c, p, n);
+}
+
+void conn_finish(struct conn *c)
+{
+	if (c == NULL || c->w.dead)
+		return;
+	c->finishing = 1;
 	conn_flush(c);
 }
 
@@ -143,21 +225,12 @@ void reply_raw_error(struct conn *c, const char *err, size_t len)
 
 void broadcast(struct cm_buf *ev)
 {
-	for (struct conn *s = conns; s; s = s->next) {
-		if (s->w.dead || s->st != C_EVENTS)
+	for (struct conn *s = conns, *next; s; s = next) {
+		next = s->next;
+		if (s->w.dead || !s->subscriber)
 			continue;
-		if (s->out.len - s->outoff + ev->len > MAX_EVENT_BACKLOG) {
+		if (conn_send(s, ev->p, ev->len) < 0 && !s->w.dead)
 			cm_log(CM_WARN, "dropping an event for a subscriber that does not read (it reads exit.json later)");
-			continue;
-		}
-		if (s->outoff > 0 && s->outoff == s->out.len)
-			s->out.len = s->outoff = 0;
-		cm_buf_add(&s->out, ev->p, ev->len);
-		if (s->out.failed) {
-			conn_close(s);
-			continue;
-		}
-		conn_flush(s);
 	}
 }
 
@@ -181,27 +254,52 @@ void conn_shutdown_answer(int ok, int waited_ms)
 	}
 }
 
+/* conn_sendmsg sends the start of the output, with the fds to pass. */
+static ssize_t conn_sendmsg(struct conn *c)
+{
+	struct iovec iov = {c->out.p + c->outoff, c->out.len - c->outoff};
+	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+		struct cmsghdr align;
+	} u;
+	if (c->nfds > 0) {
+		memset(&u, 0, sizeof(u));
+		m.msg_control = u.buf;
+		m.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)c->nfds);
+		struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)c->nfds);
+		memcpy(CMSG_DATA(cm), c->fds, sizeof(int) * (size_t)c->nfds);
+	}
+	ssize_t n = sendmsg(c->fd, &m, MSG_NOSIGNAL);
+	if (n > 0)
+		close_fds(c); /* they went with the first byte: ours go */
+	return n;
+}
+
 static void conn_flush(struct conn *c)
 {
 	while (c->outoff < c->out.len) {
-		ssize_t n = send(c->fd, c->out.p + c->outoff, c->out.len - c->outoff, MSG_NOSIGNAL);
+		ssize_t n = conn_sendmsg(c);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EAGAIN) {
-			conn_set_events(c, c->st == C_EVENTS ? EPOLLIN | EPOLLOUT : EPOLLOUT);
+			conn_set_events(c, c->st == C_STREAM ? EPOLLIN | EPOLLOUT : EPOLLOUT);
 			return;
 		}
 		if (n < 0) {
-			conn_gone(c);
+			conn_close(c);
 			return;
 		}
 		c->outoff += (size_t)n;
 	}
-	if (c->st == C_WRITE) {
+	if (c->st == C_WRITE || (c->st == C_STREAM && c->finishing)) {
 		conn_close(c);
 		return;
 	}
-	/* An events stream: keep the buffer small. */
+	/* A stream: keep the buffer small. */
 	if (c->out.cap > 64 << 10)
 		cm_buf_free(&c->out);
 	c->out.len = c->outoff = 0;
@@ -236,6 +334,12 @@ static int req_field(void *arg, const char *key, struct cm_json *j)
 		break;
 	case CM_REQ_TTY:
 		rc = cm_json_bool(j, &r->tty);
+		break;
+	case CM_REQ_STDOUT:
+		rc = cm_json_bool(j, &r->out);
+		break;
+	case CM_REQ_STDERR:
+		rc = cm_json_bool(j, &r->err);
 		break;
 	case CM_REQ_ALL:
 		rc = cm_json_bool(j, &r->all);
@@ -286,7 +390,8 @@ static const struct {
 	{CM_OP_CREATE, op_create},	   {CM_OP_START, op_start},	       {CM_OP_KILL, op_kill},
 	{CM_OP_DELETE, op_delete},	   {CM_OP_EXEC_SYNC, op_exec_sync},   {CM_OP_REOPEN_LOG, op_reopen_log},
 	{CM_OP_STATE, op_state},	   {CM_OP_EVENTS, op_events},	       {CM_OP_SHUTDOWN, op_shutdown},
-	{CM_OP_UPDATE, op_update},
+	{CM_OP_UPDATE, op_update},	   {CM_OP_EXEC, op_exec},	       {CM_OP_ATTACH, op_attach},
+	{CM_OP_CLOSE_STDIN, op_close_stdin},
 };
 
 int op_known(const char *op)
@@ -300,7 +405,8 @@ int op_known(const char *op)
 void op_events(struct conn *conn, struct req *r)
 {
 	(void)r;
-	conn->st = C_EVENTS;
+	conn->st = C_STREAM;
+	conn->subscriber = 1;
 	cm_buf_free(&conn->in);
 	conn_set_events(conn, EPOLLIN);
 }
@@ -370,19 +476,19 @@ void conn_on_event(struct watch *w, uint32_t ev)
 		return;
 	case C_BUSY:
 		if (ev & (EPOLLHUP | EPOLLERR))
-			conn_gone(c);
+			conn_close(c);
 		return;
 	case C_WRITE:
 		if (ev & EPOLLERR) {
-			conn_gone(c);
+			conn_close(c);
 			return;
 		}
 		conn_flush(c);
 		return;
-	case C_EVENTS:
+	case C_STREAM:
 		if (ev & EPOLLIN) {
-			/* Nothing is expected from a subscriber: drain it and
-			 * notice when it goes away. */
+			/* Nothing is expected on a stream: drain it and notice
+			 * when the client goes away. */
 			ssize_t n = read(c->fd, cm_rbuf, sizeof(cm_rbuf));
 			if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
 				conn_close(c);

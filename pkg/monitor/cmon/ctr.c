@@ -2,8 +2,9 @@
  *
  * A container is created by a helper, which leaves its init waiting for
  * the start; the monitor holds the read ends of its stdout and stderr
- * pipes (and the write end of its stdin, for attach) and copies what they
- * carry to the CRI log. When the init exits and its output is drained,
+ * pipes (and the write end of its stdin, for attach), or with a terminal
+ * the pty master (its output is the stdout stream), and copies what they
+ * carry to the CRI log and to the attachers (attach.c). When the init exits and its output is drained,
  * the exit goes to <bundle>/exit.json (with the OOM kill count of the
  * container's memory cgroup) and to the event subscribers. */
 #include "mon.h"
@@ -19,7 +20,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define EXIT_FILE "exit.json"
 #define EXIT_DRAIN_MS 2000 /* output still open after an init exited */
 #define DELETE_WAIT_MS 10000
 
@@ -40,6 +40,7 @@ struct ctr {
 	int log_dir, log_fd;  /* -1 without a log */
 	int log_err_reported;
 	int stdin_fd; /* write end, held for attach */
+	int tty;      /* out.fd is the pty master */
 	pid_t pid;    /* 0 while being created */
 	int creating;
 	struct stream out, err;
@@ -135,9 +136,10 @@ static void ctr_remove(struct ctr *c)
 			*pp = c->next;
 			break;
 		}
+	attach_end(c);
 	stream_close(&c->out);
 	stream_close(&c->err);
-	closefd(&c->stdin_fd);
+	close_plain(&c->stdin_fd);
 	close_plain(&c->log_fd);
 	close_plain(&c->log_dir);
 	c->out.w.dead = c->err.w.dead = 1;
@@ -206,70 +208,7 @@ static int log_setup(struct ctr *c, const char *path)
 
 static void exit_json(struct cm_buf *b, struct ctr *c)
 {
-	int st = c->wstatus;
-	char ts[40];
-	cm_rfc3339(&c->finished, ts);
-	if (WIFSIGNALED(st)) {
-		int sig = WTERMSIG(st);
-		cm_buf_printf(b, "{\"" CM_EXIT_PID "\":%d,\"" CM_EXIT_CODE "\":%d,\"" CM_EXIT_SIGNALED "\":true,\"" CM_EXIT_SIGNAL "\":%d",
-			      (int)c->pid, 128 + sig, sig);
-	} else {
-		cm_buf_printf(b, "{\"" CM_EXIT_PID "\":%d,\"" CM_EXIT_CODE "\":%d", (int)c->pid,
-			      WIFEXITED(st) ? WEXITSTATUS(st) : 255);
-	}
-	if (c->oom_killed)
-		cm_buf_str(b, ",\"" CM_EXIT_OOM_KILLED "\":true");
-	cm_buf_printf(b, ",\"" CM_EXIT_FINISHED_AT "\":\"%s\"}", ts);
-}
-
-/* read_oom_kills reads the "oom_kill N" line of a memory.oom_control (v1)
- * or memory.events (v2) file. */
-static long long read_oom_kills(const char *path)
-{
-	char buf[4096];
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	ssize_t n;
-	do
-		n = read(fd, buf, sizeof(buf) - 1);
-	while (n < 0 && errno == EINTR);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = '\0';
-	for (char *l = buf; l != NULL && *l != '\0';) {
-		if (strncmp(l, "oom_kill ", 9) == 0)
-			return strtoll(l + 9, NULL, 10);
-		l = strchr(l, '\n');
-		if (l != NULL)
-			l++;
-	}
-	return 0;
-}
-
-static int write_exit_record(struct ctr *c, struct cm_buf *rec)
-{
-	char tmp[MAX_PATH + 32], dst[MAX_PATH + 32];
-	snprintf(tmp, sizeof(tmp), "%s/" EXIT_FILE ".tmp", c->bundle);
-	snprintf(dst, sizeof(dst), "%s/" EXIT_FILE, c->bundle);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0)
-		return -1;
-	if (cm_write_full(fd, rec->p, rec->len) < 0) {
-		int e = errno;
-		close(fd);
-		unlink(tmp);
-		errno = e;
-		return -1;
-	}
-	if (close(fd) < 0 || rename(tmp, dst) < 0) {
-		int e = errno;
-		unlink(tmp);
-		errno = e;
-		return -1;
-	}
-	return 0;
+	exitrec_json(b, c->pid, c->wstatus, &c->finished, c->oom_killed);
 }
 
 static void ctr_delete_done(struct ctr *c);
@@ -281,11 +220,11 @@ static void ctr_finalize(struct ctr *c)
 	if (c->exited)
 		return;
 	c->exited = 1;
-	if (c->oom_file && read_oom_kills(c->oom_file) > 0)
+	if (c->oom_file && exitrec_oom_kills(c->oom_file) > 0)
 		c->oom_killed = 1;
 	struct cm_buf rec = {0};
 	exit_json(&rec, c);
-	if (rec.failed || write_exit_record(c, &rec) < 0)
+	if (rec.failed || exitrec_write(c->bundle, &rec) < 0)
 		cm_log(CM_ERROR, "container %s: recording the exit: %s", c->id, strerror(errno));
 	struct cm_buf ev = {0};
 	cm_buf_str(&ev, "{\"" CM_EVENT_ID "\":");
@@ -298,6 +237,8 @@ static void ctr_finalize(struct ctr *c)
 	cm_buf_free(&ev);
 	cm_buf_free(&rec);
 	cm_log(CM_INFO, "container %s exited: status %#x%s", c->id, c->wstatus, c->oom_killed ? " (OOM killed)" : "");
+	attach_end(c);
+	exec_container_exited(c->id);
 	if (c->delete_until)
 		ctr_delete_done(c);
 	if (shutting_down())
@@ -331,6 +272,7 @@ void ctr_on_stream(struct watch *w, uint32_t ev)
 			s->c->log_err_reported = 1;
 			cm_log(CM_WARN, "container %s: writing its log: %s", s->c->id, strerror(errno));
 		}
+		attach_output(s->c, s == &s->c->err ? CM_FRAME_STDERR : CM_FRAME_STDOUT, cm_rbuf, (size_t)n);
 	}
 }
 
@@ -360,6 +302,18 @@ static void create_done(struct helper *h, struct conn *conn, void *arg, struct h
 		reply_raw_error(conn, r->err, r->errlen);
 		ctr_remove(c);
 		return;
+	}
+	c->pid = (pid_t)r->pid;
+	if (c->tty) {
+		/* The terminal's master: its output is the stdout stream. */
+		if (r->fd < 0) {
+			reply_err(conn, CM_E_INTERNAL, "container %s: no terminal from the helper", c->id);
+			return delete_start(c, NULL, 1);
+		}
+		c->out.fd = r->fd;
+		r->fd = -1;
+		fcntl(c->out.fd, F_SETFL, O_RDWR | O_NONBLOCK);
+		ep_add(c->out.fd, &c->out.w, EPOLLIN);
 	}
 	c->pid = (pid_t)r->pid;
 	c->oom_file = r->oom;
@@ -426,19 +380,24 @@ static struct ctr *ctr_new(struct conn *conn, struct req *r)
 	return c;
 }
 
-void op_create(struct conn *conn, struct req *r)
+/* create_tty creates a container with a terminal: the helper passes its
+ * pty master with the result (create_done). */
+static int create_tty(struct conn *conn, struct ctr *c)
 {
-	if (r->id == NULL || *r->id == '\0' || r->bundle == NULL || *r->bundle == '\0')
-		return reply_err(conn, CM_E_INVALID_ARGUMENT, "create needs an id and a bundle");
-	if (find_ctr(r->id))
-		return reply_err(conn, CM_E_ALREADY_EXISTS, "container %s exists in the monitor", r->id);
-	if (r->tty)
-		return reply_err(conn, CM_E_NOT_IMPLEMENTED, "tty containers");
-	struct ctr *c = ctr_new(conn, r);
-	if (c == NULL)
-		return;
+	const char *extra[] = {"--bundle", c->bundle, "--tty", NULL};
+	if (helper_spawn(H_CREATE, c->id, extra, NULL, 0, NULL, conn, create_done, c) == NULL) {
+		reply_err(conn, errno_class(errno), "starting the monitor helper: %s", strerror(errno));
+		return -1;
+	}
+	c->tty = 1;
+	return 0;
+}
+
+/* create_pipes creates a container whose stdio are pipes. */
+static int create_pipes(struct conn *conn, struct ctr *c, int in)
+{
 	int po[2] = {-1, -1}, pe[2] = {-1, -1}, pi[2] = {-1, -1};
-	if (mkpipe(po) < 0 || mkpipe(pe) < 0 || (r->in && pipe2(pi, O_CLOEXEC) < 0)) {
+	if (mkpipe(po) < 0 || mkpipe(pe) < 0 || (in && pipe2(pi, O_CLOEXEC) < 0)) {
 		reply_err(conn, errno_class(errno), "pipes: %s", strerror(errno));
 		goto fail;
 	}
@@ -457,17 +416,32 @@ void op_create(struct conn *conn, struct req *r)
 	c->stdin_fd = pi[1];
 	ep_add(c->out.fd, &c->out.w, EPOLLIN);
 	ep_add(c->err.fd, &c->err.w, EPOLLIN);
-	c->creating = 1;
-	c->next = ctrs;
-	ctrs = c;
-	return;
+	return 0;
 fail:
 	close_pair(po);
 	close_pair(pe);
 	close_pair(pi);
-	close_plain(&c->log_fd);
-	close_plain(&c->log_dir);
-	free_ctr(c);
+	return -1;
+}
+
+void op_create(struct conn *conn, struct req *r)
+{
+	if (r->id == NULL || *r->id == '\0' || r->bundle == NULL || *r->bundle == '\0')
+		return reply_err(conn, CM_E_INVALID_ARGUMENT, "create needs an id and a bundle");
+	if (find_ctr(r->id))
+		return reply_err(conn, CM_E_ALREADY_EXISTS, "container %s exists in the monitor", r->id);
+	struct ctr *c = ctr_new(conn, r);
+	if (c == NULL)
+		return;
+	if ((r->tty ? create_tty(conn, c) : create_pipes(conn, c, r->in)) < 0) {
+		close_plain(&c->log_fd);
+		close_plain(&c->log_dir);
+		free_ctr(c);
+		return;
+	}
+	c->creating = 1;
+	c->next = ctrs;
+	ctrs = c;
 }
 
 static void start_done(struct helper *h, struct conn *conn, void *arg, struct hres *r)
@@ -614,6 +588,45 @@ void op_state(struct conn *conn, struct req *r)
 	}
 	cm_buf_printf(&b, "\"" CM_RESP_MONITOR_PID "\":%d}", (int)getpid());
 	reply(conn, &b);
+}
+
+/* op_attach: the connection gets the container's output until it exits;
+ * with stdin, the reply carries an fd for the client's input: a copy of
+ * the write end of the container's stdin, or of its terminal's master
+ * (for the window size too). */
+void op_attach(struct conn *conn, struct req *r)
+{
+	struct ctr *c = get_ctr(conn, r->id);
+	if (c == NULL || busy(conn, c))
+		return;
+	if (c->reaped || (c->out.fd < 0 && c->err.fd < 0))
+		return reply_err(conn, CM_E_FAILED_PRECONDITION, "container %s is not running", c->id);
+	int fds[1], n = 0;
+	int src = c->tty ? c->out.fd : c->stdin_fd;
+	if ((r->in || c->tty) && src >= 0) {
+		if ((fds[0] = fcntl(src, F_DUPFD_CLOEXEC, 3)) < 0)
+			return reply_err(conn, errno_class(errno), "attach: %s", strerror(errno));
+		n = 1;
+	}
+	if (attach_add(conn, c, r->out, r->err) < 0) {
+		if (n)
+			close(fds[0]);
+		return reply_err(conn, CM_E_RESOURCE_EXHAUSTED, "out of memory");
+	}
+	struct cm_buf b = {0};
+	cm_buf_str(&b, "{}");
+	reply_keep(conn, &b, fds, n);
+}
+
+/* op_close_stdin closes the container's stdin (after the attach of a
+ * stdin_once container); with a terminal there is nothing to close. */
+void op_close_stdin(struct conn *conn, struct req *r)
+{
+	struct ctr *c = get_ctr(conn, r->id);
+	if (c == NULL)
+		return;
+	close_plain(&c->stdin_fd);
+	reply_ok(conn);
 }
 
 int ctr_exec_ready(struct conn *conn, const char *id)

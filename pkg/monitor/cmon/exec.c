@@ -1,12 +1,23 @@
-/* exec.c: ExecSync, a command run in a container with its output
- * captured (MAX_EXEC_OUTPUT per stream, the rest counted as truncated)
- * and answered with its exit code when it has exited and its output is
- * drained. A timeout or a client that goes away kills it. */
+/* exec.c: processes started in a container.
+ *
+ * ExecSync: the command's output is captured here (MAX_EXEC_OUTPUT per
+ * stream, the rest counted as truncated) and answered with its exit code
+ * when it has exited and its output is drained.
+ *
+ * Exec: the client holds the process's stdio. The monitor makes the pipes
+ * (or the helper a terminal) and passes the client's ends with the reply
+ * {"pid":N} (SCM_RIGHTS: stdin if asked, stdout, stderr; or the pty
+ * master); it stays the process's reaper and sends {"exitCode":N} when
+ * it exits. Bytes never go through the monitor.
+ *
+ * A timeout, a client that goes away, or the exit of the container kills
+ * the process. */
 #include "mon.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <stdio.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +46,8 @@ struct execop {
 	int64_t timeout_ms, kill_at, drain_until;
 	int timed_out;
 	struct capture out, err;
+	int stream;	 /* an Exec */
+	int give[3], ngive; /* the client's ends of the pipes, until the reply */
 };
 
 static struct execop *execs;
@@ -62,17 +75,26 @@ static void exec_remove(struct execop *ex)
 	bury(&ex->w);
 }
 
+static void close_give(struct execop *ex)
+{
+	for (int i = 0; i < ex->ngive; i++)
+		close(ex->give[i]);
+	ex->ngive = 0;
+}
+
 void exec_free(struct watch *w)
 {
 	struct execop *ex = (struct execop *)w;
+	close_give(ex);
 	free(ex->id);
 	free(ex);
 }
 
+static int exit_code(int st) { return WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WIFEXITED(st) ? WEXITSTATUS(st) : 255; }
+
 static void exec_reply(struct execop *ex)
 {
-	int st = ex->wstatus;
-	int code = WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WIFEXITED(st) ? WEXITSTATUS(st) : 255;
+	int code = exit_code(ex->wstatus);
 	struct cm_buf b = {0};
 	cm_buf_str(&b, "{");
 	if (ex->out.b.len) {
@@ -95,7 +117,14 @@ static void exec_reply(struct execop *ex)
 
 static void exec_complete(struct execop *ex)
 {
-	if (ex->conn && ex->timed_out)
+	if (ex->stream && ex->conn) {
+		char line[64];
+		int n = snprintf(line, sizeof(line), "{\"" CM_RESP_EXIT_CODE "\":%d}\n", exit_code(ex->wstatus));
+		struct conn *conn = ex->conn;
+		ex->conn = NULL;
+		conn_send(conn, line, (size_t)n);
+		conn_finish(conn);
+	} else if (ex->conn && ex->timed_out)
 		reply_err(ex->conn, CM_E_DEADLINE_EXCEEDED, "command in container %s timed out after %lldms", ex->id,
 			  (long long)ex->timeout_ms);
 	else if (ex->conn)
@@ -157,8 +186,20 @@ static void exec_started(struct helper *h, struct conn *conn, void *arg, struct 
 	ex->started = 1;
 	if (ex->timeout_ms > 0)
 		ex->kill_at = cm_now_ms() + ex->timeout_ms;
-	if (ex->conn == NULL)
+	if (ex->conn == NULL) {
 		kill(ex->pid, SIGKILL);
+		return;
+	}
+	if (ex->stream) {
+		if (ex->ngive == 0 && r->fd >= 0) {
+			ex->give[ex->ngive++] = r->fd; /* the terminal */
+			r->fd = -1;
+		}
+		struct cm_buf b = {0};
+		cm_buf_printf(&b, "{\"" CM_RESP_PID "\":%d}", (int)ex->pid);
+		reply_keep(ex->conn, &b, ex->give, ex->ngive);
+		ex->ngive = 0;
+	}
 }
 
 static int mkpipe(int p[2])
@@ -212,6 +253,63 @@ fail:
 	}
 	free(ex->id);
 	free(ex);
+}
+
+/* op_exec starts a process whose stdio the client holds (see above). */
+void op_exec(struct conn *conn, struct req *r)
+{
+	if (!ctr_exec_ready(conn, r->id))
+		return;
+	struct execop *ex = calloc(1, sizeof(*ex));
+	if (ex == NULL || (ex->id = strdup(r->id)) == NULL) {
+		free(ex);
+		return reply_err(conn, CM_E_RESOURCE_EXHAUSTED, "out of memory");
+	}
+	ex->w.kind = K_EXEC;
+	capture_init(&ex->out, ex);
+	capture_init(&ex->err, ex);
+	ex->conn = conn;
+	ex->stream = 1;
+	int io[3] = {-1, -1, -1};
+	if (!r->tty) {
+		int p[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
+		for (int i = r->in ? 0 : 1; i < 3; i++) {
+			if (pipe2(p[i], O_CLOEXEC) < 0) {
+				reply_err(conn, errno_class(errno), "pipes: %s", strerror(errno));
+				for (int k = 0; k < 3; k++)
+					for (int e = 0; e < 2; e++)
+						if (p[k][e] >= 0)
+							close(p[k][e]);
+				return exec_free(&ex->w);
+			}
+			/* The process reads stdin's read end, writes the others'
+			 * write ends; the client gets the other ends. */
+			io[i] = p[i][i == 0 ? 0 : 1];
+			ex->give[ex->ngive++] = p[i][i == 0 ? 1 : 0];
+		}
+	}
+	const char *extra[] = {r->tty ? "--tty" : NULL, NULL};
+	struct helper *h = helper_spawn(H_EXEC, r->id, extra, r->process, r->process_len, r->tty ? NULL : io, NULL,
+					exec_started, ex);
+	int e = errno;
+	for (int i = 0; i < 3; i++)
+		if (io[i] >= 0)
+			close(io[i]);
+	if (h == NULL) {
+		reply_err(conn, errno_class(e), "starting the monitor helper: %s", strerror(e));
+		return exec_free(&ex->w);
+	}
+	ex->next = execs;
+	execs = ex;
+}
+
+void exec_container_exited(const char *id)
+{
+	for (struct execop *ex = execs; ex; ex = ex->next)
+		if (ex->started && !ex->reaped && strcmp(ex->id, id) == 0) {
+			cm_log(CM_DEBUG, "container %s exited: killing its process %d", id, (int)ex->pid);
+			kill(ex->pid, SIGKILL);
+		}
 }
 
 int exec_kill_all(void)

@@ -24,6 +24,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define MAX_HELPERS 32
@@ -50,6 +51,7 @@ struct helper {
 	struct helper **park_slot;
 	int64_t park_until;
 	struct cm_buf in;
+	int fd; /* received with the result (a pty master), -1 */
 };
 
 static struct helper *helpers;
@@ -76,6 +78,9 @@ static void helper_maybe_free(struct helper *h)
 static void helper_close(struct helper *h)
 {
 	closefd(&h->ctl);
+	if (h->fd >= 0)
+		close(h->fd);
+	h->fd = -1;
 	cm_buf_free(&h->in);
 	h->done = 1;
 	helper_maybe_free(h);
@@ -157,7 +162,7 @@ struct helper *helper_spawn(enum hop op, const char *id, const char **extra, con
 		return NULL;
 	h->w.kind = K_HELPER;
 	h->op = op;
-	h->ctl = -1;
+	h->ctl = h->fd = -1;
 	h->in.max = MAX_HELPER_REPLY;
 	h->id = strdup(id);
 	int sp[2] = {-1, -1}, datafd = -1;
@@ -251,6 +256,8 @@ static void helper_result(struct helper *h, const char *line, size_t len, int lo
 		r.errlen = strlen(bad);
 	}
 	r.lost = lost;
+	r.fd = h->fd;
+	h->fd = -1;
 	if (h->cb)
 		h->cb(h, h->conn, h->arg, &r);
 	else if (r.err)
@@ -258,6 +265,8 @@ static void helper_result(struct helper *h, const char *line, size_t len, int lo
 	else
 		reply_ok(h->conn);
 	free(r.oom);
+	if (r.fd >= 0)
+		close(r.fd);
 }
 
 /* helper_failed: the helper ended without a result. */
@@ -325,6 +334,32 @@ static void helper_ended(struct helper *h)
 	helper_close(h);
 }
 
+/* ctl_read reads the control socket, keeping an fd that comes along. */
+static ssize_t ctl_read(struct helper *h, char *p, size_t n)
+{
+	struct iovec iov = {p, n};
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * 4)];
+		struct cmsghdr align;
+	} u;
+	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
+	ssize_t r = recvmsg(h->ctl, &m, MSG_CMSG_CLOEXEC);
+	for (struct cmsghdr *cm = r >= 0 ? CMSG_FIRSTHDR(&m) : NULL; cm; cm = CMSG_NXTHDR(&m, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < k; i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+			if (h->fd < 0 && !h->parked)
+				h->fd = fd;
+			else
+				close(fd);
+		}
+	}
+	return r;
+}
+
 static void helper_read(struct helper *h)
 {
 	for (;;) {
@@ -335,7 +370,7 @@ static void helper_read(struct helper *h)
 			helper_close(h);
 			return;
 		}
-		ssize_t n = read(h->ctl, h->in.p + h->in.len, h->in.cap - h->in.len);
+		ssize_t n = ctl_read(h, h->in.p + h->in.len, h->in.cap - h->in.len);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EAGAIN)

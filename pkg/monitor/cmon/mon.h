@@ -3,8 +3,10 @@
  *   main.c    start-up, the epoll loop, timers, signals and exits, shutdown
  *   conn.c    connections: requests, replies, event subscribers
  *   helper.c  monitor-helper processes (pkg/monitor/helper.go)
- *   ctr.c     containers: their stdio, CRI logs and exit records
- *   exec.c    ExecSync: a command's captured output
+ *   ctr.c     containers: their stdio, CRI logs, exits; attach and TTY
+ *   exitrec.c the exit record of a container (exit.json)
+ *   attach.c  connections attached to a container's output
+ *   exec.c    processes run in a container: ExecSync and Exec
  *   crilog.c  the CRI log format;  util.c  buffers, JSON, time, logging
  *
  * Each file keeps its objects (and their list) to itself; the others see
@@ -72,7 +74,7 @@ struct conn;
 struct req {
 	unsigned seen; /* 1 << CM_REQ_x for each field read */
 	char *op, *id, *bundle, *log_path;
-	int in, in_once, tty, all, force;
+	int in, in_once, tty, out, err, all, force;
 	int64_t signal, timeout;
 	const char *process, *resources; /* raw JSON, inside the request line */
 	size_t process_len, resources_len;
@@ -88,6 +90,18 @@ int op_known(const char *op);
 void reply(struct conn *c, struct cm_buf *b);
 void reply_ok(struct conn *c);
 void reply_err(struct conn *c, const char *cls, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* reply_keep answers with b and the fds (closed here once sent), and
+ * keeps the connection as a stream. */
+void reply_keep(struct conn *c, struct cm_buf *b, const int *fds, int nfds);
+/* conn_send queues bytes on a stream; -1 when the client does not read
+ * fast enough (nothing queued) or the stream ends. conn_send_frame sends
+ * an attach frame. */
+int conn_send(struct conn *c, const void *p, size_t n);
+int conn_send_frame(struct conn *c, int stream, const char *p, size_t n);
+/* conn_finish closes a stream once what was queued is sent. */
+void conn_finish(struct conn *c);
+/* conn_drop ends a connection now, as if the client went away. */
+void conn_drop(struct conn *c);
 /* reply_raw_error answers with err, the JSON of an errdefs.Wire. */
 void reply_raw_error(struct conn *c, const char *err, size_t len);
 /* broadcast sends an event line to every subscriber. */
@@ -115,6 +129,7 @@ struct hres {
 	const char *err;
 	size_t errlen;
 	int lost;
+	int fd; /* the pty master of a --tty process; -1, or taken by the callback (set to -1), or closed after it */
 };
 
 struct helper;
@@ -162,6 +177,8 @@ void op_delete(struct conn *conn, struct req *r);
 void op_update(struct conn *conn, struct req *r);
 void op_reopen_log(struct conn *conn, struct req *r);
 void op_state(struct conn *conn, struct req *r);
+void op_attach(struct conn *conn, struct req *r);
+void op_close_stdin(struct conn *conn, struct req *r);
 /* ctr_exec_ready answers with an error and returns 0 unless container id
  * can run a new process. */
 int ctr_exec_ready(struct conn *conn, const char *id);
@@ -175,8 +192,30 @@ int64_t ctr_next_deadline(void);
 void ctr_timers(int64_t now);
 void ctr_free(struct watch *w);
 
-/* ---- ExecSync (exec.c) ---- */
+/* ---- exit records (exitrec.c) ---- */
+/* exitrec_json appends a monitor.ExitRecord. */
+void exitrec_json(struct cm_buf *b, pid_t pid, int wstatus, const struct timespec *finished, int oom_killed);
+/* exitrec_oom_kills reads the "oom_kill N" line of a memory.oom_control
+ * (cgroup v1) or memory.events (v2) file; 0 when unknown. */
+long long exitrec_oom_kills(const char *path);
+/* exitrec_write writes rec to <bundle>/exit.json (temp file, rename). */
+int exitrec_write(const char *bundle, struct cm_buf *rec);
+
+/* ---- attach (attach.c): connections that get a container's output ---- */
+struct ctr;
+int attach_add(struct conn *conn, struct ctr *c, int out, int err);
+/* attach_output sends output of c (CM_FRAME_STDOUT or _STDERR) to its
+ * attachers; one that does not keep up is dropped. */
+void attach_output(struct ctr *c, int stream, const char *p, size_t n);
+/* attach_end ends the attachments of c once their output is sent. */
+void attach_end(struct ctr *c);
+void attach_conn_gone(struct conn *conn);
+
+/* ---- exec (exec.c): ExecSync, and Exec (stdio held by the client) ---- */
 void op_exec_sync(struct conn *conn, struct req *r);
+void op_exec(struct conn *conn, struct req *r);
+/* exec_container_exited kills what still runs in a container that exited. */
+void exec_container_exited(const char *id);
 /* exec_kill_all kills every running command; the number killed. */
 int exec_kill_all(void);
 void exec_conn_gone(struct conn *c);

@@ -17,6 +17,9 @@
 #define CM_OP_EVENTS "events"
 #define CM_OP_SHUTDOWN "shutdown"
 #define CM_OP_UPDATE "update"
+#define CM_OP_EXEC "exec"
+#define CM_OP_ATTACH "attach"
+#define CM_OP_CLOSE_STDIN "close_stdin"
 
 /* Ops of `monitor-helper --op`. */
 #define CM_HOP_CREATE "create"
@@ -35,6 +38,8 @@ enum cm_req_field {
 	CM_REQ_STDIN, /* "stdin": bool */
 	CM_REQ_STDIN_ONCE, /* "stdinOnce": bool */
 	CM_REQ_TTY, /* "tty": bool */
+	CM_REQ_STDOUT, /* "stdout": bool */
+	CM_REQ_STDERR, /* "stderr": bool */
 	CM_REQ_SIGNAL, /* "signal": int64 */
 	CM_REQ_ALL, /* "all": bool */
 	CM_REQ_FORCE, /* "force": bool */
@@ -55,6 +60,8 @@ static inline const char *cm_req_field_name(int id)
 		[CM_REQ_STDIN] = "stdin",
 		[CM_REQ_STDIN_ONCE] = "stdinOnce",
 		[CM_REQ_TTY] = "tty",
+		[CM_REQ_STDOUT] = "stdout",
+		[CM_REQ_STDERR] = "stderr",
 		[CM_REQ_SIGNAL] = "signal",
 		[CM_REQ_ALL] = "all",
 		[CM_REQ_FORCE] = "force",
@@ -109,6 +116,11 @@ static inline int cm_req_field_id(const char *key)
 /* Keys of an error (errdefs.Wire). */
 #define CM_WIRE_CLASS "class"
 #define CM_WIRE_MESSAGE "message"
+
+/* Attach frames: the stream (one byte), the length (big-endian uint32), the data. */
+#define CM_FRAME_STDOUT 1
+#define CM_FRAME_STDERR 2
+#define CM_FRAME_HEADER 5
 
 /* Error classes (errdefs). */
 #define CM_E_INVALID_ARGUMENT "invalid_argument"
