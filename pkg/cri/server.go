@@ -27,6 +27,8 @@ type Server struct {
 	engine *engine.Engine
 	images *engine.Images
 	rt     *engine.RuntimeJobs
+
+	streams *engine.StreamJobs // nil until SetStreams
 }
 
 // NewServer returns a CRI server running jobs on e.
