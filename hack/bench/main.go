@@ -12,7 +12,9 @@
 // Modes: pull (RemoveImage, then a timed PullImage), start (sequential
 // RunPodSandbox -> CreateContainer -> StartContainer), concurrent (-pods
 // pods started at once, wall time), memory (PSS of the runtime's processes
-// per running pod), idle (the daemon's RSS and PSS with no pods).
+// per running pod), idle (the daemon's RSS and PSS with no pods), exec
+// (ExecSync of true), exec-stream (Exec of true through the streaming
+// server, SPDY), stream-throughput (MiB/s of a 256 MiB cat through Exec).
 //
 // Standard output gets JSON lines (records "run", "sample", "summary",
 // "ratio"); standard error gets the same as text. Exit status 3 means an
@@ -102,6 +104,8 @@ func unitOf(metric string) string {
 		return "ms"
 	case strings.HasSuffix(base, "_kib"):
 		return "KiB"
+	case strings.HasSuffix(base, "_mibs"):
+		return "MiB/s"
 	}
 	return ""
 }
@@ -269,7 +273,7 @@ func (b *bench) run(ctx context.Context, m mode, targets []*target) (retErr erro
 	switch b.Mode {
 	case "pull":
 		params["image"] = b.Image
-	case "start", "concurrent", "memory":
+	case "start", "concurrent", "memory", "exec", "exec-stream", "stream-throughput":
 		params["ctr_image"], params["pause_image"], params["host_network"] = b.Pod.Image, b.Pod.PauseImage, b.Pod.HostNetwork
 		if b.Mode != "start" {
 			params["pods"] = b.Pods
@@ -282,6 +286,13 @@ func (b *bench) run(ctx context.Context, m mode, targets []*target) (retErr erro
 	}
 	for _, t := range targets {
 		fmt.Fprintf(b.Text, "bench: %s: %s %s on %s\n", t.Name, t.RuntimeName, t.RuntimeVersion, t.Endpoint)
+		if m.Teardown != nil {
+			defer func() {
+				if err := m.Teardown(ctx, b, t); err != nil {
+					fmt.Fprintf(b.Text, "bench: %s: teardown: %v\n", t.Name, err)
+				}
+			}()
+		}
 		if err := m.Setup(ctx, b, t); err != nil {
 			return err
 		}
