@@ -13,10 +13,12 @@
 # reported as skipped while shim answers them with Unimplemented.
 #
 # Environment:
-#   BENCH_MODES  modes in order (default "idle pull start concurrent memory";
-#                idle runs first, on freshly started daemons)
-#   BENCH_N      rounds per runtime for pull and start (default 10)
+#   BENCH_MODES  modes in order (default "idle pull start concurrent memory
+#                exec exec-stream stream-throughput"; idle runs first, on
+#                freshly started daemons)
+#   BENCH_N      rounds per runtime for pull, start and stream-throughput (default 10)
 #   BENCH_N_SLOW rounds per runtime for concurrent and memory (default 3)
+#   BENCH_N_EXEC rounds per runtime for exec and exec-stream (default 50)
 #   BENCH_PODS_CONCURRENT (default 50), BENCH_PODS_MEMORY (default 10)
 #   BENCH_PODS_STATS (default 100), BENCH_STATS_WINDOW (default 60s): the
 #                stats mode (not in the default list: BENCH_MODES=stats);
@@ -27,9 +29,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-MODES=${BENCH_MODES:-idle pull start concurrent memory}
+MODES=${BENCH_MODES:-idle pull start concurrent memory exec exec-stream stream-throughput}
 N=${BENCH_N:-10}
 N_SLOW=${BENCH_N_SLOW:-3}
+N_EXEC=${BENCH_N_EXEC:-50}
 PODS_CONCURRENT=${BENCH_PODS_CONCURRENT:-50}
 PODS_MEMORY=${BENCH_PODS_MEMORY:-10}
 IMAGE=${BENCH_IMAGE:-shim-test/bench:8x4m}
@@ -136,6 +139,8 @@ for mode in $MODES; do
 	concurrent) args=(-n "$N_SLOW" -pods "$PODS_CONCURRENT") ;;
 	memory) args=(-n "$N_SLOW" -pods "$PODS_MEMORY") ;;
 	stats) args=(-n "$N_SLOW" -pods "${BENCH_PODS_STATS:-100}" -window "${BENCH_STATS_WINDOW:-60s}") ;;
+	exec | exec-stream) args=(-n "$N_EXEC") ;;
+	stream-throughput) args=(-n "$N") ;;
 	*) echo "bench.sh: unknown mode $mode" >&2; exit 2 ;;
 	esac
 	echo "bench.sh: mode $mode"

@@ -14,7 +14,9 @@
 // pods started at once, wall time), memory (PSS of the runtime's processes
 // per running pod), idle (the daemon's RSS and PSS with no pods), stats
 // (the CPU the runtime spends on kubelet's stats polling with -pods
-// containers running: see statsmode.go).
+// containers running: see statsmode.go), exec (ExecSync of true),
+// exec-stream (Exec of true through the streaming server, SPDY),
+// stream-throughput (MiB/s of a 256 MiB cat through Exec).
 //
 // Standard output gets JSON lines (records "run", "sample", "summary",
 // "ratio"); standard error gets the same as text. Exit status 3 means an
@@ -110,6 +112,8 @@ func unitOf(metric string) string {
 		return "ms/s"
 	case strings.HasSuffix(base, "_kib"):
 		return "KiB"
+	case strings.HasSuffix(base, "_mibs"):
+		return "MiB/s"
 	}
 	return ""
 }
@@ -284,7 +288,7 @@ func (b *bench) run(ctx context.Context, m mode, targets []*target) (retErr erro
 	switch b.Mode {
 	case "pull":
 		params["image"] = b.Image
-	case "start", "concurrent", "memory", "stats":
+	case "start", "concurrent", "memory", "stats", "exec", "exec-stream", "stream-throughput":
 		params["ctr_image"], params["pause_image"], params["host_network"] = b.Pod.Image, b.Pod.PauseImage, b.Pod.HostNetwork
 		if b.Mode != "start" {
 			params["pods"] = b.Pods

@@ -23,7 +23,8 @@ type mode struct {
 	Runtime bool   // needs the CRI RuntimeService
 	Setup   func(ctx context.Context, b *bench, t *target) error
 	Round   func(ctx context.Context, b *bench, t *target, round int) (sample, error)
-	// Teardown, if set, removes what Setup left (after the last round).
+	// Teardown (optional) removes what Setup made; it runs even when the
+	// rounds failed.
 	Teardown func(ctx context.Context, b *bench, t *target) error
 }
 
@@ -34,6 +35,12 @@ var modes = map[string]mode{
 	"memory":     {Name: "memory", Primary: "pss_per_pod_kib", Runtime: true, Setup: setupMemory, Round: roundMemory},
 	"idle":       {Name: "idle", Primary: "rss_kib", Setup: setupIdle, Round: roundIdle},
 	"stats":      {Name: "stats", Primary: "poll_cpu_ms_per_s", Runtime: true, Setup: setupStats, Round: roundStats, Teardown: teardownStats},
+	"exec": {Name: "exec", Primary: "exec_ms", Runtime: true, Setup: setupExec, Round: roundExecSync,
+		Teardown: teardownExec},
+	"exec-stream": {Name: "exec-stream", Primary: "exec_stream_ms", Runtime: true, Setup: setupExec,
+		Round: roundExecStream, Teardown: teardownExec},
+	"stream-throughput": {Name: "stream-throughput", Primary: "throughput_mibs", Runtime: true, Setup: setupExec,
+		Round: roundStreamThroughput, Teardown: teardownExec},
 }
 
 func modeNames() []string {

@@ -38,6 +38,8 @@ type target struct {
 	conn *grpc.ClientConn
 	rt   runtimeapi.RuntimeServiceClient
 	img  runtimeapi.ImageServiceClient
+
+	execPod *pod // the exec modes' pod
 }
 
 // grpcTarget turns "unix:///path" or "/path" into a gRPC target.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -72,19 +73,20 @@ func (b ByteSize) MarshalText() ([]byte, error) { return []byte(strconv.FormatIn
 
 // Config is the whole configuration.
 type Config struct {
-	Root          string   `toml:"root"`
-	State         string   `toml:"state"`
-	Listen        string   `toml:"listen"`
-	LogLevel      string   `toml:"log_level"`
-	LogFormat     string   `toml:"log_format"`
-	Metrics       string   `toml:"metrics"`
-	ShutdownGrace Duration `toml:"shutdown_grace"`
-	JobHistory    int      `toml:"job_history"`
-	TLS           TLS      `toml:"tls"`
-	Image         Image    `toml:"image"`
-	Network       Network  `toml:"network"`
-	Runtime       Runtime  `toml:"runtime"`
-	Stats         Stats    `toml:"stats"`
+	Root          string    `toml:"root"`
+	State         string    `toml:"state"`
+	Listen        string    `toml:"listen"`
+	LogLevel      string    `toml:"log_level"`
+	LogFormat     string    `toml:"log_format"`
+	Metrics       string    `toml:"metrics"`
+	ShutdownGrace Duration  `toml:"shutdown_grace"`
+	JobHistory    int       `toml:"job_history"`
+	TLS           TLS       `toml:"tls"`
+	Image         Image     `toml:"image"`
+	Network       Network   `toml:"network"`
+	Runtime       Runtime   `toml:"runtime"`
+	Stats         Stats     `toml:"stats"`
+	Streaming     Streaming `toml:"streaming"`
 }
 
 // Stats configures container statistics.
@@ -92,6 +94,19 @@ type Stats struct {
 	// ContainerMetrics adds every pod's and container's cAdvisor-style
 	// metrics (those of ListPodSandboxMetrics) to /metrics.
 	ContainerMetrics bool `toml:"container_metrics"`
+}
+
+// Streaming configures the CRI streaming server.
+type Streaming struct {
+	Address     string       `toml:"address"` // host:port; port 0 picks one
+	TLS         StreamingTLS `toml:"tls"`
+	IdleTimeout Duration     `toml:"idle_timeout"`
+}
+
+// StreamingTLS is the streaming server's certificate; both empty: HTTP.
+type StreamingTLS struct {
+	Cert string `toml:"cert"`
+	Key  string `toml:"key"`
 }
 
 // Network configures pod networking.
@@ -221,6 +236,15 @@ func (c *Config) Validate() error {
 		if name == "" || (h.Binary != "" && h.Binary != "native" && !filepath.IsAbs(h.Binary)) {
 			errs = append(errs, fmt.Sprintf("runtime.handlers.%s: binary %q must be \"native\" or an absolute path", name, h.Binary))
 		}
+	}
+	if _, _, err := net.SplitHostPort(c.Streaming.Address); err != nil {
+		errs = append(errs, fmt.Sprintf("streaming.address %q: want HOST:PORT", c.Streaming.Address))
+	}
+	if (c.Streaming.TLS.Cert == "") != (c.Streaming.TLS.Key == "") {
+		errs = append(errs, "streaming.tls: set both cert and key, or neither")
+	}
+	if c.Streaming.IdleTimeout <= 0 {
+		errs = append(errs, "streaming.idle_timeout must be positive")
 	}
 	if c.ShutdownGrace < 0 {
 		errs = append(errs, "shutdown_grace must not be negative")

@@ -14,7 +14,8 @@ func TestDefaultIsValid(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.Root != "/var/lib/shim" || c.Image.Snapshotter != "overlay" || time.Duration(c.ShutdownGrace) != 30*time.Second {
+	if c.Root != "/var/lib/shim" || c.Image.Snapshotter != "overlay" || time.Duration(c.ShutdownGrace) != 30*time.Second ||
+		c.Streaming.Address != "127.0.0.1:0" || time.Duration(c.Streaming.IdleTimeout) != 4*time.Hour {
 		t.Fatalf("unexpected defaults: %+v", c)
 	}
 }
@@ -58,6 +59,9 @@ func TestInvalid(t *testing.T) {
 		"[image]\nmax_unpacked_layer_size = \"lots\"",
 		"[image]\nmax_unpacked_layer_size = -5",
 		`shutdown_grace = "soon"`,
+		"[streaming]\naddress = \"127.0.0.1\"",
+		"[streaming]\nidle_timeout = \"0s\"",
+		"[streaming.tls]\ncert = \"/etc/cert.pem\"",
 	} {
 		f := filepath.Join(t.TempDir(), "c.toml")
 		os.WriteFile(f, []byte(body), 0o600)

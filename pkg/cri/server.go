@@ -28,6 +28,8 @@ type Server struct {
 	images *engine.Images
 	rt     *engine.RuntimeJobs
 	stats  *engine.StatsJobs
+
+	streams *engine.StreamJobs // nil until SetStreams
 }
 
 // NewServer returns a CRI server running jobs on e.

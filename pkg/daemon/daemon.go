@@ -33,6 +33,7 @@ import (
 	"github.com/shim-cri/shim/pkg/snapshot"
 	"github.com/shim-cri/shim/pkg/snapshot/native"
 	"github.com/shim-cri/shim/pkg/snapshot/overlay"
+	"github.com/shim-cri/shim/pkg/streamsrv"
 )
 
 // AdminSocket is the admin endpoint's name under the state directory.
@@ -63,6 +64,7 @@ type Daemon struct {
 	criListener net.Listener
 	httpServers []*http.Server
 	metricsAddr net.Addr
+	streams     *streamsrv.Server
 }
 
 // New opens the stores and builds the servers; Serve starts them.
@@ -160,11 +162,15 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Daemon, retErr 
 	// CreateContainer); ExecSync answers can carry 2 × 16 MiB of output.
 	d.grpc = grpc.NewServer(append(icpt.ServerOptions(),
 		grpc.MaxRecvMsgSize(16<<20), grpc.MaxSendMsgSize(64<<20))...)
-	cri.NewServer(cri.Info{
+	criServer := cri.NewServer(cri.Info{
 		Version:      version,
 		CgroupDriver: runtimeapi.CgroupDriver_CGROUPFS,
 		StatusInfo:   d.statusInfo,
-	}, d.engine, images, rt).WithStats(stats).Register(d.grpc)
+	}, d.engine, images, rt).WithStats(stats)
+	if err := d.startStreaming(ctx, criServer, rt); err != nil {
+		return nil, err
+	}
+	criServer.Register(d.grpc)
 
 	if d.criListener, err = Listen(cfg.Listen, cfg.TLS); err != nil {
 		return nil, err
@@ -185,6 +191,28 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Daemon, retErr 
 	log.G(ctx).WithField(log.FieldDuration, time.Since(start).Round(time.Microsecond).String()).
 		Infof("shim %s ready: root %s, state %s, snapshotter %s, %d images", version, cfg.Root, cfg.State, cfg.Image.Snapshotter, len(d.images.List(ctx)))
 	return d, nil
+}
+
+// startStreaming starts the CRI streaming server (Exec, Attach,
+// PortForward) with its sessions run as engine jobs.
+func (d *Daemon) startStreaming(ctx context.Context, criServer *cri.Server, rt *engine.RuntimeJobs) error {
+	jobs := engine.RegisterStreams(d.engine, rt.Runtime)
+	sc := d.cfg.Streaming
+	s, err := streamsrv.New(ctx, streamsrv.Config{Address: sc.Address, TLSCert: sc.TLS.Cert, TLSKey: sc.TLS.Key,
+		IdleTimeout: time.Duration(sc.IdleTimeout)}, jobs)
+	if err != nil {
+		return err
+	}
+	d.streams = s
+	jobs.SetURLs(s)
+	criServer.SetStreams(jobs)
+	go func() {
+		if err := s.Serve(); err != nil {
+			log.G(ctx).WithError(err).Error("streaming server stopped")
+		}
+	}()
+	log.G(ctx).Infof("streaming server on %s", s.URL())
+	return nil
 }
 
 func newSnapshotter(ctx context.Context, cfg *config.Config, db *bolt.DB) (snapshot.Snapshotter, error) {
@@ -255,6 +283,9 @@ func (d *Daemon) Serve(ctx context.Context) error {
 func (d *Daemon) shutdown(ctx context.Context) error {
 	grace := time.Duration(d.cfg.ShutdownGrace)
 	log.G(ctx).Infof("shutting down: %s for running jobs", grace)
+	// Streams end first (their processes with them; containers go on):
+	// they would hold the grace period for nothing.
+	d.stopStreaming(ctx)
 	stopped := make(chan struct{})
 	go func() { d.grpc.GracefulStop(); close(stopped) }()
 	gctx, cancel := context.WithTimeout(ctx, grace)
@@ -277,7 +308,20 @@ func (d *Daemon) shutdown(ctx context.Context) error {
 	return err
 }
 
+func (d *Daemon) stopStreaming(ctx context.Context) {
+	if d.streams == nil {
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := d.streams.Stop(sctx); err != nil {
+		log.G(ctx).WithError(err).Warn("stopping the streaming server")
+	}
+	d.streams = nil
+}
+
 func (d *Daemon) close() {
+	d.stopStreaming(context.Background())
 	for _, s := range d.httpServers {
 		s.Close()
 	}

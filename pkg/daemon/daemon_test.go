@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -154,14 +155,9 @@ func TestDaemonImageService(t *testing.T) {
 	}
 }
 
-// freePort returns a loopback address nothing listens on now.
-func freePort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+// freeAddr returns a loopback address nothing listens on now.
+func freeAddr(t *testing.T) string {
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
 }
 
 // TestMetricsPortServesOnlyMetrics: the TCP metrics listener has no
@@ -172,7 +168,7 @@ func TestMetricsPortServesOnlyMetrics(t *testing.T) {
 		t.Skip("needs root")
 	}
 	cfg := testConfig(t)
-	cfg.Metrics = freePort(t)
+	cfg.Metrics = freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	d, err := New(ctx, cfg, Options{Version: "test"})
 	if err != nil {

@@ -51,6 +51,16 @@ var classes = []struct {
 	{context.Canceled, "canceled", codes.Canceled},
 }
 
+// ClassNames lists the wire names of the classes, in table order. The C
+// monitor's copy (pkg/monitor/cmon/protocol.h) is generated from it.
+func ClassNames() []string {
+	out := make([]string, len(classes))
+	for i, c := range classes {
+		out[i] = c.name
+	}
+	return out
+}
+
 // Is* helpers, for readability at call sites.
 func IsNotFound(err error) bool        { return errors.Is(err, ErrNotFound) }
 func IsAlreadyExists(err error) bool   { return errors.Is(err, ErrAlreadyExists) }

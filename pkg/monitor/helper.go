@@ -27,6 +27,9 @@ import (
 // long, and a helper stuck for good would hold its request forever.
 const helperTimeout = 5 * time.Minute
 
+// consoleWait bounds the wait for a pty master once the runtime returned.
+const consoleWait = 10 * time.Second
+
 // maxHelperData caps the JSON value (process or resources) a helper reads.
 const maxHelperData = 8 << 20
 
@@ -36,6 +39,9 @@ type helperResult struct {
 	Pid     int           `json:"pid,omitempty"`
 	OOMFile string        `json:"oomFile,omitempty"`
 	Error   *errdefs.Wire `json:"error,omitempty"`
+	// console is the pty master of a process with a terminal (--tty):
+	// it goes to the monitor with the result line (SCM_RIGHTS).
+	console *os.File
 }
 
 // helperArgs is one helper invocation, parsed from its command line.
@@ -43,7 +49,7 @@ type helperArgs struct {
 	op, id, bundle, pod   string
 	root, binary, level   string
 	signal                int
-	all, force            bool
+	all, force, tty       bool
 	ctl, data             int
 	stdin, stdout, stderr int
 }
@@ -53,10 +59,12 @@ type helperArgs struct {
 //	monitor-helper --op create|start|kill|delete|exec|update --id ID --pod POD
 //	    --runtime-root ROOT [--runtime-binary B] [--log-level L] --ctl-fd 3
 //	    [--data-fd 4] [--stdin-fd 5] [--stdout-fd 6] [--stderr-fd 7]
-//	    [--bundle DIR] [--signal N] [--all] [--force]
+//	    [--bundle DIR] [--signal N] [--all] [--force] [--tty]
 //
 // The data fd holds the JSON of the process (exec) or the resources
-// (update). The result goes to the control socket as one JSON line; then
+// (update). With --tty (create, exec) the process gets a terminal: the
+// helper receives the pty master on a console socket and passes it to
+// the monitor with its result. The result goes to the control socket as one JSON line; then
 // the helper waits until the monitor closes the socket: the processes it
 // started (it is their subreaper meanwhile) become the monitor's children
 // only when it exits, after the monitor has learnt their pids. A create
@@ -94,11 +102,34 @@ func report(ctl *os.File, a *helperArgs, res helperResult) bool {
 		logrus.WithField(log.FieldPodID, a.pod).WithField(log.FieldContainerID, a.id).
 			Debugf("monitor helper %s: %s: %s", a.op, res.Error.Class, res.Error.Message)
 	}
-	if err := json.NewEncoder(ctl).Encode(res); err != nil {
+	line, err := json.Marshal(res)
+	if err == nil {
+		line = append(line, '\n')
+		err = sendLine(ctl, line, res.console)
+	}
+	if res.console != nil {
+		res.console.Close()
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "shim monitor-helper: reporting the result:", err)
 		return false
 	}
 	return true
+}
+
+// sendLine writes line to the control socket, with f's fd (SCM_RIGHTS)
+// on its first byte when f is set.
+func sendLine(ctl *os.File, line []byte, f *os.File) error {
+	if f == nil {
+		_, err := ctl.Write(line)
+		return err
+	}
+	n, err := unix.SendmsgN(int(ctl.Fd()), line, unix.UnixRights(int(f.Fd())), nil, 0)
+	if err != nil {
+		return err
+	}
+	_, err = ctl.Write(line[n:])
+	return err
 }
 
 func parseHelperArgs(args []string) (*helperArgs, error) {
@@ -115,6 +146,7 @@ func parseHelperArgs(args []string) (*helperArgs, error) {
 	fs.IntVar(&a.signal, "signal", 0, "signal (kill)")
 	fs.BoolVar(&a.all, "all", false, "every process (kill)")
 	fs.BoolVar(&a.force, "force", false, "force (delete)")
+	fs.BoolVar(&a.tty, "tty", false, "the process has a terminal (create, exec)")
 	fs.IntVar(&a.ctl, "ctl-fd", -1, "control socket")
 	fs.IntVar(&a.data, "data-fd", -1, "request data")
 	fs.IntVar(&a.stdin, "stdin-fd", -1, "stdin of the new process")
@@ -168,13 +200,26 @@ func runHelper(a *helperArgs) helperResult {
 		}
 		a.stdin, a.stdout, a.stderr = -1, -1, -1
 	}()
+	var console *consoleSocket
+	if a.tty {
+		var err error
+		if console, err = newConsoleSocket(); err != nil {
+			return failed(fmt.Errorf("console socket: %w", err))
+		}
+		defer console.Close()
+		stdio.ConsoleSocket = console.path
+	}
 	switch a.op {
 	case OpCreate:
 		pid, err := drv.Create(ctx, a.id, a.bundle, execdrv.CreateOpts{IO: stdio})
 		if err != nil {
 			return failed(err)
 		}
-		return helperResult{Pid: pid, OOMFile: oomFile(pid)}
+		res := withConsole(ctx, console, helperResult{Pid: pid, OOMFile: oomFile(pid)})
+		if res.Error != nil {
+			drv.Delete(ctx, a.id, true)
+		}
+		return res
 	case OpStart:
 		return failed(drv.Start(ctx, a.id))
 	case OpKill:
@@ -184,7 +229,7 @@ func runHelper(a *helperArgs) helperResult {
 			return failed(err)
 		}
 		return helperResult{}
-	case "exec":
+	case helperOpExec:
 		var p *specs.Process
 		if err := readData(a.data, &p); err != nil {
 			return failed(err)
@@ -192,11 +237,16 @@ func runHelper(a *helperArgs) helperResult {
 		if p == nil || len(p.Args) == 0 {
 			return failed(fmt.Errorf("exec needs a command: %w", errdefs.ErrInvalidArgument))
 		}
+		p.Terminal = a.tty
 		pid, err := drv.Exec(ctx, a.id, p, stdio)
 		if err != nil {
 			return failed(err)
 		}
-		return helperResult{Pid: pid}
+		res := withConsole(ctx, console, helperResult{Pid: pid})
+		if res.Error != nil {
+			unix.Kill(pid, unix.SIGKILL)
+		}
+		return res
 	case OpUpdate:
 		var r *specs.LinuxResources
 		if err := readData(a.data, &r); err != nil {
@@ -208,6 +258,24 @@ func runHelper(a *helperArgs) helperResult {
 		return failed(drv.Update(ctx, a.id, r))
 	}
 	return failed(fmt.Errorf("unknown monitor helper op %q: %w", a.op, errdefs.ErrInvalidArgument))
+}
+
+// withConsole adds the pty master to the result of a process started
+// with a terminal.
+func withConsole(ctx context.Context, console *consoleSocket, res helperResult) helperResult {
+	if console == nil {
+		return res
+	}
+	// The runtime sends the master before it returns: what has not come
+	// soon after never will (a spec without process.terminal).
+	ctx, cancel := context.WithTimeout(ctx, consoleWait)
+	defer cancel()
+	f, err := console.Master(ctx)
+	if err != nil {
+		return failed(err)
+	}
+	res.console = f
+	return res
 }
 
 func failed(err error) helperResult {

@@ -252,8 +252,8 @@ func TestMonitorCreateErrors(t *testing.T) {
 	if _, err := p.c.Call(ctx, &Request{Op: OpCreate, ID: "e1", Bundle: t.TempDir() + "/nope"}); !errdefs.IsNotFound(err) {
 		t.Errorf("create from a missing bundle: %v", err)
 	}
-	if _, err := p.c.Call(ctx, &Request{Op: OpCreate, ID: "e1", Bundle: t.TempDir(), Tty: true}); !errors.Is(err, errdefs.ErrNotImplemented) {
-		t.Errorf("create with a tty: %v", err)
+	if _, err := p.c.Call(ctx, &Request{Op: OpCreate, ID: "e1", Bundle: t.TempDir() + "/nope", Tty: true}); !errdefs.IsNotFound(err) {
+		t.Errorf("create with a tty from a missing bundle: %v", err)
 	}
 	bad := p.bundle(t, "no-such-command")
 	if _, err := p.c.Call(ctx, &Request{Op: OpCreate, ID: "e1", Bundle: bad}); err == nil {

@@ -44,17 +44,52 @@ const (
 	OpEvents    = "events"
 	OpShutdown  = "shutdown"
 	OpUpdate    = "update"
+	// OpExec starts a process whose stdio the caller holds: the reply
+	// carries its fds (SCM_RIGHTS), then an ExitCode line when it exits.
+	// Closing the connection before kills the process. See Client.Exec.
+	OpExec = "exec"
+	// OpAttach keeps the connection and sends the container's output to
+	// it in frames until the container exits. See Client.Attach.
+	OpAttach = "attach"
+	// OpCloseStdin closes the container's stdin (stdin_once).
+	OpCloseStdin = "close_stdin"
+)
+
+// Ops lists every op the monitor serves; the C monitor's names
+// (cmon/protocol.h) are generated from it.
+var Ops = []string{OpCreate, OpStart, OpKill, OpDelete, OpExecSync, OpReopenLog, OpState, OpEvents, OpShutdown,
+	OpUpdate, OpExec, OpAttach, OpCloseStdin}
+
+// helperOpExec is the helper op that starts a process in a container (for
+// ExecSync and Exec); the others have the names of the monitor ops they
+// serve.
+const helperOpExec = "exec"
+
+// helperOps lists the ops of `monitor-helper --op`.
+var helperOps = []string{OpCreate, OpStart, OpKill, OpDelete, helperOpExec, OpUpdate}
+
+// Attach output: frames of a FrameHeader-byte header (the stream, then
+// the length of the data as a big-endian uint32) and the data.
+const (
+	FrameStdout = 1
+	FrameStderr = 2
+	FrameHeader = 5
 )
 
 // Request is one call.
 type Request struct {
-	Op        string                `json:"op"`
-	ID        string                `json:"id,omitempty"`
-	Bundle    string                `json:"bundle,omitempty"`
-	LogPath   string                `json:"logPath,omitempty"`
-	Stdin     bool                  `json:"stdin,omitempty"`
-	StdinOnce bool                  `json:"stdinOnce,omitempty"`
-	Tty       bool                  `json:"tty,omitempty"`
+	Op      string `json:"op"`
+	ID      string `json:"id,omitempty"`
+	Bundle  string `json:"bundle,omitempty"`
+	LogPath string `json:"logPath,omitempty"`
+	// Stdin: create gives the container a stdin pipe; exec and attach
+	// want the process's stdin.
+	Stdin     bool `json:"stdin,omitempty"`
+	StdinOnce bool `json:"stdinOnce,omitempty"`
+	Tty       bool `json:"tty,omitempty"`
+	// Stdout and Stderr: the streams an attach wants.
+	Stdout    bool                  `json:"stdout,omitempty"`
+	Stderr    bool                  `json:"stderr,omitempty"`
 	Signal    int                   `json:"signal,omitempty"`
 	All       bool                  `json:"all,omitempty"`
 	Force     bool                  `json:"force,omitempty"`
@@ -103,7 +138,7 @@ const SocketName = "monitor.sock"
 // ExitFile is written in a container's bundle when its init exits.
 const ExitFile = "exit.json"
 
-// Limits of the C monitor (pkg/monitor/cmon/monitor.c).
+// Limits of the C monitor (pkg/monitor/cmon: exec.c, crilog.c, conn.c).
 const (
 	maxExecOutput = 16 << 20 // each stream of ExecSync output
 	maxLogLine    = 16 << 10 // longer lines are split into partial records

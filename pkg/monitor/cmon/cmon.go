@@ -14,7 +14,8 @@
 // helper, `<binary> monitor-helper` (monitor.HelperMain), that it forks and
 // executes itself; the rest (CRI logs, reaping, exit records, events,
 // ExecSync output, signals to its own children) it does in one epoll loop.
-// See monitor.c.
+// mon.h lists the files and what each holds; the names of the protocol
+// are in protocol.h, generated from pkg/monitor (go generate).
 package cmon
 
 // #cgo CFLAGS: -Wall -Wextra -O2

@@ -1,4 +1,5 @@
-/* cmon.h: the C per-pod monitor (see cmon.go and monitor.c). */
+/* cmon.h: the C per-pod monitor's utilities: buffers, JSON, time, logging
+ * and the CRI log format (util.c, crilog.c). See cmon.go and mon.h. */
 #ifndef SHIM_CMON_H
 #define SHIM_CMON_H
 

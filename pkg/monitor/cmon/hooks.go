@@ -8,6 +8,20 @@ package cmon
 #include <string.h>
 #include <time.h>
 #include "cmon.h"
+#include "mon.h"
+
+// hook_req_seen parses a request line as the monitor does: -1 when it is
+// refused, else the mask of the fields it read (1 << CM_REQ_x).
+static long long hook_req_seen(const char *p, size_t n)
+{
+	struct req r;
+	int rc = req_parse(p, n, &r);
+	unsigned seen = r.seen;
+	req_free(&r);
+	return rc < 0 ? -1 : (long long)seen;
+}
+
+static int hook_field_id(const char *name) { return cm_req_field_id(name); }
 
 static int hook_json_valid(const char *p, size_t n)
 {
@@ -98,6 +112,38 @@ func jsonInt64(b []byte) (int64, bool) {
 	var v C.longlong
 	ok := C.hook_json_int64((*C.char)(p), C.size_t(len(b)), &v) == 1
 	return int64(v), ok
+}
+
+// requestFields parses a request line with the monitor's parser and
+// returns the JSON names of the fields it read; ok is false when it
+// refuses the line.
+func requestFields(line []byte) (names []string, ok bool) {
+	p := C.CBytes(line)
+	defer C.free(p)
+	seen := C.hook_req_seen((*C.char)(p), C.size_t(len(line)))
+	if seen < 0 {
+		return nil, false
+	}
+	for id := 0; id < 64; id++ {
+		if seen&(1<<id) != 0 {
+			names = append(names, C.GoString(C.cm_req_field_name(C.int(id))))
+		}
+	}
+	return names, true
+}
+
+// fieldID is the id protocol.h gives a request field, or -1.
+func fieldID(name string) int {
+	cs := C.CString(name)
+	defer C.free(unsafe.Pointer(cs))
+	return int(C.hook_field_id(cs))
+}
+
+// opKnown reports whether the monitor's dispatcher serves op.
+func opKnown(op string) bool {
+	cs := C.CString(op)
+	defer C.free(unsafe.Pointer(cs))
+	return C.op_known(cs) == 1
 }
 
 // rfc3339 formats a time with the C formatter.
