@@ -145,6 +145,7 @@ func (r *Runtime) cleanOrphans(ctx context.Context) {
 			unmountBundle(filepath.Join(dir, "ctrs", c.Name()))
 		}
 		unmount(filepath.Join(dir, "shm"))
+		unmount(filepath.Join(dir, podFilesDir))
 		os.RemoveAll(dir)
 	}
 	pins, _ := os.ReadDir(r.nsDir)
