@@ -36,6 +36,11 @@ func TestNamespaceMatrix(t *testing.T) {
 		cfg += fmt.Sprintf("[runtime.handlers.runc]\nbinary = %q\n", runc)
 	}
 	e := newTestEnv(t, cfg)
+	t.Cleanup(func() {
+		// The bridge and table the daemon made for this test.
+		exec.Command("ip", "link", "del", "shimtm").Run()
+		exec.Command("nft", "delete", "table", "ip", "shimtm").Run()
+	})
 	reg := newRegistry(t)
 	img := reg.push(t, "test/busybox:1", busyboxImage(t, nil, []string{"sh"}))
 	pause := reg.push(t, "test/pause:1", busyboxImage(t, []string{"sleep", "1000000"}, nil))
