@@ -4,12 +4,13 @@
 //
 // Run by hack/kubelet-e2e.sh (and so by `make test`), which builds kubelet
 // v1.37.2 and bin/shim, serves the test images on 127.0.0.1:5000 and sets
-// SHIM_KUBELET_E2E=1. Everything it creates is its own: a temporary
-// directory (kubelet root, pod logs, manifests, shim root and state), the
-// kubelet ports 11250 and 11248 (not the defaults, which another kubelet on
-// this machine may use), the cgroup root /shimkl, the bridge shimkl0 with
-// 10.66.0.0/16 and the nftables table shimkl. Kernel settings kubelet
-// changes at start (vm.overcommit_memory, kernel.panic, ...) are put back.
+// SHIM_KUBELET_E2E=1 (SHIM_KUBELET_E2E_KEEP=1 keeps the logs, as a failure
+// does). Everything it creates is its own: a temporary directory (kubelet
+// root, pod logs, manifests, shim root and state), the kubelet ports 11250
+// and 11248 (not the defaults, which another kubelet on this machine may
+// use), the cgroup root /shimkl, the bridge shimkl0 with 10.66.0.0/16 and
+// the nftables table shimkl. Kernel settings kubelet changes at start
+// (vm.overcommit_memory, kernel.panic, ...) are put back.
 package kubelet
 
 import (
@@ -469,7 +470,7 @@ func (n *node) teardown() {
 	for _, c := range [][]string{{"ip", "link", "del", bridgeName}, {"nft", "delete", "table", "ip", nftTable}} {
 		exec.Command(c[0], c[1:]...).Run() // absent when nothing was set up
 	}
-	if t.Failed() {
+	if t.Failed() || os.Getenv("SHIM_KUBELET_E2E_KEEP") != "" {
 		t.Logf("logs and state kept in %s", n.dir)
 		return
 	}
