@@ -5,7 +5,7 @@ LDFLAGS   := -X main.Version=$(VERSION)
 PREFIX    ?= /usr/local
 BIN       := bin/shim
 
-.PHONY: all build run test unit e2e bench lint install deps clean
+.PHONY: all build run test unit e2e kubelet-e2e bench lint install deps clean
 
 all: build
 
@@ -24,11 +24,13 @@ deps:
 	hack/install-deps.sh
 
 # Everything: dependencies, unit and root integration tests, then the
-# end-to-end run (registry, test images, shim, crictl, critest).
+# end-to-end runs (registry, test images, shim, crictl, critest; a real
+# kubelet with static pods).
 test: deps build
 	$(MAKE) lint
 	$(MAKE) unit
 	$(MAKE) e2e
+	$(MAKE) kubelet-e2e
 
 # Packages one at a time (-p 1): many tests are root tests that change the
 # host (mounts, links, nftables, cgroups) and check that nothing else did.
@@ -37,6 +39,10 @@ unit:
 
 e2e: build
 	hack/e2e.sh
+
+# A real kubelet (v1.37.2, built once into _output/bin) runs static pods on shim.
+kubelet-e2e: build
+	hack/kubelet-e2e.sh
 
 bench: build
 	$(GO) build -o bin/bench ./hack/bench

@@ -108,8 +108,10 @@ func removePodDir(dir string) error {
 			return err
 		}
 	}
-	if err := unmount(filepath.Join(dir, "shm")); err != nil {
-		return unavailable(err)
+	for _, m := range []string{"shm", podFilesDir} {
+		if err := unmount(filepath.Join(dir, m)); err != nil {
+			return unavailable(err)
+		}
 	}
 	if err := snapshot.RemoveAll(dir); err != nil {
 		return unavailable(fmt.Errorf("removing pod directory %s: %w", dir, err))

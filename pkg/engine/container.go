@@ -39,9 +39,13 @@ func ctrName(m *runtimeapi.ContainerMetadata, pm *runtimeapi.PodSandboxMetadata)
 // specPod describes the pod to the spec generator.
 func (r *Runtime) specPod(sb *Sandbox) specgen.Pod {
 	v := sb.view()
+	files := v.Files
+	if files == "" {
+		files = v.Dir
+	}
 	p := specgen.Pod{ID: v.ID, Config: v.config, NetNS: v.NetNS, IPCNS: v.IPCNS, UTSNS: v.UTSNS,
-		HostnameFile: filepath.Join(v.Dir, podHostname), HostsFile: filepath.Join(v.Dir, podHosts),
-		ResolvConfFile: filepath.Join(v.Dir, podResolv), ShmPath: v.Shm}
+		HostnameFile: filepath.Join(files, podHostname), HostsFile: filepath.Join(files, podHosts),
+		ResolvConfFile: filepath.Join(files, podResolv), ShmPath: v.Shm}
 	if v.InfraPid > 0 {
 		p.PIDNS = fmt.Sprintf("/proc/%d/ns/pid", v.InfraPid)
 	}

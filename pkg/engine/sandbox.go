@@ -61,7 +61,7 @@ func (r *Runtime) runPod(ctx context.Context, j *Job, req RunPodRequest) (_ *San
 	if err := specgen.ValidatePodConfig(cfg); err != nil {
 		return nil, err
 	}
-	netSysctls, ipcSysctls, err := specgen.PodSysctls(cfg)
+	sysctls, err := specgen.PodSysctls(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -150,15 +150,23 @@ func (r *Runtime) runPod(ctx context.Context, j *Job, req RunPodRequest) (_ *San
 		sb.Shm = shm
 		rb.add(func(context.Context) error { return unmount(shm) })
 	}
-	if err := applySysctls(sb.NetNS, unix.CLONE_NEWNET, netSysctls); err != nil {
+	for _, ns := range []struct {
+		path string
+		typ  int
+		kind string
+	}{{sb.NetNS, unix.CLONE_NEWNET, specgen.SysctlNet}, {sb.IPCNS, unix.CLONE_NEWIPC, specgen.SysctlIPC}, {sb.UTSNS, unix.CLONE_NEWUTS, specgen.SysctlUTS}} {
+		if err := applySysctls(ns.path, ns.typ, sysctls[ns.kind]); err != nil {
+			return nil, err
+		}
+	}
+	files, err := podFiles(hostname, hostNet, cfg.GetDnsConfig())
+	if err != nil {
 		return nil, err
 	}
-	if err := applySysctls(sb.IPCNS, unix.CLONE_NEWIPC, ipcSysctls); err != nil {
+	if sb.Files, err = mountPodFiles(sb.Dir, files); err != nil {
 		return nil, err
 	}
-	if err := writePodFiles(sb.Dir, hostname, hostNet, cfg.GetDnsConfig()); err != nil {
-		return nil, err
-	}
+	rb.add(func(context.Context) error { return unmount(sb.Files) })
 	if !hostNet {
 		if err := r.setupNetwork(ctx, j, sb, &rb); err != nil {
 			return nil, err
@@ -271,8 +279,10 @@ func (r *Runtime) releasePod(ctx context.Context, sb *Sandbox) error {
 			errs = append(errs, nspin.Unpin(p))
 		}
 	}
-	if v.Shm != "" {
-		errs = append(errs, unmount(v.Shm))
+	for _, m := range []string{v.Shm, v.Files} {
+		if m != "" {
+			errs = append(errs, unmount(m))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err

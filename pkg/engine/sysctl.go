@@ -13,9 +13,10 @@ import (
 )
 
 // applySysctls writes sysctls inside the namespace pinned at nsPath
-// (nsType CLONE_NEWNET or CLONE_NEWIPC). /proc/sys shows the namespace of
-// the thread that opens it, so the writes run on a thread that joins the
-// namespace and is then thrown away (never returned to the Go scheduler).
+// (nsType CLONE_NEWNET, CLONE_NEWIPC or CLONE_NEWUTS). /proc/sys shows the
+// namespace of the thread that opens it, so the writes run on a thread that
+// joins the namespace and is then thrown away (never returned to the Go
+// scheduler).
 func applySysctls(nsPath string, nsType int, sysctls map[string]string) error {
 	if len(sysctls) == 0 {
 		return nil

@@ -104,14 +104,17 @@ func (o *OCIBinary) run(ctx context.Context, ro runOpts, args ...string) error {
 }
 
 // lastLogError returns the message of the last error-level line of a
-// runc-style JSON log (capped read).
+// runc-style JSON log (capped read), followed by the first fatal one when
+// there is one: runc's C stage logs the cause as fatal ("nsexec: failed to
+// update /proc/self/oom_score_adj") and its Go side then only says "can't
+// get final child's PID from pipe: EOF".
 func lastLogError(path string) string {
 	f, err := os.Open(path)
 	if err != nil {
 		return ""
 	}
 	defer f.Close()
-	var last string
+	var last, fatal string
 	s := bufio.NewScanner(f)
 	s.Buffer(make([]byte, 64<<10), 64<<10)
 	for s.Scan() {
@@ -119,9 +122,21 @@ func lastLogError(path string) string {
 			Level string `json:"level"`
 			Msg   string `json:"msg"`
 		}
-		if json.Unmarshal(s.Bytes(), &e) == nil && (e.Level == "error" || e.Level == "fatal") {
+		if json.Unmarshal(s.Bytes(), &e) != nil {
+			continue
+		}
+		switch e.Level {
+		case "fatal":
+			if fatal == "" {
+				fatal = e.Msg
+			}
+			last = e.Msg
+		case "error":
 			last = e.Msg
 		}
+	}
+	if fatal != "" && fatal != last {
+		return last + " (" + fatal + ")"
 	}
 	return last
 }

@@ -45,9 +45,15 @@ func canonicalCap(name string) (string, bool) {
 	return n, ok
 }
 
+// checkCaps refuses a capability to add that does not exist. Dropping one
+// this host does not know is fine (kubelet passes the pod spec's names
+// through; runc accepts them too): the container cannot have it.
 func checkCaps(field string, names []string) error {
 	for _, n := range names {
 		c, ok := canonicalCap(n)
+		if !ok && field == "drop_capabilities" && !hasCtl(n) {
+			continue
+		}
 		if !ok || (c == "ALL" && field == "add_ambient_capabilities") {
 			return inval("%s: unknown capability %q", field, n)
 		}

@@ -42,6 +42,10 @@ func TestCapabilities(t *testing.T) {
 		{"add ALL, drop CHOWN", &runtimeapi.Capability{AddCapabilities: []string{"ALL"}, DropCapabilities: []string{"CHOWN"}}, false, Options{},
 			without(AllCapabilities, "CAP_CHOWN"), nil},
 		{"drop ALL", &runtimeapi.Capability{DropCapabilities: []string{"ALL"}}, false, Options{}, []string{}, nil},
+		// kubelet passes the pod spec's names: a capability this host does
+		// not know cannot be held, so dropping it changes nothing.
+		{"drop an unknown capability", &runtimeapi.Capability{DropCapabilities: []string{"CAP_", "FUTURE_CAP", "NET_RAW"}}, false, Options{},
+			without(def, "CAP_NET_RAW"), nil},
 		{"drop ALL, add KILL", &runtimeapi.Capability{DropCapabilities: []string{"all"}, AddCapabilities: []string{"KILL"}}, false, Options{},
 			[]string{"CAP_KILL"}, nil},
 		{"add and drop ALL", &runtimeapi.Capability{AddCapabilities: []string{"ALL"}, DropCapabilities: []string{"ALL"}}, false, Options{}, []string{}, nil},
@@ -79,7 +83,7 @@ func TestCapabilities(t *testing.T) {
 		c    *runtimeapi.Capability
 	}{
 		{"unknown add", &runtimeapi.Capability{AddCapabilities: []string{"NET_ADMINN"}}},
-		{"unknown drop", &runtimeapi.Capability{DropCapabilities: []string{"CAP_"}}},
+		{"drop with a newline", &runtimeapi.Capability{DropCapabilities: []string{"NET_RAW\nCAP_X"}}},
 		{"empty name", &runtimeapi.Capability{AddCapabilities: []string{""}}},
 		{"ambient ALL", &runtimeapi.Capability{AddAmbientCapabilities: []string{"ALL"}}},
 		{"newline", &runtimeapi.Capability{AddCapabilities: []string{"NET_ADMIN\nCAP_SYS_ADMIN"}}},

@@ -34,6 +34,13 @@ func DetectHost() Options {
 		o.SELinux = true
 	}
 	o.Capabilities = RuntimeCapabilities()
+	if !slices.Contains(o.Capabilities, "CAP_SYS_RESOURCE") {
+		if b, err := os.ReadFile("/proc/self/oom_score_adj"); err == nil {
+			if v, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				o.OOMScoreAdjFloor = &v
+			}
+		}
+	}
 	o.NodeHostname, _ = os.Hostname()
 	return o
 }

@@ -114,6 +114,12 @@ type Options struct {
 	// AllowedDevices are the device cgroup rules every container gets after
 	// deny-all; nil means DefaultAllowedDevices.
 	AllowedDevices []specs.LinuxDeviceCgroup
+	// OOMScoreAdjFloor, when set, is the lowest oom_score_adj the runtime
+	// can give a process: its own, when it lacks CAP_SYS_RESOURCE (lowering
+	// the value needs it). Specs ask for no less, as containerd's
+	// restrict_oom_score_adj does: an OCI runtime such as runc refuses to
+	// start a process whose oom_score_adj it cannot write.
+	OOMScoreAdjFloor *int
 }
 
 // Annotations set on every spec, for OCI hooks and debugging.
@@ -233,8 +239,7 @@ func ContainerSpec(ctx context.Context, pod Pod, c Container, o Options) (*specs
 	}
 	s.Linux.Resources.Devices = rules
 	if res != nil {
-		adj := int(res.GetOomScoreAdj())
-		s.Process.OOMScoreAdj = &adj
+		s.Process.OOMScoreAdj = oomScoreAdj(ctx, int(res.GetOomScoreAdj()), o)
 	}
 	if s.Linux.CgroupsPath, err = CgroupsPath(pod, c.ID, o); err != nil {
 		return nil, err
@@ -294,14 +299,14 @@ func InfraSpec(ctx context.Context, pod Pod, rootfs string, image ocispec.ImageC
 	}
 	s.Process.Cwd = workingDir("", image.WorkingDir)
 	s.Process.NoNewPrivileges = true
-	adj := infraOOMScoreAdj
-	s.Process.OOMScoreAdj = &adj
+	s.Process.OOMScoreAdj = oomScoreAdj(ctx, infraOOMScoreAdj, o)
 	userReq := userRequest{
 		runAsUser:  sc.GetRunAsUser(),
 		runAsGroup: sc.GetRunAsGroup(),
 		imageUser:  image.User,
 		groups:     sc.GetSupplementalGroups(),
 		strict:     sc.GetSupplementalGroupsPolicy() == runtimeapi.SupplementalGroupsPolicy_Strict,
+		podLevel:   true,
 	}
 	if s.Process.User, err = resolveUser(rootfs, userReq); err != nil {
 		return nil, err
@@ -339,6 +344,16 @@ func InfraSpec(ctx context.Context, pod Pod, rootfs string, image ocispec.ImageC
 		s.Annotations[AnnotationSandboxLogDir] = d
 	}
 	return s, nil
+}
+
+// oomScoreAdj is v, raised to the runtime's floor (with a log line).
+func oomScoreAdj(ctx context.Context, v int, o Options) *int {
+	if f := o.OOMScoreAdjFloor; f != nil && v < *f {
+		log.G(ctx).WithField("requested", v).WithField("applied", *f).
+			Info("oom_score_adj below the runtime's own needs CAP_SYS_RESOURCE: raised to the runtime's")
+		v = *f
+	}
+	return &v
 }
 
 func baseSpec(rootfs string, readonly bool) *specs.Spec {

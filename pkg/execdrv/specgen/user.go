@@ -29,6 +29,11 @@ type userRequest struct {
 	imageUser             string // "", "uid", "name", "uid:gid", "name:group", ...
 	groups                []int64
 	strict                bool // SupplementalGroupsPolicy Strict
+	// podLevel: the pod's security context, where kubelet sends a
+	// runAsGroup without a runAsUser; the group then applies to the
+	// image's user. (A container's never comes alone from kubelet, and
+	// critest wants it refused.)
+	podLevel bool
 }
 
 type passwdEntry struct {
@@ -89,7 +94,7 @@ func resolveUser(rootfs string, r userRequest) (specs.User, error) {
 		userStr, groupStr = strconv.FormatUint(uint64(uid), 10), ""
 	case r.username != "":
 		userStr, groupStr = r.username, ""
-	case r.runAsGroup != nil:
+	case r.runAsGroup != nil && !r.podLevel:
 		return u, inval("run_as_group is set without run_as_user or run_as_username")
 	}
 	if userStr == "" {

@@ -37,6 +37,7 @@ func checkMetaName(what, s string) error {
 const (
 	SysctlNet = "net"
 	SysctlIPC = "ipc"
+	SysctlUTS = "uts"
 )
 
 var (
@@ -80,8 +81,9 @@ func SysctlPath(name string) string {
 	}, NormalizeSysctl(name))
 }
 
-// SysctlNamespace names the namespace that isolates a sysctl (SysctlNet or
-// SysctlIPC), "" when it is not namespaced (it would change the host).
+// SysctlNamespace names the namespace that isolates a sysctl (SysctlNet,
+// SysctlIPC or SysctlUTS), "" when it is not namespaced (it would change
+// the host).
 func SysctlNamespace(name string) string {
 	n := NormalizeSysctl(name)
 	switch {
@@ -89,60 +91,69 @@ func SysctlNamespace(name string) string {
 		return SysctlIPC
 	case strings.HasPrefix(n, "net."):
 		return SysctlNet
+	case n == "kernel.domainname":
+		// kubelet sends it for pods with their own network (and UTS)
+		// namespace; the hostname has its own CRI field.
+		return SysctlUTS
 	}
 	return ""
 }
 
+// maxSysctlValue caps a sysctl value (a page, what /proc/sys takes).
+const maxSysctlValue = 4096
+
 // ValidateSysctls accepts namespaced sysctls only, with kubelet's name
-// syntax and a value without NUL, newlines, or the separators ('=', '+')
-// a sysctl writer could split on.
+// syntax and a value without control characters other than tabs. shim
+// writes each value to its own /proc/sys file, so no character can spill
+// into another sysctl.
 func ValidateSysctls(m map[string]string) error {
 	for k, v := range m {
 		if len(k) > 253 || !sysctlNameRe.MatchString(k) {
 			return inval("sysctl name %q", k)
 		}
 		if SysctlNamespace(k) == "" {
+			if strings.HasPrefix(NormalizeSysctl(k), "user.") {
+				// kubelet sends user.* only for pods with their own user
+				// namespace, which shim does not pin per pod.
+				return errNotImpl("sysctl %q: user namespace sysctls", k)
+			}
 			return inval("sysctl %q is not namespaced: refusing to change it for the host", k)
 		}
-		if v == "" || len(v) > 4096 || hasCtl(strings.ReplaceAll(v, "\t", " ")) || strings.ContainsAny(v, "=+") {
+		if v == "" || len(v) > maxSysctlValue || hasCtl(strings.ReplaceAll(v, "\t", " ")) {
 			return inval("sysctl %s: value %q", k, v)
 		}
 	}
 	return nil
 }
 
-// PodSysctls validates the pod's sysctls and splits them by namespace (keys
-// in the dotted form): the engine writes them in the pod's pinned network
-// and IPC namespaces (at /proc/sys/<SysctlPath>). Network sysctls with host
-// network and IPC ones with host IPC are refused.
-func PodSysctls(cfg *runtimeapi.PodSandboxConfig) (net, ipc map[string]string, err error) {
+// PodSysctls validates the pod's sysctls and splits them by namespace
+// (SysctlNet, SysctlIPC, SysctlUTS; keys in the dotted form): the engine
+// writes them in the pod's pinned namespaces (at /proc/sys/<SysctlPath>).
+// A sysctl of a namespace the pod shares with the host is refused.
+func PodSysctls(cfg *runtimeapi.PodSandboxConfig) (map[string]map[string]string, error) {
 	m := cfg.GetLinux().GetSysctls()
 	if err := ValidateSysctls(m); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	nso := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	hostNS := map[string]bool{
+		SysctlNet: nso.GetNetwork() == runtimeapi.NamespaceMode_NODE,
+		SysctlUTS: nso.GetNetwork() == runtimeapi.NamespaceMode_NODE, // UTS follows the network
+		SysctlIPC: nso.GetIpc() == runtimeapi.NamespaceMode_NODE,
+	}
+	out := map[string]map[string]string{}
 	for k, v := range m {
 		n := NormalizeSysctl(k)
-		switch SysctlNamespace(n) {
-		case SysctlNet:
-			if nso.GetNetwork() == runtimeapi.NamespaceMode_NODE {
-				return nil, nil, inval("sysctl %s needs a pod network namespace: the pod uses the host's", k)
-			}
-			if net == nil {
-				net = map[string]string{}
-			}
-			net[n] = v
-		case SysctlIPC:
-			if nso.GetIpc() == runtimeapi.NamespaceMode_NODE {
-				return nil, nil, inval("sysctl %s needs a pod IPC namespace: the pod uses the host's", k)
-			}
-			if ipc == nil {
-				ipc = map[string]string{}
-			}
-			ipc[n] = v
+		ns := SysctlNamespace(n)
+		if hostNS[ns] {
+			return nil, inval("sysctl %s needs a pod %s namespace: the pod uses the host's", k, ns)
 		}
+		if out[ns] == nil {
+			out[ns] = map[string]string{}
+		}
+		out[ns][n] = v
 	}
-	return net, ipc, nil
+	return out, nil
 }
 
 // ValidatePodConfig checks a pod sandbox config before anything is created.
@@ -163,12 +174,14 @@ func ValidatePodConfig(cfg *runtimeapi.PodSandboxConfig) error {
 	if err := checkMetaName("pod uid", md.GetUid()); err != nil {
 		return err
 	}
-	if h := cfg.GetHostname(); h != "" && (len(h) > 64 || hasCtl(h) || strings.ContainsAny(h, " /")) {
-		return inval("hostname %q", h)
+	// The kernel takes at most 64 bytes (kubelet sends at most 63); a
+	// control character would add a line to /etc/hostname.
+	if h := cfg.GetHostname(); len(h) > maxHostname || hasCtl(h) {
+		return inval("hostname %q: at most %d bytes, no control characters", h, maxHostname)
 	}
 	if d := cfg.GetLogDirectory(); d != "" {
-		if !filepath.IsAbs(d) || hasCtl(d) || hasDotDot(d) {
-			return inval("log directory %q must be an absolute path without ..", d)
+		if !filepath.IsAbs(d) || hasCtl(d) || hasDotDot(d) || len(d) > maxPath {
+			return inval("log directory %q must be an absolute path without .., at most %d bytes", d, maxPath)
 		}
 	}
 	if err := checkDNS(cfg.GetDnsConfig()); err != nil {
@@ -183,7 +196,7 @@ func ValidatePodConfig(cfg *runtimeapi.PodSandboxConfig) error {
 	if _, err := cgroupParent(lx.GetCgroupParent()); err != nil {
 		return err
 	}
-	if _, _, err := PodSysctls(cfg); err != nil {
+	if _, err := PodSysctls(cfg); err != nil {
 		return err
 	}
 	if err := checkResources(lx.GetOverhead()); err != nil {
@@ -192,10 +205,9 @@ func ValidatePodConfig(cfg *runtimeapi.PodSandboxConfig) error {
 	if err := checkResources(lx.GetResources()); err != nil {
 		return err
 	}
+	// run_as_group without run_as_user is fine here: kubelet sends a pod's
+	// runAsGroup alone; it applies to the image's user.
 	sc := lx.GetSecurityContext()
-	if sc.GetRunAsGroup() != nil && sc.GetRunAsUser() == nil {
-		return inval("pod run_as_group is set without run_as_user")
-	}
 	if err := checkIDs(sc.GetRunAsUser(), sc.GetRunAsGroup(), sc.GetSupplementalGroups()); err != nil {
 		return err
 	}
@@ -228,30 +240,38 @@ func hasDotDot(p string) bool {
 	return false
 }
 
-var (
-	dnsSearchRe = regexp.MustCompile(`^[A-Za-z0-9_]([-A-Za-z0-9_.]*[A-Za-z0-9_.])?$`)
-	dnsOptionRe = regexp.MustCompile(`^[A-Za-z0-9_-]+(:[A-Za-z0-9_.-]+)?$`)
+// Limits of what the kernel takes.
+const (
+	maxHostname = 64   // HOST_NAME_MAX
+	maxPath     = 4096 // PATH_MAX
 )
 
-// checkDNS refuses anything that would not be one resolv.conf token.
+// maxDNSConfig caps the bytes of a DNS config. kubelet sends at most 3
+// servers and 32 search domains of at most 2048 bytes together; options
+// come from the host's resolv.conf and the pod spec.
+const maxDNSConfig = 64 << 10
+
+// checkDNS refuses what would add a line to resolv.conf (a newline, a NUL or
+// any other control character) and nothing else: kubelet sends search
+// domains as the host's resolv.conf has them ("." with resolvConf "", names
+// with a trailing dot, underscores), options in any form (ndots:5, edns0,
+// trust-ad, timeout:2) and nameservers as the host names them (IPv6 with a
+// zone).
 func checkDNS(d *runtimeapi.DNSConfig) error {
-	if len(d.GetServers()) > 32 || len(d.GetSearches()) > 32 || len(d.GetOptions()) > 32 {
-		return inval("dns config has too many entries")
-	}
-	for _, s := range d.GetServers() {
-		if _, err := netip.ParseAddr(s); err != nil {
-			return inval("dns server %q is not an IP address", s)
+	n := 0
+	for _, list := range []struct {
+		what   string
+		values []string
+	}{{"server", d.GetServers()}, {"search domain", d.GetSearches()}, {"option", d.GetOptions()}} {
+		for _, v := range list.values {
+			if hasCtl(v) {
+				return inval("dns %s %q: control characters would add a line to resolv.conf", list.what, v)
+			}
+			n += len(v) + 1
 		}
 	}
-	for _, s := range d.GetSearches() {
-		if len(s) > 253 || !dnsSearchRe.MatchString(s) {
-			return inval("dns search domain %q", s)
-		}
-	}
-	for _, s := range d.GetOptions() {
-		if len(s) > 253 || !dnsOptionRe.MatchString(s) {
-			return inval("dns option %q", s)
-		}
+	if n > maxDNSConfig {
+		return inval("dns config of %d bytes: at most %d", n, maxDNSConfig)
 	}
 	return nil
 }
