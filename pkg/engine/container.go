@@ -38,7 +38,7 @@ func ctrName(m *runtimeapi.ContainerMetadata, pm *runtimeapi.PodSandboxMetadata)
 // specPod describes the pod to the spec generator.
 func (r *Runtime) specPod(sb *Sandbox) specgen.Pod {
 	v := sb.view()
-	p := specgen.Pod{ID: v.ID, Config: v.config, NetNS: v.NetNS, IPCNS: v.IPCNS, UTSNS: v.UTSNS,
+	p := specgen.Pod{ID: v.ID, Config: v.config, NetNS: v.NetNS, IPCNS: v.IPCNS, UTSNS: v.UTSNS, UserNS: v.UserNS,
 		HostnameFile: filepath.Join(v.Dir, podHostname), HostsFile: filepath.Join(v.Dir, podHosts),
 		ResolvConfFile: filepath.Join(v.Dir, podResolv), ShmPath: v.Shm}
 	if v.InfraPid > 0 {
@@ -97,7 +97,7 @@ func (r *Runtime) createContainer(ctx context.Context, j *Job, req CreateContain
 		ImageID: img.ID.String(), ImageRef: imageRef(img), ImageName: cfg.GetImage().GetImage(), LogPath: lp,
 		Bundle: filepath.Join(sb.Dir, "ctrs", id), Snapshot: "ctr-" + id, StopSignal: img.Config.StopSignal, config: cfg}
 	spec, err := r.prepareBundle(ctx, sb, c, img, &rb, func(rootfs, volumes string) (*specs.Spec, error) {
-		imageMounts, err := r.mountImageVolumes(ctx, c, &rb)
+		imageMounts, err := r.mountImageVolumes(ctx, sb, c, &rb)
 		if err != nil {
 			return nil, err
 		}
@@ -158,7 +158,7 @@ func (r *Runtime) createContainer(ctx context.Context, j *Job, req CreateContain
 
 // mountImageVolumes mounts a read-only view of the image of every image
 // volume (CRI Mount.image) under the bundle.
-func (r *Runtime) mountImageVolumes(ctx context.Context, c *Container, rb *rollback) (map[string]string, error) {
+func (r *Runtime) mountImageVolumes(ctx context.Context, sb *Sandbox, c *Container, rb *rollback) (map[string]string, error) {
 	var out map[string]string
 	for i, m := range c.config.GetMounts() {
 		if m.GetImage().GetImage() == "" {
@@ -178,7 +178,7 @@ func (r *Runtime) mountImageVolumes(ctx context.Context, c *Container, rb *rollb
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
-		if err := snapshot.MountAll(mounts, dir); err != nil {
+		if err := r.mountSnapshot(sb, mounts, dir); err != nil {
 			return nil, fmt.Errorf("image volume %s: %w", m.GetContainerPath(), err)
 		}
 		rb.add(func(context.Context) error { return snapshot.UnmountAll(dir) })
@@ -272,7 +272,7 @@ func (r *Runtime) prepareBundle(ctx context.Context, sb *Sandbox, c *Container, 
 		return nil, fmt.Errorf("preparing the root filesystem: %w", err)
 	}
 	rb.add(func(ctx context.Context) error { return r.o.Snapshotter.Remove(ctx, c.Snapshot) })
-	if err := snapshot.MountAll(mounts, rootfs); err != nil {
+	if err := r.mountSnapshot(sb, mounts, rootfs); err != nil {
 		return nil, fmt.Errorf("mounting the root filesystem: %w", err)
 	}
 	rb.add(func(context.Context) error { return snapshot.UnmountAll(rootfs) })
