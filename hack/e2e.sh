@@ -18,6 +18,9 @@ CRITEST_SKIP=${CRITEST_SKIP:-'AppArmor|SELinux|public image with digest should b
 [ -x bin/shim ] || make build
 
 work=$(mktemp -d /tmp/shim-e2e.XXXXXX)
+# The root of a container in a user namespace reaches its rootfs through
+# the state dir like any other process (0711, as /run/shim).
+chmod 0711 "$work"
 sock=$work/shim.sock
 shim_pid=
 cleanup() {

@@ -99,7 +99,15 @@ start() {
 	}
 	write_config
 	# setsid: the registry must not die with the shell that started it.
-	setsid "$bin" serve "$config" </dev/null >>"$logfile" 2>&1 &
+	# It keeps no fd of ours beyond stdio: an inherited lock (the
+	# `flock /tmp/shim-heavy.lock hack/e2e.sh` fd) would be held forever.
+	(
+		for fd in /proc/$BASHPID/fd/*; do
+			fd=${fd##*/}
+			if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
+		done
+		exec setsid "$bin" serve "$config"
+	) </dev/null >>"$logfile" 2>&1 &
 	pid=$!
 	echo "$pid" >"$pidfile"
 	for ((i = 0; i < 100; i++)); do

@@ -36,7 +36,7 @@ func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*ru
 	resp := &runtimeapi.StatusResponse{Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{
 		{Type: runtimeapi.RuntimeReady, Status: true},
 		netCond,
-	}}}
+	}}, RuntimeHandlers: s.runtimeHandlers(), Features: s.runtimeFeatures()}
 	if req.GetVerbose() && s.info.StatusInfo != nil {
 		resp.Info = s.info.StatusInfo()
 	}

@@ -86,7 +86,10 @@ func newTestEnv(t *testing.T, extraConfig string) *testEnv {
 		t.Skip("needs root")
 	}
 	base := t.TempDir()
+	// The root of a container in a user namespace reaches its rootfs
+	// under the state dir like any other process (t.TempDir is 0700).
 	os.Chmod(base, 0o755)
+	os.Chmod(filepath.Dir(base), 0o755)
 	e := &testEnv{t: t, bin: buildShim(t), base: base, root: filepath.Join(base, "root"), state: filepath.Join(base, "state"),
 		regDir: filepath.Join(base, "certs.d"), config: filepath.Join(base, "config.toml"), logs: filepath.Join(base, "logs")}
 	os.MkdirAll(e.regDir, 0o755)

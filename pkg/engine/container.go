@@ -22,7 +22,6 @@ import (
 	"github.com/shim-cri/shim/pkg/libct"
 	"github.com/shim-cri/shim/pkg/log"
 	"github.com/shim-cri/shim/pkg/monitor"
-	"github.com/shim-cri/shim/pkg/snapshot"
 	"github.com/shim-cri/shim/pkg/snapshot/native"
 )
 
@@ -43,7 +42,7 @@ func (r *Runtime) specPod(sb *Sandbox) specgen.Pod {
 	if files == "" {
 		files = v.Dir
 	}
-	p := specgen.Pod{ID: v.ID, Config: v.config, NetNS: v.NetNS, IPCNS: v.IPCNS, UTSNS: v.UTSNS,
+	p := specgen.Pod{ID: v.ID, Config: v.config, NetNS: v.NetNS, IPCNS: v.IPCNS, UTSNS: v.UTSNS, UserNS: v.UserNS,
 		HostnameFile: filepath.Join(files, podHostname), HostsFile: filepath.Join(files, podHosts),
 		ResolvConfFile: filepath.Join(files, podResolv), ShmPath: v.Shm}
 	if v.InfraPid > 0 {
@@ -102,7 +101,7 @@ func (r *Runtime) createContainer(ctx context.Context, j *Job, req CreateContain
 		ImageID: img.ID.String(), ImageRef: imageRef(img), ImageName: cfg.GetImage().GetImage(), LogPath: lp,
 		Bundle: filepath.Join(sb.Dir, "ctrs", id), Snapshot: "ctr-" + id, StopSignal: img.Config.StopSignal, config: cfg}
 	spec, err := r.prepareBundle(ctx, sb, c, img, &rb, func(rootfs, volumes string) (*specs.Spec, error) {
-		imageMounts, err := r.mountImageVolumes(ctx, c)
+		imageMounts, err := r.mountImageVolumes(ctx, sb, c)
 		if err != nil {
 			return nil, err
 		}
@@ -164,7 +163,7 @@ func (r *Runtime) createContainer(ctx context.Context, j *Job, req CreateContain
 
 // mountImageVolumes mounts a read-only view of the image of every image
 // volume (CRI Mount.image) under the bundle.
-func (r *Runtime) mountImageVolumes(ctx context.Context, c *Container) (map[string]string, error) {
+func (r *Runtime) mountImageVolumes(ctx context.Context, sb *Sandbox, c *Container) (map[string]string, error) {
 	var out map[string]string
 	for i, m := range c.config.GetMounts() {
 		if m.GetImage().GetImage() == "" {
@@ -188,7 +187,7 @@ func (r *Runtime) mountImageVolumes(ctx context.Context, c *Container) (map[stri
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
-		if err := snapshot.MountAll(mounts, dir); err != nil {
+		if err := r.mountSnapshot(sb, mounts, dir); err != nil {
 			return nil, fmt.Errorf("image volume %s: %w", m.GetContainerPath(), err)
 		}
 		if out == nil {
@@ -270,7 +269,7 @@ func (r *Runtime) prepareBundle(ctx context.Context, sb *Sandbox, c *Container, 
 	if err != nil {
 		return nil, fmt.Errorf("preparing the root filesystem: %w", err)
 	}
-	if err := snapshot.MountAll(mounts, rootfs); err != nil {
+	if err := r.mountSnapshot(sb, mounts, rootfs); err != nil {
 		return nil, fmt.Errorf("mounting the root filesystem: %w", err)
 	}
 	if err := os.MkdirAll(filepath.Dir(volumes), 0o700); err != nil {

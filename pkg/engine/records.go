@@ -46,8 +46,9 @@ type Sandbox struct {
 	NetNS     string    `json:"netns,omitempty"`
 	IPCNS     string    `json:"ipcns,omitempty"`
 	UTSNS     string    `json:"utsns,omitempty"`
-	Shm       string    `json:"shm,omitempty"`   // mounted tmpfs for /dev/shm
-	Files     string    `json:"files,omitempty"` // mounted tmpfs with the pod files ("": in Dir, an older record)
+	UserNS    string    `json:"userns,omitempty"` // pinned user namespace (hostUsers: false)
+	Shm       string    `json:"shm,omitempty"`    // mounted tmpfs for /dev/shm
+	Files     string    `json:"files,omitempty"`  // mounted tmpfs with the pod files ("": in Dir, an older record)
 	Network   string    `json:"network,omitempty"`
 	IPs       []string  `json:"ips,omitempty"`
 	Infra     string    `json:"infra,omitempty"` // infra container id (shared pid namespace)
@@ -163,7 +164,7 @@ func (s *Sandbox) view() Sandbox {
 	defer s.mu.Unlock()
 	return Sandbox{
 		ID: s.ID, Name: s.Name, ConfigPB: s.ConfigPB, State: s.State, CreatedAt: s.CreatedAt, Handler: s.Handler,
-		Dir: s.Dir, NetNS: s.NetNS, IPCNS: s.IPCNS, UTSNS: s.UTSNS, Shm: s.Shm, Files: s.Files, Network: s.Network,
+		Dir: s.Dir, NetNS: s.NetNS, IPCNS: s.IPCNS, UTSNS: s.UTSNS, UserNS: s.UserNS, Shm: s.Shm, Files: s.Files, Network: s.Network,
 		IPs: s.IPs, Infra: s.Infra, InfraPid: s.InfraPid, Monitor: s.Monitor, ResourcesPB: s.ResourcesPB,
 		config: s.config,
 	}

@@ -55,6 +55,7 @@ type Runtime struct {
 	ctrNames   map[string]string // reserved container names -> id
 	monitors   map[string]*podMonitor
 	nsDir      string
+	features   *hostFeatures
 }
 
 func newRuntime(ctx context.Context, o RuntimeOptions) (*Runtime, error) {
@@ -83,6 +84,7 @@ func newRuntime(ctx context.Context, o RuntimeOptions) (*Runtime, error) {
 	if err := nspin.PrepareDir(r.nsDir); err != nil {
 		return nil, err
 	}
+	r.detectFeatures(ctx)
 	if err := r.recover(ctx); err != nil {
 		return nil, fmt.Errorf("recovering pods: %w", err)
 	}

@@ -116,7 +116,7 @@ func (r *Runtime) PodVerbose(id string) map[string]string {
 		return nil
 	}
 	v := sb.view()
-	info := map[string]any{"id": v.ID, "dir": v.Dir, "netns": v.NetNS, "ipcns": v.IPCNS, "utsns": v.UTSNS,
+	info := map[string]any{"id": v.ID, "dir": v.Dir, "netns": v.NetNS, "ipcns": v.IPCNS, "utsns": v.UTSNS, "userns": v.UserNS,
 		"network": v.Network, "ips": v.IPs, "infraPid": v.InfraPid, "runtimeHandler": v.Handler,
 		"createdAt": v.CreatedAt.Format(time.RFC3339Nano)}
 	return verboseInfo(info)

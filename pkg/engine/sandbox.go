@@ -68,6 +68,9 @@ func (r *Runtime) runPod(ctx context.Context, j *Job, req RunPodRequest) (_ *San
 	if _, err := r.handlerArgs(req.Handler); err != nil {
 		return nil, err
 	}
+	if err := r.checkHandlerUserns(req.Handler, cfg); err != nil {
+		return nil, err
+	}
 	name := podName(cfg.GetMetadata())
 	r.mu.Lock()
 	if id, ok := r.podNames[name]; ok {
@@ -116,13 +119,33 @@ func (r *Runtime) runPod(ctx context.Context, j *Job, req RunPodRequest) (_ *San
 			return nil, err
 		}
 	}
+	// With a pod user namespace, a holder makes it with kubelet's
+	// mappings and the pod's other namespaces owned by it.
+	holder, err := r.holdUserns(ctx, cfg, hostNet, hostIPC)
+	if err != nil {
+		return nil, err
+	}
+	if holder != nil {
+		defer holder.Close()
+	}
 	pin := func(kind string) (string, error) {
 		p := filepath.Join(r.nsDir, id+"-"+kind)
-		if err := nspin.Pin(ctx, kind, p); err != nil {
+		var err error
+		if holder != nil {
+			err = nspin.Adopt(ctx, kind, holder.Path(kind), p)
+		} else {
+			err = nspin.Pin(ctx, kind, p)
+		}
+		if err != nil {
 			return "", err
 		}
 		rb.add(func(context.Context) error { return nspin.Unpin(p) })
 		return p, nil
+	}
+	if holder != nil {
+		if sb.UserNS, err = pin(nspin.User); err != nil {
+			return nil, err
+		}
 	}
 	if !hostNet {
 		if sb.NetNS, err = pin(nspin.Net); err != nil {
@@ -274,7 +297,7 @@ func (r *Runtime) releasePod(ctx context.Context, sb *Sandbox) error {
 		}
 	}
 	var errs []error
-	for _, p := range []string{v.NetNS, v.UTSNS, v.IPCNS} {
+	for _, p := range []string{v.NetNS, v.UTSNS, v.IPCNS, v.UserNS} {
 		if p != "" {
 			errs = append(errs, nspin.Unpin(p))
 		}

@@ -21,11 +21,13 @@ const (
 	bsNSPath      = 2
 	bsUserMap     = 3
 	bsTimeOffsets = 4
+	bsHold        = 5
 
 	syncUserMap    = 'U'
 	syncUserMapAck = 'u'
 	syncPid        = 'P'
 	syncErr        = 'E'
+	syncHeld       = 'H'
 
 	envInitPipe = "_SHIM_INITPIPE"
 	envFifoFd   = "_SHIM_FIFOFD"
@@ -33,6 +35,9 @@ const (
 	envLogLevel = "_SHIM_LOGLEVEL"
 
 	maxFrame = 16 << 20
+	// maxFrameFds is the most fds one frame carries (the kernel's
+	// SCM_MAX_FD).
+	maxFrameFds = 253
 )
 
 type bootstrap struct {
@@ -40,6 +45,7 @@ type bootstrap struct {
 	nsPaths     []string // "type:path"
 	userMap     bool
 	timeOffsets string
+	hold        bool // stage 0 keeps the namespaces and waits (HoldNamespaces)
 }
 
 func (b *bootstrap) encode() []byte {
@@ -62,6 +68,9 @@ func (b *bootstrap) encode() []byte {
 	}
 	if b.timeOffsets != "" {
 		rec(bsTimeOffsets, []byte(b.timeOffsets))
+	}
+	if b.hold {
+		rec(bsHold, nil)
 	}
 	out := make([]byte, 8, 8+body.Len())
 	binary.LittleEndian.PutUint32(out[0:], bsMagic)
@@ -127,7 +136,7 @@ func writeFrame(c *net.UnixConn, v any, fds ...int) error {
 // readFrame reads one frame into v and returns any fds attached to it.
 func readFrame(c *net.UnixConn, v any) ([]*os.File, error) {
 	var h [4]byte
-	oob := make([]byte, unix.CmsgSpace(4*4))
+	oob := make([]byte, unix.CmsgSpace(4*maxFrameFds))
 	n, oobn, _, _, err := c.ReadMsgUnix(h[:], oob)
 	if err != nil {
 		return nil, err

@@ -318,7 +318,19 @@ func (c *Container) startInit(ctx context.Context, bs *bootstrap, cfg *initConfi
 	reaped = true
 	*pids = (*pids)[1:] // stage 0 is reaped
 	cfg.InitPid = initPid
-	if err := writeFrame(conn, cfg); err != nil {
+	var mountFds []int
+	if cfg.Mode == "create" {
+		plan, err := prepareMounts(ctx, cfg.Spec, cfg.Bundle, initPid, cfg.UserNS)
+		if err != nil {
+			return nil, err
+		}
+		defer plan.close()
+		cfg.MountFds = plan.index
+		for _, f := range plan.files {
+			mountFds = append(mountFds, int(f.Fd()))
+		}
+	}
+	if err := writeFrame(conn, cfg, mountFds...); err != nil {
 		return nil, fmt.Errorf("send init config: %w", ctxErr(ctx, err))
 	}
 	res := &initResult{pid: initPid, conn: conn}

@@ -20,6 +20,7 @@ func Features() *features.Features {
 	for k := range recAttrDefs {
 		opts = append(opts, k)
 	}
+	opts = append(opts, "idmap", "ridmap")
 	sort.Strings(opts)
 	var ops []string
 	for k := range seccompOps {
@@ -46,7 +47,7 @@ func Features() *features.Features {
 			},
 			Apparmor:        nil,
 			Selinux:         nil,
-			MountExtensions: nil,
+			MountExtensions: &features.MountExtensions{IDMap: &features.IDMap{Enabled: &t}},
 		},
 	}
 }

@@ -35,8 +35,24 @@ type initConfig struct {
 	Seccomp      *specs.LinuxSeccomp `json:"seccomp,omitempty"`
 	CgroupPath   string              `json:"cgroupPath,omitempty"`
 	InitPid      int                 `json:"initPid,omitempty"`
+	// MountFds maps each spec mount to the index of the detached tree
+	// the parent prepared for it among the files sent with this config
+	// (-1: the init mounts it itself).
+	MountFds []int `json:"mountFds,omitempty"`
 
-	conn *net.UnixConn
+	conn       *net.UnixConn
+	mountFiles []*os.File
+}
+
+// preparedMount returns (and hands over) the detached tree the parent
+// made for spec mount i, or nil.
+func (cfg *initConfig) preparedMount(i int) *os.File {
+	if i >= len(cfg.MountFds) || cfg.MountFds[i] < 0 || cfg.MountFds[i] >= len(cfg.mountFiles) {
+		return nil
+	}
+	f := cfg.mountFiles[cfg.MountFds[i]]
+	cfg.mountFiles[cfg.MountFds[i]] = nil
+	return f
 }
 
 // hookState is the state the init gives createContainer and
@@ -97,15 +113,25 @@ func Init() {
 
 func initMain(conn *net.UnixConn, fifoFd int) error {
 	var cfg initConfig
-	if _, err := readFrame(conn, &cfg); err != nil {
+	files, err := readFrame(conn, &cfg)
+	if err != nil {
 		return fmt.Errorf("read init config: %w", errdefs.ErrInternal)
 	}
+	want := 0
+	for _, i := range cfg.MountFds {
+		if i >= 0 {
+			want++
+		}
+	}
+	if len(files) != want {
+		return fmt.Errorf("init config: %d mount fds, want %d: %w", len(files), want, errdefs.ErrInternal)
+	}
+	cfg.mountFiles = files
 	if cfg.Process == nil {
 		return fmt.Errorf("no process in init config: %w", errdefs.ErrInvalidArgument)
 	}
 	cfg.conn = conn
 	procFdDir := -1
-	var err error
 	p := cfg.Process
 	if cfg.Mode == "create" {
 		if _, err := unix.Setsid(); err != nil {

@@ -64,6 +64,8 @@ type parsedMount struct {
 	data      string
 	isBind    bool
 	recursive bool
+	idmap     bool // idmap or ridmap: an idmapped bind mount
+	ridmap    bool // the idmapping applies to every mount of the tree
 }
 
 func parseMountOptions(opts []string) (parsedMount, error) {
@@ -91,8 +93,12 @@ func parseMountOptions(opts []string) (parsedMount, error) {
 			continue
 		}
 		switch o {
-		case "idmap", "ridmap":
-			return pm, fmt.Errorf("mount option %q: %w", o, errdefs.ErrNotImplemented)
+		case "idmap":
+			pm.idmap = true
+			continue
+		case "ridmap":
+			pm.idmap, pm.ridmap = true, true
+			continue
 		case "tmpcopyup":
 			continue
 		}
@@ -101,6 +107,23 @@ func parseMountOptions(opts []string) (parsedMount, error) {
 	pm.data = strings.Join(data, ",")
 	pm.isBind = pm.flags&unix.MS_BIND != 0
 	pm.recursive = pm.flags&unix.MS_REC != 0
+	return pm, nil
+}
+
+// parseSpecMount parses a spec mount's options: type "bind" is a bind
+// mount whatever the options say, and id mappings make it idmapped.
+func parseSpecMount(m specs.Mount) (parsedMount, error) {
+	pm, err := parseMountOptions(m.Options)
+	if err != nil {
+		return pm, err
+	}
+	if m.Type == "bind" {
+		pm.isBind = true
+		pm.flags |= unix.MS_BIND
+	}
+	if len(m.UIDMappings) > 0 || len(m.GIDMappings) > 0 {
+		pm.idmap = true
+	}
 	return pm, nil
 }
 
@@ -191,6 +214,10 @@ func setupRootfs(cfg *initConfig) error {
 		return err
 	}
 	if err := unix.Mount(rootfs, rootfs, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		if cfg.UserNS && errors.Is(err, unix.EACCES) {
+			return fmt.Errorf("bind rootfs %s: the container's root (in a user namespace) cannot reach it: "+
+				"its parent directories must be searchable by others (0711): %w: %w", rootfs, err, errdefs.ErrFailedPrecondition)
+		}
 		return fmt.Errorf("bind rootfs: %w", err)
 	}
 	root, err := os.OpenFile(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -201,15 +228,11 @@ func setupRootfs(cfg *initConfig) error {
 
 	devIsBind := false
 	devRO := false
-	for _, m := range spec.Mounts {
+	for i, m := range spec.Mounts {
 		dest := filepath.Clean("/" + m.Destination)
-		pm, err := parseMountOptions(m.Options)
+		pm, err := parseSpecMount(m)
 		if err != nil {
 			return err
-		}
-		if m.Type == "bind" {
-			pm.isBind = true
-			pm.flags |= unix.MS_BIND
 		}
 		if dest == "/dev" {
 			devIsBind = pm.isBind
@@ -220,7 +243,7 @@ func setupRootfs(cfg *initConfig) error {
 				pm.flags &^= unix.MS_RDONLY
 			}
 		}
-		if err := mountOne(root, cfg, m, dest, pm); err != nil {
+		if err := mountOne(root, cfg, i, m, dest, pm); err != nil {
 			return err
 		}
 	}
@@ -283,10 +306,13 @@ func parentMountPrivate(rootfs string) error {
 	return nil
 }
 
-func mountOne(root *os.File, cfg *initConfig, m specs.Mount, dest string, pm parsedMount) error {
+func mountOne(root *os.File, cfg *initConfig, i int, m specs.Mount, dest string, pm parsedMount) error {
 	switch m.Type {
 	case "cgroup", "cgroup2":
 		return mountCgroup(root, cfg, m, dest, pm)
+	}
+	if f := cfg.preparedMount(i); f != nil {
+		return movePrepared(root, f, dest, pm)
 	}
 	isDir := true
 	source := m.Source
@@ -330,6 +356,25 @@ func mountOne(root *os.File, cfg *initConfig, m specs.Mount, dest string, pm par
 		if err := checkFSType(root, dest, unix.PROC_SUPER_MAGIC); err != nil {
 			return err
 		}
+	}
+	return applyMountAttrs(root, dest, pm)
+}
+
+// movePrepared attaches a bind mount the parent prepared as a detached
+// tree (see prepareMounts) at dest, then applies its flags.
+func movePrepared(root *os.File, f *os.File, dest string, pm parsedMount) error {
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return fmt.Errorf("bind mount on %s: %w", dest, err)
+	}
+	target, err := openDest(root, dest, st.Mode&unix.S_IFMT == unix.S_IFDIR)
+	if err != nil {
+		return err
+	}
+	defer target.Close()
+	if err := unix.MoveMount(int(f.Fd()), "", int(target.Fd()), "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
+		return fmt.Errorf("attach bind mount on %s: %w: %w", dest, err, mountErrClass(err))
 	}
 	return applyMountAttrs(root, dest, pm)
 }

@@ -26,8 +26,51 @@ func TestParseMountOptions(t *testing.T) {
 	if pm.recSet != unix.MOUNT_ATTR_RDONLY || pm.data != "size=1m,mode=755" {
 		t.Errorf("recSet %#x data %q", pm.recSet, pm.data)
 	}
-	if _, err := parseMountOptions([]string{"idmap"}); !errors.Is(err, errdefs.ErrNotImplemented) {
-		t.Errorf("idmap: %v", err)
+	if pm, err := parseMountOptions([]string{"rbind", "idmap"}); err != nil || !pm.idmap || pm.ridmap || pm.data != "" {
+		t.Errorf("idmap: %+v %v", pm, err)
+	}
+	if pm, err := parseMountOptions([]string{"rbind", "ridmap"}); err != nil || !pm.idmap || !pm.ridmap {
+		t.Errorf("ridmap: %+v %v", pm, err)
+	}
+	m := specs.Mount{Type: "bind", Source: "/x", Destination: "/y",
+		UIDMappings: []specs.LinuxIDMapping{{HostID: 1000, Size: 10}}, GIDMappings: []specs.LinuxIDMapping{{HostID: 1000, Size: 10}}}
+	if pm, err := parseSpecMount(m); err != nil || !pm.idmap || !pm.isBind {
+		t.Errorf("mappings make a bind mount idmapped: %+v %v", pm, err)
+	}
+}
+
+// TestValidateIDMappedMounts: one row per bad idmapped mount, each refused
+// as an invalid argument before anything is made.
+func TestValidateIDMappedMounts(t *testing.T) {
+	maps := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
+	cases := []struct {
+		name   string
+		m      specs.Mount
+		userNS bool
+		ok     bool
+	}{
+		{"idmap bind in a user namespace", specs.Mount{Type: "bind", Options: []string{"rbind", "idmap"}}, true, true},
+		{"ridmap with mappings, no user namespace", specs.Mount{Type: "bind", Options: []string{"rbind", "ridmap"}, UIDMappings: maps, GIDMappings: maps}, false, true},
+		{"idmap tmpfs", specs.Mount{Type: "tmpfs", Options: []string{"idmap"}}, true, false},
+		{"mappings on a tmpfs", specs.Mount{Type: "tmpfs", UIDMappings: maps, GIDMappings: maps}, true, false},
+		{"idmap without mappings or user namespace", specs.Mount{Type: "bind", Options: []string{"rbind", "idmap"}}, false, false},
+		{"uid mappings only", specs.Mount{Type: "bind", Options: []string{"idmap"}, UIDMappings: maps}, true, false},
+		{"empty mapping", specs.Mount{Type: "bind", Options: []string{"idmap"}, UIDMappings: []specs.LinuxIDMapping{{HostID: 1}}, GIDMappings: maps}, true, false},
+		{"mapping past 2^32", specs.Mount{Type: "bind", Options: []string{"idmap"}, UIDMappings: maps,
+			GIDMappings: []specs.LinuxIDMapping{{ContainerID: 0, HostID: 1<<32 - 10, Size: 11}}}, true, false},
+	}
+	for _, c := range cases {
+		c.m.Destination, c.m.Source = "/mnt", "/tmp"
+		pm, err := parseSpecMount(c.m)
+		if err == nil {
+			err = validateIDMappedMount(c.m, pm, c.userNS)
+		}
+		if c.ok && err != nil {
+			t.Errorf("%s: %v", c.name, err)
+		}
+		if !c.ok && !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("%s: got %v, want an invalid argument", c.name, err)
+		}
 	}
 }
 
@@ -72,7 +115,7 @@ func TestCgroupPath(t *testing.T) {
 }
 
 func TestBootstrapEncoding(t *testing.T) {
-	b := bootstrap{cloneFlags: unix.CLONE_NEWNS | unix.CLONE_NEWPID, nsPaths: []string{"net:/proc/1/ns/net"}, userMap: true, timeOffsets: "monotonic 1 0\n"}
+	b := bootstrap{cloneFlags: unix.CLONE_NEWNS | unix.CLONE_NEWPID, nsPaths: []string{"net:/proc/1/ns/net"}, userMap: true, timeOffsets: "monotonic 1 0\n", hold: true}
 	enc := b.encode()
 	if binary.LittleEndian.Uint32(enc[0:]) != bsMagic || int(binary.LittleEndian.Uint32(enc[4:])) != len(enc)-8 {
 		t.Fatalf("bad header %x", enc[:8])
@@ -86,7 +129,7 @@ func TestBootstrapEncoding(t *testing.T) {
 		off += 8 + l
 		types = append(types, typ)
 	}
-	want := []uint16{bsCloneFlags, bsNSPath, bsUserMap, bsTimeOffsets}
+	want := []uint16{bsCloneFlags, bsNSPath, bsUserMap, bsTimeOffsets, bsHold}
 	if len(types) != len(want) {
 		t.Fatalf("records %v, want %v", types, want)
 	}

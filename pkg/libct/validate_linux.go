@@ -91,7 +91,11 @@ func Validate(spec *specs.Spec, bundle string) (string, error) {
 		if m.Destination == "" {
 			return "", inval("mount with an empty destination")
 		}
-		if _, err := parseMountOptions(m.Options); err != nil {
+		pm, err := parseSpecMount(m)
+		if err != nil {
+			return "", err
+		}
+		if err := validateIDMappedMount(m, pm, seen[specs.UserNamespace]); err != nil {
 			return "", err
 		}
 	}
@@ -143,6 +147,37 @@ func validateProcess(p *specs.Process) error {
 	}
 	if p.ExecCPUAffinity != nil && (p.ExecCPUAffinity.Initial != "" || p.ExecCPUAffinity.Final != "") {
 		return fmt.Errorf("process.execCPUAffinity: %w", errdefs.ErrNotImplemented)
+	}
+	return nil
+}
+
+// validateIDMappedMount checks an idmapped mount (idmap or ridmap option,
+// or id mappings): a bind mount, with both uid and gid mappings or none
+// (then the container's user namespace, which it must have, gives them).
+func validateIDMappedMount(m specs.Mount, pm parsedMount, userNS bool) error {
+	if !pm.idmap {
+		return nil
+	}
+	inval := func(format string, a ...any) error {
+		return fmt.Errorf(format+": %w", append(a, errdefs.ErrInvalidArgument)...)
+	}
+	if !pm.isBind {
+		return inval("mount %s: idmapped mounts are bind mounts (type %q)", m.Destination, m.Type)
+	}
+	if (len(m.UIDMappings) == 0) != (len(m.GIDMappings) == 0) {
+		return inval("mount %s: uidMappings and gidMappings go together", m.Destination)
+	}
+	if len(m.UIDMappings) == 0 {
+		if !userNS {
+			return inval("mount %s: an idmapped mount without mappings needs a container user namespace", m.Destination)
+		}
+		return nil
+	}
+	if err := checkIDMappings("uid", m.UIDMappings); err != nil {
+		return fmt.Errorf("mount %s: %w", m.Destination, err)
+	}
+	if err := checkIDMappings("gid", m.GIDMappings); err != nil {
+		return fmt.Errorf("mount %s: %w", m.Destination, err)
 	}
 	return nil
 }

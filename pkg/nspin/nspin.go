@@ -7,6 +7,7 @@
 //
 //	/run/shim/netns/             PrepareDir: 0700, a bind mount of itself, shared
 //	/run/shim/netns/<pod>-net    Pin: an empty 0444 file with the nsfs bind mount on top
+//	/run/shim/netns/<pod>-user   Adopt: the same for a namespace made elsewhere
 //
 // Nothing else is kept: a pin is exactly one mount, Unpin removes the mount
 // and the file, and a reboot (tmpfs state dir) removes both.
@@ -47,11 +48,12 @@ import (
 	"github.com/shim-cri/shim/pkg/errdefs"
 )
 
-// Namespace kinds Pin accepts.
+// Namespace kinds Pin accepts; Adopt accepts User too.
 const (
-	Net = "net"
-	IPC = "ipc"
-	UTS = "uts"
+	Net  = "net"
+	IPC  = "ipc"
+	UTS  = "uts"
+	User = "user"
 )
 
 func cloneFlag(kind string) (int, error) {
@@ -64,6 +66,15 @@ func cloneFlag(kind string) (int, error) {
 		return unix.CLONE_NEWUTS, nil
 	}
 	return 0, fmt.Errorf("namespace kind %q (want net, ipc or uts): %w", kind, errdefs.ErrInvalidArgument)
+}
+
+// adoptFlag is cloneFlag plus user namespaces, which only Adopt pins (a
+// new one needs id mappings, written from outside by another process).
+func adoptFlag(kind string) (int, error) {
+	if kind == User {
+		return unix.CLONE_NEWUSER, nil
+	}
+	return cloneFlag(kind)
 }
 
 // PrepareDir creates dir (0700) and makes it a shared mount, bind-mounting
@@ -144,6 +155,50 @@ func Pin(ctx context.Context, kind, path string) (retErr error) {
 	return nil
 }
 
+// Adopt pins an existing namespace of kind (Net, IPC, UTS or User): src
+// is a namespace file such as /proc/<pid>/ns/<kind> of a process holding
+// it (a user namespace with its mappings and the namespaces it owns are
+// made together by a helper process, see libct.HoldNamespaces). path
+// follows Pin's rules; a src of another kind is ErrFailedPrecondition.
+func Adopt(ctx context.Context, kind, src, path string) (retErr error) {
+	flag, err := adoptFlag(kind)
+	if err != nil {
+		return err
+	}
+	if path == "" {
+		return fmt.Errorf("nspin: empty path: %w", errdefs.ErrInvalidArgument)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	fd, err := openNS(src, flag)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("nspin: create dir for %s: %w", path, err)
+	}
+	if isNsfs(path) {
+		return fmt.Errorf("nspin: %s is already pinned: %w", path, errdefs.ErrAlreadyExists)
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o444)
+	if err != nil {
+		return fmt.Errorf("nspin: create %s: %w", path, err)
+	}
+	f.Close()
+	defer func() {
+		if retErr != nil {
+			Unpin(path)
+		}
+	}()
+	// The fd, not src: the namespace checked is the one pinned.
+	if err := unix.Mount(fmt.Sprintf("/proc/self/fd/%d", fd), path, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("nspin: pin %s namespace at %s: %w", kind, path, err)
+	}
+	return nil
+}
+
 // Unpin unmounts the pin at path (lazily, MNT_DETACH) and removes the file.
 // A missing path or a file that is not mounted is not an error, so Unpin is
 // idempotent. The namespace itself goes away when nothing else uses it.
@@ -211,7 +266,7 @@ func Hostname(path string) (string, error) {
 // ErrFailedPrecondition when the path is missing, not a namespace or one of
 // another kind.
 func Check(kind, path string) error {
-	flag, err := cloneFlag(kind)
+	flag, err := adoptFlag(kind)
 	if err != nil {
 		return err
 	}

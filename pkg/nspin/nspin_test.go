@@ -342,3 +342,81 @@ func TestPrepareDirPropagation(t *testing.T) {
 		t.Fatal("Unpin did not propagate to the child's mount namespace")
 	}
 }
+
+// TestAdopt pins a user namespace and a net namespace it owns, made by
+// another process, and they outlive it; wrong kinds and double pins are
+// refused and leave nothing behind.
+func TestAdopt(t *testing.T) {
+	needRoot(t)
+	cmd := exec.Command("sleep", "60")
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 100000, Size: 65536}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 100000, Size: 65536}},
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	proc := fmt.Sprintf("/proc/%d/ns/", cmd.Process.Pid)
+	dir := t.TempDir()
+	user, netns := filepath.Join(dir, "p-user"), filepath.Join(dir, "p-net")
+	if err := Adopt(context.Background(), User, proc+"user", user); err != nil {
+		t.Fatal(err)
+	}
+	defer Unpin(user)
+	if err := Adopt(context.Background(), Net, proc+"net", netns); err != nil {
+		t.Fatal(err)
+	}
+	defer Unpin(netns)
+	cmd.Process.Kill()
+	cmd.Wait()
+	if err := Check(User, user); err != nil {
+		t.Errorf("user pin: %v", err)
+	}
+	if err := Check(Net, netns); err != nil {
+		t.Errorf("net pin: %v", err)
+	}
+	fd, err := unix.Open(netns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner, err := unix.IoctlRetInt(fd, unix.NS_GET_USERNS)
+	unix.Close(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	unix.Fstat(owner, &st)
+	unix.Close(owner)
+	if st.Ino != inode(t, user) {
+		t.Errorf("the pinned net namespace is owned by user namespace %d, want the pinned one %d", st.Ino, inode(t, user))
+	}
+
+	for _, c := range []struct {
+		name, kind, src string
+		class           error
+	}{
+		{"net file as user", User, netns, errdefs.ErrFailedPrecondition},
+		{"missing source", Net, filepath.Join(dir, "missing"), errdefs.ErrFailedPrecondition},
+		{"unknown kind", "pid", "/proc/self/ns/pid", errdefs.ErrInvalidArgument},
+		{"over an existing pin", Net, "/proc/self/ns/net", errdefs.ErrAlreadyExists},
+	} {
+		path := filepath.Join(dir, "bad")
+		if c.class == errdefs.ErrAlreadyExists {
+			path = netns
+		}
+		err := Adopt(context.Background(), c.kind, c.src, path)
+		if !errors.Is(err, c.class) {
+			t.Errorf("%s: got %v, want %v", c.name, err, c.class)
+		}
+		if path != netns {
+			if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("%s: %s left behind", c.name, path)
+			}
+		}
+	}
+	if err := Check(Net, netns); err != nil {
+		t.Errorf("net pin after the refusals: %v", err)
+	}
+}

@@ -123,18 +123,18 @@ func containerMounts(ctx context.Context, pod Pod, c Container, privileged, read
 		{pod.HostnameFile, etcHostname}, {pod.HostsFile, etcHosts}, {pod.ResolvConfFile, etcResolvConf},
 	} {
 		if f.src != "" && !covered[f.dst] {
-			out = append(out, bindMount(f.src, f.dst, readonlyRoot, "rprivate"))
+			out = append(out, podIDMapped(pod, bindMount(f.src, f.dst, readonlyRoot, "rprivate")))
 		}
 	}
 	if !covered[devShm] {
-		out = append(out, podShm(pod, false))
+		out = append(out, podIDMapped(pod, podShm(pod, false)))
 	}
 	vols, err := ImageVolumes(c)
 	if err != nil {
 		return nil, "", err
 	}
 	for _, v := range vols {
-		out = append(out, bindMount(v.Source, v.Destination, false, "rprivate"))
+		out = append(out, podIDMapped(pod, bindMount(v.Source, v.Destination, false, "rprivate")))
 	}
 	return sortMounts(out), rootProp, nil
 }
@@ -227,7 +227,7 @@ func criMount(ctx context.Context, m *runtimeapi.Mount, imageMounts map[string]s
 	if prop != "rprivate" {
 		rootProp = prop
 	}
-	return specs.Mount{Destination: dst, Type: "bind", Source: src, Options: opts}, rootProp, nil
+	return mountIDMappings(m, specs.Mount{Destination: dst, Type: "bind", Source: src, Options: opts}), rootProp, nil
 }
 
 func imageMount(m *runtimeapi.Mount, dst string, imageMounts map[string]string) (specs.Mount, string, error) {
@@ -246,6 +246,9 @@ func imageMount(m *runtimeapi.Mount, dst string, imageMounts map[string]string) 
 		}
 		src = p
 	}
+	// No idmapping here: in a pod with a user namespace the engine
+	// mounted the image idmapped already (overlayfs is made of idmapped
+	// layers; it cannot be idmapped again).
 	opts := append([]string{"rbind", "rprivate", "ro", "nosuid", "nodev"}, m.GetMountOptions()...)
 	return specs.Mount{Destination: dst, Type: "bind", Source: src, Options: opts}, "", nil
 }

@@ -75,7 +75,9 @@ type Container struct {
 	// ImageMounts maps a CRI mount's container_path (cleaned, path.Clean)
 	// to the host directory where the engine mounted the image of an
 	// image-volume mount (Mount.image); image_sub_path is resolved inside
-	// it. A CRI image mount without an entry is ErrNotImplemented.
+	// it. A CRI image mount without an entry is ErrNotImplemented. In a
+	// pod with a user namespace the engine mounts the image idmapped with
+	// the pod's mappings (the mount's own mappings are not applied again).
 	ImageMounts map[string]string
 }
 
@@ -325,7 +327,7 @@ func InfraSpec(ctx context.Context, pod Pod, rootfs string, image ocispec.ImageC
 	if ns.newUTS {
 		s.Hostname = hostname
 	}
-	s.Mounts = sortMounts(append(defaultMounts(false), podShm(pod, false)))
+	s.Mounts = sortMounts(append(defaultMounts(false), podIDMapped(pod, podShm(pod, false))))
 
 	s.Linux.Resources = &specs.LinuxResources{Devices: deviceRules(nil, false, o)}
 	if s.Linux.CgroupsPath, err = CgroupsPath(pod, pod.ID, o); err != nil {

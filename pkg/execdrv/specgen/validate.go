@@ -222,6 +222,9 @@ func ValidatePodConfig(cfg *runtimeapi.PodSandboxConfig) error {
 		if err := checkUserns(u); err != nil {
 			return err
 		}
+		if err := checkUsernsModes(nso); err != nil {
+			return err
+		}
 	}
 	if _, _, err := seccompRequest(sc.GetSeccomp(), sc.GetSeccompProfilePath(), false); err != nil {
 		return err
@@ -432,10 +435,7 @@ func checkMount(m *runtimeapi.Mount) error {
 			return inval("mount %s: option %q", dst, o)
 		}
 	}
-	if len(m.GetUidMappings()) > 0 || len(m.GetGidMappings()) > 0 {
-		return errNotImpl("mount %s: id-mapped mounts", dst)
-	}
-	return nil
+	return checkMountMappings(m)
 }
 
 func checkDevice(d *runtimeapi.Device) error {

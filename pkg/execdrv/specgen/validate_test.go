@@ -219,6 +219,16 @@ func TestValidatePodConfig(t *testing.T) {
 			c.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{
 				UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_TARGET}}}
 		}},
+		{"userns with the host's pid namespace", func(c *runtimeapi.PodSandboxConfig) {
+			m := []*runtimeapi.IDMapping{{ContainerId: 0, HostId: 100000, Length: 65536}}
+			c.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{
+				Pid: runtimeapi.NamespaceMode_NODE, UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: m, Gids: m}}}
+		}},
+		{"userns with the host's ipc namespace", func(c *runtimeapi.PodSandboxConfig) {
+			m := []*runtimeapi.IDMapping{{ContainerId: 0, HostId: 100000, Length: 65536}}
+			c.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{
+				Ipc: runtimeapi.NamespaceMode_NODE, UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: m, Gids: m}}}
+		}},
 		{"seccomp relative localhost", func(c *runtimeapi.PodSandboxConfig) {
 			c.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{SeccompProfilePath: "localhost/profile.json"}
 		}},
@@ -310,9 +320,17 @@ func TestValidateContainerConfig(t *testing.T) {
 			c.Mounts[0] = &runtimeapi.Mount{ContainerPath: "/img", Readonly: true, Image: &runtimeapi.ImageSpec{Image: "x"}, ImageSubPath: "../etc"}
 		}, nil},
 		{"sub path without image", func(c *runtimeapi.ContainerConfig) { c.Mounts[0].ImageSubPath = "etc" }, nil},
-		{"id-mapped mount", func(c *runtimeapi.ContainerConfig) {
+		{"uid mappings without gid mappings", func(c *runtimeapi.ContainerConfig) {
 			c.Mounts[0].UidMappings = []*runtimeapi.IDMapping{{HostId: 1000, Length: 10}}
-		}, errdefs.ErrNotImplemented},
+		}, nil},
+		{"empty id mapping", func(c *runtimeapi.ContainerConfig) {
+			c.Mounts[0].UidMappings = []*runtimeapi.IDMapping{{HostId: 1000, Length: 10}}
+			c.Mounts[0].GidMappings = []*runtimeapi.IDMapping{{HostId: 1000}}
+		}, nil},
+		{"id mapping past 2^32", func(c *runtimeapi.ContainerConfig) {
+			c.Mounts[0].UidMappings = []*runtimeapi.IDMapping{{HostId: 4294967000, Length: 100000}}
+			c.Mounts[0].GidMappings = []*runtimeapi.IDMapping{{HostId: 1000, Length: 10}}
+		}, nil},
 		{"relative device path", func(c *runtimeapi.ContainerConfig) { c.Devices[0].ContainerPath = "dev/fuse" }, nil},
 		{"relative device host path", func(c *runtimeapi.ContainerConfig) { c.Devices[0].HostPath = "fuse" }, nil},
 		{"bad device permissions", func(c *runtimeapi.ContainerConfig) { c.Devices[0].Permissions = "rwx" }, nil},

@@ -13,6 +13,11 @@
 //  5. clone(CLONE_PARENT) the real init, so it is a child of our parent
 //     (and pid 1 of a new pid namespace), report its pid, and _exit.
 //
+// In hold mode (a T_HOLD record) step 5 is replaced: stage 0 reports
+// SYNC_HELD and blocks until the parent closes the pipe, so the parent can
+// pin the new namespaces through /proc/<pid>/ns (a user namespace with its
+// id maps, and namespaces owned by it). Nothing of a container runs in it.
+//
 // The clone child returns from the constructor into the Go runtime, which
 // runs `shim init` and reads the rest of its configuration from the pipe.
 //
@@ -50,12 +55,14 @@ enum {
 	T_NSPATH = 2,
 	T_USERMAP = 3,
 	T_TIMEOFFSETS = 4,
+	T_HOLD = 5,
 };
 
 /* sync bytes, stage0 -> parent */
 #define SYNC_USERMAP 'U'
 #define SYNC_PID 'P'
 #define SYNC_ERR 'E'
+#define SYNC_HELD 'H'
 /* parent -> stage0 */
 #define SYNC_USERMAP_ACK 'u'
 
@@ -194,6 +201,7 @@ __attribute__((constructor)) static void shim_nsexec(void)
 
 	uint32_t cloneflags = 0;
 	int usermap = 0;
+	int hold = 0;
 	char *timeoffsets = NULL;
 	size_t timeoffsets_len = 0;
 	struct nsjoin joins[MAX_NS];
@@ -243,6 +251,9 @@ __attribute__((constructor)) static void shim_nsexec(void)
 			timeoffsets = data;
 			timeoffsets_len = len;
 			break;
+		case T_HOLD:
+			hold = 1;
+			break;
 		default:
 			bail("unknown bootstrap record %u", type);
 		}
@@ -289,9 +300,11 @@ __attribute__((constructor)) static void shim_nsexec(void)
 			if (c != SYNC_USERMAP_ACK)
 				bail("bad usermap ack %#x", c);
 		}
-		if (setresgid(0, 0, 0) < 0)
+		/* A holder keeps the full capabilities a new user namespace
+		 * grants its creator, whatever ids it maps. */
+		if (!hold && setresgid(0, 0, 0) < 0)
 			bail("setresgid(0) in new user namespace (is container gid 0 mapped?)");
-		if (setresuid(0, 0, 0) < 0)
+		if (!hold && setresuid(0, 0, 0) < 0)
 			bail("setresuid(0) in new user namespace (is container uid 0 mapped?)");
 	}
 	uint32_t rest = cloneflags & ~(uint32_t)CLONE_NEWUSER;
@@ -299,6 +312,18 @@ __attribute__((constructor)) static void shim_nsexec(void)
 		bail("unshare namespaces %#x", rest);
 	if (timeoffsets != NULL && (cloneflags & CLONE_NEWTIME))
 		write_file("/proc/self/timens_offsets", timeoffsets, timeoffsets_len);
+
+	if (hold) {
+		char c = SYNC_HELD;
+		if (write_full(pipefd, &c, 1) < 0)
+			_exit(1);
+		for (;;) {
+			ssize_t n = read(pipefd, &c, 1);
+			if (n > 0 || (n < 0 && errno == EINTR))
+				continue;
+			_exit(0);
+		}
+	}
 
 	pid_t child = (pid_t)syscall(SYS_clone, CLONE_PARENT | SIGCHLD, NULL, NULL, NULL, NULL);
 	if (child < 0)

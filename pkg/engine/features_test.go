@@ -1,0 +1,77 @@
+package engine
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/runtime-spec/specs-go/features"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/libct"
+)
+
+// TestHandlerFeatures: a handler's features are its runtime's (OCI
+// features) and the host's together, with the reason for each one missing.
+func TestHandlerFeatures(t *testing.T) {
+	yes := true
+	runc11 := &features.Features{MountOptions: []string{"rbind", "ro", "rro"},
+		Linux: &features.Linux{Namespaces: []string{"mount", "user"}}}
+	runc12 := &features.Features{MountOptions: []string{"rro", "idmap", "ridmap"},
+		Linux: &features.Linux{Namespaces: []string{"user"}, MountExtensions: &features.MountExtensions{IDMap: &features.IDMap{Enabled: &yes}}}}
+	noUser := &features.Features{MountOptions: []string{"ro"}, Linux: &features.Linux{Namespaces: []string{"mount"}}}
+	good := &hostFeatures{rro: true}
+	oldKernel := &hostFeatures{idmap: errors.New("the kernel has no mount_setattr")}
+	for _, c := range []struct {
+		name      string
+		f         *features.Features
+		host      *hostFeatures
+		rro, user bool
+		missing   []string
+	}{
+		{"native", libct.Features(), good, true, true, nil},
+		{"runc 1.1", runc11, good, true, false, []string{"has no idmapped mounts"}},
+		{"runc 1.2", runc12, good, true, true, nil},
+		{"no user namespaces, no rro", noUser, good, false, false, []string{"has no rro", "has no user namespaces"}},
+		{"native on an old kernel", libct.Features(), oldKernel, false, false, []string{"mount_setattr (recursive", "user namespaces: the kernel"}},
+	} {
+		got := handlerFeatures(c.f, c.host, "rt")
+		if got.RecursiveReadOnly != c.rro || got.UserNamespaces != c.user {
+			t.Errorf("%s: rro %v userns %v, want %v %v", c.name, got.RecursiveReadOnly, got.UserNamespaces, c.rro, c.user)
+		}
+		for _, m := range c.missing {
+			if !strings.Contains(got.Missing, m) {
+				t.Errorf("%s: missing %q, want it to say %q", c.name, got.Missing, m)
+			}
+		}
+		if len(c.missing) == 0 && got.Missing != "" {
+			t.Errorf("%s: missing %q", c.name, got.Missing)
+		}
+	}
+}
+
+// TestCheckHandlerUserns: a pod with a user namespace needs a handler
+// that has them; other pods do not care.
+func TestCheckHandlerUserns(t *testing.T) {
+	r := &Runtime{features: &hostFeatures{byHandlers: map[string]HandlerFeatures{
+		"":     {UserNamespaces: true},
+		"runc": {RecursiveReadOnly: true, Missing: "runc has no idmapped mounts"},
+	}}}
+	m := []*runtimeapi.IDMapping{{ContainerId: 0, HostId: 65536, Length: 65536}}
+	userns := &runtimeapi.PodSandboxConfig{Linux: &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
+		NamespaceOptions: &runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: m, Gids: m}}}}}
+	plain := &runtimeapi.PodSandboxConfig{}
+	if err := r.checkHandlerUserns("", userns); err != nil {
+		t.Errorf("default handler: %v", err)
+	}
+	if err := r.checkHandlerUserns("runc", userns); !errors.Is(err, errdefs.ErrNotImplemented) || !strings.Contains(err.Error(), "idmapped") {
+		t.Errorf("runc: %v", err)
+	}
+	if err := r.checkHandlerUserns("runc", plain); err != nil {
+		t.Errorf("runc without a user namespace: %v", err)
+	}
+	if err := r.checkHandlerUserns("nope", userns); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("unknown handler: %v", err)
+	}
+}
