@@ -33,15 +33,11 @@ func newTestBuilder(t *testing.T) *builder {
 	t.Helper()
 	needTools(t)
 	ctx := context.Background()
-	bb, err := findBusybox(ctx, "", defaultCacheDir())
+	in, err := gatherInputs(ctx, "", defaultCacheDir(), "gcc", defaultHostPrograms)
 	if err != nil {
 		t.Fatal(err)
 	}
-	progs, err := compileC(ctx, "gcc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := newBuilder(ctx, inputs{busybox: bb, ipcs: "/usr/bin/ipcs", progs: progs})
+	b, err := newBuilder(ctx, in)
 	if err != nil {
 		t.Fatal(err)
 	}
