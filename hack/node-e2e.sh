@@ -109,12 +109,17 @@ bridge = "shimne0"
 pod_cidr = "10.77.0.0/16"
 nft_table = "shimne"
 veth_prefix = "shne"
+# The RuntimeClass handler the suite expects to be configured
+# (e2eruntimeclass.PreconfiguredRuntimeClassHandler).
+[runtime.handlers.test-handler]
+binary = "native"
 EOF
 		setsid "$ROOT/bin/shim" serve --config "$work/shim/config.toml" </dev/null >"$report/shim.log" 2>&1 &
 		echo $! >"$pidfile"
 		;;
 	containerd)
 		export PEER_VERSION=2.4 PEER_DIR=$work/containerd PEER_BRIDGE=ctrne0 PEER_CIDR=10.78.0.0/16
+		export PEER_EXTRA_HANDLERS=test-handler
 		sock=$PEER_DIR/containerd/containerd.sock
 		pidfile=$PEER_DIR/containerd.pid
 		procname=containerd
@@ -201,12 +206,17 @@ EOF
 		focus='\[NodeConformance\]'
 	fi
 	log "runtime $RUNTIME, $PROCS ginkgo processes, focus ${focus:0:120}..."
+	# ginkgo runs the suite in the directory of its binary, and the suite
+	# writes kubelet's kubeconfig, config and static pod dirs into its
+	# working directory, and finds kubelet next to itself: give it its own.
+	mkdir -p "$work/k8s"
+	ln -sf "$BIN/e2e_node.test" "$BIN/kubelet" "$work/k8s/"
 	cd "$work"
 	local status=0
 	"$BIN/ginkgo" --procs="$PROCS" --timeout="$TIMEOUT" --no-color --poll-progress-after=10m \
 		--focus="$focus" --skip="$skip" \
 		--output-dir="$report" --junit-report=junit.xml --json-report=report.json \
-		"$BIN/e2e_node.test" -- \
+		"$work/k8s/e2e_node.test" -- \
 		--container-runtime-endpoint="unix://$sock" --image-service-endpoint="unix://$sock" \
 		--container-runtime-process-name="$procname" --container-runtime-pid-file="$pidfile" \
 		--kubelet-config-file="$work/kubelet-base.yaml" \

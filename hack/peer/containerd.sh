@@ -31,7 +31,9 @@
 #   status  exit 0 if it runs and answers
 #
 # Environment: PEER_VERSION, PEER_DIR, PEER_CERTS_D (hosts.toml source dir),
-# PEER_CIDR, PEER_BRIDGE, PEER_SANDBOX_IMAGE, CONTAINERD and CTR (binaries).
+# PEER_CIDR, PEER_BRIDGE, PEER_SANDBOX_IMAGE, CONTAINERD and CTR (binaries),
+# PEER_EXTRA_HANDLERS (2.4: more RuntimeClass handler names, each runc like
+# the default one; the node e2e suite wants "test-handler").
 set -euo pipefail
 
 usage() {
@@ -68,6 +70,12 @@ case $version in
 	# containerd 2.4's own shim and runc, next to the containerd binary.
 	shim_bin=$(dirname "$bin")/containerd-shim-runc-v2
 	runc_bin=$(dirname "$bin")/runc
+	for h in ${PEER_EXTRA_HANDLERS:-}; do
+		[[ $h =~ ^[a-z0-9][a-z0-9.-]*$ ]] || {
+			echo "containerd.sh: bad handler name in PEER_EXTRA_HANDLERS: $h" >&2
+			exit 2
+		}
+	done
 	;;
 *) usage ;;
 esac
@@ -144,6 +152,20 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     # (and public.ecr.aws) -> http://127.0.0.1:5000.
     config_path = "$dir/certs.d"
 EOF
+}
+
+# extra_handlers: one more runc runtime per name in PEER_EXTRA_HANDLERS.
+extra_handlers() {
+	local h
+	for h in ${PEER_EXTRA_HANDLERS:-}; do
+		cat <<EOF
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.$h]
+      runtime_type = "io.containerd.runc.v2"
+      runtime_path = "$shim_bin"
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.$h.options]
+        BinaryName = "$runc_bin"
+EOF
+	done
 }
 
 # containerd 2.x: config version 3, where the CRI plugin is split into

@@ -71,7 +71,7 @@ type layerKey struct {
 }
 
 func newBuilder(ctx context.Context, in inputs) (*builder, error) {
-	for _, p := range []string{"pause", "nginx", "nnp", "pgrep"} {
+	for _, p := range []string{"pause", "nginx", "nnp", "pgrep", "nmeter"} {
 		if len(in.progs[p]) == 0 {
 			return nil, fmt.Errorf("program %s not compiled: %w", p, errdefs.ErrNotFound)
 		}
