@@ -6,6 +6,10 @@
 // are not counted. Exit status 0 unless the report cannot be read.
 //
 //	go run ./hack/node-e2e/report [--runtime NAME] [--tsv FILE] report.json
+//	go run ./hack/node-e2e/report --compare shim.tsv containerd.tsv
+//
+// --compare puts two runs' TSV files side by side: the specs that did not
+// pass on the first, grouped by how the second did.
 package main
 
 import (
@@ -62,7 +66,19 @@ type spec struct {
 func main() {
 	runtime := flag.String("runtime", "", "runtime name for the heading")
 	tsv := flag.String("tsv", "", "also write state<TAB>name<TAB>reason per spec to this file")
+	cmp := flag.Bool("compare", false, "compare two TSV files (first run, second run)")
 	flag.Parse()
+	if *cmp {
+		if flag.NArg() != 2 {
+			fmt.Fprintln(os.Stderr, "usage: report --compare FIRST.tsv SECOND.tsv")
+			os.Exit(2)
+		}
+		if err := compare(os.Stdout, flag.Arg(0), flag.Arg(1)); err != nil {
+			fmt.Fprintln(os.Stderr, "report:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if flag.NArg() != 1 {
 		fmt.Fprintln(os.Stderr, "usage: report [--runtime NAME] [--tsv FILE] report.json")
 		os.Exit(2)
@@ -146,4 +162,62 @@ func writeTSV(path string, specs []spec) error {
 		fmt.Fprintf(&b, "%s\t%s\t%s\n", s.state, s.name, strings.ReplaceAll(s.reason, "\t", " "))
 	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+func readTSV(path string) (map[string]spec, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]spec{}
+	for _, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		if line == "" {
+			continue
+		}
+		f := strings.SplitN(line, "\t", 3)
+		if len(f) != 3 {
+			return nil, fmt.Errorf("%s: bad line %q", path, line)
+		}
+		out[f[1]] = spec{state: f[0], name: f[1], reason: f[2]}
+	}
+	return out, nil
+}
+
+// compare lists the specs that did not pass in the first run, by their
+// outcome in the second: passed there (the first runtime's failures),
+// failed there too (this host, the images or the suite), not run there.
+func compare(w io.Writer, first, second string) error {
+	a, err := readTSV(first)
+	if err != nil {
+		return err
+	}
+	b, err := readTSV(second)
+	if err != nil {
+		return err
+	}
+	groups := map[string][]string{}
+	for name, s := range a {
+		if s.state == "passed" {
+			continue
+		}
+		other, ok := b[name]
+		key := "not run in " + second
+		if ok {
+			key = other.state + " in " + second
+		}
+		groups[key] = append(groups[key], fmt.Sprintf("%-8s %s\n         %s", s.state, name, s.reason))
+	}
+	keys := make([]string, 0, len(groups))
+	for k := range groups {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		sort.Strings(groups[k])
+		fmt.Fprintf(w, "== %d not passed in %s, %s\n", len(groups[k]), first, k)
+		for _, l := range groups[k] {
+			fmt.Fprintln(w, l)
+		}
+	}
+	return nil
 }
