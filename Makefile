@@ -5,7 +5,7 @@ LDFLAGS   := -X main.Version=$(VERSION)
 PREFIX    ?= /usr/local
 BIN       := bin/shim
 
-.PHONY: all build run test unit e2e kubelet-e2e bench lint install deps clean
+.PHONY: all build run test unit e2e kubelet-e2e node-e2e node-e2e-ci bench lint install deps clean
 
 all: build
 
@@ -25,12 +25,13 @@ deps:
 
 # Everything: dependencies, unit and root integration tests, then the
 # end-to-end runs (registry, test images, shim, crictl, critest; a real
-# kubelet with static pods).
+# kubelet with static pods) and the CI subset of Kubernetes' node e2e suite.
 test: deps build
 	$(MAKE) lint
 	$(MAKE) unit
 	$(MAKE) e2e
 	$(MAKE) kubelet-e2e
+	$(MAKE) node-e2e-ci
 
 # Packages one at a time (-p 1): many tests are root tests that change the
 # host (mounts, links, nftables, cgroups) and check that nothing else did.
@@ -43,6 +44,16 @@ e2e: build
 # A real kubelet (v1.37.2, built once into _output/bin) runs static pods on shim.
 kubelet-e2e: build
 	hack/kubelet-e2e.sh
+
+# Kubernetes' node e2e suite ([NodeConformance]) against shim: a real kubelet,
+# API server and etcd (docs/conformance.md). NODE_E2E_RUNTIME=containerd runs
+# it against containerd 2.4 instead.
+node-e2e: build
+	hack/node-e2e.sh
+
+# Its fixed CI subset (hack/node-e2e/ci-focus).
+node-e2e-ci: build
+	NODE_E2E_SUBSET=ci hack/node-e2e.sh
 
 bench: build
 	$(GO) build -o bin/bench ./hack/bench

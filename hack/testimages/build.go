@@ -18,6 +18,42 @@ type inputs struct {
 	busybox string            // a non-standalone busybox (see busybox.go)
 	ipcs    string            // util-linux ipcs
 	progs   map[string][]byte // compiled c/*.c by program name
+
+	// For the node e2e images (k8s.go).
+	agnhost []byte // the agnhost stand-in (./agnhost), static
+	bash    string // host programs, copied with their libraries
+	curl    string
+	ipcmk   string
+	nc      string // Debian's netcat-openbsd nc
+}
+
+// hostPrograms are the defaults of the host programs in inputs.
+type hostPrograms struct {
+	ipcs, bash, curl, ipcmk string
+}
+
+var defaultHostPrograms = hostPrograms{ipcs: "/usr/bin/ipcs", bash: "/bin/bash", curl: "/usr/bin/curl", ipcmk: "/usr/bin/ipcmk"}
+
+// gatherInputs finds or builds everything the images are made of.
+func gatherInputs(ctx context.Context, busybox, cacheDir, cc string, host hostPrograms) (inputs, error) {
+	bb, err := findBusybox(ctx, busybox, cacheDir)
+	if err != nil {
+		return inputs{}, err
+	}
+	progs, err := compileC(ctx, cc)
+	if err != nil {
+		return inputs{}, err
+	}
+	agnhost, err := buildAgnhost(ctx)
+	if err != nil {
+		return inputs{}, err
+	}
+	nc, err := cachedDebFile(ctx, cacheDir, netcatPackage, "bin/nc.openbsd")
+	if err != nil {
+		return inputs{}, err
+	}
+	return inputs{busybox: bb, ipcs: host.ipcs, progs: progs,
+		agnhost: agnhost, bash: host.bash, curl: host.curl, ipcmk: host.ipcmk, nc: nc}, nil
 }
 
 // builder makes images from imageDefs. It builds every layer once per
@@ -35,10 +71,13 @@ type layerKey struct {
 }
 
 func newBuilder(ctx context.Context, in inputs) (*builder, error) {
-	for _, p := range []string{"pause", "nginx", "nnp", "pgrep"} {
+	for _, p := range []string{"pause", "nginx", "nnp", "pgrep", "nmeter"} {
 		if len(in.progs[p]) == 0 {
 			return nil, fmt.Errorf("program %s not compiled: %w", p, errdefs.ErrNotFound)
 		}
+	}
+	if err := in.checkK8s(); err != nil {
+		return nil, err
 	}
 	applets, err := busyboxApplets(ctx, in.busybox)
 	if err != nil {

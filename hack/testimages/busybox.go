@@ -52,30 +52,37 @@ func findBusybox(ctx context.Context, explicit, cacheDir string) (string, error)
 }
 
 func cachedBusybox(ctx context.Context, cacheDir string) (string, error) {
-	dir := filepath.Join(cacheDir, "busybox-deb")
-	bin := filepath.Join(dir, "root", "bin", "busybox")
+	return cachedDebFile(ctx, cacheDir, busyboxPackage, "bin/busybox")
+}
+
+// cachedDebFile returns file (a path inside the package) of the Debian
+// package pkg, downloaded once with `apt-get download` into
+// cacheDir/<pkg>-deb and unpacked there; the package is not installed.
+func cachedDebFile(ctx context.Context, cacheDir, pkg, file string) (string, error) {
+	dir := filepath.Join(cacheDir, pkg+"-deb")
+	bin := filepath.Join(dir, "root", file)
 	if _, err := os.Stat(bin); err == nil {
 		return bin, nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("busybox cache: %w", err)
+		return "", fmt.Errorf("%s cache: %w", pkg, err)
 	}
-	debs, err := filepath.Glob(filepath.Join(dir, busyboxPackage+"_*.deb"))
+	debs, err := filepath.Glob(filepath.Join(dir, pkg+"_*.deb"))
 	if err != nil {
 		return "", err
 	}
 	if len(debs) == 0 {
-		log.G(ctx).Infof("downloading Debian package %s into %s", busyboxPackage, dir)
-		cmd := exec.CommandContext(ctx, "apt-get", "download", busyboxPackage)
+		log.G(ctx).Infof("downloading Debian package %s into %s", pkg, dir)
+		cmd := exec.CommandContext(ctx, "apt-get", "download", pkg)
 		cmd.Dir = dir
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return "", fmt.Errorf("apt-get download %s: %w: %s", busyboxPackage, err, bytes.TrimSpace(out))
+			return "", fmt.Errorf("apt-get download %s: %w: %s", pkg, err, bytes.TrimSpace(out))
 		}
-		if debs, err = filepath.Glob(filepath.Join(dir, busyboxPackage+"_*.deb")); err != nil {
+		if debs, err = filepath.Glob(filepath.Join(dir, pkg+"_*.deb")); err != nil {
 			return "", err
 		}
 		if len(debs) == 0 {
-			return "", fmt.Errorf("apt-get download %s left no .deb in %s: %w", busyboxPackage, dir, errdefs.ErrNotFound)
+			return "", fmt.Errorf("apt-get download %s left no .deb in %s: %w", pkg, dir, errdefs.ErrNotFound)
 		}
 	}
 	sort.Strings(debs)
@@ -88,11 +95,14 @@ func cachedBusybox(ctx context.Context, cacheDir string) (string, error) {
 	if out, err := exec.CommandContext(ctx, "dpkg-deb", "-x", deb, tmp).CombinedOutput(); err != nil {
 		return "", fmt.Errorf("dpkg-deb -x %s: %w: %s", deb, err, bytes.TrimSpace(out))
 	}
-	if _, err := os.Stat(filepath.Join(tmp, "bin", "busybox")); err != nil {
-		return "", fmt.Errorf("%s has no bin/busybox: %w", deb, errdefs.ErrNotFound)
+	if _, err := os.Stat(filepath.Join(tmp, file)); err != nil {
+		return "", fmt.Errorf("%s has no %s: %w", deb, file, errdefs.ErrNotFound)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "root")); err != nil {
+		return "", err
 	}
 	if err := os.Rename(tmp, filepath.Join(dir, "root")); err != nil {
-		return "", fmt.Errorf("busybox cache: %w", err)
+		return "", fmt.Errorf("%s cache: %w", pkg, err)
 	}
 	return bin, nil
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -46,7 +48,7 @@ func exitCode(err error) int {
 
 func TestCProgramsStatic(t *testing.T) {
 	dir := programs(t)
-	for _, p := range []string{"pause", "nginx", "nnp", "pgrep"} {
+	for _, p := range []string{"pause", "nginx", "nnp", "pgrep", "nmeter"} {
 		interp, libs, err := elfDeps(filepath.Join(dir, p))
 		if err != nil {
 			t.Fatal(err)
@@ -154,6 +156,42 @@ func TestNnpPrintsEffectiveUID(t *testing.T) {
 	}
 	if want := fmt.Sprintf("Effective uid: %d\n", os.Geteuid()); string(out) != want {
 		t.Errorf("nnp printed %q, want %q", out, want)
+	}
+}
+
+// TestNmeter: the node e2e container lifecycle specs take the first line of
+// `nmeter -d0 '%3t'` as the time of day with milliseconds.
+func TestNmeter(t *testing.T) {
+	dir := programs(t)
+	nmeter := filepath.Join(dir, "nmeter")
+	cmd := exec.Command(nmeter, "-d0", "at %3t %% %t")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	n, err := io.ReadFull(stdout, buf[:len("at 12:34:56.789 % 12:34:56\n")])
+	stdout.Close() // like `head -n1`: nmeter must end on the closed pipe
+	if err != nil {
+		t.Fatalf("read %q: %v", buf[:n], err)
+	}
+	if !regexp.MustCompile(`^at \d\d:\d\d:\d\d\.\d{3} % \d\d:\d\d:\d\d\n$`).Match(buf[:n]) {
+		t.Errorf("line %q", buf[:n])
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("nmeter did not end when its reader went away")
+	}
+	// System counters are refused, not printed wrong.
+	if out, err := exec.Command(nmeter, "%c").CombinedOutput(); exitCode(err) != 1 || !strings.Contains(string(out), "not supported") {
+		t.Errorf("nmeter %%c: %q exit %d", out, exitCode(err))
 	}
 }
 

@@ -9,7 +9,8 @@ import (
 	"github.com/shim-cri/shim/pkg/errdefs"
 )
 
-// Name prefixes of the images critest v1.37.0 pulls.
+// Name prefixes of the images critest v1.37.0 and the node e2e suite of
+// Kubernetes v1.37 pull.
 const (
 	e2e      = "registry.k8s.io/e2e-test-images/" // framework.DefaultRegistryE2ETestImagesPrefix
 	criTools = "gcr.io/k8s-staging-cri-tools/"    // validate.registry
@@ -78,11 +79,12 @@ func benchLayers(n int) []layerSpec {
 // images/*/Dockerfile); test-image-digest is not here, because its pinned
 // digest cannot be reproduced.
 func images() []imageDef {
-	return []imageDef{
+	defs := append([]imageDef{
 		// critest's default container image (and busybox under the names
-		// its benchmarks and our own tests use).
+		// its benchmarks, the node e2e suite and our own tests use).
 		{refs: []string{
 			e2e + "busybox:1.29-2",
+			e2e + "busybox:1.37.0-2",
 			"docker.io/library/busybox:latest",
 			"docker.io/library/busybox:1.36",
 			ecrHub + "busybox:1.35.0-glibc",
@@ -91,10 +93,10 @@ func images() []imageDef {
 			ecrHub + "busybox:1-glibc",
 			ecrHub + "busybox:1-musl",
 		}, layers: busyboxWith(), config: shellConfig},
-		{refs: []string{e2e + "nginx:1.14-2"}, layers: busyboxWith(nginxLayer), config: nginxConfig},
+		{refs: []string{e2e + "nginx:1.14-2", e2e + "nginx:1.27.0-2", e2e + "nginx:1.28.0-2"}, layers: busyboxWith(nginxLayer), config: nginxConfig},
 		{refs: []string{e2e + "httpd:2.4.39-4"}, layers: busyboxWith(httpdLayer), config: httpdConfig},
-		{refs: []string{e2e + "nonewprivs:1.3"}, layers: busyboxWith(nonewprivsLayer), config: nonewprivsConfig},
-		{refs: []string{"registry.k8s.io/pause:3.9", "k8s.gcr.io/pause:3.9"}, layers: []layerSpec{pauseLayer}, config: pauseConfig},
+		{refs: []string{e2e + "nonewprivs:1.3", e2e + "nonewprivs:1.4"}, layers: busyboxWith(nonewprivsLayer), config: nonewprivsConfig},
+		{refs: []string{"registry.k8s.io/pause:3.9", "k8s.gcr.io/pause:3.9", "registry.k8s.io/pause:3.10.2"}, layers: []layerSpec{pauseLayer}, config: pauseConfig},
 
 		// images/image-test: busybox plus an empty file named after the image.
 		{refs: []string{criTools + "test-image-latest"}, layers: busyboxWith(fileLayer("test-image-latest", "")), config: shellConfig},
@@ -116,6 +118,9 @@ func images() []imageDef {
 		// images/hostnet-nginx: nginx on 12003, named per architecture.
 		{refs: []string{criTools + "hostnet-nginx-" + runtime.GOARCH}, layers: busyboxWith(nginxLayer, hostnetNginxLayer), config: nginxConfig},
 
+		// The node e2e suite's (k8s.go).
+	}, k8sImages()...)
+	return append(defs, []imageDef{
 		// shim's own.
 		{refs: []string{"shim-test/multiarch:1"}, layers: busyboxWith(fileLayer("etc/shim-test", "multiarch\n")), config: shellConfig,
 			platforms: []string{"linux/amd64", "linux/arm64", "linux/arm/v7"}},
@@ -123,7 +128,7 @@ func images() []imageDef {
 		{refs: []string{"shim-test/uncompressed:1"}, layers: busyboxWith(fileLayer("etc/shim-test", "uncompressed\n")), config: shellConfig, comp: uncompressed},
 		{refs: []string{"shim-test/docker-schema2:1"}, layers: busyboxWith(fileLayer("etc/shim-test", "docker-schema2\n")), config: shellConfig, docker: true},
 		{refs: []string{"shim-test/bench:8x4m"}, layers: benchLayers(8), config: benchConfig},
-	}
+	}...)
 }
 
 // validate checks a definition before anything is built.

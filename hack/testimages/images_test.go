@@ -3,6 +3,7 @@ package main
 import (
 	"archive/tar"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"os/exec"
@@ -33,15 +34,11 @@ func newTestBuilder(t *testing.T) *builder {
 	t.Helper()
 	needTools(t)
 	ctx := context.Background()
-	bb, err := findBusybox(ctx, "", defaultCacheDir())
+	in, err := gatherInputs(ctx, "", defaultCacheDir(), "gcc", defaultHostPrograms)
 	if err != nil {
 		t.Fatal(err)
 	}
-	progs, err := compileC(ctx, "gcc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := newBuilder(ctx, inputs{busybox: bb, ipcs: "/usr/bin/ipcs", progs: progs})
+	b, err := newBuilder(ctx, in)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,7 +302,7 @@ func TestImageContents(t *testing.T) {
 			t.Errorf("%s is a symlink", name)
 		}
 	}
-	for _, f := range []string{"usr/bin/ipcs", "usr/bin/pgrep", "lib/" + multiarchTriplet() + "/libc.so.6"} {
+	for _, f := range []string{"usr/bin/ipcs", "usr/bin/pgrep", "bin/nmeter", "lib/" + multiarchTriplet() + "/libc.so.6"} {
 		if _, ok := hdrs[f]; !ok {
 			t.Errorf("busybox layer lacks %s", f)
 		}
@@ -460,5 +457,73 @@ func TestImageDefValidate(t *testing.T) {
 		if err := def.validate(); err != nil {
 			t.Errorf("table entry %v: %v", def.refs, err)
 		}
+	}
+}
+
+// TestNodeE2EImages checks the images the node e2e suite of Kubernetes
+// v1.37 pulls, under the names and tags test/utils/image/manifest.go gives.
+func TestNodeE2EImages(t *testing.T) {
+	all, _ := buildAll(t)
+	const e = "registry.k8s.io/e2e-test-images/"
+	for _, tc := range []struct {
+		ref        string
+		sameAs     string // "" or the reference of the same image
+		user       string
+		entrypoint []string
+		cmd        []string
+	}{
+		{e + "busybox:1.37.0-2", e + "busybox:1.29-2", "", nil, []string{"sh"}},
+		{e + "nginx:1.27.0-2", e + "nginx:1.14-2", "", nil, []string{"nginx", "-g", "daemon off;"}},
+		{e + "nginx:1.28.0-2", e + "nginx:1.14-2", "", nil, []string{"nginx", "-g", "daemon off;"}},
+		{e + "nonewprivs:1.4", e + "nonewprivs:1.3", "", nil, []string{"nnp"}},
+		{"registry.k8s.io/pause:3.10.2", "registry.k8s.io/pause:3.9", "65535:65535", []string{"/pause"}, nil},
+		{e + "agnhost:2.66.1", "", "", []string{"/agnhost"}, []string{"pause"}},
+		{e + "agnhost:2.55", e + "agnhost:2.66.1", "", []string{"/agnhost"}, []string{"pause"}},
+		{e + "nonroot:1.5", "", "1234", nil, []string{"sh"}},
+		{e + "ipc-utils:1.4", "", "", nil, []string{"sh"}},
+		{e + "glibc-dns-testing:2.1.1", "", "", nil, []string{"sh"}},
+	} {
+		b, ok := all[tc.ref]
+		if !ok {
+			t.Errorf("%s is not built", tc.ref)
+			continue
+		}
+		if tc.sameAs != "" && mustDigest(t, b) != mustDigest(t, all[tc.sameAs]) {
+			t.Errorf("%s should be the image of %s", tc.ref, tc.sameAs)
+		}
+		cf, err := b.image.ConfigFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := cf.Config
+		if c.User != tc.user || strings.Join(c.Entrypoint, " ") != strings.Join(tc.entrypoint, " ") ||
+			strings.Join(c.Cmd, " ") != strings.Join(tc.cmd, " ") {
+			t.Errorf("%s: user %q entrypoint %q cmd %q; want %q %q %q", tc.ref, c.User, c.Entrypoint, c.Cmd, tc.user, tc.entrypoint, tc.cmd)
+		}
+	}
+
+	// agnhost: the stand-in, its second name, the tools the specs call and
+	// the user and group its image defines.
+	ag := imageLayers(t, all[e+"agnhost:2.66.1"].image)
+	hdrs, data := layerFiles(t, ag[len(ag)-1], "etc/passwd", "etc/group", "localhost.crt", "localhost.key")
+	for _, f := range []string{"agnhost", "bin/bash", "usr/bin/curl", "usr/bin/nc", "uploads/"} {
+		if _, ok := hdrs[f]; !ok {
+			t.Errorf("agnhost layer lacks %s", f)
+		}
+	}
+	if h := hdrs["agnhost-2"]; h == nil || h.Typeflag != tar.TypeSymlink || h.Linkname != "agnhost" {
+		t.Errorf("agnhost-2 = %+v, want a symlink to agnhost", h)
+	}
+	if !strings.Contains(data["etc/passwd"], "\nuser-defined-in-image:x:1000:1000:") ||
+		!strings.Contains(data["etc/group"], "\ngroup-defined-in-image:x:50000:user-defined-in-image\n") {
+		t.Errorf("agnhost passwd/group:\n%s\n%s", data["etc/passwd"], data["etc/group"])
+	}
+	if _, err := tls.X509KeyPair([]byte(data["localhost.crt"]), []byte(data["localhost.key"])); err != nil {
+		t.Errorf("localhost.crt/key: %v", err)
+	}
+	// ipc-utils has ipcmk next to busybox's image ipcs.
+	ipc := imageLayers(t, all[e+"ipc-utils:1.4"].image)
+	if hdrs, _ := layerFiles(t, ipc[len(ipc)-1]); hdrs["usr/bin/ipcmk"] == nil {
+		t.Error("ipc-utils lacks usr/bin/ipcmk")
 	}
 }

@@ -67,7 +67,7 @@ services: files
 // busyboxLayer is the root filesystem every busybox-based image starts from:
 // Debian's busybox with each applet a hard link in /bin (a hard link, not a
 // symlink, so masking /bin/ls masks only ls), its C library, util-linux's
-// ipcs and our pgrep.
+// ipcs, and our pgrep and nmeter (applets Debian's build lacks).
 var busyboxLayer = layerSpec{name: "busybox", build: func(b *builder) (*tree, error) {
 	t := newTree()
 	for _, d := range []struct {
@@ -100,6 +100,7 @@ var busyboxLayer = layerSpec{name: "busybox", build: func(b *builder) (*tree, er
 		data []byte
 	}{
 		{"usr/bin/pgrep", 0o755, b.in.progs["pgrep"]},
+		{"bin/nmeter", 0o755, b.in.progs["nmeter"]},
 		{"etc/passwd", 0o644, []byte(etcPasswd)},
 		{"etc/group", 0o644, []byte(etcGroup)},
 		{"etc/nsswitch.conf", 0o644, []byte(etcNsswitch)},

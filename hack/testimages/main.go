@@ -4,8 +4,9 @@
 //
 //	go run ./hack/testimages --registry 127.0.0.1:5000
 //
-// Every image and its references are listed in images.go; the layers they
-// are made of in layers.go; the C programs in c/.
+// Every image and its references are listed in images.go (k8s.go for the
+// node e2e images); the layers they are made of in layers.go; the C programs
+// in c/; the agnhost stand-in in agnhost/.
 package main
 
 import (
@@ -43,9 +44,13 @@ func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("testimages", flag.ContinueOnError)
 	registry := fs.String("registry", "127.0.0.1:5000", "registry (host:port, plain HTTP) to push to")
 	dryRun := fs.Bool("dry-run", false, "build every image and print its digest, push nothing")
-	cacheDir := fs.String("cache-dir", defaultCacheDir(), "where the downloaded busybox package is kept")
+	cacheDir := fs.String("cache-dir", defaultCacheDir(), "where the downloaded Debian packages (busybox, netcat-openbsd) are kept")
 	busybox := fs.String("busybox", "", "busybox binary to use instead of Debian's dynamically linked one (its shell must not run applets in-process)")
-	ipcs := fs.String("ipcs", "/usr/bin/ipcs", "util-linux ipcs to copy into the busybox image")
+	host := defaultHostPrograms
+	fs.StringVar(&host.ipcs, "ipcs", host.ipcs, "util-linux ipcs to copy into the busybox image")
+	fs.StringVar(&host.ipcmk, "ipcmk", host.ipcmk, "util-linux ipcmk to copy into the ipc-utils image")
+	fs.StringVar(&host.bash, "bash", host.bash, "bash to copy into the agnhost image")
+	fs.StringVar(&host.curl, "curl", host.curl, "curl to copy into the agnhost image")
 	cc := fs.String("cc", "gcc", "C compiler for c/*.c (linked -static)")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
@@ -54,15 +59,11 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("unexpected arguments %q: %w", fs.Args(), errdefs.ErrInvalidArgument)
 	}
 
-	bb, err := findBusybox(ctx, *busybox, *cacheDir)
+	in, err := gatherInputs(ctx, *busybox, *cacheDir, *cc, host)
 	if err != nil {
 		return err
 	}
-	progs, err := compileC(ctx, *cc)
-	if err != nil {
-		return err
-	}
-	b, err := newBuilder(ctx, inputs{busybox: bb, ipcs: *ipcs, progs: progs})
+	b, err := newBuilder(ctx, in)
 	if err != nil {
 		return err
 	}

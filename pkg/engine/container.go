@@ -98,7 +98,7 @@ func (r *Runtime) createContainer(ctx context.Context, j *Job, req CreateContain
 		return nil, err
 	}
 	c := &Container{ID: id, SandboxID: sb.ID, Name: name, ConfigPB: cfgPB, State: ContainerCreated, CreatedAt: time.Now(),
-		ImageID: img.ID.String(), ImageRef: imageRef(img), ImageName: cfg.GetImage().GetImage(), LogPath: lp,
+		ImageID: img.ID.String(), ImageRef: imageRef(img), ImageName: statusImageName(cfg.GetImage(), img), LogPath: lp,
 		Bundle: filepath.Join(sb.Dir, "ctrs", id), Snapshot: "ctr-" + id, StopSignal: img.Config.StopSignal, config: cfg}
 	spec, err := r.prepareBundle(ctx, sb, c, img, &rb, func(rootfs, volumes string) (*specs.Spec, error) {
 		imageMounts, err := r.mountImageVolumes(ctx, sb, c)
@@ -240,6 +240,22 @@ func populateVolumes(ctx context.Context, c specgen.Container) error {
 		}
 	}
 	return nil
+}
+
+// statusImageName is the image a container's status names: the image as the
+// user wrote it in the pod (kubelet sends it as UserSpecifiedImage and the
+// image ID as Image), else a tag of the image when Image is its ID, else
+// Image. kubelet shows it as the container status' image, and the node e2e
+// specs that update a container's image wait for the new name there.
+func statusImageName(spec *runtimeapi.ImageSpec, img *imagestore.Image) string {
+	if u := spec.GetUserSpecifiedImage(); u != "" {
+		return u
+	}
+	name := spec.GetImage()
+	if (name == img.ID.String() || name == img.ID.Encoded()) && len(img.RepoTags) > 0 {
+		return img.RepoTags[0]
+	}
+	return name
 }
 
 func imageRef(img *imagestore.Image) string {

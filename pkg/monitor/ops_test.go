@@ -127,7 +127,7 @@ func TestMonitorCRILogFormat(t *testing.T) {
 		{"stdout", "P", long[maxLogLine : 2*maxLogLine]},
 		{"stdout", "F", long[2*maxLogLine:]},
 		{"stdout", "F", exact},
-		{"stdout", "F", "tail-no-newline"},
+		{"stdout", "P", "tail-no-newline"},
 	}
 	var stdout []record
 	sawErr := false

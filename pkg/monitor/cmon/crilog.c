@@ -5,7 +5,10 @@
  * CM_MAX_LOG_LINE bytes followed by a full ("F") record of the rest; a
  * line of exactly CM_MAX_LOG_LINE bytes is one full record, however the
  * reads split it (a full pending line waits for the next byte). At EOF a
- * last line without a newline is written as a full record.
+ * last line without a newline is written as a partial ("P") record: the
+ * output did not end with a newline, and kubelet's reader adds one only
+ * after a full record (`echo -n DONE` must read back as "DONE", as
+ * containerd and CRI-O write it).
  *
  * Records are gathered into one writev per batch. A record may point into
  * the stream's pending text: such a batch is written before that text
@@ -156,7 +159,7 @@ int cm_crilog_eof(int logfd, const char *stream, struct cm_linebuf *lb, const st
 	}
 	struct batch b;
 	init(&b, logfd, stream, now);
-	emit(&b, 0, lb->pend, lb->plen, NULL, 0);
+	emit(&b, 1, lb->pend, lb->plen, NULL, 0);
 	int r = finish(&b);
 	cm_linebuf_free(lb);
 	return r;
