@@ -369,9 +369,18 @@ func (n *node) saveSysctls() {
 	})
 }
 
+// unified reports a cgroup v2 only host.
+func unified() bool {
+	var st unix.Statfs_t
+	return unix.Statfs("/sys/fs/cgroup", &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC
+}
+
 // cgroupHierarchies lists the mounted cgroup hierarchies (v1 controllers,
 // named ones, the v2 mount of a hybrid host).
 func cgroupHierarchies(t *testing.T) []string {
+	if unified() {
+		return []string{"/sys/fs/cgroup"}
+	}
 	ents, err := os.ReadDir("/sys/fs/cgroup")
 	if err != nil {
 		t.Fatal(err)
@@ -383,9 +392,6 @@ func cgroupHierarchies(t *testing.T) []string {
 		if e.IsDir() && unix.Statfs(p, &st) == nil && (st.Type == unix.CGROUP_SUPER_MAGIC || st.Type == unix.CGROUP2_SUPER_MAGIC) {
 			out = append(out, p)
 		}
-	}
-	if len(out) == 0 {
-		out = []string{"/sys/fs/cgroup"} // unified
 	}
 	return out
 }
@@ -686,4 +692,28 @@ func (n *node) removeManifest(t *testing.T, name string) {
 	if err := os.Remove(filepath.Join(n.manifests, name+".yaml")); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// containerCgroup is the directory of process pid's cgroup for controller
+// ctl (v1), or of its only cgroup (v2).
+func containerCgroup(t *testing.T, pid int, ctl string) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.SplitN(l, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		if f[0] == "0" && f[1] == "" && unified() {
+			return filepath.Join("/sys/fs/cgroup", f[2])
+		}
+		if slices.Contains(strings.Split(f[1], ","), ctl) {
+			return filepath.Join("/sys/fs/cgroup", ctl, f[2])
+		}
+	}
+	t.Fatalf("no %s cgroup in /proc/%d/cgroup:\n%s", ctl, pid, b)
+	return ""
 }

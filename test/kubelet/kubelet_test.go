@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -191,36 +192,22 @@ func TestKubelet(t *testing.T) {
 
 	t.Run("memory and CPU limits", func(t *testing.T) {
 		pid := n.hostPid(t, n.runningContainer(t, webUID, "app").Id)
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-		if err != nil {
-			t.Fatal(err)
+		// 64Mi and 200m (20000 of a 100000 period), under the pod cgroup
+		// kubelet made: cgroup v1 files, or v2's on a unified host.
+		files := map[string]string{"memory.limit_in_bytes": strconv.Itoa(64 << 20), "cpu.cfs_quota_us": "20000"}
+		if unified() {
+			files = map[string]string{"memory.max": strconv.Itoa(64 << 20), "cpu.max": "20000 100000"}
 		}
-		want := map[string]string{"memory": "memory.limit_in_bytes", "cpu": "cpu.cfs_quota_us"}
-		value := map[string]string{"memory": strconv.Itoa(64 << 20), "cpu": "20000"}
-		found := 0
-		for _, l := range strings.Split(string(b), "\n") {
-			f := strings.SplitN(l, ":", 3)
-			if len(f) != 3 {
-				continue
+		for file, want := range files {
+			ctl, _, _ := strings.Cut(file, ".")
+			dir := containerCgroup(t, pid, ctl)
+			if !strings.Contains(dir, "/"+cgroupRoot+"/kubepods/burstable/pod"+webUID+"/") {
+				t.Errorf("%s cgroup %s is not under kubelet's pod cgroup", ctl, dir)
 			}
-			for _, ctl := range strings.Split(f[1], ",") {
-				file, ok := want[ctl]
-				if !ok {
-					continue
-				}
-				found++
-				// shim puts the container under the pod cgroup kubelet made.
-				if !strings.HasPrefix(f[2], "/"+cgroupRoot+"/kubepods/burstable/pod"+webUID+"/") {
-					t.Errorf("%s cgroup %s is not under kubelet's pod cgroup", ctl, f[2])
-				}
-				v, err := os.ReadFile("/sys/fs/cgroup/" + ctl + f[2] + "/" + file)
-				if err != nil || strings.TrimSpace(string(v)) != value[ctl] {
-					t.Errorf("%s: %q %v, want %s", file, v, err, value[ctl])
-				}
+			v, err := os.ReadFile(filepath.Join(dir, file))
+			if err != nil || strings.TrimSpace(string(v)) != want {
+				t.Errorf("%s: %q %v, want %s", file, v, err, want)
 			}
-		}
-		if found != len(want) {
-			t.Errorf("the memory and cpu controllers are not in /proc/%d/cgroup:\n%s", pid, b)
 		}
 	})
 
