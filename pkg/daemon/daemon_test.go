@@ -90,8 +90,8 @@ func TestDaemonImageService(t *testing.T) {
 	if err != nil || len(st.GetStatus().GetConditions()) != 2 || !st.Status.Conditions[0].Status || st.Info["config"] == "" {
 		t.Fatalf("status %v %v", st, err)
 	}
-	_, err = rs.Exec(ctx, &runtimeapi.ExecRequest{})
-	if status.Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), "Exec") {
+	_, err = rs.CheckpointContainer(ctx, &runtimeapi.CheckpointContainerRequest{})
+	if status.Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), "CheckpointContainer") {
 		t.Fatalf("unimplemented RPC: %v", err)
 	}
 
