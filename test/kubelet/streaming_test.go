@@ -115,7 +115,7 @@ func testKubeletExec(t *testing.T, n *node) {
 		var out lockedBuf
 		err := n.stream(t, ctx, "spdy", "/exec/default/"+pod+"/app", q, remotecommand.StreamOptions{
 			Stdin: strings.NewReader("stty size; echo tty:$((6*7)) >&2; exit 3\n"), Stdout: &out, Tty: true,
-			TerminalSizeQueue: fixedSize{}})
+			TerminalSizeQueue: &fixedSize{}})
 		if code, ok := exitCode(err); !ok || code != 3 {
 			t.Errorf("tty exec: %v, want exit code 3; output %q", err, out.String())
 		}
@@ -125,10 +125,15 @@ func testKubeletExec(t *testing.T, n *node) {
 	})
 }
 
-// fixedSize is a terminal of 90 columns and 30 rows.
-type fixedSize struct{}
+// fixedSize sends one terminal size, 90 columns and 30 rows, then ends
+// the resize stream (nil).
+type fixedSize struct{ sent bool }
 
-func (fixedSize) Next() *remotecommand.TerminalSize {
+func (f *fixedSize) Next() *remotecommand.TerminalSize {
+	if f.sent {
+		return nil
+	}
+	f.sent = true
 	return &remotecommand.TerminalSize{Width: 90, Height: 30}
 }
 
@@ -164,7 +169,7 @@ func testKubeletAttach(t *testing.T, n *node) {
 		go func() {
 			done <- n.stream(t, ctx, "spdy", "/attach/default/"+pod+"/shell",
 				url.Values{"input": {"1"}, "output": {"1"}, "tty": {"1"}},
-				remotecommand.StreamOptions{Stdin: pr, Stdout: &out, Tty: true, TerminalSizeQueue: fixedSize{}})
+				remotecommand.StreamOptions{Stdin: pr, Stdout: &out, Tty: true, TerminalSizeQueue: &fixedSize{}})
 		}()
 		waitFor(t, "the shell on the terminal to answer", 30*time.Second, func() (bool, string) {
 			fmt.Fprintln(pw, "echo sum:$((40+2))")
