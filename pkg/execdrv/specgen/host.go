@@ -20,6 +20,8 @@ func DetectHost() Options {
 	var o Options
 	var st unix.Statfs_t
 	o.CgroupV2 = unix.Statfs("/sys/fs/cgroup", &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC
+	_, err := os.Stat("/sys/fs/selinux/enforce")
+	o.SELinux = err == nil
 	o.SwapAccounting = swapAccounting(o.CgroupV2)
 	if hugetlbController(o.CgroupV2) {
 		o.HugepageSizes = hugepageSizes("/sys/kernel/mm/hugepages")

@@ -257,12 +257,16 @@ func localhostAppArmor(ref string) (string, error) {
 	return name, nil
 }
 
+// noSELinuxOnce: the log line about a host without SELinux, once.
+var noSELinuxOnce sync.Once
+
 // selinuxLabels are the process and mount labels from the SELinux
-// options, "" for none. They are passed on whatever the host has: the
-// executor applies them or refuses the container. The mount label is the
-// process label's user and level with the object role and the container
-// file type.
-func selinuxLabels(so *runtimeapi.SELinuxOption, privileged bool) (process, mount string, err error) {
+// options, "" for none. On a host with SELinux the executor applies them
+// (or refuses the container); on a host without, valid options are left
+// out of the spec (see Options.SELinux) and that is logged once. The
+// mount label is the process label's user and level with the object role
+// and the container file type.
+func selinuxLabels(ctx context.Context, so *runtimeapi.SELinuxOption, privileged, enabled bool) (process, mount string, err error) {
 	if so == nil || (so.GetUser() == "" && so.GetRole() == "" && so.GetType() == "" && so.GetLevel() == "") {
 		return "", "", nil
 	}
@@ -273,6 +277,12 @@ func selinuxLabels(so *runtimeapi.SELinuxOption, privileged bool) (process, moun
 		if strings.ContainsAny(v, "\x00\n\" ") || (v != so.GetLevel() && strings.Contains(v, ":")) {
 			return "", "", fmt.Errorf("selinux_options %q: %w", v, errdefs.ErrInvalidArgument)
 		}
+	}
+	if !enabled {
+		noSELinuxOnce.Do(func() {
+			log.G(ctx).Info("SELinux is not enabled on this host: pods' selinux_options are not applied (as with containerd and CRI-O); Status reports it under \"lsm\"")
+		})
+		return "", "", nil
 	}
 	def := func(v, d string) string {
 		if v == "" {

@@ -1,6 +1,7 @@
 package specgen
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -307,29 +308,38 @@ func TestAppArmorProfile(t *testing.T) {
 	}
 }
 
-// TestSELinuxLabels: options become a process and a mount label (passed
-// on whatever the host has); privileged containers and empty options get
-// none; injections are InvalidArgument.
+// TestSELinuxLabels: on an SELinux host options become a process and a
+// mount label; privileged containers and empty options get none;
+// injections are InvalidArgument on any host; on a host without SELinux
+// valid options are left out (kubelet sends them whatever the host).
 func TestSELinuxLabels(t *testing.T) {
-	p, m, err := selinuxLabels(&runtimeapi.SELinuxOption{Level: "s0:c1,c2"}, false)
+	ctx := context.Background()
+	p, m, err := selinuxLabels(ctx, &runtimeapi.SELinuxOption{Level: "s0:c1,c2"}, false, true)
 	if err != nil || p != "system_u:system_r:container_t:s0:c1,c2" || m != "system_u:object_r:container_file_t:s0:c1,c2" {
 		t.Fatalf("level only: %q %q %v", p, m, err)
 	}
-	p, m, err = selinuxLabels(&runtimeapi.SELinuxOption{User: "u", Role: "r", Type: "t", Level: "s1"}, false)
+	p, m, err = selinuxLabels(ctx, &runtimeapi.SELinuxOption{User: "u", Role: "r", Type: "t", Level: "s1"}, false, true)
 	if err != nil || p != "u:r:t:s1" || m != "u:object_r:container_file_t:s1" {
 		t.Fatalf("all set: %q %q %v", p, m, err)
 	}
 	for _, so := range []*runtimeapi.SELinuxOption{nil, {}} {
-		if p, m, err := selinuxLabels(so, false); p != "" || m != "" || err != nil {
+		if p, m, err := selinuxLabels(ctx, so, false, true); p != "" || m != "" || err != nil {
 			t.Fatalf("%v: %q %q %v", so, p, m, err)
 		}
 	}
-	if p, m, err := selinuxLabels(&runtimeapi.SELinuxOption{Level: "s0"}, true); p != "" || m != "" || err != nil {
+	if p, m, err := selinuxLabels(ctx, &runtimeapi.SELinuxOption{Level: "s0"}, true, true); p != "" || m != "" || err != nil {
 		t.Fatalf("privileged: %q %q %v", p, m, err)
 	}
-	for _, so := range []*runtimeapi.SELinuxOption{{Type: "t:s0"}, {Level: "s0\n"}, {User: "u\x00"}, {Role: `r"`}} {
-		if _, _, err := selinuxLabels(so, false); !errors.Is(err, errdefs.ErrInvalidArgument) {
-			t.Errorf("%q: %v", so, err)
+	// What kubelet sends for the node e2e EmptyDir specs, on a host
+	// without SELinux: accepted, not in the spec.
+	if p, m, err := selinuxLabels(ctx, &runtimeapi.SELinuxOption{User: "system_u", Role: "system_r", Type: "container_t", Level: "s0"}, false, false); p != "" || m != "" || err != nil {
+		t.Fatalf("host without SELinux: %q %q %v", p, m, err)
+	}
+	for _, enabled := range []bool{true, false} {
+		for _, so := range []*runtimeapi.SELinuxOption{{Type: "t:s0"}, {Level: "s0\n"}, {User: "u\x00"}, {Role: `r"`}} {
+			if _, _, err := selinuxLabels(ctx, so, false, enabled); !errors.Is(err, errdefs.ErrInvalidArgument) {
+				t.Errorf("%q (SELinux %v): %v", so, enabled, err)
+			}
 		}
 	}
 }

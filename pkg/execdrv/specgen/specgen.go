@@ -88,9 +88,15 @@ type Options struct {
 	SeccompDefault bool
 	// AppArmorDefaultProfile is the profile for RuntimeDefault: set only
 	// when the host has it loaded ("" = none, the container is not
-	// confined). Localhost profiles and SELinux labels are passed on
-	// whatever the host has: the executor applies or refuses them.
+	// confined). Localhost profiles are passed on whatever the host has:
+	// the executor applies or refuses them.
 	AppArmorDefaultProfile string
+	// SELinux: the host has SELinux enabled. Without it a pod's
+	// selinux_options are validated but not put in the spec: kubelet sends
+	// them whatever the host (the node e2e EmptyDir specs do), and
+	// containerd and CRI-O leave them out there too. The daemon logs it
+	// once and reports the host's support in Status ("lsm").
+	SELinux bool
 	// CgroupV2 is true on a unified (v2 only) host; Unified resources are
 	// refused elsewhere.
 	CgroupV2 bool
@@ -255,7 +261,7 @@ func ContainerSpec(ctx context.Context, pod Pod, c Container, o Options) (*specs
 	if s.Process.ApparmorProfile, err = apparmorProfile(sc.GetApparmor(), sc.GetApparmorProfile(), privileged, o); err != nil {
 		return nil, err
 	}
-	if s.Process.SelinuxLabel, s.Linux.MountLabel, err = selinuxLabels(sc.GetSelinuxOptions(), privileged); err != nil {
+	if s.Process.SelinuxLabel, s.Linux.MountLabel, err = selinuxLabels(ctx, sc.GetSelinuxOptions(), privileged, o.SELinux); err != nil {
 		return nil, err
 	}
 
@@ -344,7 +350,7 @@ func InfraSpec(ctx context.Context, pod Pod, rootfs string, image ocispec.ImageC
 	if s.Process.ApparmorProfile, err = apparmorProfile(sc.GetApparmor(), "", privileged, o); err != nil {
 		return nil, err
 	}
-	if s.Process.SelinuxLabel, s.Linux.MountLabel, err = selinuxLabels(sc.GetSelinuxOptions(), privileged); err != nil {
+	if s.Process.SelinuxLabel, s.Linux.MountLabel, err = selinuxLabels(ctx, sc.GetSelinuxOptions(), privileged, o.SELinux); err != nil {
 		return nil, err
 	}
 	s.Annotations = podAnnotations(pod, ContainerTypeSandbox)
