@@ -5,7 +5,7 @@ LDFLAGS   := -X main.Version=$(VERSION)
 PREFIX    ?= /usr/local
 BIN       := bin/shim
 
-.PHONY: all build run test unit e2e kubelet-e2e node-e2e node-e2e-ci bench lint install deps clean
+.PHONY: all build run test unit race e2e kubelet-e2e node-e2e node-e2e-ci bench lint install deps clean
 
 all: build
 
@@ -29,6 +29,7 @@ deps:
 test: deps build
 	$(MAKE) lint
 	$(MAKE) unit
+	$(MAKE) race
 	$(MAKE) e2e
 	$(MAKE) kubelet-e2e
 	$(MAKE) node-e2e-ci
@@ -37,6 +38,13 @@ test: deps build
 # host (mounts, links, nftables, cgroups) and check that nothing else did.
 unit:
 	$(GO) test -count=1 -p 1 -timeout 45m ./...
+
+# The race detector over the packages that run goroutines; the daemon the
+# pkg/daemon tests start is built with -race too, and a race it reports
+# fails the test.
+RACE_PKGS := ./pkg/engine ./pkg/imagestore ./pkg/daemon ./pkg/cri ./pkg/monitor
+race:
+	$(GO) test -race -count=1 -p 1 -timeout 45m $(RACE_PKGS)
 
 e2e: build
 	hack/e2e.sh

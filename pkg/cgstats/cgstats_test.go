@@ -238,7 +238,7 @@ func TestHostCgroup(t *testing.T) {
 	}
 	for _, d := range dirs {
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Skipf("cannot create a cgroup: %v", err)
+			t.Skipf("needs a host where this process may create cgroups: %v", err)
 		}
 	}
 	// The child waits until it is in the cgroup, spins, says so, waits.

@@ -129,6 +129,10 @@ type Runtime struct {
 	// SeccompDefault applies RuntimeDefault to containers without a
 	// seccomp profile (kubelet's --seccomp-default).
 	SeccompDefault bool `toml:"seccomp_default"`
+	// AppArmorDefaultProfile is the AppArmor profile of RuntimeDefault
+	// (and of containers that name none), used when the host has it
+	// loaded; otherwise such containers run unconfined.
+	AppArmorDefaultProfile string `toml:"apparmor_default_profile"`
 }
 
 // Handler is one RuntimeClass handler.

@@ -43,7 +43,7 @@ func TestKill9DuringPull(t *testing.T) {
 		t.Skip("needs root")
 	}
 	if testing.Short() {
-		t.Skip("slow")
+		t.Skip("slow: not run with -short")
 	}
 	// A registry that serves blobs slowly, so a pull takes about a second.
 	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))

@@ -28,6 +28,7 @@ import (
 	"github.com/shim-cri/shim/pkg/errdefs"
 	"github.com/shim-cri/shim/pkg/execdrv/specgen"
 	"github.com/shim-cri/shim/pkg/imagestore"
+	"github.com/shim-cri/shim/pkg/libct"
 	"github.com/shim-cri/shim/pkg/log"
 	"github.com/shim-cri/shim/pkg/netdrv"
 	"github.com/shim-cri/shim/pkg/snapshot"
@@ -65,6 +66,7 @@ type Daemon struct {
 	httpServers []*http.Server
 	metricsAddr net.Addr
 	streams     *streamsrv.Server
+	lsm         lsmStatus
 }
 
 // New opens the stores and builds the servers; Serve starts them.
@@ -137,6 +139,8 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Daemon, retErr 
 	}
 	specOpts := specgen.DetectHost()
 	specOpts.SeccompDefault = cfg.Runtime.SeccompDefault
+	specOpts.AppArmorDefaultProfile = appArmorDefault(ctx, cfg.Runtime.AppArmorDefaultProfile)
+	d.lsm = lsmStatus{LSMSupport: libct.HostLSM(), AppArmorDefaultProfile: specOpts.AppArmorDefaultProfile}
 	rt, err = engine.RegisterRuntime(ctx, d.engine, engine.RuntimeOptions{
 		State: cfg.State, Root: cfg.Root, RuntimeExe: exe, DB: d.db, Images: d.images, Snapshotter: d.sn, Network: d.net,
 		Handlers: handlers, SandboxImage: cfg.Image.SandboxImage, LogLevel: cfg.LogLevel,
@@ -229,7 +233,33 @@ func newSnapshotter(ctx context.Context, cfg *config.Config, db *bolt.DB) (snaps
 
 func (d *Daemon) statusInfo() map[string]string {
 	b, _ := json.Marshal(d.cfg)
-	return map[string]string{"config": string(b), "version": d.version}
+	lsm, _ := json.Marshal(d.lsm)
+	return map[string]string{"config": string(b), "version": d.version, "lsm": string(lsm)}
+}
+
+// lsmStatus is what Status reports of the host's security modules.
+type lsmStatus struct {
+	libct.LSMSupport
+	// AppArmorDefaultProfile is the profile RuntimeDefault applies; ""
+	// when it is not loaded (RuntimeDefault is then unconfined).
+	AppArmorDefaultProfile string `json:"apparmor_default_profile"`
+}
+
+// appArmorDefault is the RuntimeDefault AppArmor profile: name when the
+// host has it loaded, "" (unconfined) otherwise.
+func appArmorDefault(ctx context.Context, name string) string {
+	lsm := libct.HostLSM()
+	switch {
+	case name == "":
+		return ""
+	case !lsm.AppArmor:
+		log.G(ctx).Infof("AppArmor is not enabled on this host: RuntimeDefault containers run unconfined, Localhost profiles are refused")
+		return ""
+	case !libct.AppArmorProfileLoaded(name):
+		log.G(ctx).Warnf("AppArmor profile %q is not loaded: RuntimeDefault containers run unconfined", name)
+		return ""
+	}
+	return name
 }
 
 // AdminHandler serves /metrics and /jobs, for the admin socket (0600):

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log"
 	"net"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/shim-cri/shim/pkg/config"
 	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/libct"
 )
 
 func testConfig(t *testing.T) *config.Config {
@@ -90,8 +92,15 @@ func TestDaemonImageService(t *testing.T) {
 	if err != nil || len(st.GetStatus().GetConditions()) != 2 || !st.Status.Conditions[0].Status || st.Info["config"] == "" {
 		t.Fatalf("status %v %v", st, err)
 	}
-	_, err = rs.Exec(ctx, &runtimeapi.ExecRequest{})
-	if status.Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), "Exec") {
+	var lsm lsmStatus
+	if err := json.Unmarshal([]byte(st.Info["lsm"]), &lsm); err != nil || lsm.LSMSupport != libct.HostLSM() {
+		t.Fatalf("status lsm %q (%v), host %+v", st.Info["lsm"], err, libct.HostLSM())
+	}
+	if !lsm.AppArmor && lsm.AppArmorDefaultProfile != "" {
+		t.Fatalf("a RuntimeDefault AppArmor profile %q without AppArmor", lsm.AppArmorDefaultProfile)
+	}
+	_, err = rs.CheckpointContainer(ctx, &runtimeapi.CheckpointContainerRequest{})
+	if status.Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), "CheckpointContainer") {
 		t.Fatalf("unimplemented RPC: %v", err)
 	}
 

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/BurntSushi/toml"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -27,10 +28,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/shim-cri/shim/pkg/config"
 	"github.com/shim-cri/shim/pkg/libct/testbundle"
 )
 
@@ -38,10 +42,15 @@ var (
 	buildOnce sync.Once
 	builtShim string
 	buildErr  error
+	// raceBuild: this test binary has the race detector (race_test.go),
+	// and so does the daemon it builds.
+	raceBuild bool
 )
 
 // buildShim builds bin/shim the way `make build` does (with the embedded
-// lean runtime), once per test binary.
+// lean runtime), once per test binary; with -race when the tests run
+// with it (the lean runtime, the monitor and container init, stays
+// without: it is mostly C and single-threaded).
 func buildShim(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -51,9 +60,13 @@ func buildShim(t *testing.T) string {
 			return
 		}
 		rt := filepath.Join("..", "..", "cmd", "shim", "shim-runtime.bin")
+		shim := []string{"build", "-tags", "shim_embed", "-o", filepath.Join(dir, "shim"), "../../cmd/shim"}
+		if raceBuild {
+			shim = append(shim[:1], append([]string{"-race"}, shim[1:]...)...)
+		}
 		for _, args := range [][]string{
 			{"build", "-o", rt, "../../cmd/shim-runtime"},
-			{"build", "-tags", "shim_embed", "-o", filepath.Join(dir, "shim"), "../../cmd/shim"},
+			shim,
 		} {
 			if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
 				buildErr = fmt.Errorf("go %v: %v\n%s", args, err, out)
@@ -98,7 +111,49 @@ func newTestEnv(t *testing.T, extraConfig string) *testEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { syscall.Unmount(filepath.Join(e.state, "ns"), syscall.MNT_DETACH) })
+	// Registered before any daemon starts: runs after they are killed.
+	t.Cleanup(func() { removeTestNetwork(t, extraConfig) })
 	return e
+}
+
+// removeTestNetwork deletes the bridge and the nftables table a test's
+// config gives the bridge driver (bridgeConfig), so the next run starts
+// from the same host. The host's own (shim0, table shim) are never
+// touched.
+func removeTestNetwork(t *testing.T, extraConfig string) {
+	var c config.Config
+	if _, err := toml.Decode(extraConfig, &c); err != nil {
+		t.Errorf("test config: %v", err)
+		return
+	}
+	def := config.Default().Network
+	n := c.Network
+	if n.Driver != "bridge" || n.Bridge == "" || n.Bridge == def.Bridge || n.NFTTable == "" || n.NFTTable == def.NFTTable {
+		return
+	}
+	if l, err := netlink.LinkByName(n.Bridge); err == nil {
+		if err := netlink.LinkDel(l); err != nil {
+			t.Errorf("delete test bridge %s: %v", n.Bridge, err)
+		}
+	}
+	nft, err := nftables.New()
+	if err != nil {
+		t.Errorf("nftables: %v", err)
+		return
+	}
+	tables, err := nft.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		t.Errorf("nftables: %v", err)
+		return
+	}
+	for _, tb := range tables {
+		if tb.Name == n.NFTTable {
+			nft.DelTable(tb)
+			if err := nft.Flush(); err != nil {
+				t.Errorf("delete test nftables table %s: %v", n.NFTTable, err)
+			}
+		}
+	}
 }
 
 // bridgeConfig is a network config of its own for a test: its own bridge,
@@ -142,7 +197,12 @@ func (e *testEnv) start() *daemonProc {
 			}
 			d := &daemonProc{cmd: cmd, sock: sock, log: logf, conn: conn,
 				rs: runtimeapi.NewRuntimeServiceClient(conn), is: runtimeapi.NewImageServiceClient(conn)}
-			t.Cleanup(d.kill9)
+			t.Cleanup(func() {
+				d.kill9()
+				if raceBuild {
+					checkNoRace(t, logf.Name())
+				}
+			})
 			return d
 		}
 		if cmd.ProcessState != nil {
@@ -154,6 +214,20 @@ func (e *testEnv) start() *daemonProc {
 	b, _ := os.ReadFile(logf.Name())
 	t.Fatalf("daemon did not start:\n%s", b)
 	return nil
+}
+
+// checkNoRace fails the test when the race detector reported a race in
+// the daemon's log.
+func checkNoRace(t *testing.T, logPath string) {
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Errorf("daemon log: %v", err)
+		return
+	}
+	if i := bytes.Index(b, []byte("WARNING: DATA RACE")); i >= 0 {
+		end := min(len(b), i+8<<10)
+		t.Errorf("the daemon reported a data race:\n%s", b[i:end])
+	}
 }
 
 func (d *daemonProc) kill9() {

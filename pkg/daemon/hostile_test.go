@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/shim-cri/shim/pkg/libct"
 )
 
 // residue lists what requests can leave behind: pod and container
@@ -52,9 +54,13 @@ func residue(t *testing.T, e *testEnv, d *daemonProc) string {
 // TestHostileRequests sends bad requests, one per row, and checks the gRPC
 // code and that nothing was left behind.
 func TestHostileRequests(t *testing.T) {
-	e := newTestEnv(t, bridgeConfig("shimt4", "10.213.74.0/24"))
+	e := newTestEnv(t, bridgeConfig("shimt4", "10.213.74.0/24")+"[image]\nsandbox_image = \"PAUSE\"\n")
 	reg := newRegistry(t)
 	img := reg.push(t, "test/busybox:1", busyboxImage(t, nil, []string{"sh"}))
+	// Pods that need an infra process get it from the loopback registry.
+	pause := reg.push(t, "test/pause:1", busyboxImage(t, []string{"sleep", "1000000"}, nil))
+	cfg, _ := os.ReadFile(e.config)
+	os.WriteFile(e.config, []byte(strings.Replace(string(cfg), "PAUSE", pause, 1)), 0o600)
 	d := e.start()
 	d.pull(t, img)
 
@@ -85,6 +91,24 @@ func TestHostileRequests(t *testing.T) {
 			return err
 		}
 	}
+	// kubelet's pod log directories can have names longer than the
+	// kernel takes (<namespace>_<name>_<uid>): the pod runs, its
+	// containers' logs cannot be opened (InvalidArgument, not Unknown).
+	longLogs := podConfig("longlogs", e.logs)
+	longLogs.LogDirectory = filepath.Join(e.logs, strings.Repeat("d", 256))
+	longLogsPod := d.runPod(t, longLogs)
+	// A profile or label the host cannot apply is refused, never ignored.
+	// The test profile is loaded on no host; SELinux options are refused
+	// where the host has no SELinux (on an SELinux host they are applied:
+	// the row is left out there).
+	const apparmorCode = codes.FailedPrecondition
+	selinuxRefused := func() error { return status.Error(codes.FailedPrecondition, "host has SELinux: row left out") }
+	if !libct.HostLSM().SELinux {
+		selinuxRefused = withCtr(pod, func(c *runtimeapi.ContainerConfig) {
+			c.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+				SelinuxOptions: &runtimeapi.SELinuxOption{Level: "s0:c1,c2"}}}
+		})
+	}
 	before := residue(t, e, d)
 	for _, tc := range []struct {
 		name string
@@ -106,6 +130,9 @@ func TestHostileRequests(t *testing.T) {
 		{"DNS server with a newline", withPod(func(c *runtimeapi.PodSandboxConfig) {
 			c.DnsConfig = &runtimeapi.DNSConfig{Servers: []string{"1.1.1.1\nnameserver 6.6.6.6"}}
 		}), codes.InvalidArgument},
+		{"70,000-byte log directory", withPod(func(c *runtimeapi.PodSandboxConfig) {
+			c.LogDirectory = "/" + strings.Repeat("d", 70000)
+		}), codes.InvalidArgument},
 		{"bad port mapping", withPod(func(c *runtimeapi.PodSandboxConfig) {
 			c.PortMappings = []*runtimeapi.PortMapping{{ContainerPort: 80, HostPort: 70000}}
 		}), codes.InvalidArgument},
@@ -116,6 +143,8 @@ func TestHostileRequests(t *testing.T) {
 		{"container without a name", withCtr(pod, func(c *runtimeapi.ContainerConfig) { c.Metadata.Name = "" }), codes.InvalidArgument},
 		{"duplicate container name", withCtr(pod, func(c *runtimeapi.ContainerConfig) { c.Metadata.Name = "taken" }), codes.AlreadyExists},
 		{"log path with ..", withCtr(pod, func(c *runtimeapi.ContainerConfig) { c.LogPath = "../../etc/evil.log" }), codes.InvalidArgument},
+		{"log path with a 256-byte name", withCtr(pod, func(c *runtimeapi.ContainerConfig) { c.LogPath = strings.Repeat("l", 256) }), codes.InvalidArgument},
+		{"log directory with a 256-byte name", withCtr(longLogsPod, func(*runtimeapi.ContainerConfig) {}), codes.InvalidArgument},
 		{"absolute log path", withCtr(pod, func(c *runtimeapi.ContainerConfig) { c.LogPath = "/etc/evil.log" }), codes.InvalidArgument},
 		{"host path symlink loop", withCtr(pod, func(c *runtimeapi.ContainerConfig) {
 			c.Mounts = []*runtimeapi.Mount{{HostPath: loop, ContainerPath: "/mnt"}}
@@ -132,6 +161,26 @@ func TestHostileRequests(t *testing.T) {
 		}), codes.InvalidArgument},
 		{"negative memory", withCtr(pod, func(c *runtimeapi.ContainerConfig) {
 			c.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: -1}}
+		}), codes.InvalidArgument},
+		{"AppArmor profile the host has not loaded", withCtr(pod, func(c *runtimeapi.ContainerConfig) {
+			c.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+				Apparmor: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "shim-test-not-loaded"}}}
+		}), apparmorCode},
+		{"deprecated AppArmor field with a profile the host has not loaded", withCtr(pod, func(c *runtimeapi.ContainerConfig) {
+			c.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+				ApparmorProfile: "localhost/shim-test-not-loaded"}}
+		}), apparmorCode},
+		{"unknown deprecated AppArmor value", withCtr(pod, func(c *runtimeapi.ContainerConfig) {
+			c.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{ApparmorProfile: "bogus"}}
+		}), codes.InvalidArgument},
+		{"pod AppArmor profile the host has not loaded", withPod(func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{
+				Apparmor: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "shim-test-not-loaded"}}
+		}), apparmorCode},
+		{"SELinux options on a host without SELinux", selinuxRefused, codes.FailedPrecondition},
+		{"SELinux type with a colon", withCtr(pod, func(c *runtimeapi.ContainerConfig) {
+			c.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+				SelinuxOptions: &runtimeapi.SELinuxOption{Type: "container_t:s0"}}}
 		}), codes.InvalidArgument},
 		{"image not present", withCtr(pod, func(c *runtimeapi.ContainerConfig) { c.Image.Image = "nothere:1" }), codes.NotFound},
 		{"container in a removed pod", withCtr(gonePod, func(*runtimeapi.ContainerConfig) {}), codes.NotFound},
@@ -177,7 +226,7 @@ func TestHostileRequests(t *testing.T) {
 		t.Errorf("second RunPodSandbox of the same pod gave %s, want %s", again, pod)
 	}
 	l, _ := d.rs.ListPodSandbox(bg, &runtimeapi.ListPodSandboxRequest{})
-	if len(l.Items) != 1 {
+	if len(l.Items) != 2 { // base and longlogs
 		t.Errorf("%d pods after a repeated RunPodSandbox", len(l.Items))
 	}
 	d.removeAllPods(t)

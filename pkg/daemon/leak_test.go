@@ -120,7 +120,7 @@ func adminMetric(t *testing.T, e *testEnv, name string) int {
 // state file, fd, goroutine or monitor is left behind.
 func TestPodCyclesLeakNothing(t *testing.T) {
 	if testing.Short() {
-		t.Skip("slow")
+		t.Skip("slow: not run with -short")
 	}
 	e := newTestEnv(t, bridgeConfig("shimt3", "10.213.73.0/24")+"[image]\nsandbox_image = \"PAUSE\"\n")
 	reg := newRegistry(t)

@@ -127,7 +127,7 @@ func (r *Runtime) createContainer(ctx context.Context, j *Job, req CreateContain
 	}
 	if lp != "" {
 		if err := os.MkdirAll(filepath.Dir(lp), 0o755); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("log directory: %w", errdefs.OS(err))
 		}
 	}
 	mon, err := r.monitorFor(ctx, sb)
@@ -185,7 +185,7 @@ func (r *Runtime) mountImageVolumes(ctx context.Context, sb *Sandbox, c *Contain
 		c.ImageVolumes = append(c.ImageVolumes, ImageVolume{Path: m.GetContainerPath(), Snapshot: key, Dir: dir, ImageID: img.ID.String()})
 		c.mu.Unlock()
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("image volume %s: %w", m.GetContainerPath(), errdefs.OS(err))
 		}
 		if err := r.mountSnapshot(sb, mounts, dir); err != nil {
 			return nil, fmt.Errorf("image volume %s: %w", m.GetContainerPath(), err)
@@ -236,7 +236,7 @@ func populateVolumes(ctx context.Context, c specgen.Container) error {
 			continue
 		}
 		if err := os.MkdirAll(v.Source, 0o755); err != nil {
-			return err
+			return fmt.Errorf("image volume %s: %w", v.Destination, errdefs.OS(err))
 		}
 	}
 	return nil
@@ -276,7 +276,7 @@ func (r *Runtime) prepareBundle(ctx context.Context, sb *Sandbox, c *Container, 
 	// on disk under the root, not on the state tmpfs.
 	volumes := r.volumeDir(c.ID)
 	if err := os.MkdirAll(rootfs, 0o755); err != nil {
-		return nil, err
+		return nil, errdefs.OS(err)
 	}
 	// One step undoes all of it in order (unmount, then remove), and
 	// removes nothing when an unmount fails.
@@ -289,10 +289,10 @@ func (r *Runtime) prepareBundle(ctx context.Context, sb *Sandbox, c *Container, 
 		return nil, fmt.Errorf("mounting the root filesystem: %w", err)
 	}
 	if err := os.MkdirAll(filepath.Dir(volumes), 0o700); err != nil {
-		return nil, err
+		return nil, errdefs.OS(err)
 	}
 	if err := os.Mkdir(volumes, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-		return nil, err
+		return nil, errdefs.OS(err)
 	}
 	spec, err := gen(rootfs, volumes)
 	if err != nil {

@@ -28,7 +28,7 @@ func TestNative(t *testing.T) {
 func TestOCIBinaryRunc(t *testing.T) {
 	runc, err := exec.LookPath("runc")
 	if err != nil {
-		t.Skip("runc not installed")
+		t.Skip("needs runc (hack/install-deps.sh installs it)")
 	}
 	execdrvtest.Run(t, func(t *testing.T) execdrv.Driver { return execdrv.NewOCIBinary(runc, t.TempDir()) })
 }

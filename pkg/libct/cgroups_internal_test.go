@@ -23,7 +23,7 @@ func TestCgroup2Paths(t *testing.T) {
 	if cgroupVersion() == 2 {
 		mp = cgroup2Root
 	} else if unix.Statfs(mp, &st) != nil || st.Type != unix.CGROUP2_SUPER_MAGIC {
-		t.Skip("no cgroup2 mount")
+		t.Skip("needs a host with a cgroup2 mount (unified or /sys/fs/cgroup/unified)")
 	}
 	path := "/shim-v2test-" + strconv.Itoa(os.Getpid())
 	cg, err := newCgroup2(mp, path, &specs.LinuxResources{})

@@ -8,8 +8,10 @@ import (
 )
 
 // Features describes what libct supports, in the OCI features format.
+// AppArmor and SELinux are reported as this host has them.
 func Features() *features.Features {
 	t, f := true, false
+	lsm := HostLSM()
 	var opts []string
 	for k := range mountFlagDefs {
 		opts = append(opts, k)
@@ -45,8 +47,8 @@ func Features() *features.Features {
 				KnownFlags:     []string{"SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"},
 				SupportedFlags: []string{"SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW"},
 			},
-			Apparmor:        nil,
-			Selinux:         nil,
+			Apparmor:        &features.Apparmor{Enabled: &lsm.AppArmor},
+			Selinux:         &features.Selinux{Enabled: &lsm.SELinux},
 			MountExtensions: &features.MountExtensions{IDMap: &features.IDMap{Enabled: &t}},
 		},
 	}

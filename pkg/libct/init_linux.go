@@ -208,6 +208,12 @@ func initMain(conn *net.UnixConn, fifoFd int) error {
 	if err != nil {
 		return err
 	}
+	// Before the capabilities go and before any seccomp filter: the
+	// profile and label take effect at the execve below, on this (locked)
+	// thread.
+	if err := hostLSM.applyExecLSM(p); err != nil {
+		return err
+	}
 	seccompSpec := cfg.Seccomp
 	if cfg.Mode == "create" && cfg.Spec.Linux != nil {
 		seccompSpec = cfg.Spec.Linux.Seccomp

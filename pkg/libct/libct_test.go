@@ -299,7 +299,7 @@ func TestRlimitAboveHardLimit(t *testing.T) {
 	var cur unix.Rlimit
 	unix.Getrlimit(unix.RLIMIT_NOFILE, &cur)
 	if capEffective()&(1<<unix.CAP_SYS_RESOURCE) != 0 || cur.Max == unix.RLIM_INFINITY {
-		t.Skip("this process can raise hard limits (has CAP_SYS_RESOURCE)")
+		t.Skip("needs a host where this process lacks CAP_SYS_RESOURCE (this one can raise hard limits)")
 	}
 	b := sh(t, "true")
 	b.Spec.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 10, Hard: cur.Max + 1}}
@@ -365,7 +365,7 @@ func TestCgroupLimitsApplied(t *testing.T) {
 	b.Spec.Linux.Resources.Pids = &specs.LinuxPids{Limit: &pids}
 	b.Spec.Linux.Resources.CPU = &specs.LinuxCPU{Shares: &shares, Quota: &quota, Period: &period}
 	if cgroupV2() {
-		t.Skip("cgroup v1 files")
+		t.Skip("needs a cgroup v1 host (checks v1 files; cgroup v2 limits are tested in TestCgroup2Paths)")
 	}
 	out, _ := run(t, b)
 	if out != "67108864\n42\n512\n50000\n" {
@@ -795,7 +795,7 @@ func TestLowAddressSpaceLimit(t *testing.T) {
 func TestCapabilitiesTheRuntimeLacks(t *testing.T) {
 	needRoot(t)
 	if capEffective()&(1<<unix.CAP_SYS_RESOURCE) != 0 {
-		t.Skip("this process holds CAP_SYS_RESOURCE")
+		t.Skip("needs a host where this process lacks CAP_SYS_RESOURCE (this one holds it)")
 	}
 	b := sh(t, "grep ^CapPrm: /proc/self/status")
 	caps := []string{"CAP_KILL", "CAP_SYS_RESOURCE"}
@@ -868,7 +868,7 @@ func TestNoPivot(t *testing.T) {
 func TestTimeNamespaceOffsets(t *testing.T) {
 	needRoot(t)
 	if _, err := os.Stat("/proc/self/ns/time"); err != nil {
-		t.Skip("no time namespaces")
+		t.Skip("needs a kernel with time namespaces (5.6+)")
 	}
 	b := sh(t, "cut -d. -f1 /proc/uptime")
 	b.Spec.Linux.Namespaces = append(b.Spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.TimeNamespace})
@@ -877,5 +877,32 @@ func TestTimeNamespaceOffsets(t *testing.T) {
 	up, err := strconv.Atoi(strings.TrimSpace(out))
 	if es.Code != 0 || err != nil || up < 86400*365 {
 		t.Fatalf("uptime in the container %q (exit %d)", out, es.Code)
+	}
+}
+
+// TestLSMRefusedByCreate: on a host without AppArmor and SELinux a
+// container that demands a profile, a process label or a mount label is
+// not created (FailedPrecondition), and nothing of it is left.
+func TestLSMRefusedByCreate(t *testing.T) {
+	needRoot(t)
+	if lsm := libct.HostLSM(); lsm.AppArmor || lsm.SELinux {
+		t.Skipf("needs a host without AppArmor and SELinux (this one: %+v); the fake-tree tests cover the rest", lsm)
+	}
+	for name, set := range map[string]func(s *specs.Spec){
+		"apparmor profile": func(s *specs.Spec) { s.Process.ApparmorProfile = "shim-test" },
+		"process label":    func(s *specs.Spec) { s.Process.SelinuxLabel = "system_u:system_r:container_t:s0" },
+		"mount label":      func(s *specs.Spec) { s.Linux.MountLabel = "system_u:object_r:container_file_t:s0" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			b := sh(t, "true")
+			set(b.Spec)
+			x, err := create(t, b, libct.CreateOpts{})
+			if !errors.Is(err, errdefs.ErrFailedPrecondition) {
+				t.Fatalf("got %v, want FailedPrecondition", err)
+			}
+			if _, err := libct.Load(x.root, x.id); err == nil {
+				t.Fatal("a refused container has state")
+			}
+		})
 	}
 }

@@ -338,7 +338,8 @@ func mountOne(root *os.File, cfg *initConfig, i int, m specs.Mount, dest string,
 		}
 	} else {
 		flags := pm.flags
-		if err := unix.Mount(source, tpath, m.Type, flags, pm.data); err != nil {
+		data := mountLabelData(m.Type, pm.data, cfg.Spec.Linux.MountLabel)
+		if err := unix.Mount(source, tpath, m.Type, flags, data); err != nil {
 			if m.Type == "sysfs" && errors.Is(err, unix.EPERM) && cfg.UserNS {
 				// In a user namespace without its own netns sysfs
 				// cannot be mounted; bind the host's, read-only.

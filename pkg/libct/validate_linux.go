@@ -11,7 +11,9 @@ import (
 
 // Validate checks a spec before anything is created and returns the
 // absolute rootfs path. Every refusal is ErrInvalidArgument (or
-// ErrPermissionDenied / ErrNotImplemented) with a message naming the field.
+// ErrPermissionDenied / ErrNotImplemented, or ErrFailedPrecondition for an
+// AppArmor profile or SELinux label the host cannot apply) with a message
+// naming the field.
 func Validate(spec *specs.Spec, bundle string) (string, error) {
 	inval := func(format string, a ...any) error {
 		return fmt.Errorf(format+": %w", append(a, errdefs.ErrInvalidArgument)...)
@@ -39,6 +41,9 @@ func Validate(spec *specs.Spec, bundle string) (string, error) {
 		return "", fmt.Errorf("rootfs %s is not a directory: %w", rootfs, errdefs.ErrNotFound)
 	}
 	if err := validateProcess(spec.Process); err != nil {
+		return "", err
+	}
+	if err := hostLSM.validateMountLabel(spec.Linux.MountLabel); err != nil {
 		return "", err
 	}
 	seen := map[specs.LinuxNamespaceType]bool{}
@@ -134,6 +139,9 @@ func validateProcess(p *specs.Process) error {
 		return inval("process.oomScoreAdj %d out of range [-1000, 1000]", *p.OOMScoreAdj)
 	}
 	if err := checkRlimits(p.Rlimits); err != nil {
+		return err
+	}
+	if err := hostLSM.validateProcessLSM(p); err != nil {
 		return err
 	}
 	if _, err := parseProcCaps(p.Capabilities); err != nil {

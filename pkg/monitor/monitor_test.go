@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -72,8 +73,13 @@ func spawnMonitor(t *testing.T, extra ...string) *testPod {
 	}
 	p := &testPod{c: c, dir: dir, root: root}
 	t.Cleanup(func() {
-		c.Call(context.Background(), &Request{Op: OpShutdown})
+		if _, err := c.Call(context.Background(), &Request{Op: OpShutdown}); err != nil {
+			t.Logf("monitor shutdown: %v", err)
+		}
+		// Whatever the shutdown left (a test that failed half way, a
+		// monitor that died) is killed: no test leaves a process behind.
 		for _, cg := range p.cgroups {
+			killCgroup(t, cg)
 			ctrls, _ := os.ReadDir("/sys/fs/cgroup")
 			for _, d := range ctrls {
 				os.Remove(filepath.Join("/sys/fs/cgroup", d.Name(), cg))
@@ -276,5 +282,28 @@ func TestMonitorExecSyncAndKill(t *testing.T) {
 	}
 	if _, err := p.c.Call(ctx, &Request{Op: OpDelete, ID: "c2"}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// killCgroup kills every process of the test cgroup cg (in the pids or
+// memory hierarchy, or the unified one) and waits until they are gone.
+func killCgroup(t *testing.T, cg string) {
+	for _, h := range []string{"pids", "memory", ""} {
+		procs := filepath.Join("/sys/fs/cgroup", h, cg, "cgroup.procs")
+		for i := 0; i < 100; i++ {
+			b, err := os.ReadFile(procs)
+			if err != nil || len(strings.TrimSpace(string(b))) == 0 {
+				break
+			}
+			if i == 0 {
+				t.Logf("cgroup %s still has processes after the monitor's shutdown: %s", cg, strings.Fields(string(b)))
+			}
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 }

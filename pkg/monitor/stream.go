@@ -196,7 +196,10 @@ func roundTrip(conn *net.UnixConn, req *Request) (*Response, []byte, []*os.File,
 				return nil, nil, files, ferr
 			}
 		}
-		buf = append(buf, b[:n]...)
+		if n > 0 {
+			// n is -1 when the read failed (recvmsg's return value).
+			buf = append(buf, b[:n]...)
+		}
 		if i := bytes.IndexByte(buf, '\n'); i >= 0 {
 			var resp Response
 			if err := json.Unmarshal(buf[:i], &resp); err != nil {

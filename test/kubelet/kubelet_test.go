@@ -88,6 +88,26 @@ spec:
     image: %s
     command: ["sh", "-c", "echo crashing; exit 3"]
 `, busybox),
+	// Attach targets: a container echoing its stdin, and a shell on a
+	// terminal (kubectl run -it).
+	"talker": fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: talker
+  namespace: default
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: echo
+    image: %[1]s
+    command: ["sh", "-c", "while read l; do echo got:$l; done"]
+    stdin: true
+  - name: shell
+    image: %[1]s
+    command: ["sh"]
+    stdin: true
+    tty: true
+`, busybox),
 	// Removed from the manifest directory while the others run.
 	"doomed": fmt.Sprintf(`apiVersion: v1
 kind: Pod
@@ -109,11 +129,9 @@ func podName(name string) string { return name + "-" + nodeName }
 // them through kubelet and through shim. The subtests run in order on one
 // node; a check that needs what shim does not serve yet says so.
 //
-// To add a check of kubelet's streaming or stats endpoints (/exec,
-// /attach, /portForward, /metrics/resource), add a subtest before "removed
-// pod": n.KubeletURL(path) is the endpoint, n.TLSConfig() what a client
-// needs (anonymous, AlwaysAllow), n.pod(t, podName("web")) kubelet's view of a
-// pod, n.runningContainer(t, uid, name) shim's container.
+// kubelet's streaming endpoints (/exec, /attach, /portForward) and
+// /metrics/resource are driven with client-go's clients
+// (streaming_test.go).
 func TestKubelet(t *testing.T) {
 	n := startNode(t)
 	t0 := time.Now()
@@ -267,8 +285,11 @@ func TestKubelet(t *testing.T) {
 		}
 	})
 
-	// Checks of kubelet's /exec, /attach, /portForward and /metrics/resource
-	// belong here (see the comment of TestKubelet).
+	// kubectl exec, attach and port-forward, through kubelet.
+	t.Run("exec through kubelet", func(t *testing.T) { testKubeletExec(t, n) })
+	t.Run("attach through kubelet", func(t *testing.T) { testKubeletAttach(t, n) })
+	t.Run("port-forward through kubelet", func(t *testing.T) { testKubeletPortForward(t, n) })
+	t.Run("resource metrics", func(t *testing.T) { testKubeletResourceMetrics(t, n) })
 
 	t.Run("removed pod is gone from shim", func(t *testing.T) {
 		uid := n.pod(t, podName("doomed")).Metadata.UID

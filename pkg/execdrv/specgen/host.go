@@ -13,8 +13,9 @@ import (
 
 // DetectHost fills the host facts of Options from this host (call it once
 // at daemon start; ContainerSpec never looks at the host's configuration
-// itself). Settings (SeccompDefault, PidsLimit, CgroupRoot, ...) are left
-// for the caller.
+// itself). Settings (SeccompDefault, PidsLimit, CgroupRoot, ...) and the
+// AppArmor default profile (the caller checks it is loaded) are left for
+// the caller.
 func DetectHost() Options {
 	var o Options
 	var st unix.Statfs_t
@@ -25,13 +26,6 @@ func DetectHost() Options {
 		if o.HugepageSizes == nil {
 			o.HugepageSizes = []string{}
 		}
-	}
-	if b, err := os.ReadFile("/sys/module/apparmor/parameters/enabled"); err == nil && strings.TrimSpace(string(b)) == "Y" {
-		_, err := os.Stat("/sys/kernel/security/apparmor")
-		o.AppArmor = err == nil
-	}
-	if _, err := os.Stat("/sys/fs/selinux/enforce"); err == nil {
-		o.SELinux = true
 	}
 	o.Capabilities = RuntimeCapabilities()
 	if !slices.Contains(o.Capabilities, "CAP_SYS_RESOURCE") {

@@ -23,7 +23,7 @@ import (
 // MaxSeccompProfileSize caps a Localhost seccomp profile.
 const MaxSeccompProfileSize = 1 << 20
 
-// Deprecated seccomp_profile_path values.
+// Deprecated seccomp_profile_path (and apparmor_profile) values.
 const (
 	profileRuntimeDefault = "runtime/default"
 	profileDockerDefault  = "docker/default"
@@ -214,47 +214,65 @@ func copySeccomp(p *specs.LinuxSeccomp) *specs.LinuxSeccomp {
 }
 
 // apparmorProfile is the AppArmor profile of the process, "" for none.
-// Hosts without AppArmor ignore profiles (with a debug line).
-func apparmorProfile(ctx context.Context, sp *runtimeapi.SecurityProfile, legacy string, privileged bool, o Options) string {
-	if !o.AppArmor {
-		if (sp != nil && sp.GetProfileType() != runtimeapi.SecurityProfile_Unconfined) || (legacy != "" && legacy != profileUnconfined) {
-			log.G(ctx).Debug("apparmor profile ignored: the host has no AppArmor")
-		}
-		return ""
-	}
-	if privileged {
-		return ""
-	}
+// A Localhost profile is passed on whatever the host has: the executor
+// applies it or refuses the container (FailedPrecondition), never runs it
+// unconfined. RuntimeDefault (also no profile at all) is the runtime's
+// default profile when the host has one loaded, no confinement otherwise;
+// privileged containers get it neither.
+func apparmorProfile(sp *runtimeapi.SecurityProfile, legacy string, privileged bool, o Options) (string, error) {
 	if sp != nil {
 		switch sp.GetProfileType() {
 		case runtimeapi.SecurityProfile_Unconfined:
-			return ""
+			return "", nil
 		case runtimeapi.SecurityProfile_Localhost:
-			return strings.TrimPrefix(sp.GetLocalhostRef(), profileLocalhost)
+			return localhostAppArmor(sp.GetLocalhostRef())
+		case runtimeapi.SecurityProfile_RuntimeDefault:
+			if sp.GetLocalhostRef() != "" {
+				return "", fmt.Errorf("apparmor: localhost_ref %q set on a RuntimeDefault profile: %w", sp.GetLocalhostRef(), errdefs.ErrInvalidArgument)
+			}
+		default:
+			return "", fmt.Errorf("apparmor: unknown profile type %d: %w", sp.GetProfileType(), errdefs.ErrInvalidArgument)
 		}
-		return o.AppArmorDefaultProfile
-	}
-	switch {
-	case legacy == profileUnconfined:
-		return ""
-	case strings.HasPrefix(legacy, profileLocalhost):
-		return strings.TrimPrefix(legacy, profileLocalhost)
-	}
-	return o.AppArmorDefaultProfile
-}
-
-// selinuxLabel is the process label from the SELinux options, "" for none.
-// Hosts without SELinux ignore the options (with a debug line).
-func selinuxLabel(ctx context.Context, so *runtimeapi.SELinuxOption, privileged bool, o Options) string {
-	if so == nil || (so.GetUser() == "" && so.GetRole() == "" && so.GetType() == "" && so.GetLevel() == "") {
-		return ""
-	}
-	if !o.SELinux {
-		log.G(ctx).Debug("selinux options ignored: the host has no SELinux")
-		return ""
+	} else {
+		switch {
+		case legacy == profileUnconfined:
+			return "", nil
+		case strings.HasPrefix(legacy, profileLocalhost):
+			return localhostAppArmor(legacy)
+		case legacy != "" && legacy != profileRuntimeDefault && legacy != profileDockerDefault:
+			return "", fmt.Errorf("apparmor_profile %q: want unconfined, runtime/default or localhost/<name>: %w", legacy, errdefs.ErrInvalidArgument)
+		}
 	}
 	if privileged {
-		return ""
+		return "", nil
+	}
+	return o.AppArmorDefaultProfile, nil
+}
+
+func localhostAppArmor(ref string) (string, error) {
+	name := strings.TrimPrefix(ref, profileLocalhost)
+	if name == "" || strings.ContainsAny(name, "\x00\n") {
+		return "", fmt.Errorf("apparmor: localhost profile %q: %w", ref, errdefs.ErrInvalidArgument)
+	}
+	return name, nil
+}
+
+// selinuxLabels are the process and mount labels from the SELinux
+// options, "" for none. They are passed on whatever the host has: the
+// executor applies them or refuses the container. The mount label is the
+// process label's user and level with the object role and the container
+// file type.
+func selinuxLabels(so *runtimeapi.SELinuxOption, privileged bool) (process, mount string, err error) {
+	if so == nil || (so.GetUser() == "" && so.GetRole() == "" && so.GetType() == "" && so.GetLevel() == "") {
+		return "", "", nil
+	}
+	if privileged {
+		return "", "", nil
+	}
+	for _, v := range []string{so.GetUser(), so.GetRole(), so.GetType(), so.GetLevel()} {
+		if strings.ContainsAny(v, "\x00\n\" ") || (v != so.GetLevel() && strings.Contains(v, ":")) {
+			return "", "", fmt.Errorf("selinux_options %q: %w", v, errdefs.ErrInvalidArgument)
+		}
 	}
 	def := func(v, d string) string {
 		if v == "" {
@@ -262,6 +280,8 @@ func selinuxLabel(ctx context.Context, so *runtimeapi.SELinuxOption, privileged 
 		}
 		return v
 	}
-	return strings.Join([]string{def(so.GetUser(), "system_u"), def(so.GetRole(), "system_r"),
-		def(so.GetType(), "container_t"), def(so.GetLevel(), "s0")}, ":")
+	user, level := def(so.GetUser(), "system_u"), def(so.GetLevel(), "s0")
+	process = strings.Join([]string{user, def(so.GetRole(), "system_r"), def(so.GetType(), "container_t"), level}, ":")
+	mount = strings.Join([]string{user, "object_r", "container_file_t", level}, ":")
+	return process, mount, nil
 }

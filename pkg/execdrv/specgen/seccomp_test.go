@@ -1,6 +1,7 @@
 package specgen
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -38,7 +39,7 @@ func allowedUnconditionally(p *specs.LinuxSeccomp, syscall string) bool {
 
 func TestDefaultSeccompContent(t *testing.T) {
 	if runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64" {
-		t.Skip("expectations are written for amd64 and arm64")
+		t.Skip("needs an amd64 or arm64 host (the expectations are written for them)")
 	}
 	p, err := DefaultSeccomp(DefaultCapabilities)
 	if err != nil {
@@ -250,5 +251,85 @@ func TestSeccompInSpec(t *testing.T) {
 	s = mustSpec(t, p, c, Options{SeccompDefault: true})
 	if len(rulesFor(s.Linux.Seccomp, "mount")) != 0 {
 		t.Fatal("mount allowed without CAP_SYS_ADMIN")
+	}
+}
+
+// TestAppArmorProfile: RuntimeDefault (and no profile) is the runtime's
+// default profile when one is loaded, no confinement otherwise; a
+// Localhost profile is always passed on (the executor applies or refuses
+// it); bad values are InvalidArgument.
+func TestAppArmorProfile(t *testing.T) {
+	sp := func(pt runtimeapi.SecurityProfile_ProfileType, ref string) *runtimeapi.SecurityProfile {
+		return &runtimeapi.SecurityProfile{ProfileType: pt, LocalhostRef: ref}
+	}
+	loaded, none := Options{AppArmorDefaultProfile: "shim-default"}, Options{}
+	cases := []struct {
+		name       string
+		sp         *runtimeapi.SecurityProfile
+		legacy     string
+		privileged bool
+		o          Options
+		want       string
+		class      error
+	}{
+		{"nothing, default loaded", nil, "", false, loaded, "shim-default", nil},
+		{"nothing, no default", nil, "", false, none, "", nil},
+		{"RuntimeDefault, default loaded", sp(runtimeapi.SecurityProfile_RuntimeDefault, ""), "", false, loaded, "shim-default", nil},
+		{"RuntimeDefault, no default", sp(runtimeapi.SecurityProfile_RuntimeDefault, ""), "", false, none, "", nil},
+		{"RuntimeDefault, privileged", sp(runtimeapi.SecurityProfile_RuntimeDefault, ""), "", true, loaded, "", nil},
+		{"Unconfined", sp(runtimeapi.SecurityProfile_Unconfined, ""), "", false, loaded, "", nil},
+		{"Localhost, no default", sp(runtimeapi.SecurityProfile_Localhost, "mine"), "", false, none, "mine", nil},
+		{"Localhost with prefix", sp(runtimeapi.SecurityProfile_Localhost, "localhost/mine"), "", false, loaded, "mine", nil},
+		{"Localhost, privileged", sp(runtimeapi.SecurityProfile_Localhost, "mine"), "", true, none, "mine", nil},
+		{"structured field wins", sp(runtimeapi.SecurityProfile_Unconfined, ""), "localhost/mine", false, loaded, "", nil},
+		{"legacy runtime/default", nil, "runtime/default", false, loaded, "shim-default", nil},
+		{"legacy docker/default", nil, "docker/default", false, none, "", nil},
+		{"legacy unconfined", nil, "unconfined", false, loaded, "", nil},
+		{"legacy localhost", nil, "localhost/mine", false, none, "mine", nil},
+		{"Localhost without a name", sp(runtimeapi.SecurityProfile_Localhost, ""), "", false, loaded, "", errdefs.ErrInvalidArgument},
+		{"Localhost name with a newline", sp(runtimeapi.SecurityProfile_Localhost, "a\nb"), "", false, loaded, "", errdefs.ErrInvalidArgument},
+		{"ref on RuntimeDefault", sp(runtimeapi.SecurityProfile_RuntimeDefault, "mine"), "", false, loaded, "", errdefs.ErrInvalidArgument},
+		{"unknown type", sp(7, ""), "", false, loaded, "", errdefs.ErrInvalidArgument},
+		{"unknown legacy value", nil, "bogus", false, loaded, "", errdefs.ErrInvalidArgument},
+		{"legacy localhost/ without a name", nil, "localhost/", false, loaded, "", errdefs.ErrInvalidArgument},
+	}
+	for _, c := range cases {
+		got, err := apparmorProfile(c.sp, c.legacy, c.privileged, c.o)
+		if c.class != nil {
+			if !errors.Is(err, c.class) {
+				t.Errorf("%s: got %q, %v; want %v", c.name, got, err, c.class)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("%s: got %q, %v; want %q", c.name, got, err, c.want)
+		}
+	}
+}
+
+// TestSELinuxLabels: options become a process and a mount label (passed
+// on whatever the host has); privileged containers and empty options get
+// none; injections are InvalidArgument.
+func TestSELinuxLabels(t *testing.T) {
+	p, m, err := selinuxLabels(&runtimeapi.SELinuxOption{Level: "s0:c1,c2"}, false)
+	if err != nil || p != "system_u:system_r:container_t:s0:c1,c2" || m != "system_u:object_r:container_file_t:s0:c1,c2" {
+		t.Fatalf("level only: %q %q %v", p, m, err)
+	}
+	p, m, err = selinuxLabels(&runtimeapi.SELinuxOption{User: "u", Role: "r", Type: "t", Level: "s1"}, false)
+	if err != nil || p != "u:r:t:s1" || m != "u:object_r:container_file_t:s1" {
+		t.Fatalf("all set: %q %q %v", p, m, err)
+	}
+	for _, so := range []*runtimeapi.SELinuxOption{nil, {}} {
+		if p, m, err := selinuxLabels(so, false); p != "" || m != "" || err != nil {
+			t.Fatalf("%v: %q %q %v", so, p, m, err)
+		}
+	}
+	if p, m, err := selinuxLabels(&runtimeapi.SELinuxOption{Level: "s0"}, true); p != "" || m != "" || err != nil {
+		t.Fatalf("privileged: %q %q %v", p, m, err)
+	}
+	for _, so := range []*runtimeapi.SELinuxOption{{Type: "t:s0"}, {Level: "s0\n"}, {User: "u\x00"}, {Role: `r"`}} {
+		if _, _, err := selinuxLabels(so, false); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("%q: %v", so, err)
+		}
 	}
 }

@@ -86,13 +86,11 @@ type Options struct {
 	// SeccompDefault is kubelet's SeccompDefault: a container without a
 	// seccomp profile gets RuntimeDefault instead of Unconfined.
 	SeccompDefault bool
-	// AppArmor and SELinux say whether the host has them; when it has
-	// neither, profiles and labels are ignored with a debug log line.
-	AppArmor bool
-	// AppArmorDefaultProfile is the profile loaded for RuntimeDefault ("" =
-	// none, the container is not confined).
+	// AppArmorDefaultProfile is the profile for RuntimeDefault: set only
+	// when the host has it loaded ("" = none, the container is not
+	// confined). Localhost profiles and SELinux labels are passed on
+	// whatever the host has: the executor applies or refuses them.
 	AppArmorDefaultProfile string
-	SELinux                bool
 	// CgroupV2 is true on a unified (v2 only) host; Unified resources are
 	// refused elsewhere.
 	CgroupV2 bool
@@ -254,8 +252,12 @@ func ContainerSpec(ctx context.Context, pod Pod, c Container, o Options) (*specs
 	if s.Linux.Seccomp, err = seccompProfile(ctx, sc.GetSeccomp(), sc.GetSeccompProfilePath(), privileged, s, o); err != nil {
 		return nil, err
 	}
-	s.Process.ApparmorProfile = apparmorProfile(ctx, sc.GetApparmor(), sc.GetApparmorProfile(), privileged, o)
-	s.Process.SelinuxLabel = selinuxLabel(ctx, sc.GetSelinuxOptions(), privileged, o)
+	if s.Process.ApparmorProfile, err = apparmorProfile(sc.GetApparmor(), sc.GetApparmorProfile(), privileged, o); err != nil {
+		return nil, err
+	}
+	if s.Process.SelinuxLabel, s.Linux.MountLabel, err = selinuxLabels(sc.GetSelinuxOptions(), privileged); err != nil {
+		return nil, err
+	}
 
 	s.Annotations = podAnnotations(pod, ContainerTypeContainer)
 	s.Annotations[AnnotationContainerName] = cfg.GetMetadata().GetName()
@@ -339,8 +341,12 @@ func InfraSpec(ctx context.Context, pod Pod, rootfs string, image ocispec.ImageC
 	if s.Linux.Seccomp, err = seccompProfile(ctx, sc.GetSeccomp(), sc.GetSeccompProfilePath(), privileged, s, o); err != nil {
 		return nil, err
 	}
-	s.Process.ApparmorProfile = apparmorProfile(ctx, sc.GetApparmor(), "", privileged, o)
-	s.Process.SelinuxLabel = selinuxLabel(ctx, sc.GetSelinuxOptions(), privileged, o)
+	if s.Process.ApparmorProfile, err = apparmorProfile(sc.GetApparmor(), "", privileged, o); err != nil {
+		return nil, err
+	}
+	if s.Process.SelinuxLabel, s.Linux.MountLabel, err = selinuxLabels(sc.GetSelinuxOptions(), privileged); err != nil {
+		return nil, err
+	}
 	s.Annotations = podAnnotations(pod, ContainerTypeSandbox)
 	if d := pod.Config.GetLogDirectory(); d != "" {
 		s.Annotations[AnnotationSandboxLogDir] = d

@@ -180,8 +180,12 @@ func ValidatePodConfig(cfg *runtimeapi.PodSandboxConfig) error {
 		return inval("hostname %q: at most %d bytes, no control characters", h, maxHostname)
 	}
 	if d := cfg.GetLogDirectory(); d != "" {
+		// Names longer than NAME_MAX are accepted here: kubelet sends
+		// <namespace>_<name>_<uid> (up to 354 bytes), the directory is
+		// kubelet's to make, and opening a log under it fails with
+		// InvalidArgument.
 		if !filepath.IsAbs(d) || hasCtl(d) || hasDotDot(d) || len(d) > maxPath {
-			return inval("log directory %q must be an absolute path without .., at most %d bytes", d, maxPath)
+			return inval("log directory %.300q must be an absolute path without .., at most %d bytes", d, maxPath)
 		}
 	}
 	if err := checkDNS(cfg.GetDnsConfig()); err != nil {
@@ -234,6 +238,16 @@ func ValidatePodConfig(cfg *runtimeapi.PodSandboxConfig) error {
 	return nil
 }
 
+// longName reports a path element longer than the kernel takes.
+func longName(p string) bool {
+	for _, e := range strings.Split(p, "/") {
+		if len(e) > maxName {
+			return true
+		}
+	}
+	return false
+}
+
 func hasDotDot(p string) bool {
 	for _, e := range strings.Split(filepath.ToSlash(p), "/") {
 		if e == ".." {
@@ -247,6 +261,7 @@ func hasDotDot(p string) bool {
 const (
 	maxHostname = 64   // HOST_NAME_MAX
 	maxPath     = 4096 // PATH_MAX
+	maxName     = 255  // NAME_MAX
 )
 
 // maxDNSConfig caps the bytes of a DNS config. kubelet sends at most 3
@@ -364,15 +379,19 @@ func LogPath(logDir, logPath string) (string, error) {
 	if err := checkLogPath(logPath); err != nil {
 		return "", err
 	}
-	return filepath.Join(logDir, logPath), nil
+	p := filepath.Join(logDir, logPath)
+	if len(p) > maxPath {
+		return "", inval("log path %.300q: longer than %d bytes with the pod log directory", p, maxPath)
+	}
+	return p, nil
 }
 
 func checkLogPath(p string) error {
 	if p == "" {
 		return nil
 	}
-	if filepath.IsAbs(p) || hasCtl(p) || hasDotDot(p) || len(p) > 4096 {
-		return inval("log path %q must be relative to the pod log directory, without ..", p)
+	if filepath.IsAbs(p) || hasCtl(p) || hasDotDot(p) || len(p) > maxPath || longName(p) {
+		return inval("log path %.300q must be relative to the pod log directory, without .., names at most %d bytes", p, maxName)
 	}
 	if c := path.Clean(p); c == "." || strings.HasSuffix(p, "/") {
 		return inval("log path %q names no file", p)

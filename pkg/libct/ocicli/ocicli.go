@@ -457,8 +457,8 @@ var ociExec = &cli.Command{
 		&cli.StringSliceFlag{Name: "cap", Aliases: []string{"c"}},
 		&cli.BoolFlag{Name: "no-new-privs"},
 		&cli.IntFlag{Name: "preserve-fds"},
-		&cli.StringFlag{Name: "apparmor", Hidden: true},
-		&cli.StringFlag{Name: "process-label", Hidden: true},
+		&cli.StringFlag{Name: "apparmor", Usage: "AppArmor profile (applied, or refused where the host cannot)"},
+		&cli.StringFlag{Name: "process-label", Usage: "SELinux label (applied, or refused where the host cannot)"},
 	},
 	Action: func(c *cli.Context) error { return ociFail(doExec(c)) },
 }
@@ -521,6 +521,12 @@ func doExec(c *cli.Context) error {
 		}
 		if c.Bool("no-new-privs") {
 			p.NoNewPrivileges = true
+		}
+		if c.IsSet("apparmor") {
+			p.ApparmorProfile = c.String("apparmor")
+		}
+		if c.IsSet("process-label") {
+			p.SelinuxLabel = c.String("process-label")
 		}
 	}
 	opts := libct.ExecOpts{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}

@@ -362,6 +362,11 @@ static ssize_t ctl_read(struct helper *h, char *p, size_t n)
 
 static void helper_read(struct helper *h)
 {
+	/* An event fetched in the same epoll batch as the one that closed
+	 * the control socket (reap reads results first) finds it gone: the
+	 * result was delivered already. */
+	if (h->done || h->ctl < 0)
+		return;
 	for (;;) {
 		if (cm_buf_reserve(&h->in, 4096) < 0) {
 			cm_log(CM_ERROR, "helper %d: reply too large", (int)h->pid);
@@ -375,8 +380,12 @@ static void helper_read(struct helper *h)
 			continue;
 		if (n < 0 && errno == EAGAIN)
 			return;
-		if (n <= 0)
+		if (n <= 0) {
+			if (!h->parked)
+				cm_log(CM_DEBUG, "helper %d: control socket %s with %zu bytes of a partial result", (int)h->pid,
+				       n == 0 ? "closed" : strerror(errno), h->in.len);
 			return helper_ended(h);
+		}
 		if (h->parked) {
 			h->in.len = 0; /* nothing is expected from a parked helper */
 			continue;
