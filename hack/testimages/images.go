@@ -81,10 +81,10 @@ func benchLayers(n int) []layerSpec {
 func images() []imageDef {
 	defs := append([]imageDef{
 		// critest's default container image (and busybox under the names
-		// its benchmarks, the node e2e suite and our own tests use).
+		// its benchmarks and our own tests use; the node e2e suite's
+		// busybox:1.37.0-2 is in k8s.go).
 		{refs: []string{
 			e2e + "busybox:1.29-2",
-			e2e + "busybox:1.37.0-2",
 			"docker.io/library/busybox:latest",
 			"docker.io/library/busybox:1.36",
 			ecrHub + "busybox:1.35.0-glibc",

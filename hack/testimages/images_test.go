@@ -6,10 +6,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -472,7 +475,7 @@ func TestNodeE2EImages(t *testing.T) {
 		entrypoint []string
 		cmd        []string
 	}{
-		{e + "busybox:1.37.0-2", e + "busybox:1.29-2", "", nil, []string{"sh"}},
+		{e + "busybox:1.37.0-2", "", "", nil, []string{"sh"}},
 		{e + "nginx:1.27.0-2", e + "nginx:1.14-2", "", nil, []string{"nginx", "-g", "daemon off;"}},
 		{e + "nginx:1.28.0-2", e + "nginx:1.14-2", "", nil, []string{"nginx", "-g", "daemon off;"}},
 		{e + "nonewprivs:1.4", e + "nonewprivs:1.3", "", nil, []string{"nnp"}},
@@ -525,5 +528,109 @@ func TestNodeE2EImages(t *testing.T) {
 	ipc := imageLayers(t, all[e+"ipc-utils:1.4"].image)
 	if hdrs, _ := layerFiles(t, ipc[len(ipc)-1]); hdrs["usr/bin/ipcmk"] == nil {
 		t.Error("ipc-utils lacks usr/bin/ipcmk")
+	}
+}
+
+// TestNodeE2EBusyboxShell: the node e2e busybox is the shared busybox layer
+// plus bash as /bin/sh, and (as root) its /bin/sh passes environment
+// variables whose names are not shell names on to the commands it runs, as
+// the ConfigMap and Secret "consumable via the environment" specs need.
+func TestNodeE2EBusyboxShell(t *testing.T) {
+	all, _ := buildAll(t)
+	const ref = "registry.k8s.io/e2e-test-images/busybox:1.37.0-2"
+	ls := imageLayers(t, all[ref].image)
+	if len(ls) != 2 {
+		t.Fatalf("%s has %d layers, want 2", ref, len(ls))
+	}
+	base := imageLayers(t, all["registry.k8s.io/e2e-test-images/busybox:1.29-2"].image)
+	if d0, b0 := mustLayerDigest(t, ls[0]), mustLayerDigest(t, base[0]); d0 != b0 {
+		t.Errorf("first layer %s, want the shared busybox layer %s", d0, b0)
+	}
+	hdrs, _ := layerFiles(t, ls[1])
+	if h := hdrs["bin/sh"]; h == nil || h.Typeflag != tar.TypeSymlink || h.Linkname != "bash" {
+		t.Errorf("bin/sh = %+v, want a symlink to bash", h)
+	}
+	if hdrs["bin/bash"] == nil {
+		t.Error("no bin/bash")
+	}
+
+	if os.Geteuid() != 0 {
+		t.Skip("running the image's shell (chroot) needs root")
+	}
+	root := t.TempDir()
+	for _, l := range ls {
+		unpackLayer(t, l, root)
+	}
+	cmd := exec.Command("/bin/sh", "-c", "env")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: root}
+	cmd.Dir = "/"
+	cmd.Env = []string{pathEnv, "data-1=value-1", "$_-data-1=value-1", "#@!data-1=value-1", "CONFIG_DATA_1=value-1"}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("sh -c env in the image: %v: %s", err, out)
+	}
+	for _, want := range []string{"data-1=value-1", "$_-data-1=value-1", "#@!data-1=value-1", "CONFIG_DATA_1=value-1"} {
+		if !strings.Contains("\n"+string(out), "\n"+want+"\n") {
+			t.Errorf("sh -c env in the image lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func mustLayerDigest(t *testing.T, l v1.Layer) v1.Hash {
+	t.Helper()
+	d, err := l.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// unpackLayer writes a layer's directories, files, symlinks and hard links
+// under root (a later layer's entry replaces an earlier one; the images
+// here have no whiteouts).
+func unpackLayer(t *testing.T, l v1.Layer, root string) {
+	t.Helper()
+	rc, err := l.Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(root, filepath.Clean("/"+h.Name))
+		if h.Typeflag != tar.TypeDir {
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+				t.Fatal(err)
+			}
+		}
+		switch h.Typeflag {
+		case tar.TypeDir:
+			err = os.MkdirAll(p, os.FileMode(h.Mode).Perm())
+		case tar.TypeSymlink:
+			err = os.Symlink(h.Linkname, p)
+		case tar.TypeLink:
+			err = os.Link(filepath.Join(root, filepath.Clean("/"+h.Linkname)), p)
+		case tar.TypeReg:
+			var f *os.File
+			if f, err = os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, os.FileMode(h.Mode).Perm()); err == nil {
+				_, err = io.Copy(f, tr)
+				if cerr := f.Close(); err == nil {
+					err = cerr
+				}
+			}
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 }

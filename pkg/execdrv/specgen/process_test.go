@@ -70,6 +70,11 @@ func TestMergeEnv(t *testing.T) {
 		{"tty sets TERM", "h", nil, nil, true, []string{"HOSTNAME=h", "PATH=" + DefaultPath, "TERM=xterm"}},
 		{"tty keeps TERM", "h", []string{"TERM=vt100"}, nil, true, []string{"HOSTNAME=h", "TERM=vt100", "PATH=" + DefaultPath}},
 		{"empty value", "h", nil, []*runtimeapi.KeyValue{kv("E", "")}, false, []string{"HOSTNAME=h", "E=", "PATH=" + DefaultPath}},
+		// EnvFrom keys kubelet sends as they are (ConfigMap and Secret keys
+		// with prefixes; the node e2e "consumable via the environment"
+		// specs): not shell names, but valid environment entries.
+		{"names that are not shell names", "h", nil, []*runtimeapi.KeyValue{kv("data-1", "value-1"), kv("1-data-1", "v"), kv("$_-data-1", "v"), kv("#@!data-1", "v"), kv("p.q", "v")}, false,
+			[]string{"HOSTNAME=h", "data-1=value-1", "1-data-1=v", "$_-data-1=v", "#@!data-1=v", "p.q=v", "PATH=" + DefaultPath}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := mergeEnv(tc.hostname, tc.image, tc.config, tc.tty)
