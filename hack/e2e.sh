@@ -61,7 +61,7 @@ timeout: 60
 EOC
 crictl() { "$CRICTL" --config "$work/crictl.yaml" "$@"; }
 # shows PATTERN CMD...: CMD succeeds and its output matches PATTERN. The
-# output is read whole first: `CMD | grep -q` under pipefail fails when
+# output is read whole first: piping CMD into a quiet grep under pipefail fails when
 # grep exits before CMD has written everything (SIGPIPE, status 141).
 shows() {
 	local pat=$1 out
