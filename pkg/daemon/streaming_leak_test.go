@@ -15,6 +15,8 @@ import (
 
 	"k8s.io/client-go/tools/remotecommand"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/shim-cri/shim/internal/streamtest"
 )
 
 // procsWith counts the processes whose command line contains s.
@@ -58,7 +60,7 @@ func streamSession(t *testing.T, d *daemonProc, i int, ctr, ttyCtr string) error
 	tr := transports[i%2]
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var out syncBuf
+	var out streamtest.SyncBuffer
 	cutWhen := func(marker string) {
 		go func() {
 			for ctx.Err() == nil && !strings.Contains(out.String(), marker) {
@@ -81,7 +83,7 @@ func streamSession(t *testing.T, d *daemonProc, i int, ctr, ttyCtr string) error
 		defer pw.Close()
 		cutWhen("started")
 		go pw.Write([]byte("echo started; sleep 7777\n"))
-		d.execStream(t, ctx, ctr, tr, true, pr, &out, nil, &fixedSize{}, "sh")
+		d.execStream(t, ctx, ctr, tr, true, pr, &out, nil, &streamtest.OneSize{}, "sh")
 	case 3: // an attach whose client goes away
 		pr, pw := io.Pipe()
 		defer pw.Close()
@@ -103,7 +105,7 @@ func streamSession(t *testing.T, d *daemonProc, i int, ctr, ttyCtr string) error
 			return err
 		}
 		executor(t, r.Url, tr).StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: pr, Stdout: &out, Tty: true,
-			TerminalSizeQueue: &fixedSize{}})
+			TerminalSizeQueue: &streamtest.OneSize{}})
 	}
 	if i%5 != 0 && ctx.Err() != context.Canceled {
 		return fmt.Errorf("session %d was not cut by its client: %v (%q)", i, ctx.Err(), out.String())
@@ -222,7 +224,7 @@ func TestStreamingDaemonRestart(t *testing.T) {
 	d.startCtr(t, ttyCtr)
 
 	for _, how := range []string{"SIGTERM", "SIGKILL"} {
-		var out, tout syncBuf
+		var out, tout streamtest.SyncBuffer
 		execDone, attachDone := make(chan error, 1), make(chan error, 1)
 		go func() {
 			execDone <- d.execStream(t, context.Background(), ctr, "spdy", false, nil, &out, nil, nil,
@@ -258,7 +260,7 @@ func TestStreamingDaemonRestart(t *testing.T) {
 		}
 		// The terminal is the same: the shell still answers.
 		pr2, pw2 := io.Pipe()
-		var tout2 syncBuf
+		var tout2 streamtest.SyncBuffer
 		done := make(chan error, 1)
 		go func() { done <- d.attach(t, ttyCtr, "spdy", true, pr2, &tout2, nil) }()
 		send(t, pw2, "echo after-$((1+1))\n", done)

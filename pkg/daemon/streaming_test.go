@@ -26,6 +26,8 @@ import (
 	"k8s.io/client-go/transport/spdy"
 	utilexec "k8s.io/client-go/util/exec"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/shim-cri/shim/internal/streamtest"
 )
 
 // transports are the two protocols of the streaming server: SPDY (what
@@ -92,17 +94,6 @@ func (d *daemonProc) execStream(t *testing.T, ctx context.Context, ctr, transpor
 		Stderr: stderr, Tty: tty, TerminalSizeQueue: sizes})
 }
 
-// fixedSize sends one terminal size, 90x30.
-type fixedSize struct{ sent bool }
-
-func (f *fixedSize) Next() *remotecommand.TerminalSize {
-	if f.sent {
-		return nil
-	}
-	f.sent = true
-	return &remotecommand.TerminalSize{Width: 90, Height: 30}
-}
-
 // lateReader gives r after a delay: the terminal size, sent when the
 // stream starts, is set by then.
 type lateReader struct {
@@ -114,23 +105,6 @@ type lateReader struct {
 func (l *lateReader) Read(p []byte) (int, error) {
 	l.once.Do(func() { time.Sleep(l.delay) })
 	return l.r.Read(p)
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // send writes data to a stream's stdin (a pipe: the write returns when the
@@ -213,7 +187,7 @@ func TestStreamingExec(t *testing.T) {
 			}
 			// A terminal: the client's size, input and output.
 			out.Reset()
-			err = d.execStream(t, ctx, ctr, tr, true, &lateReader{r: strings.NewReader("hello\n"), delay: 300 * time.Millisecond}, &out, nil, &fixedSize{},
+			err = d.execStream(t, ctx, ctr, tr, true, &lateReader{r: strings.NewReader("hello\n"), delay: 300 * time.Millisecond}, &out, nil, &streamtest.OneSize{},
 				"sh", "-c", "read x; stty size; tty; echo got:$x; exit 7")
 			if exitCode(err) != 7 || !strings.Contains(out.String(), "30 90") || !strings.Contains(out.String(), "/dev/pts/") ||
 				!strings.Contains(out.String(), "got:hello") {
@@ -288,7 +262,7 @@ func TestStreamingExec(t *testing.T) {
 		c := d.create(t, pod, pc, ctrConfig("app", img, "sleep", "100000"))
 		d.startCtr(t, c)
 		done := make(chan error, 1)
-		var out syncBuf
+		var out streamtest.SyncBuffer
 		go func() {
 			done <- d.execStream(t, ctx, c, "spdy", false, nil, &out, nil, nil, "sh", "-c", "echo started; exec sleep 1000")
 		}()
@@ -326,11 +300,11 @@ func TestStreamingAttach(t *testing.T) {
 			c := d.create(t, pod, pc, cc)
 			d.startCtr(t, c)
 			// A second attacher without stdin sees the same output.
-			var o2, e2 syncBuf
+			var o2, e2 streamtest.SyncBuffer
 			done2 := make(chan error, 1)
 			go func() { done2 <- d.attach(t, c, tr, false, nil, &o2, &e2) }()
 			pr, pw := io.Pipe()
-			var o1, e1 syncBuf
+			var o1, e1 streamtest.SyncBuffer
 			done1 := make(chan error, 1)
 			go func() { done1 <- d.attach(t, c, tr, false, pr, &o1, &e1) }()
 			// The second attacher may attach late: lines go on until it
@@ -390,7 +364,7 @@ func TestStreamingAttach(t *testing.T) {
 		d.startCtr(t, c)
 		// kubectl run -it: attach with a terminal, type, leave with exit.
 		pr, pw := io.Pipe()
-		var out syncBuf
+		var out streamtest.SyncBuffer
 		done := make(chan error, 1)
 		go func() { done <- d.attach(t, c, "websocket", true, pr, &out, nil) }()
 		time.Sleep(300 * time.Millisecond) // the terminal size is set meanwhile
@@ -428,7 +402,7 @@ func (d *daemonProc) attach(t *testing.T, ctr, transport string, tty bool, stdin
 	}
 	var sizes remotecommand.TerminalSizeQueue
 	if tty {
-		sizes = &fixedSize{}
+		sizes = &streamtest.OneSize{}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -511,7 +485,7 @@ func checkPortForward(t *testing.T, d *daemonProc, pod string, port int) {
 	}
 	dialer := spdy.NewDialerForStreaming(up, &http.Client{Transport: rt}, "POST", u)
 	stop, ready := make(chan struct{}), make(chan struct{})
-	var out, errOut syncBuf
+	var out, errOut streamtest.SyncBuffer
 	pf, err := portforward.NewOnAddressesForStreaming(dialer, []string{"127.0.0.1"}, []string{fmt.Sprintf("0:%d", port)}, stop, ready, &out, &errOut)
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/shim-cri/shim/internal/streamtest"
 	"github.com/shim-cri/shim/pkg/errdefs"
 )
 
@@ -125,24 +126,6 @@ func TestMonitorExecStream(t *testing.T) {
 	}
 }
 
-// lockedBuf is a bytes.Buffer for several goroutines.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func TestMonitorAttach(t *testing.T) {
 	p := spawnMonitor(t)
 	ctx := ctxT(t)
@@ -166,7 +149,7 @@ func TestMonitorAttach(t *testing.T) {
 	if a1.Stdin == nil || a2.Stdin != nil {
 		t.Fatalf("stdin of the attachments: %v %v", a1.Stdin, a2.Stdin)
 	}
-	var o1, e1, o2, e2 lockedBuf
+	var o1, e1, o2, e2 streamtest.SyncBuffer
 	done := make(chan error, 2)
 	go func() { done <- a1.Copy(&o1, &e1) }()
 	go func() { done <- a2.Copy(&o2, &e2) }()
@@ -256,7 +239,7 @@ func TestMonitorTTYContainer(t *testing.T) {
 	if a.Stdin == nil {
 		t.Fatal("no terminal for the attach")
 	}
-	var out lockedBuf
+	var out streamtest.SyncBuffer
 	done := make(chan error, 1)
 	go func() { done <- a.Copy(&out, nil) }()
 	if err := unix.IoctlSetWinsize(int(a.Stdin.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 33, Col: 77}); err != nil {
@@ -274,7 +257,7 @@ func TestMonitorTTYContainer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out2 lockedBuf
+	var out2 streamtest.SyncBuffer
 	done2 := make(chan error, 1)
 	go func() { done2 <- a2.Copy(&out2, nil) }()
 	a2.Stdin.Write([]byte("exit 3\n"))

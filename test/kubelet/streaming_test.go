@@ -19,6 +19,8 @@ import (
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/tools/remotecommand"
 	"k8s.io/client-go/transport/spdy"
+
+	"github.com/shim-cri/shim/internal/streamtest"
 )
 
 // What kubectl exec, attach and port-forward do, against kubelet's own
@@ -34,24 +36,6 @@ func (n *node) restConfig(t *testing.T) *rest.Config {
 		t.Fatal(err)
 	}
 	return &rest.Config{TLSClientConfig: rest.TLSClientConfig{CAData: ca, ServerName: nodeName}}
-}
-
-// lockedBuf is a bytes.Buffer safe for a writer and a poller.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // stream runs one remotecommand session on kubelet's path (/exec/... or
@@ -112,10 +96,10 @@ func testKubeletExec(t *testing.T, n *node) {
 		// A terminal: stdout and stderr are one stream, the size is the
 		// client's, and a shell reads what is typed.
 		q := url.Values{"command": {"sh"}, "input": {"1"}, "output": {"1"}, "tty": {"1"}}
-		var out lockedBuf
+		var out streamtest.SyncBuffer
 		err := n.stream(t, ctx, "spdy", "/exec/default/"+pod+"/app", q, remotecommand.StreamOptions{
 			Stdin: strings.NewReader("stty size; echo tty:$((6*7)) >&2; exit 3\n"), Stdout: &out, Tty: true,
-			TerminalSizeQueue: &fixedSize{}})
+			TerminalSizeQueue: &streamtest.OneSize{}})
 		if code, ok := exitCode(err); !ok || code != 3 {
 			t.Errorf("tty exec: %v, want exit code 3; output %q", err, out.String())
 		}
@@ -125,18 +109,6 @@ func testKubeletExec(t *testing.T, n *node) {
 	})
 }
 
-// fixedSize sends one terminal size, 90 columns and 30 rows, then ends
-// the resize stream (nil).
-type fixedSize struct{ sent bool }
-
-func (f *fixedSize) Next() *remotecommand.TerminalSize {
-	if f.sent {
-		return nil
-	}
-	f.sent = true
-	return &remotecommand.TerminalSize{Width: 90, Height: 30}
-}
-
 func testKubeletAttach(t *testing.T, n *node) {
 	pod := podName("talker")
 	t.Run("stdin", func(t *testing.T) {
@@ -144,7 +116,7 @@ func testKubeletAttach(t *testing.T, n *node) {
 		defer cancel()
 		// The container echoes each line it reads on its stdin.
 		pr, pw := io.Pipe()
-		var out lockedBuf
+		var out streamtest.SyncBuffer
 		done := make(chan error, 1)
 		go func() {
 			done <- n.stream(t, ctx, "spdy", "/attach/default/"+pod+"/echo",
@@ -164,12 +136,12 @@ func testKubeletAttach(t *testing.T, n *node) {
 		defer cancel()
 		// kubectl run -it: a shell on the container's terminal.
 		pr, pw := io.Pipe()
-		var out lockedBuf
+		var out streamtest.SyncBuffer
 		done := make(chan error, 1)
 		go func() {
 			done <- n.stream(t, ctx, "spdy", "/attach/default/"+pod+"/shell",
 				url.Values{"input": {"1"}, "output": {"1"}, "tty": {"1"}},
-				remotecommand.StreamOptions{Stdin: pr, Stdout: &out, Tty: true, TerminalSizeQueue: &fixedSize{}})
+				remotecommand.StreamOptions{Stdin: pr, Stdout: &out, Tty: true, TerminalSizeQueue: &streamtest.OneSize{}})
 		}()
 		waitFor(t, "the shell on the terminal to answer", 30*time.Second, func() (bool, string) {
 			fmt.Fprintln(pw, "echo sum:$((40+2))")
@@ -192,7 +164,7 @@ func testKubeletPortForward(t *testing.T, n *node) {
 	}
 	dialer := spdy.NewDialer(up, &http.Client{Transport: rt}, "POST", u)
 	stop, ready := make(chan struct{}), make(chan struct{})
-	var out, errOut lockedBuf
+	var out, errOut streamtest.SyncBuffer
 	pf, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{"0:80"}, stop, ready, &out, &errOut)
 	if err != nil {
 		t.Fatal(err)
