@@ -31,7 +31,8 @@ import (
 // in the test's temp dir; the pod CIDR is the test's own.
 //
 // SHIM_FUZZ_SEED and SHIM_FUZZ_N change the seed (default 1) and the
-// number of requests (default 2000).
+// number of requests (default 2000); SHIM_FUZZ_TRACE=<file> appends each
+// request and its code to the file (what came before a failure).
 func TestRequestFuzz(t *testing.T) {
 	if testing.Short() {
 		t.Skip("slow: not run with -short")
@@ -158,6 +159,11 @@ func TestRequestFuzz(t *testing.T) {
 		err = d.conn.Invoke(ctx, name, req.Interface(), out.New().Interface())
 		cancel()
 		code := status.Code(err)
+		if tr := os.Getenv("SHIM_FUZZ_TRACE"); tr != "" {
+			tf, _ := os.OpenFile(tr, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+			fmt.Fprintf(tf, "#%d %s %v: %s\n", i, m.Name(), code, shortText(req.Interface()))
+			tf.Close()
+		}
 		if codesSeen[string(m.Name())] == nil {
 			codesSeen[string(m.Name())] = map[codes.Code]int{}
 		}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/shim-cri/shim/pkg/errdefs"
@@ -65,6 +67,15 @@ func (c *Container) Exec(ctx context.Context, p *specs.Process, opts ExecOpts) (
 	c.cg = saved
 	if err != nil {
 		reapAll(pids)
+		cls := errdefs.Class(err)
+		if ctx.Err() == nil && (cls == "not_found" && c.exiting() ||
+			(cls == "unknown" || cls == "internal") && c.exitedDuring()) {
+			// The container's init died while the exec joined it: its
+			// namespaces were gone, or the kernel killed everything in
+			// its PID namespace, the exec included (kubelet's probes
+			// race container exits often).
+			return nil, fmt.Errorf("container %q exited while the exec started (%v): %w", c.st.ID, err, errdefs.ErrFailedPrecondition)
+		}
 		return nil, err
 	}
 	defer res.conn.Close()
@@ -83,6 +94,29 @@ func (c *Container) Exec(ctx context.Context, p *specs.Process, opts ExecOpts) (
 		}
 	}
 	return &Process{Pid: res.pid, Console: res.console}, nil
+}
+
+// exitedDuring reports whether the container's init is gone or going,
+// giving a dying init a moment to show it.
+func (c *Container) exitedDuring() bool {
+	for i := 0; i < 50; i++ {
+		if c.exiting() {
+			return true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return false
+}
+
+// exiting reports whether the container's init is gone, a zombie, or
+// past dropping its namespaces (it waits, so, for the rest of its PID
+// namespace to die before it becomes a zombie).
+func (c *Container) exiting() bool {
+	if !alive(c.st.Pid, c.st.PidStart) {
+		return true
+	}
+	_, err := os.Readlink("/proc/" + strconv.Itoa(c.st.Pid) + "/ns/mnt")
+	return errors.Is(err, os.ErrNotExist)
 }
 
 // Wait waits for an exec'd process; only its parent can.

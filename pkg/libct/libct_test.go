@@ -906,3 +906,47 @@ func TestLSMRefusedByCreate(t *testing.T) {
 		})
 	}
 }
+
+// TestExecRacesExit execs into a container from several goroutines while
+// its init is killed: an exec the kernel kills with the PID namespace
+// fails with FailedPrecondition, never an untyped pipe error (kubelet's
+// exec probes race container exits all the time).
+func TestExecRacesExit(t *testing.T) {
+	needRoot(t)
+	for round := 0; round < 5; round++ {
+		x, err := create(t, sh(t, "sleep 30"), libct.CreateOpts{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := x.c.Start(ctx(t)); err != nil {
+			t.Fatal(err)
+		}
+		errs := make(chan error, 3)
+		for g := 0; g < 3; g++ {
+			c, err := libct.Load(x.root, x.id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			go func() {
+				for {
+					p, err := c.Exec(ctx(t), &specs.Process{Args: []string{"/bin/true"}, Cwd: "/", Env: []string{"PATH=/bin"}}, libct.ExecOpts{})
+					if err != nil {
+						errs <- err
+						return
+					}
+					p.Wait()
+				}
+			}()
+		}
+		time.Sleep(time.Duration(50+round*40) * time.Millisecond)
+		if err := x.c.Signal(unix.SIGKILL, false); err != nil {
+			t.Fatal(err)
+		}
+		for g := 0; g < 3; g++ {
+			if err := <-errs; !errdefs.IsFailedPrecondition(err) {
+				t.Errorf("round %d: exec while the container died: %v", round, err)
+			}
+		}
+		x.c.Wait()
+	}
+}
