@@ -50,9 +50,13 @@ void attach_output(struct ctr *c, int stream, const char *p, size_t n)
 		next = a->next;
 		if (a->c != c || !(stream == CM_FRAME_STDOUT ? a->out : a->err))
 			continue;
-		if (conn_send_frame(a->conn, stream, p, n) < 0) {
+		/* A failed send may close the connection, which frees a
+		 * (attach_conn_gone); the conn itself lives on until the end
+		 * of the loop's turn (bury). */
+		struct conn *conn = a->conn;
+		if (conn_send_frame(conn, stream, p, n) < 0 && !conn_closed(conn)) {
 			cm_log(CM_WARN, "dropping an attach that does not read the container's output");
-			conn_drop(a->conn); /* unlinks a (attach_conn_gone) */
+			conn_drop(conn);
 		}
 	}
 }

@@ -96,6 +96,8 @@ void conn_free(struct watch *w) { free(w); }
 
 void conn_drop(struct conn *c) { conn_close(c); }
 
+int conn_closed(const struct conn *c) { return c->w.dead; }
+
 /* ---- replies ---- */
 
 void reply(struct conn *c, struct cm_buf *b)

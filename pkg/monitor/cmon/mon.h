@@ -102,6 +102,9 @@ int conn_send_frame(struct conn *c, int stream, const char *p, size_t n);
 void conn_finish(struct conn *c);
 /* conn_drop ends a connection now, as if the client went away. */
 void conn_drop(struct conn *c);
+/* conn_closed tells whether a connection has ended (it stays readable
+ * until the end of the event loop's turn). */
+int conn_closed(const struct conn *c);
 /* reply_raw_error answers with err, the JSON of an errdefs.Wire. */
 void reply_raw_error(struct conn *c, const char *err, size_t len);
 /* broadcast sends an event line to every subscriber. */
