@@ -5,7 +5,7 @@ LDFLAGS   := -X main.Version=$(VERSION)
 PREFIX    ?= /usr/local
 BIN       := bin/shim
 
-.PHONY: all build run test unit race monitor-asan e2e kubelet-e2e node-e2e node-e2e-ci bench lint install deps clean
+.PHONY: all build run test unit race monitor-asan e2e kubelet-e2e node-e2e node-e2e-ci node-e2e-eviction bench lint install deps clean
 
 all: build
 
@@ -25,7 +25,8 @@ deps:
 
 # Everything: dependencies, unit and root integration tests, then the
 # end-to-end runs (registry, test images, shim, crictl, critest; a real
-# kubelet with static pods) and the CI subset of Kubernetes' node e2e suite.
+# kubelet with static pods), the CI subset of Kubernetes' node e2e suite and
+# its ephemeral-storage eviction spec.
 test: deps build
 	$(MAKE) lint
 	$(MAKE) unit
@@ -34,6 +35,7 @@ test: deps build
 	$(MAKE) e2e
 	$(MAKE) kubelet-e2e
 	$(MAKE) node-e2e-ci
+	$(MAKE) node-e2e-eviction
 
 # Packages one at a time (-p 1): many tests are root tests that change the
 # host (mounts, links, nftables, cgroups) and check that nothing else did.
@@ -68,6 +70,11 @@ node-e2e: build
 # Its fixed CI subset (hack/node-e2e/ci-focus).
 node-e2e-ci: build
 	NODE_E2E_SUBSET=ci hack/node-e2e.sh
+
+# Its eviction spec: kubelet evicts the pods over their ephemeral-storage
+# limits, reading each container's writable layer from shim's stats.
+node-e2e-eviction: build
+	NODE_E2E_SUBSET=eviction hack/node-e2e.sh
 
 bench: build
 	$(GO) build -o bin/bench ./hack/bench

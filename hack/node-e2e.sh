@@ -8,11 +8,15 @@
 #   hack/node-e2e.sh                   every [NodeConformance] spec outside
 #                                      [Serial], [Slow], [Flaky], [Disruptive]
 #   NODE_E2E_SUBSET=ci hack/node-e2e.sh    the fixed CI subset (hack/node-e2e/ci-focus)
+#   NODE_E2E_SUBSET=eviction hack/node-e2e.sh  kubelet evicts pods over their
+#                                      ephemeral-storage limits (stats from the runtime)
 #   NODE_E2E_RUNTIME=containerd hack/node-e2e.sh   the same against containerd 2.4
 #
 # Environment:
 #   NODE_E2E_RUNTIME   shim (default) or containerd
-#   NODE_E2E_SUBSET    empty (all NodeConformance) or ci
+#   NODE_E2E_SUBSET    empty (all NodeConformance), ci, or eviction (the
+#                      [Serial] spec LocalStorageCapacityIsolationEviction:
+#                      pods over their ephemeral-storage limit are evicted)
 #   NODE_E2E_FOCUS     a ginkgo focus regexp instead (specs still outside the
 #                      skips and labelled NodeConformance)
 #   NODE_E2E_SKIP      extra ginkgo skip regexp
@@ -83,9 +87,15 @@ inner() {
 	cp "$ROOT/hack/node-e2e/sudo" "$work/bin/sudo"
 	export PATH=$work/bin:$PATH
 
-	# kubelet's directories, private to this run.
-	mkdir -p "$work/var-lib-kubelet" "$work/var-log-pods" "$work/var-log-containers"
-	mount --bind "$work/var-lib-kubelet" /var/lib/kubelet
+	# kubelet's directories, private to this run. Its root directory is a
+	# filesystem of its own on a loop device (a sparse file): kubelet's
+	# cAdvisor must map that directory to a block device it finds in
+	# mountinfo, and it cannot map this host's root (/dev/vda), so without
+	# it /stats/summary fails and the eviction manager does nothing.
+	mkdir -p "$work/var-log-pods" "$work/var-log-containers"
+	truncate -s 16G "$work/kubelet-fs.img"
+	mkfs.ext4 -q -F "$work/kubelet-fs.img"
+	mount -o loop "$work/kubelet-fs.img" /var/lib/kubelet
 	mount --bind "$work/var-log-pods" /var/log/pods
 	mount --bind "$work/var-log-containers" /var/log/containers
 
@@ -196,17 +206,24 @@ evictionMinimumReclaim:
 serializeImagePulls: false
 EOF
 
-	local focus skip
+	local focus skip labels=NodeConformance procs=$PROCS
 	skip=$SKIP_ALWAYS
 	[[ -n ${NODE_E2E_SKIP:-} ]] && skip="$skip|$NODE_E2E_SKIP"
 	if [[ -n ${NODE_E2E_FOCUS:-} ]]; then
 		focus=$NODE_E2E_FOCUS
+	elif [[ $SUBSET == eviction ]]; then
+		# [Serial]: one process; it restarts kubelet with its own
+		# eviction thresholds (the systemctl stand-in).
+		focus='LocalStorageCapacityIsolationEviction'
+		skip='\[Flaky\]'
+		labels='Feature:Eviction'
+		procs=1
 	elif [[ $SUBSET == ci ]]; then
 		focus=$(grep -v '^#' "$ROOT/hack/node-e2e/ci-focus" | sed '/^$/d' | paste -sd '|')
 	else
 		focus='\[NodeConformance\]'
 	fi
-	log "runtime $RUNTIME, $PROCS ginkgo processes, focus ${focus:0:120}..."
+	log "runtime $RUNTIME, $procs ginkgo processes, focus ${focus:0:120}..."
 	# ginkgo runs the suite in the directory of its binary, and the suite
 	# writes kubelet's kubeconfig, config and static pod dirs into its
 	# working directory, and finds kubelet next to itself: give it its own.
@@ -217,8 +234,8 @@ EOF
 	# The label filter keeps a focus (the CI subset's lines, NODE_E2E_FOCUS)
 	# to NodeConformance specs: a focus alone would also pick alpha-feature
 	# and [Feature:...] specs whose text matches.
-	"$BIN/ginkgo" --procs="$PROCS" --timeout="$TIMEOUT" --no-color --poll-progress-after=10m \
-		--focus="$focus" --skip="$skip" --label-filter=NodeConformance \
+	"$BIN/ginkgo" --procs="$procs" --timeout="$TIMEOUT" --no-color --poll-progress-after=10m \
+		--focus="$focus" --skip="$skip" --label-filter="$labels" \
 		--output-dir="$report" --junit-report=junit.xml --json-report=report.json \
 		"$work/k8s/e2e_node.test" -- \
 		--container-runtime-endpoint="unix://$sock" --image-service-endpoint="unix://$sock" \

@@ -400,8 +400,7 @@ func cgroupHierarchies(t *testing.T) []string {
 // wants it to exist), cpuset initialised from its parent.
 func (n *node) makeCgroupRoot() {
 	t := n.t
-	removeCgroupRoot(t) // a run that was killed
-	t.Cleanup(func() { removeCgroupRoot(t) })
+	removeCgroupRoot(t) // a run that was killed; teardown removes it again
 	for _, h := range cgroupHierarchies(t) {
 		p := filepath.Join(h, cgroupRoot)
 		if err := os.Mkdir(p, 0o755); err != nil {
@@ -472,6 +471,9 @@ func (n *node) teardown() {
 		n.conn.Close()
 	}
 	n.shim.stop(time.Minute)
+	// After kubelet and shim: a pod left running (a test that stopped
+	// early) would keep its cgroups busy.
+	removeCgroupRoot(t)
 	unmountUnder(t, n.dir)
 	for _, c := range [][]string{{"ip", "link", "del", bridgeName}, {"nft", "delete", "table", "ip", nftTable}} {
 		exec.Command(c[0], c[1:]...).Run() // absent when nothing was set up
