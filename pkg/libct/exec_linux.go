@@ -41,7 +41,7 @@ func (c *Container) Exec(ctx context.Context, p *specs.Process, opts ExecOpts) (
 			cg: cg, idMaps: spec.Linux},
 		cfg: &initConfig{
 			Mode: modeExec, ID: c.st.ID, Process: p, ExtraFiles: len(opts.ExtraFiles),
-			UserNS: userNS, Seccomp: spec.Linux.Seccomp, NoPivot: c.st.NoPivot, InitPid: c.st.Pid,
+			UserNS: userNS, Seccomp: spec.Linux.Seccomp, InitPid: c.st.Pid,
 			CgroupPath: c.st.CgroupPath,
 		},
 		consoleSock: opts.ConsoleSocket,

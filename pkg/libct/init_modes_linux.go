@@ -137,14 +137,9 @@ func (l *setnsInit) run() error {
 		// terminal.
 		unix.Setsid()
 	}
-	if cfg.NoPivot && cfg.InitPid > 0 {
-		// The namespace root of a no-pivot container is the host's old
-		// root: enter the init's root instead.
-		if err := unix.Chroot("/proc/" + strconv.Itoa(cfg.InitPid) + "/root"); err != nil {
-			return fmt.Errorf("chroot into no-pivot container: %w", err)
-		}
-		unix.Chdir("/")
-	}
+	// No chroot, also for a no-pivot container: joining its mount
+	// namespace put this process at the top of the mounts stacked on the
+	// namespace's root, the rootfs the init moved there (TestNoPivotExec).
 	if p.Terminal {
 		if err := setupConsole(cfg.conn); err != nil {
 			return err

@@ -351,9 +351,6 @@ func (p *setnsProcess) start(ctx context.Context) (_ *started, retErr error) {
 	}()
 	stop := s.cancelOn(ctx)
 	defer stop()
-	// As before the split: the exec's own pid (the Go init chroots into
-	// its root when the container did not pivot).
-	p.cfg.InitPid = s.pid
 	if err := writeFrame(s.conn, p.cfg); err != nil {
 		return nil, fmt.Errorf("send init config: %w", ctxErr(ctx, err))
 	}
