@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -86,23 +84,19 @@ func Create(ctx context.Context, stateRoot, id string, spec *specs.Spec, bundle 
 		return nil, fmt.Errorf("container %q: state dir: %w", id, err)
 	}
 	c := &Container{root: stateRoot, dir: dir}
-	var pids []int // processes to kill on failure
+	var proc *started
 	defer func() {
 		if retErr == nil {
 			return
 		}
-		reapAll(pids)
+		if proc != nil {
+			proc.kill() // also closes c.Console and c.initConn
+		}
 		if c.cg != nil {
 			killCgroup(c.cg)
 			for i := 0; i < 50 && c.cg.Delete() != nil; i++ {
 				time.Sleep(10 * time.Millisecond)
 			}
-		}
-		if c.Console != nil {
-			c.Console.Close()
-		}
-		if c.initConn != nil {
-			c.initConn.Close()
 		}
 		os.RemoveAll(dir)
 	}()
@@ -127,6 +121,45 @@ func Create(ctx context.Context, stateRoot, id string, spec *specs.Spec, bundle 
 	}
 	defer fifoFile.Close()
 
+	bs, newNS, owned := createBootstrap(spec)
+	var oom *int
+	if spec.Process != nil {
+		oom = spec.Process.OOMScoreAdj
+	}
+	p := &initProcess{
+		launch: launch{bs: bs, extra: opts.ExtraFiles, fifo: fifoFile, stdio: stdio{opts.Stdin, opts.Stdout, opts.Stderr},
+			oom: oom, cg: c.cg, idMaps: spec.Linux},
+		cfg:         createConfig(id, spec, rootfs, bundle, cgPath, opts, newNS),
+		consoleSock: opts.ConsoleSocket,
+	}
+	if proc, err = p.start(ctx); err != nil {
+		return nil, err
+	}
+	c.initConn = proc.conn
+	c.Console = proc.console
+	start, _, err := procStat(proc.pid)
+	if err != nil {
+		return nil, fmt.Errorf("init exited during create: %w", errdefs.ErrInternal)
+	}
+	c.st = &stored{
+		State: State{
+			OCIVersion: specs.Version, ID: id, Status: StatusCreated, Pid: proc.pid, PidStart: start,
+			Bundle: bundle, Rootfs: rootfs, Annotations: spec.Annotations, Created: time.Now().UTC(),
+			CgroupPath: cgPath, Owner: "",
+		},
+		Spec: spec, NoPivot: opts.NoPivot, CgroupVersion: version, Namespaces: owned,
+	}
+	c.st.InitExe, _ = os.Readlink("/proc/" + strconv.Itoa(proc.pid) + "/exe")
+	if err := writeState(dir, c.st); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// createBootstrap is the C stage's bootstrap for a new container: the
+// namespaces to create and to join. It also returns the namespaces
+// created, as a set and as the names the state records.
+func createBootstrap(spec *specs.Spec) (bootstrap, map[specs.LinuxNamespaceType]bool, []string) {
 	bs := bootstrap{}
 	newNS := map[specs.LinuxNamespaceType]bool{}
 	var owned []string
@@ -145,41 +178,19 @@ func Create(ctx context.Context, stateRoot, id string, spec *specs.Spec, bundle 
 			bs.timeOffsets += fmt.Sprintf("%s %d %d\n", clock, off.Secs, off.Nanosecs)
 		}
 	}
-	userNS := newNS[specs.UserNamespace] || hasNSPath(spec, specs.UserNamespace)
-	cfg := &initConfig{
-		Mode: "create", ID: id, Spec: spec, Process: spec.Process, Rootfs: rootfs, Bundle: bundle,
+	return bs, newNS, owned
+}
+
+// createConfig is the config of a container's Go init.
+func createConfig(id string, spec *specs.Spec, rootfs, bundle, cgPath string, opts CreateOpts,
+	newNS map[specs.LinuxNamespaceType]bool) *initConfig {
+	return &initConfig{
+		Mode: modeCreate, ID: id, Spec: spec, Process: spec.Process, Rootfs: rootfs, Bundle: bundle,
 		NoPivot: opts.NoPivot, NoNewKeyring: opts.NoNewKeyring, ExtraFiles: len(opts.ExtraFiles),
 		NewMountNS: newNS[specs.MountNamespace] || hasNSPath(spec, specs.MountNamespace), NewUTSNS: newNS[specs.UTSNamespace],
-		NewCgroupNS: newNS[specs.CgroupNamespace], UserNS: userNS, CgroupPath: cgPath,
+		NewCgroupNS: newNS[specs.CgroupNamespace], UserNS: newNS[specs.UserNamespace] || hasNSPath(spec, specs.UserNamespace),
+		CgroupPath: cgPath,
 	}
-	var oom *int
-	if spec.Process != nil {
-		oom = spec.Process.OOMScoreAdj
-	}
-	res2, err := c.startInit(ctx, &bs, cfg, stdio{opts.Stdin, opts.Stdout, opts.Stderr}, opts.ExtraFiles, fifoFile,
-		opts.ConsoleSocket, oom, spec.Linux, &pids)
-	if err != nil {
-		return nil, err
-	}
-	c.initConn = res2.conn
-	c.Console = res2.console
-	start, _, err := procStat(res2.pid)
-	if err != nil {
-		return nil, fmt.Errorf("init exited during create: %w", errdefs.ErrInternal)
-	}
-	c.st = &stored{
-		State: State{
-			OCIVersion: specs.Version, ID: id, Status: StatusCreated, Pid: res2.pid, PidStart: start,
-			Bundle: bundle, Rootfs: rootfs, Annotations: spec.Annotations, Created: time.Now().UTC(),
-			CgroupPath: cgPath, Owner: "",
-		},
-		Spec: spec, NoPivot: opts.NoPivot, CgroupVersion: version, Namespaces: owned,
-	}
-	c.st.InitExe, _ = os.Readlink("/proc/" + strconv.Itoa(res2.pid) + "/exe")
-	if err := writeState(dir, c.st); err != nil {
-		return nil, err
-	}
-	return c, nil
 }
 
 func hasNSPath(spec *specs.Spec, t specs.LinuxNamespaceType) bool {
@@ -189,240 +200,6 @@ func hasNSPath(spec *specs.Spec, t specs.LinuxNamespaceType) bool {
 		}
 	}
 	return false
-}
-
-type stdio struct{ in, out, err *os.File }
-
-type initResult struct {
-	pid     int
-	conn    *net.UnixConn
-	console *os.File
-}
-
-// startInit runs the sealed binary as stage 0, feeds the C stage its
-// bootstrap, learns the init's pid, sends the init its config and waits
-// for "ready" (or a typed error).
-func (c *Container) startInit(ctx context.Context, bs *bootstrap, cfg *initConfig, sio stdio, extra []*os.File,
-	fifo *os.File, consoleSock *os.File, oom *int, lx *specs.Linux, pids *[]int) (*initResult, error) {
-	exe, err := sealedExe()
-	if err != nil {
-		return nil, err
-	}
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("socketpair: %w", err)
-	}
-	parentFile := os.NewFile(uintptr(fds[0]), "initpipe-parent")
-	childFile := os.NewFile(uintptr(fds[1]), "initpipe-child")
-	defer childFile.Close()
-	fc, err := net.FileConn(parentFile)
-	parentFile.Close()
-	if err != nil {
-		return nil, err
-	}
-	conn := fc.(*net.UnixConn)
-	ok := false
-	defer func() {
-		if !ok {
-			conn.Close()
-		}
-	}()
-
-	files := append([]*os.File(nil), extra...)
-	pipeFd := 3 + len(files)
-	files = append(files, childFile)
-	env := []string{envInitPipe + "=" + strconv.Itoa(pipeFd)}
-	if fifo != nil {
-		env = append(env, envFifoFd+"="+strconv.Itoa(3+len(files)))
-		files = append(files, fifo)
-	}
-	exeFd := 3 + len(files)
-	files = append(files, exe)
-	cmd := &exec.Cmd{
-		Path:       "/proc/self/fd/" + strconv.Itoa(exeFd),
-		Args:       []string{"shim", "init"},
-		Env:        env,
-		ExtraFiles: files,
-	}
-	// Assign only non-nil files: a nil *os.File in the io interfaces
-	// would not be replaced by /dev/null.
-	if sio.in != nil {
-		cmd.Stdin = sio.in
-	}
-	if sio.out != nil {
-		cmd.Stdout = sio.out
-	}
-	if sio.err != nil {
-		cmd.Stderr = sio.err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start init: %w", err)
-	}
-	stage0 := cmd.Process.Pid
-	*pids = append(*pids, stage0)
-	reaped := false
-	defer func() {
-		if !reaped {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	}()
-	childFile.Close()
-
-	stop := context.AfterFunc(ctx, func() {
-		conn.SetDeadline(time.Now())
-	})
-	defer stop()
-
-	if oom != nil {
-		if err := writeOOMScoreAdj(strconv.Itoa(stage0), *oom); err != nil {
-			return nil, err
-		}
-	}
-	if c.cg != nil {
-		if err := c.cg.Add(stage0); err != nil {
-			return nil, fmt.Errorf("add init to cgroup: %v: %w", err, errdefs.ErrInternal)
-		}
-	}
-	if _, err := conn.Write(bs.encode()); err != nil {
-		return nil, fmt.Errorf("send bootstrap: %w", ctxErr(ctx, err))
-	}
-	initPid := 0
-	for initPid == 0 {
-		var b [1]byte
-		if _, err := io2ReadFull(conn, b[:]); err != nil {
-			return nil, fmt.Errorf("nsexec: %w", ctxErr(ctx, err))
-		}
-		switch b[0] {
-		case syncUserMap:
-			if err := writeIDMaps(stage0, lx); err != nil {
-				return nil, err
-			}
-			if _, err := conn.Write([]byte{syncUserMapAck}); err != nil {
-				return nil, err
-			}
-		case syncPid:
-			var p [4]byte
-			if _, err := io2ReadFull(conn, p[:]); err != nil {
-				return nil, fmt.Errorf("nsexec: %w", ctxErr(ctx, err))
-			}
-			initPid = int(int32(uint32(p[0]) | uint32(p[1])<<8 | uint32(p[2])<<16 | uint32(p[3])<<24))
-			*pids = append(*pids, initPid)
-		case syncErr:
-			return nil, stageErr(conn)
-		default:
-			return nil, fmt.Errorf("nsexec: unexpected sync byte %#x: %w", b[0], errdefs.ErrInternal)
-		}
-	}
-	cmd.Wait()
-	reaped = true
-	*pids = (*pids)[1:] // stage 0 is reaped
-	cfg.InitPid = initPid
-	var mountFds []int
-	if cfg.Mode == "create" {
-		plan, err := prepareMounts(ctx, cfg.Spec, cfg.Bundle, initPid, cfg.UserNS)
-		if err != nil {
-			return nil, err
-		}
-		defer plan.close()
-		cfg.MountFds = plan.index
-		for _, f := range plan.files {
-			mountFds = append(mountFds, int(f.Fd()))
-		}
-	}
-	if err := writeFrame(conn, cfg, mountFds...); err != nil {
-		return nil, fmt.Errorf("send init config: %w", ctxErr(ctx, err))
-	}
-	res := &initResult{pid: initPid, conn: conn}
-	for {
-		var m initMsg
-		files, err := readFrame(conn, &m)
-		if err != nil {
-			for _, f := range files {
-				f.Close()
-			}
-			if errors.Is(err, io.EOF) {
-				return nil, fmt.Errorf("container init exited before it was ready: %w", errdefs.ErrInternal)
-			}
-			return nil, fmt.Errorf("container init: %w", ctxErr(ctx, err))
-		}
-		switch m.Type {
-		case "console":
-			if len(files) != 1 {
-				return nil, fmt.Errorf("console message without a pty: %w", errdefs.ErrInternal)
-			}
-			if consoleSock != nil {
-				err := sendConsole(consoleSock, m.Name, files[0])
-				files[0].Close()
-				if err != nil {
-					return nil, err
-				}
-			} else {
-				res.console = files[0]
-			}
-		case "ready":
-			ok = true
-			return res, nil
-		case "hooks":
-			h := cfg.Spec.Hooks
-			st := State{OCIVersion: specs.Version, ID: cfg.ID, Status: StatusCreating, Pid: initPid,
-				Bundle: cfg.Bundle, Annotations: cfg.Spec.Annotations}
-			if err := RunHooks(ctx, h.Prestart, st, false); err != nil { //nolint:staticcheck // deprecated, still supported
-				return nil, err
-			}
-			if err := RunHooks(ctx, h.CreateRuntime, st, false); err != nil {
-				return nil, err
-			}
-			if err := writeFrame(conn, initMsg{Type: "hooks-done"}); err != nil {
-				return nil, err
-			}
-		case "error":
-			if res.console != nil {
-				res.console.Close()
-			}
-			if m.Error == nil {
-				return nil, fmt.Errorf("container init failed: %w", errdefs.ErrInternal)
-			}
-			return nil, m.Error.Err()
-		default:
-			return nil, fmt.Errorf("container init: unexpected message %q: %w", m.Type, errdefs.ErrInternal)
-		}
-	}
-}
-
-func ctxErr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return err
-}
-
-func io2ReadFull(c *net.UnixConn, b []byte) (int, error) { return io.ReadFull(c, b) }
-
-func sendConsole(sock *os.File, name string, master *os.File) error {
-	rights := unix.UnixRights(int(master.Fd()))
-	if err := unix.Sendmsg(int(sock.Fd()), []byte(name), rights, nil, 0); err != nil {
-		return fmt.Errorf("send pty master to console socket: %w", err)
-	}
-	return nil
-}
-
-func writeIDMaps(pid int, lx *specs.Linux) error {
-	fmtMap := func(ms []specs.LinuxIDMapping) []byte {
-		var b []byte
-		for _, m := range ms {
-			b = append(b, fmt.Sprintf("%d %d %d\n", m.ContainerID, m.HostID, m.Size)...)
-		}
-		return b
-	}
-	base := "/proc/" + strconv.Itoa(pid) + "/"
-	if err := os.WriteFile(base+"uid_map", fmtMap(lx.UIDMappings), 0); err != nil {
-		return fmt.Errorf("write uid_map: %v: %w", err, errdefs.ErrInvalidArgument)
-	}
-	if err := os.WriteFile(base+"gid_map", fmtMap(lx.GIDMappings), 0); err != nil {
-		return fmt.Errorf("write gid_map: %v: %w", err, errdefs.ErrInvalidArgument)
-	}
-	return nil
 }
 
 // Load opens the container id in stateRoot.

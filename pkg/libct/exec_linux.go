@@ -31,42 +31,23 @@ func (c *Container) Exec(ctx context.Context, p *specs.Process, opts ExecOpts) (
 		return nil, fmt.Errorf("container %q is %s: %w", c.st.ID, st, errdefs.ErrFailedPrecondition)
 	}
 	spec := c.st.Spec
-	bs := bootstrap{}
-	pidStr := strconv.Itoa(c.st.Pid)
-	var mnt string
-	userNS := false
-	for _, ns := range spec.Linux.Namespaces {
-		name := procNSName[ns.Type]
-		path := "/proc/" + pidStr + "/ns/" + name
-		if ns.Type == specs.UserNamespace {
-			userNS = true
-		}
-		if ns.Type == specs.MountNamespace {
-			mnt = name + ":" + path
-			continue
-		}
-		bs.nsPaths = append(bs.nsPaths, name+":"+path)
-	}
-	if mnt != "" {
-		bs.nsPaths = append(bs.nsPaths, mnt)
-	}
-	cfg := &initConfig{
-		Mode: "exec", ID: c.st.ID, Process: p, ExtraFiles: len(opts.ExtraFiles),
-		UserNS: userNS, Seccomp: spec.Linux.Seccomp, NoPivot: c.st.NoPivot, InitPid: c.st.Pid,
-		CgroupPath: c.st.CgroupPath,
-	}
+	bs, userNS := execBootstrap(spec, c.st.Pid)
 	cg, err := c.cgroup()
 	if err != nil {
 		return nil, err
 	}
-	saved := c.cg
-	c.cg = cg
-	var pids []int
-	res, err := c.startInit(ctx, &bs, cfg, stdio{opts.Stdin, opts.Stdout, opts.Stderr}, opts.ExtraFiles, nil,
-		opts.ConsoleSocket, nil, spec.Linux, &pids)
-	c.cg = saved
+	sp := &setnsProcess{
+		launch: launch{bs: bs, extra: opts.ExtraFiles, stdio: stdio{opts.Stdin, opts.Stdout, opts.Stderr},
+			cg: cg, idMaps: spec.Linux},
+		cfg: &initConfig{
+			Mode: modeExec, ID: c.st.ID, Process: p, ExtraFiles: len(opts.ExtraFiles),
+			UserNS: userNS, Seccomp: spec.Linux.Seccomp, InitPid: c.st.Pid,
+			CgroupPath: c.st.CgroupPath,
+		},
+		consoleSock: opts.ConsoleSocket,
+	}
+	res, err := sp.start(ctx)
 	if err != nil {
-		reapAll(pids)
 		cls := errdefs.Class(err)
 		if ctx.Err() == nil && (cls == "not_found" && c.exiting() ||
 			(cls == "unknown" || cls == "internal") && c.exitedDuring()) {
@@ -94,6 +75,32 @@ func (c *Container) Exec(ctx context.Context, p *specs.Process, opts ExecOpts) (
 		}
 	}
 	return &Process{Pid: res.pid, Console: res.console}, nil
+}
+
+// execBootstrap is the C stage's bootstrap for an exec: join every
+// namespace of the container's init (pid), the mount namespace last. It
+// also reports whether the container has a user namespace.
+func execBootstrap(spec *specs.Spec, pid int) (bootstrap, bool) {
+	bs := bootstrap{}
+	pidStr := strconv.Itoa(pid)
+	var mnt string
+	userNS := false
+	for _, ns := range spec.Linux.Namespaces {
+		name := procNSName[ns.Type]
+		path := "/proc/" + pidStr + "/ns/" + name
+		if ns.Type == specs.UserNamespace {
+			userNS = true
+		}
+		if ns.Type == specs.MountNamespace {
+			mnt = name + ":" + path
+			continue
+		}
+		bs.nsPaths = append(bs.nsPaths, name+":"+path)
+	}
+	if mnt != "" {
+		bs.nsPaths = append(bs.nsPaths, mnt)
+	}
+	return bs, userNS
 }
 
 // exitedDuring reports whether the container's init is gone or going,

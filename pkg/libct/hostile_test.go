@@ -46,13 +46,91 @@ func dirEntries(t *testing.T, dir string) []string {
 // host directory the bundle aims at, no state dir, no cgroup.
 func TestHostileBundles(t *testing.T) {
 	needRoot(t)
-	var pidMax []byte
-	cases := []struct {
-		name  string
-		setup func(t *testing.T, b *testbundle.Bundle, host string)
-		class error
-		check func(t *testing.T)
-	}{
+	for _, tc := range hostileBundles() {
+		t.Run(tc.name, func(t *testing.T) {
+			b := sh(t, "true")
+			host := t.TempDir()
+			os.WriteFile(filepath.Join(host, "sentinel"), []byte("host"), 0o644)
+			before := hostMounts(t, b.Dir, host)
+			tc.setup(t, b, host)
+			x, err := create(t, b, libct.CreateOpts{})
+			if err == nil {
+				x.c.Delete(ctx(t), true)
+				t.Fatalf("created; want %v", tc.class)
+			}
+			if !errors.Is(err, tc.class) {
+				t.Fatalf("error %v (class %s), want class %v", err, errdefs.Class(err), tc.class)
+			}
+			if after := hostMounts(t, b.Dir, host); after != before {
+				t.Errorf("host mounts changed")
+			}
+			if got := dirEntries(t, host); len(got) != 1 || got[0] != "sentinel" {
+				t.Errorf("host dir changed: %v", got)
+			}
+			if _, err := os.Stat(filepath.Join(x.root, x.id)); !os.IsNotExist(err) {
+				t.Errorf("state dir left behind")
+			}
+			if !cgroupGone("/shim/" + x.id) {
+				t.Errorf("cgroup left behind")
+			}
+			if tc.check != nil {
+				tc.check(t)
+			}
+		})
+	}
+}
+
+// TestSymlinkInsideRootStaysInside: an intermediate symlink to an absolute
+// path is resolved inside the root, never on the host.
+func TestSymlinkInsideRootStaysInside(t *testing.T) {
+	needRoot(t)
+	host := t.TempDir()
+	b := sh(t, "cat /inner/planted; ls "+host)
+	os.MkdirAll(filepath.Join(b.Rootfs, host), 0o755)
+	os.Symlink(host, filepath.Join(b.Rootfs, "evil"))
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "planted"), []byte("planted\n"), 0o644)
+	// /evil/inner -> <rootfs><host>/inner, never <host>/inner.
+	b.Spec.Mounts = append(b.Spec.Mounts, specs.Mount{Destination: "/evil/inner", Type: "bind", Source: src, Options: []string{"rbind"}})
+	b.Spec.Process.Args = []string{"/bin/sh", "-c", "cat " + host + "/inner/planted"}
+	out, es := run(t, b)
+	if es.Code != 0 || out != "planted\n" {
+		t.Fatalf("exit %d: %q", es.Code, out)
+	}
+	if ents := dirEntries(t, host); len(ents) != 0 {
+		t.Fatalf("host dir %s changed: %v", host, ents)
+	}
+}
+
+// TestCwdSymlinkStaysInside: a cwd that is a symlink to a host path is the
+// container's directory of that name.
+func TestCwdSymlinkStaysInside(t *testing.T) {
+	needRoot(t)
+	b := sh(t, "pwd -P; cat passwd | head -1")
+	os.Symlink("/etc", filepath.Join(b.Rootfs, "work"))
+	b.Spec.Process.Cwd = "/work"
+	out, _ := run(t, b)
+	if out != "/etc\nroot:x:0:0:root:/root:/bin/sh\n" {
+		t.Fatalf("got %q", out)
+	}
+}
+
+// hostileBundle is a bundle change Create must refuse with class, check
+// (if set) asserting the host is untouched beyond the common checks.
+type hostileBundle struct {
+	name  string
+	setup func(t *testing.T, b *testbundle.Bundle, host string)
+	class error
+	check func(t *testing.T)
+}
+
+func hostileBundles() []hostileBundle {
+	return append(hostilePaths(), hostileSettings()...)
+}
+
+// hostilePaths aim the container's paths at the host.
+func hostilePaths() []hostileBundle {
+	return []hostileBundle{
 		{"proc is a symlink to a host path", func(t *testing.T, b *testbundle.Bundle, host string) {
 			os.Remove(filepath.Join(b.Rootfs, "proc"))
 			os.Symlink(host, filepath.Join(b.Rootfs, "proc"))
@@ -99,6 +177,14 @@ func TestHostileBundles(t *testing.T) {
 		{"relative cwd", func(t *testing.T, b *testbundle.Bundle, host string) {
 			b.Spec.Process.Cwd = "../../../../.."
 		}, errdefs.ErrInvalidArgument, nil},
+	}
+}
+
+// hostileSettings ask for settings that would change the host or that
+// no kernel accepts.
+func hostileSettings() []hostileBundle {
+	var pidMax []byte
+	return []hostileBundle{
 		{"unnamespaced sysctl", func(t *testing.T, b *testbundle.Bundle, host string) {
 			pidMax, _ = os.ReadFile("/proc/sys/kernel/pid_max")
 			b.Spec.Linux.Sysctl = map[string]string{"kernel.pid_max": "4242"}
@@ -179,71 +265,5 @@ func TestHostileBundles(t *testing.T) {
 			b.Spec.Root.Path = "nonexistent"
 		}, errdefs.ErrNotFound, nil},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			b := sh(t, "true")
-			host := t.TempDir()
-			os.WriteFile(filepath.Join(host, "sentinel"), []byte("host"), 0o644)
-			before := hostMounts(t, b.Dir, host)
-			tc.setup(t, b, host)
-			x, err := create(t, b, libct.CreateOpts{})
-			if err == nil {
-				x.c.Delete(ctx(t), true)
-				t.Fatalf("created; want %v", tc.class)
-			}
-			if !errors.Is(err, tc.class) {
-				t.Fatalf("error %v (class %s), want class %v", err, errdefs.Class(err), tc.class)
-			}
-			if after := hostMounts(t, b.Dir, host); after != before {
-				t.Errorf("host mounts changed")
-			}
-			if got := dirEntries(t, host); len(got) != 1 || got[0] != "sentinel" {
-				t.Errorf("host dir changed: %v", got)
-			}
-			if _, err := os.Stat(filepath.Join(x.root, x.id)); !os.IsNotExist(err) {
-				t.Errorf("state dir left behind")
-			}
-			if !cgroupGone("/shim/" + x.id) {
-				t.Errorf("cgroup left behind")
-			}
-			if tc.check != nil {
-				tc.check(t)
-			}
-		})
-	}
-}
 
-// TestSymlinkInsideRootStaysInside: an intermediate symlink to an absolute
-// path is resolved inside the root, never on the host.
-func TestSymlinkInsideRootStaysInside(t *testing.T) {
-	needRoot(t)
-	host := t.TempDir()
-	b := sh(t, "cat /inner/planted; ls "+host)
-	os.MkdirAll(filepath.Join(b.Rootfs, host), 0o755)
-	os.Symlink(host, filepath.Join(b.Rootfs, "evil"))
-	src := t.TempDir()
-	os.WriteFile(filepath.Join(src, "planted"), []byte("planted\n"), 0o644)
-	// /evil/inner -> <rootfs><host>/inner, never <host>/inner.
-	b.Spec.Mounts = append(b.Spec.Mounts, specs.Mount{Destination: "/evil/inner", Type: "bind", Source: src, Options: []string{"rbind"}})
-	b.Spec.Process.Args = []string{"/bin/sh", "-c", "cat " + host + "/inner/planted"}
-	out, es := run(t, b)
-	if es.Code != 0 || out != "planted\n" {
-		t.Fatalf("exit %d: %q", es.Code, out)
-	}
-	if ents := dirEntries(t, host); len(ents) != 0 {
-		t.Fatalf("host dir %s changed: %v", host, ents)
-	}
-}
-
-// TestCwdSymlinkStaysInside: a cwd that is a symlink to a host path is the
-// container's directory of that name.
-func TestCwdSymlinkStaysInside(t *testing.T) {
-	needRoot(t)
-	b := sh(t, "pwd -P; cat passwd | head -1")
-	os.Symlink("/etc", filepath.Join(b.Rootfs, "work"))
-	b.Spec.Process.Cwd = "/work"
-	out, _ := run(t, b)
-	if out != "/etc\nroot:x:0:0:root:/root:/bin/sh\n" {
-		t.Fatalf("got %q", out)
-	}
 }

@@ -1,7 +1,6 @@
 package libct
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -19,7 +18,7 @@ import (
 
 // initConfig is what the parent sends the Go init after the C stage.
 type initConfig struct {
-	Mode         string              `json:"mode"` // "create" or "exec"
+	Mode         string              `json:"mode"` // modeCreate or modeExec
 	ID           string              `json:"id"`
 	Spec         *specs.Spec         `json:"spec,omitempty"`
 	Process      *specs.Process      `json:"process"`
@@ -111,11 +110,28 @@ func Init() {
 	os.Exit(1)
 }
 
+// initMain reads the init config and hands over to the init of its mode.
 func initMain(conn *net.UnixConn, fifoFd int) error {
+	cfg, err := readInitConfig(conn)
+	if err != nil {
+		return err
+	}
+	switch cfg.Mode {
+	case modeCreate:
+		return (&standardInit{cfg: cfg, fifoFd: fifoFd, procFdDir: -1}).run()
+	case modeExec:
+		return (&setnsInit{cfg: cfg}).run()
+	}
+	return fmt.Errorf("init config: unknown mode %q: %w", cfg.Mode, errdefs.ErrInternal)
+}
+
+// readInitConfig reads the config the parent sends after the C stage, with
+// the detached mount trees it prepared.
+func readInitConfig(conn *net.UnixConn) (*initConfig, error) {
 	var cfg initConfig
 	files, err := readFrame(conn, &cfg)
 	if err != nil {
-		return fmt.Errorf("read init config: %w", errdefs.ErrInternal)
+		return nil, fmt.Errorf("read init config: %w", errdefs.ErrInternal)
 	}
 	want := 0
 	for _, i := range cfg.MountFds {
@@ -124,81 +140,38 @@ func initMain(conn *net.UnixConn, fifoFd int) error {
 		}
 	}
 	if len(files) != want {
-		return fmt.Errorf("init config: %d mount fds, want %d: %w", len(files), want, errdefs.ErrInternal)
+		return nil, fmt.Errorf("init config: %d mount fds, want %d: %w", len(files), want, errdefs.ErrInternal)
 	}
 	cfg.mountFiles = files
 	if cfg.Process == nil {
-		return fmt.Errorf("no process in init config: %w", errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("no process in init config: %w", errdefs.ErrInvalidArgument)
 	}
 	cfg.conn = conn
-	procFdDir := -1
+	return &cfg, nil
+}
+
+// execPlan is the container process made ready to exec, once its mode's
+// init has set up its root and namespaces. What is left (execPlan.exec)
+// happens after "ready" and allocates nothing.
+type execPlan struct {
+	p      *specs.Process
+	late   []rlimitOp   // rlimits set last (address space, data)
+	filter *seccompProg // loaded last, when no_new_privs allows it
+	ex     *preparedExec
+}
+
+// planExec does what both modes do before "ready": rlimits, the binary
+// looked up, LSM labels, fds closed, the seccomp filter compiled (and
+// loaded while the capabilities last, without no_new_privs), the user and
+// capabilities switched.
+func planExec(cfg *initConfig, seccompSpec *specs.LinuxSeccomp) (*execPlan, error) {
 	p := cfg.Process
-	if cfg.Mode == "create" {
-		if _, err := unix.Setsid(); err != nil {
-			return fmt.Errorf("setsid: %w", err)
-		}
-	} else if p.Terminal {
-		unix.Setsid()
-	}
-	if cfg.Mode == "create" && !cfg.NoNewKeyring {
-		// A fresh session keyring, so containers do not share the host's.
-		name := "_ses." + cfg.ID
-		if len(name) > 200 {
-			name = name[:200]
-		}
-		_, _ = unix.KeyctlJoinSessionKeyring(name)
-	}
-	if cfg.Mode == "create" {
-		if cfg.NewMountNS {
-			if err := setupRootfs(&cfg); err != nil {
-				return err
-			}
-		} else if cfg.Rootfs != "" {
-			// No mount namespace: no mounts on the host, just a chroot.
-			// The exec fifo is then reopened through the host's
-			// /proc, held open from here.
-			if fifoFd >= 0 {
-				if procFdDir, err = unix.Open("/proc/self/fd", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
-					return fmt.Errorf("open /proc/self/fd: %w", err)
-				}
-			}
-			if err := unix.Chroot(cfg.Rootfs); err != nil {
-				return fmt.Errorf("chroot %s: %w", cfg.Rootfs, err)
-			}
-			unix.Chdir("/")
-		}
-	} else if cfg.NoPivot && cfg.InitPid > 0 {
-		// The namespace root of a no-pivot container is the host's old
-		// root: enter the init's root instead.
-		if err := unix.Chroot("/proc/" + strconv.Itoa(cfg.InitPid) + "/root"); err != nil {
-			return fmt.Errorf("chroot into no-pivot container: %w", err)
-		}
-		unix.Chdir("/")
-	}
-	if p.Terminal {
-		if err := setupConsole(conn); err != nil {
-			return err
-		}
-	}
-	if cfg.Mode == "create" {
-		if err := setupNamespaceSettings(&cfg); err != nil {
-			return err
-		}
-		if cfg.NewMountNS {
-			if err := finalizeRootfs(&cfg); err != nil {
-				return err
-			}
-		}
-	}
 	early, late, err := planRlimits(p.Rlimits)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := setRlimits(early); err != nil {
-		return err
-	}
-	if cfg.Mode == "exec" && p.OOMScoreAdj != nil {
-		writeOOMScoreAdj("self", *p.OOMScoreAdj)
+		return nil, err
 	}
 	env := p.Env
 	if !hasEnv(env, "HOME") {
@@ -206,87 +179,68 @@ func initMain(conn *net.UnixConn, fifoFd int) error {
 	}
 	argv0, err := lookPath(p.Args, env)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// Before the capabilities go and before any seccomp filter: the
-	// profile and label take effect at the execve below, on this (locked)
+	// profile and label take effect at the execve, on this (locked)
 	// thread.
 	if err := hostLSM.applyExecLSM(p); err != nil {
-		return err
-	}
-	seccompSpec := cfg.Seccomp
-	if cfg.Mode == "create" && cfg.Spec.Linux != nil {
-		seccompSpec = cfg.Spec.Linux.Seccomp
+		return nil, err
 	}
 	// Before any seccomp filter: close_range may not be allowed by it.
 	if err := closeExtraFds(3 + cfg.ExtraFiles); err != nil {
-		return err
+		return nil, err
 	}
-	var filter *seccompProg
+	plan := &execPlan{p: p, late: late}
 	if seccompSpec != nil {
-		if filter, err = compileSeccomp(seccompSpec); err != nil {
-			return err
+		if plan.filter, err = compileSeccomp(seccompSpec); err != nil {
+			return nil, err
 		}
 		if !p.NoNewPrivileges {
 			// Without no_new_privs loading a filter needs
 			// CAP_SYS_ADMIN: do it before the capabilities go.
-			if err := filter.load(); err != nil {
-				return err
+			if err := plan.filter.load(); err != nil {
+				return nil, err
 			}
 		}
 	}
-	if err := finalizeProcess(&cfg); err != nil {
-		return err
+	if err := finalizeProcess(cfg); err != nil {
+		return nil, err
 	}
-	ex, err := prepareExec(argv0, p.Args, env)
-	if err != nil {
-		return err
+	if plan.ex, err = prepareExec(argv0, p.Args, env); err != nil {
+		return nil, err
 	}
+	return plan, nil
+}
+
+// reportReady tells the parent the init is ready to exec.
+func reportReady(conn *net.UnixConn) error {
 	if err := writeFrame(conn, initMsg{Type: "ready"}); err != nil {
 		return fmt.Errorf("report ready: %w", err)
 	}
-	if cfg.Mode == "create" {
-		if fifoFd < 0 {
-			return fmt.Errorf("no exec fifo: %w", errdefs.ErrInternal)
-		}
-		// Blocks until Start opens the fifo for reading.
-		var w int
-		if procFdDir >= 0 {
-			w, err = unix.Openat(procFdDir, strconv.Itoa(fifoFd), unix.O_WRONLY|unix.O_CLOEXEC, 0)
-			unix.Close(procFdDir)
-		} else {
-			w, err = unix.Open("/proc/self/fd/"+strconv.Itoa(fifoFd), unix.O_WRONLY|unix.O_CLOEXEC, 0)
-		}
-		if err != nil {
-			return fmt.Errorf("open exec fifo: %w", err)
-		}
-		if _, err := unix.Write(w, []byte{'0'}); err != nil {
-			return fmt.Errorf("write exec fifo: %w", err)
-		}
-		unix.Close(w)
-		unix.Close(fifoFd)
-		if h := cfg.Spec.Hooks; h != nil && len(h.StartContainer) > 0 {
-			if err := RunHooks(context.Background(), h.StartContainer, cfg.hookState(StatusCreated), false); err != nil {
-				return err
-			}
-		}
-	}
+	return nil
+}
+
+// exec sets no_new_privs, the last rlimits and the seccomp filter, and
+// execs the container process. It returns only on failure.
+func (pl *execPlan) exec() error {
 	// From here on nothing allocates: the address-space limits may be
 	// in force.
+	p := pl.p
 	if p.NoNewPrivileges {
 		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 			return fmt.Errorf("set no_new_privs: %w", err)
 		}
 	}
-	if e := setRlimitsRaw(late); e != 0 {
+	if e := setRlimitsRaw(pl.late); e != 0 {
 		return fmt.Errorf("set rlimits: %v: %w", e, errdefs.ErrInvalidArgument)
 	}
-	if filter != nil && p.NoNewPrivileges {
-		if err := filter.load(); err != nil {
+	if pl.filter != nil && p.NoNewPrivileges {
+		if err := pl.filter.load(); err != nil {
 			return err
 		}
 	}
-	e := ex.exec()
+	e := pl.ex.exec()
 	return fmt.Errorf("exec %s: %w", p.Args[0], execErrClass(e))
 }
 

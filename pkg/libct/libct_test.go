@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -862,6 +863,36 @@ func TestNoPivot(t *testing.T) {
 	<-x.done
 	if !strings.HasPrefix(x.out.String(), "root:x:0:0:root:/root:/bin/sh\n") {
 		t.Fatalf("got %q", x.out.String())
+	}
+}
+
+// TestNoPivotExec: a process exec'd into a no-pivot container runs in the
+// container's rootfs (it used to fail: it chrooted through a host pid
+// looked up in the container's /proc).
+func TestNoPivotExec(t *testing.T) {
+	needRoot(t)
+	b := sh(t, "sleep 30")
+	if err := os.WriteFile(filepath.Join(b.Rootfs, "marker"), []byte("in the rootfs"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	x, err := create(t, b, libct.CreateOpts{NoPivot: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := x.c.Start(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	r, w, _ := os.Pipe()
+	p := &specs.Process{Args: []string{"/bin/cat", "/marker"}, Env: []string{"PATH=/bin"}, Cwd: "/"}
+	proc, err := x.c.Exec(ctx(t), p, libct.ExecOpts{Stdout: w, Stderr: w})
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, err := proc.Wait()
+	out, _ := io.ReadAll(r)
+	if err != nil || es.Code != 0 || string(out) != "in the rootfs" {
+		t.Fatalf("exec exit %+v %v: %q", es, err, out)
 	}
 }
 

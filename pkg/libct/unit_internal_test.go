@@ -3,6 +3,8 @@ package libct
 import (
 	"encoding/binary"
 	"errors"
+	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -243,4 +245,45 @@ func FuzzParseMountOptions(f *testing.F) {
 			t.Fatalf("isBind %v with flags %#x", pm.isBind, pm.flags)
 		}
 	})
+}
+
+// TestChildFilesLayout: the preserved fds keep 3, 4, ...; the init pipe,
+// the exec fifo and the sealed binary follow, each where the env and the
+// exec path say.
+func TestChildFilesLayout(t *testing.T) {
+	f := func(name string) *os.File {
+		x, err := os.Open(os.DevNull)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { x.Close() })
+		return x
+	}
+	pipe, fifo, exe := f("pipe"), f("fifo"), f("exe")
+	extra := []*os.File{f("x0"), nil, f("x2")}
+	for _, tc := range []struct {
+		name  string
+		in    childFiles
+		files []*os.File
+		fds   childFds
+		env   []string
+	}{
+		{"container init", childFiles{extra: extra, initPipe: pipe, fifo: fifo, exe: exe},
+			[]*os.File{extra[0], nil, extra[2], pipe, fifo, exe}, childFds{initPipe: 6, fifo: 7, exe: 8},
+			[]string{envInitPipe + "=6", envFifoFd + "=7"}},
+		{"exec", childFiles{extra: extra[:1], initPipe: pipe, exe: exe},
+			[]*os.File{extra[0], pipe, exe}, childFds{initPipe: 4, fifo: -1, exe: 5},
+			[]string{envInitPipe + "=4"}},
+		{"namespace holder of another binary", childFiles{initPipe: pipe},
+			[]*os.File{pipe}, childFds{initPipe: 3, fifo: -1, exe: -1},
+			[]string{envInitPipe + "=3"}},
+	} {
+		files, fds := tc.in.layout()
+		if !slices.Equal(files, tc.files) || fds != tc.fds || !slices.Equal(fds.env(), tc.env) {
+			t.Errorf("%s: files %v fds %+v env %q; want %v %+v %q", tc.name, files, fds, fds.env(), tc.files, tc.fds, tc.env)
+		}
+	}
+	if len(extra) != 3 {
+		t.Errorf("layout changed the caller's extra files: %v", extra)
+	}
 }

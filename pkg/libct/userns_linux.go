@@ -49,39 +49,34 @@ func HoldNamespaces(ctx context.Context, exe string, flags uint32, uidMap, gidMa
 	if err := checkIDMappings("gid", gidMap); err != nil {
 		return nil, err
 	}
-	var extra []*os.File
+	var sealed *os.File
 	if exe == "" {
 		f, err := sealedExe()
 		if err != nil {
 			return nil, err
 		}
-		extra = append(extra, f)
-		exe = "/proc/self/fd/" + strconv.Itoa(3+1)
+		sealed = f
 	}
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("socketpair: %w", err)
-	}
-	parentFile := os.NewFile(uintptr(fds[0]), "holder-parent")
-	childFile := os.NewFile(uintptr(fds[1]), "holder-child")
-	defer childFile.Close()
-	fc, err := net.FileConn(parentFile)
-	parentFile.Close()
+	conn, child, err := initPipe()
 	if err != nil {
 		return nil, err
 	}
-	conn := fc.(*net.UnixConn)
+	defer child.Close()
+	files, fds := childFiles{initPipe: child, exe: sealed}.layout()
+	if sealed != nil {
+		exe = "/proc/self/fd/" + strconv.Itoa(fds.exe)
+	}
 	cmd := &exec.Cmd{
 		Path:       exe,
 		Args:       []string{"shim", "init"},
-		Env:        []string{envInitPipe + "=3"},
-		ExtraFiles: append([]*os.File{childFile}, extra...),
+		Env:        fds.env(),
+		ExtraFiles: files,
 	}
 	if err := cmd.Start(); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("start namespace holder %s: %w", exe, err)
 	}
-	childFile.Close()
+	child.Close()
 	h := &NSHolder{pid: cmd.Process.Pid, conn: conn, cmd: cmd}
 	defer func() {
 		if retErr != nil {

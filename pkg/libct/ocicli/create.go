@@ -1,0 +1,228 @@
+package ocicli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/libct"
+	"github.com/shim-cri/shim/pkg/log"
+	"github.com/sirupsen/logrus"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+)
+
+var createFlags = []cli.Flag{
+	&cli.StringFlag{Name: "bundle", Aliases: []string{"b"}, Usage: "bundle directory (default: cwd)"},
+	&cli.StringFlag{Name: "console-socket", Usage: "unix socket that receives the pty master"},
+	&cli.StringFlag{Name: "pid-file", Usage: "file to write the init pid to"},
+	&cli.BoolFlag{Name: "no-pivot", Usage: "use MS_MOVE and chroot instead of pivot_root"},
+	&cli.BoolFlag{Name: "no-new-keyring", Usage: "keep the caller's session keyring"},
+	&cli.IntFlag{Name: "preserve-fds", Usage: "pass this many fds after stdio to the container"},
+}
+
+var ociCreate = &cli.Command{
+	Name: "create", Usage: "create a container", ArgsUsage: "<id>", Flags: createFlags,
+	Action: func(c *cli.Context) error {
+		_, err := doCreate(c)
+		return ociFail(err)
+	},
+}
+
+func readSpec(bundle string) (*specs.Spec, error) {
+	f, err := os.Open(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return nil, fmt.Errorf("read bundle config: %v: %w", err, errdefs.ErrNotFound)
+	}
+	defer f.Close()
+	var spec specs.Spec
+	dec := json.NewDecoder(io.LimitReader(f, 16<<20))
+	if err := dec.Decode(&spec); err != nil {
+		return nil, fmt.Errorf("parse config.json: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	return &spec, nil
+}
+
+func dialConsole(path string) (*os.File, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("connect console socket %s: %v: %w", path, err, errdefs.ErrInvalidArgument)
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+func writePidFile(path string, pid int) error {
+	if path == "" {
+		return nil
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(filepath.Dir(abs), "."+filepath.Base(abs)+".tmp")
+	if err := os.WriteFile(tmp, []byte(strconv.Itoa(pid)), 0o644); err != nil {
+		return fmt.Errorf("pid file: %w", err)
+	}
+	return os.Rename(tmp, abs)
+}
+
+func doCreate(c *cli.Context) (*libct.Container, error) {
+	id, err := needID(c)
+	if err != nil {
+		return nil, err
+	}
+	bundle := c.String("bundle")
+	if bundle == "" {
+		if bundle, err = os.Getwd(); err != nil {
+			return nil, err
+		}
+	}
+	spec, err := readSpec(bundle)
+	if err != nil {
+		return nil, err
+	}
+	opts := libct.CreateOpts{
+		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
+		NoPivot: c.Bool("no-pivot"), NoNewKeyring: c.Bool("no-new-keyring"),
+	}
+	for i := 0; i < c.Int("preserve-fds"); i++ {
+		opts.ExtraFiles = append(opts.ExtraFiles, os.NewFile(uintptr(3+i), "preserved"))
+	}
+	if p := c.String("console-socket"); p != "" {
+		if spec.Process == nil || !spec.Process.Terminal {
+			return nil, fmt.Errorf("--console-socket given but process.terminal is false: %w", errdefs.ErrInvalidArgument)
+		}
+		if opts.ConsoleSocket, err = dialConsole(p); err != nil {
+			return nil, err
+		}
+		defer opts.ConsoleSocket.Close()
+	} else if spec.Process != nil && spec.Process.Terminal && c.Command.Name == "create" {
+		return nil, fmt.Errorf("process.terminal is true: --console-socket is required: %w", errdefs.ErrInvalidArgument)
+	}
+	ctx := log.WithFields(context.Background(), logrus.Fields{log.FieldContainerID: id})
+	ct, err := libct.Create(ctx, rootOf(c), id, spec, bundle, opts)
+	if err != nil {
+		return nil, err
+	}
+	st, _ := ct.State()
+	if err := writePidFile(c.String("pid-file"), st.Pid); err != nil {
+		ct.Delete(ctx, true)
+		return nil, err
+	}
+	return ct, nil
+}
+
+var ociStart = &cli.Command{
+	Name: "start", Usage: "start a created container", ArgsUsage: "<id>",
+	Action: func(c *cli.Context) error {
+		ct, err := loadContainer(c)
+		if err != nil {
+			return ociFail(err)
+		}
+		return ociFail(ct.Start(context.Background()))
+	},
+}
+
+var ociRun = &cli.Command{
+	Name: "run", Usage: "create and start a container", ArgsUsage: "<id>",
+	Flags: append(append([]cli.Flag(nil), createFlags...),
+		&cli.BoolFlag{Name: "detach", Aliases: []string{"d"}, Usage: "do not wait for the container"},
+		&cli.BoolFlag{Name: "keep", Usage: "do not delete the container after it exits"},
+	),
+	Action: func(c *cli.Context) error {
+		ctx := context.Background()
+		if !c.Bool("detach") {
+			// Become the subreaper so the init (and anything it
+			// leaves behind) is reaped here.
+			unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+		}
+		ct, err := doCreate(c)
+		if err != nil {
+			return ociFail(err)
+		}
+		var sigs chan os.Signal
+		if !c.Bool("detach") {
+			sigs = make(chan os.Signal, 32)
+			signal.Notify(sigs)
+		}
+		if err := ct.Start(ctx); err != nil {
+			ct.Delete(ctx, true)
+			return ociFail(err)
+		}
+		if c.Bool("detach") {
+			return nil
+		}
+		var copyDone chan struct{}
+		if ct.Console != nil {
+			copyDone = make(chan struct{})
+			go io.Copy(ct.Console, os.Stdin)
+			go func() { io.Copy(os.Stdout, ct.Console); close(copyDone) }()
+		}
+		code := forwardAndWait(ct, ct.InitPid(), sigs)
+		if copyDone != nil {
+			select {
+			case <-copyDone:
+			case <-time.After(time.Second):
+			}
+		}
+		if !c.Bool("keep") {
+			ct.Delete(ctx, true)
+		}
+		if code != 0 {
+			return cli.Exit("", code)
+		}
+		return nil
+	},
+}
+
+// forwardAndWait forwards signals to pid and reaps children until pid
+// exits; it returns the exit code (128+signal for a signal death).
+func forwardAndWait(ct *libct.Container, pid int, sigs chan os.Signal) int {
+	done := make(chan int, 1)
+	go func() {
+		for {
+			var ws unix.WaitStatus
+			p, err := unix.Wait4(-1, &ws, 0, nil)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				logrus.WithError(err).WithField("pid", pid).Error("wait for the container process")
+				done <- 255
+				return
+			}
+			if p == pid {
+				if ws.Signaled() {
+					done <- 128 + int(ws.Signal())
+				} else {
+					done <- ws.ExitStatus()
+				}
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case code := <-done:
+			return code
+		case s := <-sigs:
+			sig := s.(unix.Signal)
+			if sig == unix.SIGCHLD || sig == unix.SIGURG || sig == unix.SIGPIPE || sig == unix.SIGWINCH {
+				continue
+			}
+			unix.Kill(pid, sig)
+		}
+	}
+}

@@ -1,0 +1,170 @@
+package ocicli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/libct"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+)
+
+var ociExec = &cli.Command{
+	Name: "exec", Usage: "run a process in a running container", ArgsUsage: "<id> [command args...]",
+	Flags: []cli.Flag{
+		&cli.StringFlag{Name: "process", Aliases: []string{"p"}, Usage: "process.json"},
+		&cli.BoolFlag{Name: "tty", Aliases: []string{"t"}},
+		&cli.BoolFlag{Name: "detach", Aliases: []string{"d"}},
+		&cli.StringFlag{Name: "pid-file"},
+		&cli.StringFlag{Name: "console-socket"},
+		&cli.StringFlag{Name: "cwd"},
+		&cli.StringSliceFlag{Name: "env", Aliases: []string{"e"}},
+		&cli.StringFlag{Name: "user", Aliases: []string{"u"}, Usage: "uid[:gid]"},
+		&cli.StringSliceFlag{Name: "additional-gids", Aliases: []string{"g"}},
+		&cli.StringSliceFlag{Name: "cap", Aliases: []string{"c"}},
+		&cli.BoolFlag{Name: "no-new-privs"},
+		&cli.IntFlag{Name: "preserve-fds"},
+		&cli.StringFlag{Name: "apparmor", Usage: "AppArmor profile (applied, or refused where the host cannot)"},
+		&cli.StringFlag{Name: "process-label", Usage: "SELinux label (applied, or refused where the host cannot)"},
+	},
+	Action: func(c *cli.Context) error { return ociFail(doExec(c)) },
+}
+
+func doExec(c *cli.Context) error {
+	ct, err := loadContainer(c)
+	if err != nil {
+		return err
+	}
+	var p *specs.Process
+	if path := c.String("process"); path != "" {
+		b, err := readCapped(path, 4<<20)
+		if err != nil {
+			return fmt.Errorf("read process: %v: %w", err, errdefs.ErrInvalidArgument)
+		}
+		p = &specs.Process{}
+		if err := json.Unmarshal(b, p); err != nil {
+			return fmt.Errorf("parse process: %v: %w", err, errdefs.ErrInvalidArgument)
+		}
+	} else {
+		base := *ct.Spec().Process
+		p = &base
+		p.Args = c.Args().Tail()
+		if len(p.Args) == 0 {
+			return fmt.Errorf("exec: no command: %w", errdefs.ErrInvalidArgument)
+		}
+		p.Terminal = c.Bool("tty")
+		p.Env = append(append([]string(nil), p.Env...), c.StringSlice("env")...)
+		if cwd := c.String("cwd"); cwd != "" {
+			p.Cwd = cwd
+		}
+		if u := c.String("user"); u != "" {
+			uid, gid, _ := strings.Cut(u, ":")
+			n, err := strconv.ParseUint(uid, 10, 32)
+			if err != nil {
+				return fmt.Errorf("--user %q: numeric uid[:gid] only: %w", u, errdefs.ErrInvalidArgument)
+			}
+			p.User.UID = uint32(n)
+			if gid != "" {
+				g, err := strconv.ParseUint(gid, 10, 32)
+				if err != nil {
+					return fmt.Errorf("--user %q: %w", u, errdefs.ErrInvalidArgument)
+				}
+				p.User.GID = uint32(g)
+			}
+		}
+		for _, g := range c.StringSlice("additional-gids") {
+			n, err := strconv.ParseUint(g, 10, 32)
+			if err != nil {
+				return fmt.Errorf("--additional-gids %q: %w", g, errdefs.ErrInvalidArgument)
+			}
+			p.User.AdditionalGids = append(p.User.AdditionalGids, uint32(n))
+		}
+		if caps := c.StringSlice("cap"); len(caps) > 0 && p.Capabilities != nil {
+			cp := *p.Capabilities
+			cp.Bounding = append(append([]string(nil), cp.Bounding...), caps...)
+			cp.Effective = append(append([]string(nil), cp.Effective...), caps...)
+			cp.Permitted = append(append([]string(nil), cp.Permitted...), caps...)
+			p.Capabilities = &cp
+		}
+		if c.Bool("no-new-privs") {
+			p.NoNewPrivileges = true
+		}
+		if c.IsSet("apparmor") {
+			p.ApparmorProfile = c.String("apparmor")
+		}
+		if c.IsSet("process-label") {
+			p.SelinuxLabel = c.String("process-label")
+		}
+	}
+	opts := libct.ExecOpts{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
+	for i := 0; i < c.Int("preserve-fds"); i++ {
+		opts.ExtraFiles = append(opts.ExtraFiles, os.NewFile(uintptr(3+i), "preserved"))
+	}
+	if sock := c.String("console-socket"); sock != "" {
+		if opts.ConsoleSocket, err = dialConsole(sock); err != nil {
+			return err
+		}
+		defer opts.ConsoleSocket.Close()
+	} else if p.Terminal && c.Bool("detach") {
+		return fmt.Errorf("exec --tty --detach needs --console-socket: %w", errdefs.ErrInvalidArgument)
+	}
+	if !c.Bool("detach") {
+		unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	}
+	sigs := make(chan os.Signal, 32)
+	if !c.Bool("detach") {
+		signal.Notify(sigs)
+	}
+	proc, err := ct.Exec(context.Background(), p, opts)
+	if err != nil {
+		return err
+	}
+	if err := writePidFile(c.String("pid-file"), proc.Pid); err != nil {
+		return err
+	}
+	if c.Bool("detach") {
+		return nil
+	}
+	var copyDone chan struct{}
+	if proc.Console != nil {
+		copyDone = make(chan struct{})
+		go io.Copy(proc.Console, os.Stdin)
+		go func() { io.Copy(os.Stdout, proc.Console); close(copyDone) }()
+	}
+	code := forwardAndWait(ct, proc.Pid, sigs)
+	if copyDone != nil {
+		select {
+		case <-copyDone:
+		case <-time.After(time.Second):
+		}
+	}
+	if code != 0 {
+		return cli.Exit("", code)
+	}
+	return nil
+}
+
+func readCapped(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, max)
+	}
+	return b, nil
+}
