@@ -22,7 +22,7 @@ import (
 	"github.com/shim-cri/shim/pkg/libct"
 	"github.com/shim-cri/shim/pkg/log"
 	"github.com/shim-cri/shim/pkg/monitor"
-	"github.com/shim-cri/shim/pkg/snapshot/native"
+	"github.com/shim-cri/shim/pkg/snapshot"
 )
 
 // CreateContainerRequest asks for a container in a pod.
@@ -230,7 +230,7 @@ func populateVolumes(ctx context.Context, c specgen.Container) error {
 			return fmt.Errorf("image volume %s: %v: %w", v.Destination, err, errdefs.ErrInvalidArgument)
 		}
 		if fi, err := os.Lstat(src); err == nil && fi.IsDir() {
-			if err := native.Copy(ctx, src, v.Source); err != nil {
+			if err := snapshot.Copy(ctx, src, v.Source); err != nil {
 				return fmt.Errorf("image volume %s: %w", v.Destination, err)
 			}
 			continue
