@@ -17,9 +17,9 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/execdrv"
 	"github.com/shim-cri/shim/pkg/execdrv/specgen"
 	"github.com/shim-cri/shim/pkg/imagestore"
-	"github.com/shim-cri/shim/pkg/libct"
 	"github.com/shim-cri/shim/pkg/log"
 	"github.com/shim-cri/shim/pkg/monitor"
 	"github.com/shim-cri/shim/pkg/snapshot"
@@ -420,7 +420,7 @@ func (r *Runtime) started(ctx context.Context, c *Container) bool {
 		handler = sb.view().Handler
 	}
 	st, err := r.driverFor(handler).State(ctx, c.ID)
-	return err == nil && (st.Status == libct.StatusRunning || st.Status == libct.StatusStopped)
+	return err == nil && (st.Status == execdrv.StatusRunning || st.Status == execdrv.StatusStopped)
 }
 
 // StopContainerRequest asks to stop a container within Timeout.
@@ -597,7 +597,7 @@ func (r *Runtime) deleteThroughMonitor(ctx context.Context, mon *monitor.Client,
 	}
 	l := log.G(ctx).WithField(log.FieldContainerID, c.ID)
 	l.WithError(err).Warn("the monitor could not delete the container; killing its cgroup")
-	if kerr := killContainerCgroup(c.view().Bundle, c.ID); kerr != nil {
+	if kerr := execdrv.KillCgroup(c.view().Bundle, c.ID); kerr != nil {
 		l.WithError(kerr).Warn("killing the container's cgroup")
 	}
 	if !r.waitMonitorExit(ctx, mon, c.ID) {
@@ -607,20 +607,6 @@ func (r *Runtime) deleteThroughMonitor(ctx context.Context, mon *monitor.Client,
 		return fmt.Errorf("container %s: %w", c.ID, err)
 	}
 	return nil
-}
-
-// killContainerCgroup kills every process in the cgroup of the bundle's
-// container.
-func killContainerCgroup(bundle, id string) error {
-	b, err := os.ReadFile(filepath.Join(bundle, "config.json"))
-	if err != nil {
-		return err
-	}
-	var spec specs.Spec
-	if err := json.Unmarshal(b, &spec); err != nil {
-		return fmt.Errorf("container config: %v: %w", err, errdefs.ErrDataLoss)
-	}
-	return libct.KillCgroup(&spec, id)
 }
 
 // waitMonitorExit waits until the monitor reports the container's init

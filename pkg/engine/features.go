@@ -15,7 +15,6 @@ import (
 	"github.com/shim-cri/shim/pkg/errdefs"
 	"github.com/shim-cri/shim/pkg/execdrv"
 	"github.com/shim-cri/shim/pkg/hostinfo"
-	"github.com/shim-cri/shim/pkg/libct"
 	"github.com/shim-cri/shim/pkg/log"
 )
 
@@ -59,7 +58,7 @@ func (r *Runtime) detectFeatures(ctx context.Context) {
 		if bin := r.o.Handlers[name]; bin != "" && bin != "native" {
 			f = ociHandlerFeatures(ctx, execdrv.NewOCIBinary(bin, filepath.Join(r.runcRoot(), name)), hf)
 		} else {
-			f = handlerFeatures(libct.Features(), hf, "native")
+			f = handlerFeatures(execdrv.NativeFeatures(), hf, "native")
 		}
 		f.Name = name
 		hf.handlers = append(hf.handlers, f)

@@ -9,7 +9,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
-	"github.com/shim-cri/shim/pkg/libct"
+	"github.com/shim-cri/shim/pkg/execdrv"
 )
 
 // TestHandlerFeatures: a handler's features are its runtime's (OCI
@@ -30,11 +30,11 @@ func TestHandlerFeatures(t *testing.T) {
 		rro, user bool
 		missing   []string
 	}{
-		{"native", libct.Features(), good, true, true, nil},
+		{"native", execdrv.NativeFeatures(), good, true, true, nil},
 		{"runc 1.1", runc11, good, true, false, []string{"has no idmapped mounts"}},
 		{"runc 1.2", runc12, good, true, true, nil},
 		{"no user namespaces, no rro", noUser, good, false, false, []string{"has no rro", "has no user namespaces"}},
-		{"native on an old kernel", libct.Features(), oldKernel, false, false, []string{"mount_setattr (recursive", "user namespaces: the kernel"}},
+		{"native on an old kernel", execdrv.NativeFeatures(), oldKernel, false, false, []string{"mount_setattr (recursive", "user namespaces: the kernel"}},
 	} {
 		got := handlerFeatures(c.f, c.host, "rt")
 		if got.RecursiveReadOnly != c.rro || got.UserNamespaces != c.user {

@@ -56,11 +56,23 @@ type CreateOpts struct {
 	NoPivot bool
 }
 
+// Status is a container's OCI status as a driver reports it.
+type Status string
+
+// OCI statuses.
+const (
+	StatusCreating Status = "creating"
+	StatusCreated  Status = "created"
+	StatusRunning  Status = "running"
+	StatusPaused   Status = "paused"
+	StatusStopped  Status = "stopped"
+)
+
 // State is a container's state as the driver reports it.
 type State struct {
 	ID          string
 	Pid         int
-	Status      libct.Status
+	Status      Status
 	Bundle      string
 	Annotations map[string]string
 }
