@@ -415,11 +415,11 @@ func (r *Runtime) startContainer(ctx context.Context, j *Job, id string) (struct
 // started reports whether the runtime shows c running or already exited
 // after a start.
 func (r *Runtime) started(ctx context.Context, c *Container) bool {
-	handler := ""
-	if sb, err := r.getSandbox(c.SandboxID); err == nil {
-		handler = sb.view().Handler
+	drv, err := r.podDriver(c.SandboxID)
+	if err != nil {
+		return false
 	}
-	st, err := r.driverFor(handler).State(ctx, c.ID)
+	st, err := drv.State(ctx, c.ID)
 	return err == nil && (st.Status == execdrv.StatusRunning || st.Status == execdrv.StatusStopped)
 }
 
@@ -555,12 +555,11 @@ func (r *Runtime) deleteContainer(ctx context.Context, c *Container) error {
 	if !deleted {
 		// No monitor (the pod is stopped, or it died): remove the
 		// container's runtime state and cgroups directly.
-		sb, _ := r.getSandbox(c.SandboxID)
-		handler := ""
-		if sb != nil {
-			handler = sb.view().Handler
+		drv, err := r.podDriver(c.SandboxID)
+		if err != nil {
+			return fmt.Errorf("deleting container %s: %w", c.ID, err)
 		}
-		if err := r.driverFor(handler).Delete(ctx, c.ID, true); err != nil && !errdefs.IsNotFound(err) {
+		if err := drv.Delete(ctx, c.ID, true); err != nil && !errdefs.IsNotFound(err) {
 			return fmt.Errorf("deleting container %s: %w", c.ID, err)
 		}
 	}

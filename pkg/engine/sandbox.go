@@ -65,10 +65,11 @@ func (r *Runtime) runPod(ctx context.Context, j *Job, req RunPodRequest) (_ *San
 	if err != nil {
 		return nil, err
 	}
-	if _, err := r.handlerArgs(req.Handler); err != nil {
+	h, err := r.handler(req.Handler)
+	if err != nil {
 		return nil, err
 	}
-	if err := r.checkHandlerUserns(req.Handler, cfg); err != nil {
+	if err := checkHandlerUserns(h, cfg); err != nil {
 		return nil, err
 	}
 	name := podName(cfg.GetMetadata())

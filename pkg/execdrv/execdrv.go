@@ -15,6 +15,7 @@ import (
 	"os"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/opencontainers/runtime-spec/specs-go/features"
 	"github.com/shim-cri/shim/pkg/libct"
 	"golang.org/x/sys/unix"
 )
@@ -40,6 +41,8 @@ type Driver interface {
 	Update(ctx context.Context, id string, r *specs.LinuxResources) error
 	Stats(ctx context.Context, id string) (*libct.Stats, error)
 	Pids(ctx context.Context, id string) ([]int, error)
+	// Features is the driver's OCI features document (what it supports).
+	Features(ctx context.Context) (*features.Features, error)
 }
 
 // IO is the stdio of a container process, and the console socket (a

@@ -17,8 +17,7 @@ import (
 // NativeFeatures is the OCI features document of the native driver.
 func NativeFeatures() *features.Features { return libct.Features() }
 
-// Features is the OCI features document of the native driver (as
-// OCIBinary.Features is a runtime's).
+// Features implements Driver.
 func (n *Native) Features(context.Context) (*features.Features, error) {
 	return NativeFeatures(), nil
 }
