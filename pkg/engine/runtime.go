@@ -377,3 +377,11 @@ func (r *Runtime) monitorClient(podID string) *monitor.Client {
 	}
 	return nil
 }
+
+// monitorOf returns the client of the container's pod monitor.
+func (r *Runtime) monitorOf(c *Container) (*monitor.Client, error) {
+	if m := r.monitorClient(c.SandboxID); m != nil {
+		return m, nil
+	}
+	return nil, fmt.Errorf("the monitor of pod %s is not running: %w", c.SandboxID, errdefs.ErrFailedPrecondition)
+}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -235,6 +236,65 @@ func (r *Runtime) podNamespaces(ctx context.Context, sb *Sandbox, hostname strin
 		}
 	}
 	return nil
+}
+
+// startInfra runs the pause image as the pod's infra process, the init of
+// its shared pid namespace.
+func (r *Runtime) startInfra(ctx context.Context, j *Job, sb *Sandbox) (retErr error) {
+	img, err := r.o.Images.Get(ctx, r.o.SandboxImage)
+	if errdefs.IsNotFound(err) {
+		j.Logf("pulling sandbox image %s", r.o.SandboxImage)
+		img, err = r.o.Images.Pull(ctx, r.o.SandboxImage, nil, j.Logf)
+	}
+	if err != nil {
+		return fmt.Errorf("sandbox image %s: %w", r.o.SandboxImage, err)
+	}
+	id := "infra-" + sb.ID
+	c := &Container{ID: id, SandboxID: sb.ID, Name: id, State: ContainerCreated, CreatedAt: time.Now(),
+		ImageID: img.ID.String(), ImageRef: imageRef(img), ImageName: r.o.SandboxImage,
+		Bundle: filepath.Join(sb.Dir, "ctrs", id), Snapshot: "ctr-" + id, Infra: true,
+		ConfigPB: mustMarshal(&runtimeapi.ContainerConfig{}), config: &runtimeapi.ContainerConfig{}}
+	var rb rollback
+	defer func() {
+		if retErr != nil {
+			rb.run(ctx)
+		}
+	}()
+	if _, err := r.prepareBundle(ctx, sb, c, img, &rb, func(rootfs, _ string) (*specs.Spec, error) {
+		return specgen.InfraSpec(ctx, r.specPod(sb), rootfs, img.Config, r.o.Spec)
+	}); err != nil {
+		return err
+	}
+	mon, err := r.monitorFor(ctx, sb)
+	if err != nil {
+		return err
+	}
+	resp, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpCreate, ID: id, Bundle: c.Bundle})
+	if err != nil {
+		return err
+	}
+	if _, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpStart, ID: id}); err != nil {
+		mon.Call(ctx, &monitor.Request{Op: monitor.OpDelete, ID: id, Force: true})
+		return err
+	}
+	c.Pid, c.State, c.StartedAt = resp.Pid, ContainerRunning, time.Now()
+	sb.InfraPid, sb.Infra = resp.Pid, id
+	if err := r.updateContainer(c, func(*Container) {}); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.containers[id] = c
+	r.mu.Unlock()
+	j.Logf("infra process %d", resp.Pid)
+	return nil
+}
+
+func mustMarshal(m proto.Message) []byte {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }
 
 func (r *Runtime) netPod(sb *Sandbox) netdrv.Pod {
