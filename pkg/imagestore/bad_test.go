@@ -57,7 +57,7 @@ func TestBadRegistryContentLeavesNothing(t *testing.T) {
 		{"wrong media type", "bad/img:1", serve("/manifests/1", "text/html", []byte(`<html>hello</html>`)), errdefs.ErrFailedPrecondition},
 		{"schema1", "bad/img:1", serve("/manifests/1", "application/vnd.docker.distribution.manifest.v1+prettyjws", []byte(`{"schemaVersion": 1, "fsLayers": []}`)), errdefs.ErrFailedPrecondition},
 		{"wrong digest", "bad/img@" + mdig.String(), serve("/manifests/"+mdig.String(), "application/vnd.oci.image.manifest.v1+json", otherManifest), errdefs.ErrFailedPrecondition},
-		{"manifest over the cap", "bad/img:1", serve("/manifests/1", "application/vnd.oci.image.manifest.v1+json", []byte(`{"schemaVersion":2,"pad":"`+strings.Repeat("x", maxManifestSize)+`"}`)), errdefs.ErrFailedPrecondition},
+		{"manifest over the cap", "bad/img:1", serve("/manifests/1", "application/vnd.oci.image.manifest.v1+json", []byte(`{"schemaVersion":2,"pad":"`+strings.Repeat("x", maxManifestSize)+`"}`)), errdefs.ErrResourceExhausted},
 		{"malformed config", "bad/img:1", serve("/blobs/"+cfg.String(), "application/octet-stream", []byte(`{"rootfs": `)), errdefs.ErrFailedPrecondition},
 		{"truncated layer", "bad/img:1", serve("/blobs/"+l0.String(), "application/octet-stream", l0bytes[:len(l0bytes)/2]), errdefs.ErrFailedPrecondition},
 		{"corrupt layer", "bad/img:1", serve("/blobs/"+l0.String(), "application/octet-stream", append([]byte{0x1f, 0x8b, 0, 0}, l0bytes[4:]...)), errdefs.ErrFailedPrecondition},

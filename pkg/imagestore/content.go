@@ -16,6 +16,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
+	"github.com/shim-cri/shim/internal/capread"
 	"github.com/shim-cri/shim/pkg/errdefs"
 )
 
@@ -82,12 +83,9 @@ func (c *Content) ReadAll(dgst digest.Digest, max int64) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	b, err := capread.Read(f, max)
 	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > max {
-		return nil, fmt.Errorf("blob %s is larger than %d bytes: %w", dgst, max, errdefs.ErrResourceExhausted)
+		return nil, fmt.Errorf("blob %s: %w", dgst, err)
 	}
 	return b, nil
 }

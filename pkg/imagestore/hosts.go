@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net"
 	"net/http"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/shim-cri/shim/internal/capread"
 	"github.com/shim-cri/shim/pkg/errdefs"
 )
 
@@ -146,13 +146,10 @@ func readHostsFile(configDir, host string) (string, []byte, error) {
 		if err != nil {
 			return "", nil, err
 		}
-		data, err := io.ReadAll(io.LimitReader(f, maxHostsFile+1))
+		data, err := capread.Read(f, maxHostsFile)
 		f.Close()
 		if err != nil {
-			return "", nil, err
-		}
-		if len(data) > maxHostsFile {
-			return "", nil, fmt.Errorf("%s/hosts.toml is larger than %d bytes: %w", dir, maxHostsFile, errdefs.ErrInvalidArgument)
+			return "", nil, fmt.Errorf("%s/hosts.toml: %w", dir, err)
 		}
 		return dir, data, nil
 	}

@@ -18,6 +18,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/shim-cri/shim/internal/capread"
 	"github.com/shim-cri/shim/pkg/errdefs"
 	"github.com/shim-cri/shim/pkg/log"
 )
@@ -328,12 +329,11 @@ func (s *session) manifestFrom(ctx context.Context, i int, object string, want d
 	if err := transport.CheckError(resp, http.StatusOK); err != nil {
 		return fetched{}, classifyRegistryErr(err)
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestSize+1))
-	if err != nil {
+	body, err := capread.Read(resp.Body, maxManifestSize)
+	if errors.Is(err, capread.ErrTooLarge) {
+		return fetched{}, fmt.Errorf("manifest %s of %s: %w", object, s.ref.Name(), err)
+	} else if err != nil {
 		return fetched{}, classifyRegistryErr(err)
-	}
-	if len(body) > maxManifestSize {
-		return fetched{}, fmt.Errorf("manifest %s of %s is larger than %d bytes: %w", object, s.ref.Name(), maxManifestSize, errdefs.ErrFailedPrecondition)
 	}
 	if size > 0 && int64(len(body)) != size {
 		return fetched{}, fmt.Errorf("manifest %s of %s: got %d bytes, descriptor says %d: %w", object, s.ref.Name(), len(body), size, errdefs.ErrFailedPrecondition)

@@ -200,19 +200,22 @@ func (s *Store) Get(ctx context.Context, ref string) (*Image, error) {
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	var img *Image
-	switch kind {
-	case lookupID:
-		img = s.images[digest.Digest(key)]
-	case lookupRef:
-		if id, ok := s.names[key]; ok {
-			img = s.images[id]
-		}
-	}
+	img := s.lookup(kind, key)
 	if img == nil {
 		return nil, fmt.Errorf("image %q: %w", ref, errdefs.ErrNotFound)
 	}
 	return clone(img), nil
+}
+
+// lookup finds a parsed reference (parseLookup) in the index; s.mu held.
+func (s *Store) lookup(kind lookupKind, key string) *Image {
+	if kind == lookupID {
+		return s.images[digest.Digest(key)]
+	}
+	if id, ok := s.names[key]; ok {
+		return s.images[id]
+	}
+	return nil
 }
 
 // List returns every image, ordered by id.
@@ -256,15 +259,7 @@ func (s *Store) Remove(ctx context.Context, ref string) error {
 	}
 	defer done()
 	s.mu.Lock()
-	var img *Image
-	switch kind {
-	case lookupID:
-		img = s.images[digest.Digest(key)]
-	case lookupRef:
-		if id, ok := s.names[key]; ok {
-			img = s.images[id]
-		}
-	}
+	img := s.lookup(kind, key)
 	if img == nil {
 		s.mu.Unlock()
 		return nil

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
+	"github.com/shim-cri/shim/internal/capread"
 	"github.com/shim-cri/shim/pkg/errdefs"
 	"github.com/shim-cri/shim/pkg/log"
 	"github.com/shim-cri/shim/pkg/snapshot"
@@ -457,15 +458,14 @@ func decompressorFor(mediaType string) (decompressor, error) {
 	return nil, fmt.Errorf("unsupported layer media type %q: %w", mediaType, errdefs.ErrFailedPrecondition)
 }
 
+// readCapped reads a registry response body: a read error is the
+// network's (Unavailable).
 func readCapped(r io.Reader, max int64) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r, max+1))
-	if err != nil {
+	b, err := capread.Read(r, max)
+	if err != nil && !errors.Is(err, capread.ErrTooLarge) {
 		return nil, fmt.Errorf("%v: %w", err, errdefs.ErrUnavailable)
 	}
-	if int64(len(b)) > max {
-		return nil, fmt.Errorf("more than %d bytes: %w", max, errdefs.ErrFailedPrecondition)
-	}
-	return b, nil
+	return b, err
 }
 
 func randomID() string {

@@ -18,6 +18,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/shim-cri/shim/internal/capread"
 	"github.com/shim-cri/shim/pkg/errdefs"
 	"github.com/shim-cri/shim/pkg/execdrv"
 	"github.com/shim-cri/shim/pkg/log"
@@ -293,12 +294,9 @@ func readData(fd int, v any) error {
 	}
 	f := os.NewFile(uintptr(fd), "data")
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxHelperData+1))
+	b, err := capread.Read(f, maxHelperData)
 	if err != nil {
-		return err
-	}
-	if len(b) > maxHelperData {
-		return fmt.Errorf("request data larger than %d bytes: %w", maxHelperData, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("request data: %w", err)
 	}
 	if err := json.Unmarshal(b, v); err != nil {
 		return fmt.Errorf("request data: %v: %w", err, errdefs.ErrInvalidArgument)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/shim-cri/shim/internal/capread"
 	"github.com/shim-cri/shim/pkg/errdefs"
 	"github.com/shim-cri/shim/pkg/log"
 )
@@ -115,12 +115,9 @@ func loadSeccomp(ref string, s *specs.Spec) (*specs.LinuxSeccomp, error) {
 	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
 		return nil, inval("seccomp profile %s is not a regular file", ref)
 	}
-	b, err := io.ReadAll(io.LimitReader(f, MaxSeccompProfileSize+1))
+	b, err := capread.Read(f, MaxSeccompProfileSize)
 	if err != nil {
 		return nil, fmt.Errorf("read seccomp profile %s: %w", ref, err)
-	}
-	if len(b) > MaxSeccompProfileSize {
-		return nil, inval("seccomp profile %s is larger than %d bytes", ref, MaxSeccompProfileSize)
 	}
 	p, err := seccomp.LoadProfile(string(b), s)
 	if err != nil {

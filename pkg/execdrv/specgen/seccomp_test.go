@@ -204,7 +204,7 @@ func TestLoadSeccomp(t *testing.T) {
 	huge := filepath.Join(dir, "huge.json")
 	writeFile(t, huge, `{"defaultAction": "SCMP_ACT_ALLOW", "x": "`+strings.Repeat("a", MaxSeccompProfileSize)+`"}`)
 	_, err = loadSeccomp(huge, s)
-	wantClass(t, err, errdefs.ErrInvalidArgument)
+	wantClass(t, err, errdefs.ErrResourceExhausted)
 
 	_, err = loadSeccomp(dir, s)
 	wantClass(t, err, errdefs.ErrInvalidArgument)

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"strconv"
@@ -17,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/shim-cri/shim/internal/capread"
 	"github.com/shim-cri/shim/pkg/errdefs"
 )
 
@@ -287,18 +287,15 @@ func readInRoot(root, p string) ([]byte, error) {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 			return nil, nil
 		}
-		if errors.Is(err, errdefs.ErrInvalidArgument) {
+		if errors.Is(err, errdefs.ErrInvalidArgument) || errors.Is(err, capread.ErrTooLarge) {
 			return nil, err
 		}
 		return nil, fmt.Errorf("open %s in the container rootfs: %v: %w", p, err, errdefs.ErrInvalidArgument)
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxIDFileSize+1))
+	b, err := capread.Read(f, MaxIDFileSize)
 	if err != nil {
 		return nil, fmt.Errorf("read %s in the container rootfs: %w", p, err)
-	}
-	if len(b) > MaxIDFileSize {
-		return nil, inval("%s in the container rootfs is larger than %d bytes", p, MaxIDFileSize)
 	}
 	return b, nil
 }
@@ -314,7 +311,7 @@ func regularFile(fd int, p string) (unix.Stat_t, error) {
 		return st, inval("%s in the container rootfs is not a regular file", p)
 	}
 	if st.Size > MaxIDFileSize {
-		return st, inval("%s in the container rootfs is larger than %d bytes", p, MaxIDFileSize)
+		return st, fmt.Errorf("%s in the container rootfs has %d bytes: %w", p, st.Size, capread.ErrTooLarge)
 	}
 	return st, nil
 }

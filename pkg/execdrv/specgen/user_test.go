@@ -154,7 +154,7 @@ func TestResolveUserCapsAndFileTypes(t *testing.T) {
 	big := strings.Repeat("x:x:1:1::/:/bin/sh\n", MaxIDFileSize/18+1)
 	writeFile(t, filepath.Join(root, "etc/passwd"), big)
 	_, err := resolveUser(root, userRequest{imageUser: "root"})
-	wantClass(t, err, errdefs.ErrInvalidArgument)
+	wantClass(t, err, errdefs.ErrResourceExhausted)
 
 	root = t.TempDir()
 	if err := os.MkdirAll(filepath.Join(root, "etc/passwd"), 0o755); err != nil {
