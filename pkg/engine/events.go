@@ -11,6 +11,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/execdrv"
 	"github.com/shim-cri/shim/pkg/log"
 	"github.com/shim-cri/shim/pkg/monitor"
 )
@@ -193,11 +194,13 @@ func (r *Runtime) monitorGone(ctx context.Context, podID string) {
 			r.refresh(ctx, c)
 			continue
 		}
-		err := derr
-		if err == nil {
-			if err = drv.Kill(ctx, c.ID, unix.SIGKILL, true); errdefs.IsNotFound(err) {
-				err = nil
-			}
+		var err error
+		if derr != nil {
+			// No driver may touch it: its cgroup still finds its processes.
+			log.G(ctx).WithError(derr).WithField(log.FieldContainerID, c.ID).Warn("killing through the container's cgroup")
+			err = execdrv.KillCgroup(v.Bundle, c.ID)
+		} else if err = drv.Kill(ctx, c.ID, unix.SIGKILL, true); errdefs.IsNotFound(err) {
+			err = nil
 		}
 		if err != nil {
 			log.G(ctx).WithError(err).WithField(log.FieldContainerID, c.ID).Warn("killing a container whose monitor is gone")
