@@ -79,47 +79,10 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Daemon, retErr 
 			d.close()
 		}
 	}()
-	for _, dir := range []string{cfg.Root, cfg.State} {
-		if err := os.MkdirAll(dir, 0o711); err != nil {
-			return nil, err
-		}
+	if err := d.openStore(ctx); err != nil {
+		return nil, err
 	}
 	var err error
-	d.db, err = bolt.Open(filepath.Join(cfg.Root, "meta.db"), 0o600, &bolt.Options{Timeout: time.Second})
-	if errors.Is(err, bolt.ErrTimeout) {
-		return nil, fmt.Errorf("another shim is using %s (meta.db is locked): %w", cfg.Root, errdefs.ErrAlreadyExists)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("opening meta.db: %w", err)
-	}
-	if d.sn, err = newSnapshotter(ctx, cfg, d.db); err != nil {
-		return nil, err
-	}
-	pinned := append([]string{}, cfg.Image.PinnedImages...)
-	if cfg.Image.SandboxImage != "" {
-		pinned = append(pinned, cfg.Image.SandboxImage)
-	}
-	var rt *engine.RuntimeJobs
-	d.images, err = imagestore.New(ctx, imagestore.Config{
-		SnapshotRoots: func(ctx context.Context) ([]string, error) {
-			if rt == nil {
-				return nil, nil
-			}
-			return rt.SnapshotRoots(ctx)
-		},
-		ContentRoot:          filepath.Join(cfg.Root, "content"),
-		DB:                   d.db,
-		Snapshotter:          d.sn,
-		RegistryConfigDir:    cfg.Image.RegistryConfig,
-		Downloads:            cfg.Image.MaxConcurrentDownloads,
-		Pinned:               pinned,
-		IngestExpiry:         time.Duration(cfg.Image.IngestExpiry),
-		MaxUnpackedLayerSize: int64(cfg.Image.MaxUnpackedLayerSize),
-	})
-	if err != nil {
-		return nil, err
-	}
-
 	d.reg = prometheus.NewRegistry()
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if d.engine, err = engine.New(engine.Options{History: cfg.JobHistory, Registry: d.reg}); err != nil {
@@ -141,7 +104,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Daemon, retErr 
 	specOpts.SeccompDefault = cfg.Runtime.SeccompDefault
 	specOpts.AppArmorDefaultProfile = appArmorDefault(ctx, cfg.Runtime.AppArmorDefaultProfile)
 	d.lsm = lsmStatus{LSMSupport: libct.HostLSM(), AppArmorDefaultProfile: specOpts.AppArmorDefaultProfile}
-	rt, err = engine.RegisterRuntime(ctx, d.engine, engine.RuntimeOptions{
+	rt, err := engine.RegisterRuntime(ctx, d.engine, engine.RuntimeOptions{
 		State: cfg.State, Root: cfg.Root, RuntimeExe: exe, DB: d.db, Images: d.images, Snapshotter: d.sn, Network: d.net,
 		Handlers: handlers, SandboxImage: cfg.Image.SandboxImage, LogLevel: cfg.LogLevel,
 		Spec: specOpts,
@@ -176,25 +139,81 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Daemon, retErr 
 	}
 	criServer.Register(d.grpc)
 
-	if d.criListener, err = Listen(cfg.Listen, cfg.TLS); err != nil {
+	if err := d.listen(); err != nil {
 		return nil, err
+	}
+	log.G(ctx).WithField(log.FieldDuration, time.Since(start).Round(time.Microsecond).String()).
+		Infof("shim %s ready: root %s, state %s, snapshotter %s, %d images", version, cfg.Root, cfg.State, cfg.Image.Snapshotter, len(d.images.List(ctx)))
+	return d, nil
+}
+
+// openStore creates the root and state directories and opens meta.db,
+// the snapshotter and the image store.
+func (d *Daemon) openStore(ctx context.Context) error {
+	cfg := d.cfg
+	for _, dir := range []string{cfg.Root, cfg.State} {
+		if err := os.MkdirAll(dir, 0o711); err != nil {
+			return err
+		}
+	}
+	var err error
+	d.db, err = bolt.Open(filepath.Join(cfg.Root, "meta.db"), 0o600, &bolt.Options{Timeout: time.Second})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return fmt.Errorf("another shim is using %s (meta.db is locked): %w", cfg.Root, errdefs.ErrAlreadyExists)
+	}
+	if err != nil {
+		return fmt.Errorf("opening meta.db: %w", err)
+	}
+	if d.sn, err = newSnapshotter(ctx, cfg, d.db); err != nil {
+		return err
+	}
+	pinned := append([]string{}, cfg.Image.PinnedImages...)
+	if cfg.Image.SandboxImage != "" {
+		pinned = append(pinned, cfg.Image.SandboxImage)
+	}
+	d.images, err = imagestore.New(ctx, imagestore.Config{
+		// The runtime is wired after the store: until then no container
+		// holds a snapshot.
+		SnapshotRoots: func(ctx context.Context) ([]string, error) {
+			if d.rt == nil {
+				return nil, nil
+			}
+			return d.rt.SnapshotRoots(ctx)
+		},
+		ContentRoot:          filepath.Join(cfg.Root, "content"),
+		DB:                   d.db,
+		Snapshotter:          d.sn,
+		RegistryConfigDir:    cfg.Image.RegistryConfig,
+		Downloads:            cfg.Image.MaxConcurrentDownloads,
+		Pinned:               pinned,
+		IngestExpiry:         time.Duration(cfg.Image.IngestExpiry),
+		MaxUnpackedLayerSize: int64(cfg.Image.MaxUnpackedLayerSize),
+	})
+	return err
+}
+
+// listen opens the CRI listener, the admin socket and, when configured,
+// the metrics listener, and serves HTTP on the last two.
+func (d *Daemon) listen() error {
+	cfg := d.cfg
+	var err error
+	if d.criListener, err = Listen(cfg.Listen, cfg.TLS); err != nil {
+		return err
 	}
 	admin, err := ListenUnix(filepath.Join(cfg.State, AdminSocket), 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("admin socket: %w", err)
+		return fmt.Errorf("admin socket: %w", err)
 	}
 	d.serveHTTP(admin, d.AdminHandler())
 	if cfg.Metrics != "" {
 		l, err := net.Listen("tcp", cfg.Metrics)
 		if err != nil {
-			return nil, fmt.Errorf("metrics listener: %w", err)
+			return fmt.Errorf("metrics listener: %w", err)
 		}
 		d.metricsAddr = l.Addr()
 		d.serveHTTP(l, d.MetricsHandler())
 	}
-	log.G(ctx).WithField(log.FieldDuration, time.Since(start).Round(time.Microsecond).String()).
-		Infof("shim %s ready: root %s, state %s, snapshotter %s, %d images", version, cfg.Root, cfg.State, cfg.Image.Snapshotter, len(d.images.List(ctx)))
-	return d, nil
+	return nil
 }
 
 // startStreaming starts the CRI streaming server (Exec, Attach,

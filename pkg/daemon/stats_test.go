@@ -151,7 +151,7 @@ func (d *daemonProc) podNetNS(t *testing.T, id string) (ns, ip string) {
 func sendOverPods(t *testing.T, nsA, ipA, nsB string, n int) {
 	t.Helper()
 	var ln net.Listener
-	if err := nspin.Do(nsA, func() error {
+	if err := nspin.Do(nspin.Net, nsA, func() error {
 		var err error
 		ln, err = net.Listen("tcp4", net.JoinHostPort(ipA, "0"))
 		return err
@@ -171,7 +171,7 @@ func sendOverPods(t *testing.T, nsA, ipA, nsB string, n int) {
 		got <- k
 	}()
 	var conn net.Conn
-	if err := nspin.Do(nsB, func() error {
+	if err := nspin.Do(nspin.Net, nsB, func() error {
 		var err error
 		conn, err = net.DialTimeout("tcp4", ln.Addr().String(), 10*time.Second)
 		return err

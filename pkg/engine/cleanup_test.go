@@ -42,6 +42,7 @@ func testRuntime(t *testing.T) *Runtime {
 		podNames: map[string]string{}, ctrNames: map[string]string{}, monitors: map[string]*podMonitor{},
 	}
 	r.nsDir = filepath.Join(r.o.State, "ns")
+	r.handlers = resolveHandlers(r.o.Handlers, r.libctRoot(), r.runcRoot())
 	if err := r.store.init(); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/execdrv"
 	"github.com/shim-cri/shim/pkg/log"
 	"github.com/shim-cri/shim/pkg/monitor"
 )
@@ -183,10 +184,7 @@ func (r *Runtime) exited(ctx context.Context, id string, rec *monitor.ExitRecord
 // record says how they ended.
 func (r *Runtime) monitorGone(ctx context.Context, podID string) {
 	r.detachMonitor(podID)
-	handler := ""
-	if sb, err := r.getSandbox(podID); err == nil {
-		handler = sb.view().Handler
-	}
+	drv, derr := r.podDriver(podID)
 	for _, c := range r.podContainers(podID) {
 		v := c.view()
 		if v.State != ContainerRunning && v.State != ContainerCreated {
@@ -196,7 +194,15 @@ func (r *Runtime) monitorGone(ctx context.Context, podID string) {
 			r.refresh(ctx, c)
 			continue
 		}
-		if err := r.driverFor(handler).Kill(ctx, c.ID, unix.SIGKILL, true); err != nil && !errdefs.IsNotFound(err) {
+		var err error
+		if derr != nil {
+			// No driver may touch it: its cgroup still finds its processes.
+			log.G(ctx).WithError(derr).WithField(log.FieldContainerID, c.ID).Warn("killing through the container's cgroup")
+			err = execdrv.KillCgroup(v.Bundle, c.ID)
+		} else if err = drv.Kill(ctx, c.ID, unix.SIGKILL, true); errdefs.IsNotFound(err) {
+			err = nil
+		}
+		if err != nil {
 			log.G(ctx).WithError(err).WithField(log.FieldContainerID, c.ID).Warn("killing a container whose monitor is gone")
 		}
 		r.exited(ctx, c.ID, &monitor.ExitRecord{Exit: monitor.Exit{Code: 255}, FinishedAt: time.Now().UTC()})

@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"sort"
 	"time"
@@ -13,9 +12,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
-	"github.com/shim-cri/shim/pkg/execdrv"
 	"github.com/shim-cri/shim/pkg/hostinfo"
-	"github.com/shim-cri/shim/pkg/libct"
 	"github.com/shim-cri/shim/pkg/log"
 )
 
@@ -32,38 +29,33 @@ type HandlerFeatures struct {
 // hostFeatures are the host's side of the handler features: found once at
 // start.
 type hostFeatures struct {
-	rro        bool
-	idmap      error // nil: pods with user namespaces can run
-	handlers   []HandlerFeatures
-	byHandlers map[string]HandlerFeatures
+	rro      bool
+	idmap    error             // nil: pods with user namespaces can run
+	handlers []HandlerFeatures // in RuntimeHandlers' order
 }
 
 // detectFeatures probes the host (mount_setattr, user namespaces and
-// idmapped overlayfs, tmpfs and state-dir mounts) and asks every OCI
-// runtime handler for its features.
+// idmapped overlayfs, tmpfs and state-dir mounts) and asks every runtime
+// handler's driver for its features.
 func (r *Runtime) detectFeatures(ctx context.Context) {
 	start := time.Now()
-	hf := &hostFeatures{rro: hostinfo.RecursiveMountAttrs(), byHandlers: map[string]HandlerFeatures{}}
+	hf := &hostFeatures{rro: hostinfo.RecursiveMountAttrs()}
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	hf.idmap = hostinfo.IDMappedMounts(pctx, r.o.RuntimeExe, r.o.State)
 	cancel()
 	names := []string{"", "native"}
-	for name := range r.o.Handlers {
+	for name := range r.handlers {
 		if !slices.Contains(names, name) {
 			names = append(names, name)
 		}
 	}
 	sort.Strings(names[2:])
 	for _, name := range names {
-		var f HandlerFeatures
-		if bin := r.o.Handlers[name]; bin != "" && bin != "native" {
-			f = ociHandlerFeatures(ctx, execdrv.NewOCIBinary(bin, filepath.Join(r.runcRoot(), name)), hf)
-		} else {
-			f = handlerFeatures(libct.Features(), hf, "native")
-		}
-		f.Name = name
+		h := r.handlers[name]
+		h.features = driverFeatures(ctx, h, hf)
+		h.features.Name = name
+		f := h.features
 		hf.handlers = append(hf.handlers, f)
-		hf.byHandlers[name] = f
 		l := log.G(ctx).WithField("handler", name).WithField("recursive_read_only", f.RecursiveReadOnly).
 			WithField("user_namespaces", f.UserNamespaces)
 		if f.Missing != "" {
@@ -108,12 +100,19 @@ func handlerFeatures(f *features.Features, hf *hostFeatures, who string) Handler
 	return out
 }
 
-func ociHandlerFeatures(ctx context.Context, o *execdrv.OCIBinary, hf *hostFeatures) HandlerFeatures {
-	f, err := o.Features(ctx)
-	if err != nil {
-		return HandlerFeatures{Missing: fmt.Sprintf("%s features: %v", o.Binary, err)}
+// driverFeatures asks a handler's driver for its OCI features (the
+// native driver's are built in; an OCI runtime is asked with `<runtime>
+// features`) and combines them with the host's.
+func driverFeatures(ctx context.Context, h *runtimeHandler, hf *hostFeatures) HandlerFeatures {
+	who := h.binary
+	if who == "" {
+		who = "native"
 	}
-	return handlerFeatures(f, hf, o.Binary)
+	f, err := h.driver.Features(ctx)
+	if err != nil {
+		return HandlerFeatures{Missing: fmt.Sprintf("%s features: %v", who, err)}
+	}
+	return handlerFeatures(f, hf, who)
 }
 
 // RuntimeHandlers lists the RuntimeClass handlers and their features: ""
@@ -125,16 +124,12 @@ func (r *Runtime) RuntimeHandlers() []HandlerFeatures {
 
 // checkHandlerUserns refuses a pod with its own user namespace for a
 // handler that cannot run one, saying why.
-func (r *Runtime) checkHandlerUserns(handler string, cfg *runtimeapi.PodSandboxConfig) error {
+func checkHandlerUserns(h *runtimeHandler, cfg *runtimeapi.PodSandboxConfig) error {
 	if podUserns(cfg) == nil {
 		return nil
 	}
-	f, ok := r.features.byHandlers[handler]
-	if !ok {
-		return fmt.Errorf("runtime handler %q is not configured: %w", handler, errdefs.ErrNotFound)
-	}
-	if !f.UserNamespaces {
-		return fmt.Errorf("runtime handler %q cannot run pods with a user namespace (%s): %w", handler, f.Missing, errdefs.ErrNotImplemented)
+	if f := h.features; !f.UserNamespaces {
+		return fmt.Errorf("runtime handler %q cannot run pods with a user namespace (%s): %w", h.name, f.Missing, errdefs.ErrNotImplemented)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -9,7 +10,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
-	"github.com/shim-cri/shim/pkg/libct"
+	"github.com/shim-cri/shim/pkg/execdrv"
 )
 
 // TestHandlerFeatures: a handler's features are its runtime's (OCI
@@ -30,11 +31,11 @@ func TestHandlerFeatures(t *testing.T) {
 		rro, user bool
 		missing   []string
 	}{
-		{"native", libct.Features(), good, true, true, nil},
+		{"native", execdrv.NativeFeatures(), good, true, true, nil},
 		{"runc 1.1", runc11, good, true, false, []string{"has no idmapped mounts"}},
 		{"runc 1.2", runc12, good, true, true, nil},
 		{"no user namespaces, no rro", noUser, good, false, false, []string{"has no rro", "has no user namespaces"}},
-		{"native on an old kernel", libct.Features(), oldKernel, false, false, []string{"mount_setattr (recursive", "user namespaces: the kernel"}},
+		{"native on an old kernel", execdrv.NativeFeatures(), oldKernel, false, false, []string{"mount_setattr (recursive", "user namespaces: the kernel"}},
 	} {
 		got := handlerFeatures(c.f, c.host, "rt")
 		if got.RecursiveReadOnly != c.rro || got.UserNamespaces != c.user {
@@ -54,24 +55,70 @@ func TestHandlerFeatures(t *testing.T) {
 // TestCheckHandlerUserns: a pod with a user namespace needs a handler
 // that has them; other pods do not care.
 func TestCheckHandlerUserns(t *testing.T) {
-	r := &Runtime{features: &hostFeatures{byHandlers: map[string]HandlerFeatures{
-		"":     {UserNamespaces: true},
-		"runc": {RecursiveReadOnly: true, Missing: "runc has no idmapped mounts"},
-	}}}
+	r := &Runtime{handlers: map[string]*runtimeHandler{
+		"":     {name: "", features: HandlerFeatures{UserNamespaces: true}},
+		"runc": {name: "runc", features: HandlerFeatures{RecursiveReadOnly: true, Missing: "runc has no idmapped mounts"}},
+	}}
+	check := func(name string, cfg *runtimeapi.PodSandboxConfig) error {
+		h, err := r.handler(name)
+		if err != nil {
+			return err
+		}
+		return checkHandlerUserns(h, cfg)
+	}
 	m := []*runtimeapi.IDMapping{{ContainerId: 0, HostId: 65536, Length: 65536}}
 	userns := &runtimeapi.PodSandboxConfig{Linux: &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
 		NamespaceOptions: &runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: m, Gids: m}}}}}
 	plain := &runtimeapi.PodSandboxConfig{}
-	if err := r.checkHandlerUserns("", userns); err != nil {
+	if err := check("", userns); err != nil {
 		t.Errorf("default handler: %v", err)
 	}
-	if err := r.checkHandlerUserns("runc", userns); !errors.Is(err, errdefs.ErrNotImplemented) || !strings.Contains(err.Error(), "idmapped") {
+	if err := check("runc", userns); !errors.Is(err, errdefs.ErrNotImplemented) || !strings.Contains(err.Error(), "idmapped") {
 		t.Errorf("runc: %v", err)
 	}
-	if err := r.checkHandlerUserns("runc", plain); err != nil {
+	if err := check("runc", plain); err != nil {
 		t.Errorf("runc without a user namespace: %v", err)
 	}
-	if err := r.checkHandlerUserns("nope", userns); !errors.Is(err, errdefs.ErrNotFound) {
+	if err := check("nope", userns); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("unknown handler: %v", err)
+	}
+}
+
+// TestResolveHandlers: one resolution of the RuntimeClass handlers gives
+// the monitor flags, the driver and the error for an unknown handler.
+func TestResolveHandlers(t *testing.T) {
+	r := &Runtime{handlers: resolveHandlers(map[string]string{"runc": "/usr/sbin/runc", "mine": "native", "empty": ""}, "/s/libct", "/s/runc"),
+		sandboxes: map[string]*Sandbox{"pod1": {ID: "pod1", Handler: "gone"}}}
+	for _, c := range []struct {
+		name, driver string
+		args         []string
+	}{
+		{"", "native", []string{"--log-level", "info", "--runtime-root", "/s/libct"}},
+		{"native", "native", []string{"--log-level", "info", "--runtime-root", "/s/libct"}},
+		{"mine", "native", []string{"--log-level", "info", "--runtime-root", "/s/libct"}},
+		{"empty", "native", []string{"--log-level", "info", "--runtime-root", "/s/libct"}},
+		{"runc", "oci-binary:runc", []string{"--log-level", "info", "--runtime-root", "/s/runc/runc", "--runtime-binary", "/usr/sbin/runc"}},
+	} {
+		h, err := r.handler(c.name)
+		if err != nil {
+			t.Errorf("handler %q: %v", c.name, err)
+			continue
+		}
+		if got := h.monitorArgs("info"); !slices.Equal(got, c.args) {
+			t.Errorf("handler %q: monitor args %q, want %q", c.name, got, c.args)
+		}
+		if got := h.driver.Name(); got != c.driver {
+			t.Errorf("handler %q: driver %q, want %q", c.name, got, c.driver)
+		}
+	}
+	if _, err := r.handler("nope"); !errdefs.IsNotFound(err) {
+		t.Errorf("unknown handler: %v, want NotFound", err)
+	}
+	// A pod whose handler left the config is not handed to another driver.
+	if _, err := r.podDriver("pod1"); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("pod of a handler no longer configured: %v, want FailedPrecondition", err)
+	}
+	if d, err := r.podDriver("no-such-pod"); err != nil || d.Name() != "native" {
+		t.Errorf("container without a pod record: driver %v, %v; want the default handler's", d, err)
 	}
 }

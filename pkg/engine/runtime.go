@@ -54,6 +54,7 @@ type Runtime struct {
 	podNames   map[string]string // reserved pod names -> id
 	ctrNames   map[string]string // reserved container names -> id
 	monitors   map[string]*podMonitor
+	handlers   map[string]*runtimeHandler // resolved once, read-only after
 	nsDir      string
 	features   *hostFeatures
 }
@@ -84,6 +85,7 @@ func newRuntime(ctx context.Context, o RuntimeOptions) (*Runtime, error) {
 	if err := nspin.PrepareDir(r.nsDir); err != nil {
 		return nil, err
 	}
+	r.handlers = resolveHandlers(o.Handlers, r.libctRoot(), r.runcRoot())
 	r.detectFeatures(ctx)
 	if err := r.recover(ctx); err != nil {
 		return nil, fmt.Errorf("recovering pods: %w", err)
@@ -225,32 +227,75 @@ func (r *Runtime) saveSandbox(sb *Sandbox) error {
 	return r.updateSandbox(sb, func(*Sandbox) {})
 }
 
-// handlerArgs returns the monitor flags selecting the execution driver
-// for a RuntimeClass handler.
-func (r *Runtime) handlerArgs(handler string) ([]string, error) {
-	args := []string{"--log-level", r.o.LogLevel}
-	switch handler {
-	case "", "native":
-		return append(args, "--runtime-root", r.libctRoot()), nil
-	}
-	bin, ok := r.o.Handlers[handler]
-	if !ok {
-		return nil, fmt.Errorf("runtime handler %q is not configured: %w", handler, errdefs.ErrNotFound)
-	}
-	if bin == "" || bin == "native" {
-		return append(args, "--runtime-root", r.libctRoot()), nil
-	}
-	return append(args, "--runtime-root", filepath.Join(r.runcRoot(), handler), "--runtime-binary", bin), nil
+// runtimeHandler is one RuntimeClass handler, resolved once when the
+// runtime is wired from the config: the execution driver it selects and
+// where that driver keeps its state. Pods, their monitors (the flags they
+// pass their helpers) and the clean-up of containers whose monitor is gone
+// all use this one resolution.
+type runtimeHandler struct {
+	name     string
+	binary   string // an external OCI runtime; "" for the native driver
+	root     string // the driver's state root
+	driver   execdrv.Driver
+	features HandlerFeatures // probed at start (detectFeatures)
 }
 
-// driverFor returns the execution driver of a RuntimeClass handler, for
-// work on containers whose monitor is gone (their state and cgroups are
-// still there to clean).
-func (r *Runtime) driverFor(handler string) execdrv.Driver {
-	if bin := r.o.Handlers[handler]; bin != "" && bin != "native" {
-		return execdrv.NewOCIBinary(bin, filepath.Join(r.runcRoot(), handler))
+// resolveHandlers resolves the configured RuntimeClass handlers: "" (the
+// default) and "native" run the native driver, as does a handler whose
+// binary is "" or "native"; any other runs its binary with the oci-binary
+// driver, state under <runcRoot>/<handler>.
+func resolveHandlers(configured map[string]string, libctRoot, runcRoot string) map[string]*runtimeHandler {
+	native := func(name string) *runtimeHandler {
+		return &runtimeHandler{name: name, root: libctRoot, driver: execdrv.NewNative(libctRoot)}
 	}
-	return execdrv.NewNative(r.libctRoot())
+	out := map[string]*runtimeHandler{"": native(""), "native": native("native")}
+	for name, bin := range configured {
+		if bin == "" || bin == "native" {
+			out[name] = native(name)
+			continue
+		}
+		root := filepath.Join(runcRoot, name)
+		out[name] = &runtimeHandler{name: name, binary: bin, root: root, driver: execdrv.NewOCIBinary(bin, root)}
+	}
+	return out
+}
+
+// handler returns a RuntimeClass handler; one that is not configured is
+// ErrNotFound.
+func (r *Runtime) handler(name string) (*runtimeHandler, error) {
+	if h := r.handlers[name]; h != nil {
+		return h, nil
+	}
+	return nil, fmt.Errorf("runtime handler %q is not configured: %w", name, errdefs.ErrNotFound)
+}
+
+// podDriver is the execution driver of a pod's handler, for work on
+// containers whose monitor is gone (their state and cgroups are still
+// there to clean); the default handler's when the pod has no record. A
+// handler gone from the config since is ErrFailedPrecondition.
+func (r *Runtime) podDriver(podID string) (execdrv.Driver, error) {
+	name := ""
+	if sb, err := r.getSandbox(podID); err == nil {
+		name = sb.view().Handler
+	}
+	h := r.handlers[name]
+	if h == nil {
+		// The config changed since the pod ran: its containers cannot
+		// be reached, and must not be handed to another driver.
+		return nil, fmt.Errorf("pod %s was run by runtime handler %q, which is no longer configured: %w",
+			podID, name, errdefs.ErrFailedPrecondition)
+	}
+	return h.driver, nil
+}
+
+// monitorArgs are the monitor flags selecting the handler's execution
+// driver; the monitor passes them on to its helpers.
+func (h *runtimeHandler) monitorArgs(logLevel string) []string {
+	args := []string{"--log-level", logLevel, "--runtime-root", h.root}
+	if h.binary != "" {
+		args = append(args, "--runtime-binary", h.binary)
+	}
+	return args
 }
 
 // podMonitor is the daemon's handle on a pod's monitor.
@@ -267,10 +312,11 @@ func (r *Runtime) monitorFor(ctx context.Context, sb *Sandbox) (*monitor.Client,
 	if m != nil {
 		return m.client, nil
 	}
-	args, err := r.handlerArgs(sb.Handler)
+	h, err := r.handler(sb.Handler)
 	if err != nil {
 		return nil, err
 	}
+	args := h.monitorArgs(r.o.LogLevel)
 	sock := filepath.Join(sb.Dir, monitor.SocketName)
 	existing := &monitor.Client{Socket: sock}
 	if _, err := existing.Call(ctx, &monitor.Request{Op: monitor.OpState}); err == nil {
@@ -330,4 +376,12 @@ func (r *Runtime) monitorClient(podID string) *monitor.Client {
 		return m.client
 	}
 	return nil
+}
+
+// monitorOf returns the client of the container's pod monitor.
+func (r *Runtime) monitorOf(c *Container) (*monitor.Client, error) {
+	if m := r.monitorClient(c.SandboxID); m != nil {
+		return m, nil
+	}
+	return nil, fmt.Errorf("the monitor of pod %s is not running: %w", c.SandboxID, errdefs.ErrFailedPrecondition)
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -65,10 +66,11 @@ func (r *Runtime) runPod(ctx context.Context, j *Job, req RunPodRequest) (_ *San
 	if err != nil {
 		return nil, err
 	}
-	if _, err := r.handlerArgs(req.Handler); err != nil {
+	h, err := r.handler(req.Handler)
+	if err != nil {
 		return nil, err
 	}
-	if err := r.checkHandlerUserns(req.Handler, cfg); err != nil {
+	if err := checkHandlerUserns(h, cfg); err != nil {
 		return nil, err
 	}
 	name := podName(cfg.GetMetadata())
@@ -112,75 +114,14 @@ func (r *Runtime) runPod(ctx context.Context, j *Job, req RunPodRequest) (_ *San
 
 	ns := nsOptions(cfg)
 	hostNet := ns.GetNetwork() == runtimeapi.NamespaceMode_NODE
-	hostIPC := ns.GetIpc() == runtimeapi.NamespaceMode_NODE
 	hostname := cfg.GetHostname()
 	if hostNet || hostname == "" {
 		if hostname, err = os.Hostname(); err != nil {
 			return nil, err
 		}
 	}
-	// With a pod user namespace, a holder makes it with kubelet's
-	// mappings and the pod's other namespaces owned by it.
-	holder, err := r.holdUserns(ctx, cfg, hostNet, hostIPC)
-	if err != nil {
+	if err := r.podNamespaces(ctx, sb, hostname, sysctls, &rb); err != nil {
 		return nil, err
-	}
-	if holder != nil {
-		defer holder.Close()
-	}
-	pin := func(kind string) (string, error) {
-		p := filepath.Join(r.nsDir, id+"-"+kind)
-		var err error
-		if holder != nil {
-			err = nspin.Adopt(ctx, kind, holder.Path(kind), p)
-		} else {
-			err = nspin.Pin(ctx, kind, p)
-		}
-		if err != nil {
-			return "", err
-		}
-		rb.add(func(context.Context) error { return nspin.Unpin(p) })
-		return p, nil
-	}
-	if holder != nil {
-		if sb.UserNS, err = pin(nspin.User); err != nil {
-			return nil, err
-		}
-	}
-	if !hostNet {
-		if sb.NetNS, err = pin(nspin.Net); err != nil {
-			return nil, err
-		}
-		if sb.UTSNS, err = pin(nspin.UTS); err != nil {
-			return nil, err
-		}
-		if err := nspin.SetHostname(sb.UTSNS, hostname); err != nil {
-			return nil, err
-		}
-	}
-	if !hostIPC {
-		if sb.IPCNS, err = pin(nspin.IPC); err != nil {
-			return nil, err
-		}
-		shm := filepath.Join(sb.Dir, "shm")
-		if err := os.Mkdir(shm, 0o755); err != nil {
-			return nil, err
-		}
-		if err := unix.Mount("shm", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC,
-			fmt.Sprintf("mode=1777,size=%d", defaultShmSize)); err != nil {
-			return nil, fmt.Errorf("mounting the pod's /dev/shm: %w", err)
-		}
-		sb.Shm = shm
-		rb.add(func(context.Context) error { return unmount(shm) })
-	}
-	for _, ns := range []struct {
-		path string
-		typ  int
-		kind string
-	}{{sb.NetNS, unix.CLONE_NEWNET, specgen.SysctlNet}, {sb.IPCNS, unix.CLONE_NEWIPC, specgen.SysctlIPC}, {sb.UTSNS, unix.CLONE_NEWUTS, specgen.SysctlUTS}} {
-		if err := applySysctls(ns.path, ns.typ, sysctls[ns.kind]); err != nil {
-			return nil, err
-		}
 	}
 	files, err := podFiles(hostname, hostNet, cfg.GetDnsConfig())
 	if err != nil {
@@ -219,6 +160,141 @@ func (r *Runtime) runPod(ctx context.Context, j *Job, req RunPodRequest) (_ *San
 	r.mu.Unlock()
 	j.Logf("pod %s ready (ips %v)", name, sb.IPs)
 	return sb, nil
+}
+
+// podNamespaces pins the pod's namespaces (user, with its own user
+// namespace; net and uts, without the host network; ipc, without the
+// host IPC), sets its hostname, mounts its /dev/shm and writes its
+// sysctls, each inside the namespace it belongs to.
+func (r *Runtime) podNamespaces(ctx context.Context, sb *Sandbox, hostname string, sysctls map[string]map[string]string, rb *rollback) error {
+	ns := nsOptions(sb.config)
+	hostNet := ns.GetNetwork() == runtimeapi.NamespaceMode_NODE
+	hostIPC := ns.GetIpc() == runtimeapi.NamespaceMode_NODE
+	// With a pod user namespace, a holder makes it with kubelet's
+	// mappings and the pod's other namespaces owned by it.
+	holder, err := r.holdUserns(ctx, sb.config, hostNet, hostIPC)
+	if err != nil {
+		return err
+	}
+	if holder != nil {
+		defer holder.Close()
+	}
+	pin := func(kind string, dst *string) error {
+		p := filepath.Join(r.nsDir, sb.ID+"-"+kind)
+		var err error
+		if holder != nil {
+			err = nspin.Adopt(ctx, kind, holder.Path(kind), p)
+		} else {
+			err = nspin.Pin(ctx, kind, p)
+		}
+		if err != nil {
+			return err
+		}
+		rb.add(func(context.Context) error { return nspin.Unpin(p) })
+		*dst = p
+		return nil
+	}
+	if holder != nil {
+		if err := pin(nspin.User, &sb.UserNS); err != nil {
+			return err
+		}
+	}
+	if !hostNet {
+		if err := pin(nspin.Net, &sb.NetNS); err != nil {
+			return err
+		}
+		if err := pin(nspin.UTS, &sb.UTSNS); err != nil {
+			return err
+		}
+		if err := nspin.SetHostname(sb.UTSNS, hostname); err != nil {
+			return err
+		}
+	}
+	if !hostIPC {
+		if err := pin(nspin.IPC, &sb.IPCNS); err != nil {
+			return err
+		}
+		shm := filepath.Join(sb.Dir, "shm")
+		if err := nspin.MountShm(shm, defaultShmSize); err != nil {
+			return err
+		}
+		sb.Shm = shm
+		rb.add(func(context.Context) error { return unmount(shm) })
+	}
+	for _, ns := range []struct{ kind, path string }{
+		{specgen.SysctlNet, sb.NetNS}, {specgen.SysctlIPC, sb.IPCNS}, {specgen.SysctlUTS, sb.UTSNS},
+	} {
+		if len(sysctls[ns.kind]) == 0 {
+			continue
+		}
+		files := map[string]string{}
+		for name, value := range sysctls[ns.kind] {
+			files[specgen.SysctlPath(name)] = value
+		}
+		if err := nspin.SetSysctls(ns.kind, ns.path, files); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startInfra runs the pause image as the pod's infra process, the init of
+// its shared pid namespace.
+func (r *Runtime) startInfra(ctx context.Context, j *Job, sb *Sandbox) (retErr error) {
+	img, err := r.o.Images.Get(ctx, r.o.SandboxImage)
+	if errdefs.IsNotFound(err) {
+		j.Logf("pulling sandbox image %s", r.o.SandboxImage)
+		img, err = r.o.Images.Pull(ctx, r.o.SandboxImage, nil, j.Logf)
+	}
+	if err != nil {
+		return fmt.Errorf("sandbox image %s: %w", r.o.SandboxImage, err)
+	}
+	id := "infra-" + sb.ID
+	c := &Container{ID: id, SandboxID: sb.ID, Name: id, State: ContainerCreated, CreatedAt: time.Now(),
+		ImageID: img.ID.String(), ImageRef: imageRef(img), ImageName: r.o.SandboxImage,
+		Bundle: filepath.Join(sb.Dir, "ctrs", id), Snapshot: "ctr-" + id, Infra: true,
+		ConfigPB: mustMarshal(&runtimeapi.ContainerConfig{}), config: &runtimeapi.ContainerConfig{}}
+	var rb rollback
+	defer func() {
+		if retErr != nil {
+			rb.run(ctx)
+		}
+	}()
+	if _, err := r.prepareBundle(ctx, sb, c, img, &rb, func(rootfs, _ string) (*specs.Spec, error) {
+		return specgen.InfraSpec(ctx, r.specPod(sb), rootfs, img.Config, r.o.Spec)
+	}); err != nil {
+		return err
+	}
+	mon, err := r.monitorFor(ctx, sb)
+	if err != nil {
+		return err
+	}
+	resp, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpCreate, ID: id, Bundle: c.Bundle})
+	if err != nil {
+		return err
+	}
+	if _, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpStart, ID: id}); err != nil {
+		mon.Call(ctx, &monitor.Request{Op: monitor.OpDelete, ID: id, Force: true})
+		return err
+	}
+	c.Pid, c.State, c.StartedAt = resp.Pid, ContainerRunning, time.Now()
+	sb.InfraPid, sb.Infra = resp.Pid, id
+	if err := r.updateContainer(c, func(*Container) {}); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.containers[id] = c
+	r.mu.Unlock()
+	j.Logf("infra process %d", resp.Pid)
+	return nil
+}
+
+func mustMarshal(m proto.Message) []byte {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }
 
 func (r *Runtime) netPod(sb *Sandbox) netdrv.Pod {

@@ -27,7 +27,7 @@ type ifaceStats struct {
 // The loopback interface is left out.
 func netnsStats(path string) ([]ifaceStats, error) {
 	var data []byte
-	err := nspin.Do(path, func() error {
+	err := nspin.Do(nspin.Net, path, func() error {
 		var err error
 		data, err = os.ReadFile("/proc/thread-self/net/dev")
 		return err

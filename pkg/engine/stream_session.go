@@ -272,7 +272,7 @@ func dialPod(ctx context.Context, netns string, port int32) (net.Conn, error) {
 	if netns == "" {
 		err = dial()
 	} else {
-		err = nspin.Do(netns, dial)
+		err = nspin.Do(nspin.Net, netns, dial)
 	}
 	if err != nil {
 		if errors.Is(err, syscall.ECONNREFUSED) {

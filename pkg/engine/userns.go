@@ -9,7 +9,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
-	"github.com/shim-cri/shim/pkg/libct"
+	"github.com/shim-cri/shim/pkg/execdrv"
 	"github.com/shim-cri/shim/pkg/snapshot"
 )
 
@@ -27,7 +27,7 @@ func podUserns(cfg *runtimeapi.PodSandboxConfig) *runtimeapi.UserNamespace {
 // owned by it, the net and uts (without host network) and ipc (without
 // host IPC) namespaces the pod pins; nil when the pod has no user
 // namespace. The caller pins what it needs and closes the holder.
-func (r *Runtime) holdUserns(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, hostNet, hostIPC bool) (*libct.NSHolder, error) {
+func (r *Runtime) holdUserns(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, hostNet, hostIPC bool) (*execdrv.NSHolder, error) {
 	u := podUserns(cfg)
 	if u == nil {
 		return nil, nil
@@ -39,7 +39,7 @@ func (r *Runtime) holdUserns(ctx context.Context, cfg *runtimeapi.PodSandboxConf
 	if !hostIPC {
 		flags |= unix.CLONE_NEWIPC
 	}
-	h, err := libct.HoldNamespaces(ctx, r.o.RuntimeExe, flags, specMappings(u.GetUids()), specMappings(u.GetGids()))
+	h, err := execdrv.HoldNamespaces(ctx, r.o.RuntimeExe, flags, specMappings(u.GetUids()), specMappings(u.GetGids()))
 	if err != nil {
 		return nil, fmt.Errorf("the pod's user namespace: %w", err)
 	}

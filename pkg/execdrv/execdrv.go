@@ -15,6 +15,7 @@ import (
 	"os"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/opencontainers/runtime-spec/specs-go/features"
 	"github.com/shim-cri/shim/pkg/libct"
 	"golang.org/x/sys/unix"
 )
@@ -40,6 +41,8 @@ type Driver interface {
 	Update(ctx context.Context, id string, r *specs.LinuxResources) error
 	Stats(ctx context.Context, id string) (*libct.Stats, error)
 	Pids(ctx context.Context, id string) ([]int, error)
+	// Features is the driver's OCI features document (what it supports).
+	Features(ctx context.Context) (*features.Features, error)
 }
 
 // IO is the stdio of a container process, and the console socket (a
@@ -56,11 +59,23 @@ type CreateOpts struct {
 	NoPivot bool
 }
 
+// Status is a container's OCI status as a driver reports it.
+type Status string
+
+// OCI statuses.
+const (
+	StatusCreating Status = "creating"
+	StatusCreated  Status = "created"
+	StatusRunning  Status = "running"
+	StatusPaused   Status = "paused"
+	StatusStopped  Status = "stopped"
+)
+
 // State is a container's state as the driver reports it.
 type State struct {
 	ID          string
 	Pid         int
-	Status      libct.Status
+	Status      Status
 	Bundle      string
 	Annotations map[string]string
 }

@@ -100,7 +100,7 @@ func (n *Native) State(ctx context.Context, id string) (State, error) {
 		return State{}, err
 	}
 	s, err := c.State()
-	return State{ID: s.ID, Pid: s.Pid, Status: s.Status, Bundle: s.Bundle, Annotations: s.Annotations}, err
+	return State{ID: s.ID, Pid: s.Pid, Status: Status(s.Status), Bundle: s.Bundle, Annotations: s.Annotations}, err
 }
 
 // Kill implements Driver.

@@ -188,7 +188,7 @@ func (o *OCIBinary) Start(ctx context.Context, id string) error {
 		return err
 	}
 	st, _ := o.State(ctx, id)
-	if st.Status != libct.StatusCreated {
+	if st.Status != StatusCreated {
 		return fmt.Errorf("container %q is %s, not created: %w", id, st.Status, errdefs.ErrFailedPrecondition)
 	}
 	return o.run(ctx, runOpts{}, "start", id)
@@ -217,7 +217,7 @@ func (o *OCIBinary) State(ctx context.Context, id string) (State, error) {
 	if err := json.Unmarshal(out.Bytes(), &s); err != nil {
 		return State{}, fmt.Errorf("parse state: %v: %w", err, errdefs.ErrInternal)
 	}
-	return State{ID: s.ID, Pid: s.Pid, Status: libct.Status(s.Status), Bundle: s.Bundle, Annotations: s.Annotations}, nil
+	return State{ID: s.ID, Pid: s.Pid, Status: Status(s.Status), Bundle: s.Bundle, Annotations: s.Annotations}, nil
 }
 
 // Kill implements Driver.
@@ -226,7 +226,7 @@ func (o *OCIBinary) Kill(ctx context.Context, id string, sig unix.Signal, all bo
 	if err != nil {
 		return err
 	}
-	if st.Status == libct.StatusStopped && !all {
+	if st.Status == StatusStopped && !all {
 		return fmt.Errorf("container %q is not running: %w", id, errdefs.ErrFailedPrecondition)
 	}
 	args := []string{"kill"}
@@ -242,7 +242,7 @@ func (o *OCIBinary) Delete(ctx context.Context, id string, force bool) error {
 	if err != nil {
 		return err
 	}
-	if !force && (st.Status == libct.StatusRunning || st.Status == libct.StatusPaused) {
+	if !force && (st.Status == StatusRunning || st.Status == StatusPaused) {
 		return fmt.Errorf("container %q is %s: %w", id, st.Status, errdefs.ErrFailedPrecondition)
 	}
 	args := []string{"delete"}
@@ -258,7 +258,7 @@ func (o *OCIBinary) Exec(ctx context.Context, id string, p *specs.Process, io IO
 	if err != nil {
 		return 0, err
 	}
-	if st.Status != libct.StatusRunning && st.Status != libct.StatusCreated {
+	if st.Status != StatusRunning && st.Status != StatusCreated {
 		return 0, fmt.Errorf("container %q is %s: %w", id, st.Status, errdefs.ErrFailedPrecondition)
 	}
 	dir, err := os.MkdirTemp("", "ocibinary-exec-")
@@ -290,7 +290,7 @@ func (o *OCIBinary) Pause(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if st.Status != libct.StatusRunning && st.Status != libct.StatusCreated {
+	if st.Status != StatusRunning && st.Status != StatusCreated {
 		return fmt.Errorf("container %q is %s: %w", id, st.Status, errdefs.ErrFailedPrecondition)
 	}
 	return o.run(ctx, runOpts{}, "pause", id)
@@ -302,7 +302,7 @@ func (o *OCIBinary) Resume(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if st.Status != libct.StatusPaused {
+	if st.Status != StatusPaused {
 		return fmt.Errorf("container %q is %s, not paused: %w", id, st.Status, errdefs.ErrFailedPrecondition)
 	}
 	return o.run(ctx, runOpts{}, "resume", id)

@@ -67,27 +67,9 @@ func (s *Store) pull(ctx context.Context, ref Ref, auth *Auth, progress Progress
 	progress("resolved %s to %s (%s) via %s", ref, top.digest, top.mediaType, sess.eps[sess.first].URL())
 
 	img := &Image{Pulled: time.Now().UTC()}
-	man := top
-	mt, err := detectMediaType(top)
+	man, mt, err := s.platformManifest(ctx, sess, top, img, progress)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", ref, err)
-	}
-	if mt == ocispec.MediaTypeImageIndex || mt == mediaTypeDockerManifestList {
-		desc, err := s.choosePlatform(top.body)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", ref, err)
-		}
-		img.Index = &ocispec.Descriptor{MediaType: mt, Digest: top.digest, Size: int64(len(top.body))}
-		if man, err = sess.manifest(ctx, desc.Digest.String(), desc.Digest, desc.Size); err != nil {
-			return nil, fmt.Errorf("%s: manifest for %s: %w", ref, platformString(*desc.Platform), err)
-		}
-		if mt, err = detectMediaType(man); err != nil {
-			return nil, fmt.Errorf("%s: %w", ref, err)
-		}
-		if mt != ocispec.MediaTypeImageManifest && mt != mediaTypeDockerManifest {
-			return nil, fmt.Errorf("%s: index entry %s is a %s, not an image manifest: %w", ref, desc.Digest, mt, errdefs.ErrFailedPrecondition)
-		}
-		progress("chose %s manifest %s", platformString(*desc.Platform), desc.Digest)
 	}
 	var m ocispec.Manifest
 	if err := strictJSON(man.body, &m); err != nil {
@@ -144,28 +126,9 @@ func (s *Store) pull(ctx context.Context, ref Ref, auth *Auth, progress Progress
 	if err := s.fetchLayers(ctx, sess, img, progress); err != nil {
 		return nil, fmt.Errorf("%s: %w", ref, err)
 	}
-	// Manifests and config last: a crash before this leaves no half image.
-	if img.Index != nil {
-		if err := s.content.Put(top.digest, top.body); err != nil {
-			return nil, err
-		}
-	}
-	if err := s.content.Put(man.digest, man.body); err != nil {
+	if err := s.storeManifests(ctx, img, []fetched{top, man, {body: cfgBytes, digest: m.Config.Digest}}, progress); err != nil {
 		return nil, err
 	}
-	if err := s.content.Put(m.Config.Digest, cfgBytes); err != nil {
-		return nil, err
-	}
-	// One flush for every blob and layer of the pull, then the record: an
-	// image on record has all its data on disk.
-	syncStart := time.Now()
-	if err := s.sn.Sync(ctx); err != nil {
-		return nil, fmt.Errorf("flushing layers: %w", err)
-	}
-	if err := s.content.Sync(); err != nil {
-		return nil, fmt.Errorf("flushing blobs: %w", err)
-	}
-	progress("flushed to disk in %s", time.Since(syncStart).Round(time.Millisecond))
 	tag, repoDigest := "", ref.WithDigest(top.digest)
 	if ref.Tag() != "" {
 		tag = ref.String()
@@ -176,6 +139,61 @@ func (s *Store) pull(ctx context.Context, ref Ref, auth *Auth, progress Progress
 	}
 	log.G(ctx).WithField("id", img.ID).Infof("pulled %s: %d layers, %d bytes in %s", ref, len(img.Layers), img.Size, time.Since(start).Round(time.Millisecond))
 	return out, nil
+}
+
+// platformManifest returns the image manifest of top and its media type:
+// top itself, or for an index the entry for this platform (recorded in
+// img.Index).
+func (s *Store) platformManifest(ctx context.Context, sess *session, top fetched, img *Image, progress Progress) (fetched, string, error) {
+	mt, err := detectMediaType(top)
+	if err != nil {
+		return fetched{}, "", err
+	}
+	if mt != ocispec.MediaTypeImageIndex && mt != mediaTypeDockerManifestList {
+		return top, mt, nil
+	}
+	desc, err := s.choosePlatform(top.body)
+	if err != nil {
+		return fetched{}, "", err
+	}
+	img.Index = &ocispec.Descriptor{MediaType: mt, Digest: top.digest, Size: int64(len(top.body))}
+	man, err := sess.manifest(ctx, desc.Digest.String(), desc.Digest, desc.Size)
+	if err != nil {
+		return fetched{}, "", fmt.Errorf("manifest for %s: %w", platformString(*desc.Platform), err)
+	}
+	if mt, err = detectMediaType(man); err != nil {
+		return fetched{}, "", err
+	}
+	if mt != ocispec.MediaTypeImageManifest && mt != mediaTypeDockerManifest {
+		return fetched{}, "", fmt.Errorf("index entry %s is a %s, not an image manifest: %w", desc.Digest, mt, errdefs.ErrFailedPrecondition)
+	}
+	progress("chose %s manifest %s", platformString(*desc.Platform), desc.Digest)
+	return man, mt, nil
+}
+
+// storeManifests writes the pull's manifests and config (blobs: the index, only
+// when img has one, then the manifest and the config) and flushes every
+// blob and layer of the pull to disk. They go last, after the layers: a
+// crash before this leaves no half image, and an image on record has all
+// its data on disk.
+func (s *Store) storeManifests(ctx context.Context, img *Image, blobs []fetched, progress Progress) error {
+	if img.Index == nil {
+		blobs = blobs[1:]
+	}
+	for _, b := range blobs {
+		if err := s.content.Put(b.digest, b.body); err != nil {
+			return err
+		}
+	}
+	syncStart := time.Now()
+	if err := s.sn.Sync(ctx); err != nil {
+		return fmt.Errorf("flushing layers: %w", err)
+	}
+	if err := s.content.Sync(); err != nil {
+		return fmt.Errorf("flushing blobs: %w", err)
+	}
+	progress("flushed to disk in %s", time.Since(syncStart).Round(time.Millisecond))
+	return nil
 }
 
 // fetchSmall gets a small blob (a config) from the content store or the

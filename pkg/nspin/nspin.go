@@ -232,13 +232,44 @@ func Unpin(path string) error {
 	return nil
 }
 
-// Do runs fn on a locked OS thread inside the network namespace pinned at
-// path and switches the thread back afterwards. fn runs on another
-// goroutine than the caller's: it must not call t.Fatal or runtime.Goexit.
-// Sockets fn creates stay in the pod namespace after Do returns. A missing
-// or unpinned path fails with ErrFailedPrecondition.
-func Do(path string, fn func() error) error {
-	return enter(Net, path, fn)
+// Do runs fn on a locked OS thread inside the namespace of kind (Net, IPC
+// or UTS) pinned at path and switches the thread back afterwards; it is
+// the one way shim runs code in a pod namespace. fn runs on another
+// goroutine than the caller's: it must not call t.Fatal or
+// runtime.Goexit. Sockets fn creates stay in the pod's network namespace
+// after Do returns, and /proc/sys files it opens show the namespace it
+// runs in. A missing or unpinned path, or a namespace of another kind,
+// fails with ErrFailedPrecondition.
+func Do(kind, path string, fn func() error) error {
+	flag, err := cloneFlag(kind)
+	if err != nil {
+		return err
+	}
+	target, err := openNS(path, flag)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(target)
+	var fnErr error
+	err = onThread(func() (bool, error) {
+		orig, err := unix.Open("/proc/thread-self/ns/"+kind, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return true, err
+		}
+		defer unix.Close(orig)
+		if err := unix.Setns(target, flag); err != nil {
+			return true, fmt.Errorf("setns %s: %w", path, err)
+		}
+		fnErr = fn()
+		if err := unix.Setns(orig, flag); err != nil {
+			return false, fmt.Errorf("restore %s namespace: %w", kind, err)
+		}
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("nspin: %w", err)
+	}
+	return fnErr
 }
 
 // SetHostname sets the hostname of the UTS namespace pinned at path.
@@ -246,7 +277,7 @@ func SetHostname(path, hostname string) error {
 	if hostname == "" || len(hostname) > 64 {
 		return fmt.Errorf("nspin: hostname %q: want 1 to 64 bytes: %w", hostname, errdefs.ErrInvalidArgument)
 	}
-	return enter(UTS, path, func() error {
+	return Do(UTS, path, func() error {
 		return unix.Sethostname([]byte(hostname))
 	})
 }
@@ -254,7 +285,7 @@ func SetHostname(path, hostname string) error {
 // Hostname returns the hostname of the UTS namespace pinned at path.
 func Hostname(path string) (string, error) {
 	var name string
-	err := enter(UTS, path, func() error {
+	err := Do(UTS, path, func() error {
 		var err error
 		name, err = os.Hostname()
 		return err
@@ -293,38 +324,6 @@ func openNS(path string, flag int) (int, error) {
 		return -1, fmt.Errorf("nspin: %s is not a pinned namespace: %w: %w", path, err, errdefs.ErrFailedPrecondition)
 	}
 	return fd, nil
-}
-
-func enter(kind, path string, fn func() error) error {
-	flag, err := cloneFlag(kind)
-	if err != nil {
-		return err
-	}
-	target, err := openNS(path, flag)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(target)
-	var fnErr error
-	err = onThread(func() (bool, error) {
-		orig, err := unix.Open("/proc/thread-self/ns/"+kind, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return true, err
-		}
-		defer unix.Close(orig)
-		if err := unix.Setns(target, flag); err != nil {
-			return true, fmt.Errorf("setns %s: %w", path, err)
-		}
-		fnErr = fn()
-		if err := unix.Setns(orig, flag); err != nil {
-			return false, fmt.Errorf("restore %s namespace: %w", kind, err)
-		}
-		return true, nil
-	})
-	if err != nil {
-		return fmt.Errorf("nspin: %w", err)
-	}
-	return fnErr
 }
 
 // onThread runs fn on a new goroutine locked to its OS thread. fn reports

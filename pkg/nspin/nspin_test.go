@@ -148,7 +148,7 @@ func TestDoEntersNetns(t *testing.T) {
 
 	var inside uint64
 	var ifaces []net.Interface
-	err := Do(path, func() error {
+	err := Do(Net, path, func() error {
 		var st unix.Stat_t
 		if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
 			return err
@@ -169,7 +169,7 @@ func TestDoEntersNetns(t *testing.T) {
 	}
 	// fn's error is returned.
 	sentinel := errors.New("boom")
-	if err := Do(path, func() error { return sentinel }); !errors.Is(err, sentinel) {
+	if err := Do(Net, path, func() error { return sentinel }); !errors.Is(err, sentinel) {
 		t.Fatalf("Do returned %v, want fn's error", err)
 	}
 	// No thread stays behind in the pod namespace, even under load.
@@ -178,7 +178,7 @@ func TestDoEntersNetns(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			Do(path, func() error { return nil })
+			Do(Net, path, func() error { return nil })
 		}()
 	}
 	wg.Wait()
@@ -236,9 +236,14 @@ func TestErrors(t *testing.T) {
 		{"PinEmptyPath", func() error { return Pin(context.Background(), Net, "") }, errdefs.ErrInvalidArgument, ""},
 		{"PinCancelled", func() error { return Pin(cancelled, Net, filepath.Join(dir, "b")) }, context.Canceled, filepath.Join(dir, "b")},
 		{"PinTwice", func() error { return Pin(context.Background(), UTS, uts) }, errdefs.ErrAlreadyExists, ""},
-		{"DoMissing", func() error { return Do(filepath.Join(dir, "missing"), func() error { return nil }) }, errdefs.ErrFailedPrecondition, ""},
-		{"DoPlainFile", func() error { return Do(plain, func() error { return nil }) }, errdefs.ErrFailedPrecondition, ""},
-		{"DoWrongKind", func() error { return Do(uts, func() error { return nil }) }, errdefs.ErrFailedPrecondition, ""},
+		{"DoMissing", func() error { return Do(Net, filepath.Join(dir, "missing"), func() error { return nil }) }, errdefs.ErrFailedPrecondition, ""},
+		{"DoPlainFile", func() error { return Do(Net, plain, func() error { return nil }) }, errdefs.ErrFailedPrecondition, ""},
+		{"DoWrongKind", func() error { return Do(Net, uts, func() error { return nil }) }, errdefs.ErrFailedPrecondition, ""},
+		{"DoBadKind", func() error { return Do(User, uts, func() error { return nil }) }, errdefs.ErrInvalidArgument, ""},
+		{"SysctlEscape", func() error { return SetSysctls(UTS, uts, map[string]string{"../../etc/x": "1"}) }, errdefs.ErrInvalidArgument, ""},
+		{"SysctlMissingNS", func() error {
+			return SetSysctls(IPC, filepath.Join(dir, "missing"), map[string]string{"kernel/shm_rmid_forced": "1"})
+		}, errdefs.ErrFailedPrecondition, ""},
 		{"UnpinDir", func() error { return Unpin(dir) }, errdefs.ErrInvalidArgument, ""},
 		{"CheckPlain", func() error { return Check(Net, plain) }, errdefs.ErrFailedPrecondition, ""},
 	} {

@@ -12,8 +12,9 @@
 // <id> is a short bolt sequence number. A root belongs to one driver.
 //
 // This package also holds what callers need around the drivers: Apply
-// (safe layer tar extraction, whiteouts in the driver's WhiteoutMode) and
-// MountAll/UnmountAll (performing the returned mounts).
+// (safe layer tar extraction, whiteouts in the driver's WhiteoutMode),
+// MountAll/UnmountAll (performing the returned mounts) and Copy (a full
+// tree copy: the native driver's snapshots, an image VOLUME's contents).
 //
 // Unpacking a layer:
 //

@@ -16,7 +16,6 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/shim-cri/shim/pkg/errdefs"
 	"github.com/shim-cri/shim/pkg/execdrv"
-	"github.com/shim-cri/shim/pkg/libct"
 	"github.com/shim-cri/shim/pkg/libct/testbundle"
 	"golang.org/x/sys/unix"
 )
@@ -102,7 +101,7 @@ func create(t *testing.T, d execdrv.Driver, script string, out *os.File) (string
 	return cid, pid
 }
 
-func status(t *testing.T, d execdrv.Driver, cid string) libct.Status {
+func status(t *testing.T, d execdrv.Driver, cid string) execdrv.Status {
 	t.Helper()
 	st, err := d.State(ctx(t), cid)
 	if err != nil {
@@ -114,13 +113,13 @@ func status(t *testing.T, d execdrv.Driver, cid string) libct.Status {
 func testLifecycle(t *testing.T, d execdrv.Driver) {
 	cid, pid := create(t, d, "sleep 30", nil)
 	st, err := d.State(ctx(t), cid)
-	if err != nil || st.Status != libct.StatusCreated || st.Pid != pid || st.ID != cid {
+	if err != nil || st.Status != execdrv.StatusCreated || st.Pid != pid || st.ID != cid {
 		t.Fatalf("state after create: %+v %v (pid %d)", st, err, pid)
 	}
 	if err := d.Start(ctx(t), cid); err != nil {
 		t.Fatal(err)
 	}
-	if s := status(t, d, cid); s != libct.StatusRunning {
+	if s := status(t, d, cid); s != execdrv.StatusRunning {
 		t.Fatalf("after start: %s", s)
 	}
 	if err := d.Start(ctx(t), cid); !errors.Is(err, errdefs.ErrFailedPrecondition) {
@@ -132,7 +131,7 @@ func testLifecycle(t *testing.T, d execdrv.Driver) {
 	if code := wait(t, pid); code != 137 {
 		t.Errorf("exit code %d, want 137", code)
 	}
-	if s := status(t, d, cid); s != libct.StatusStopped {
+	if s := status(t, d, cid); s != execdrv.StatusStopped {
 		t.Fatalf("after kill: %s", s)
 	}
 	if err := d.Delete(ctx(t), cid, false); err != nil {
@@ -216,13 +215,13 @@ func testPauseResume(t *testing.T, d execdrv.Driver) {
 	if err := d.Pause(ctx(t), cid); err != nil {
 		t.Fatal(err)
 	}
-	if s := status(t, d, cid); s != libct.StatusPaused {
+	if s := status(t, d, cid); s != execdrv.StatusPaused {
 		t.Fatalf("after pause: %s", s)
 	}
 	if err := d.Resume(ctx(t), cid); err != nil {
 		t.Fatal(err)
 	}
-	if s := status(t, d, cid); s != libct.StatusRunning {
+	if s := status(t, d, cid); s != execdrv.StatusRunning {
 		t.Fatalf("after resume: %s", s)
 	}
 	if err := d.Resume(ctx(t), cid); !errors.Is(err, errdefs.ErrFailedPrecondition) {

@@ -428,7 +428,7 @@ func TestRollbackAfterPlumb(t *testing.T) {
 	if len(r) != 1 || !strings.Contains(r[0], "pod=ghost") {
 		t.Fatalf("after rollback: %v, want only the ghost element", r)
 	}
-	err := nspin.Do(pod.NetNS, func() error {
+	err := nspin.Do(nspin.Net, pod.NetNS, func() error {
 		if _, err := netlink.LinkByName("eth0"); err == nil {
 			return errors.New("eth0 left in the pod netns")
 		}
@@ -509,7 +509,7 @@ func TestEgressMasquerade(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ln net.Listener
-	err = nspin.Do(outside, func() error {
+	err = nspin.Do(nspin.Net, outside, func() error {
 		eth, err := netlink.LinkByName("eth0")
 		if err != nil {
 			return err
@@ -544,7 +544,7 @@ func TestEgressMasquerade(t *testing.T) {
 	}
 	defer d.Teardown(ctx, pod)
 	var seen string
-	err = nspin.Do(pod.NetNS, func() error {
+	err = nspin.Do(nspin.Net, pod.NetNS, func() error {
 		c, err := net.DialTimeout("tcp4", "10.213.99.2:8080", 3*time.Second)
 		if err != nil {
 			return err

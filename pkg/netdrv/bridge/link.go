@@ -122,7 +122,7 @@ func plumb(fd int, netnsPath, veth string, bridgeIndex, mtu int, ip netip.Addr, 
 		if err := unplumb(veth); err != nil {
 			return err
 		}
-		if err := nspin.Do(netnsPath, func() error {
+		if err := nspin.Do(nspin.Net, netnsPath, func() error {
 			if l, err := netlink.LinkByName(podIfName); err == nil {
 				return netlink.LinkDel(l)
 			}
@@ -138,7 +138,7 @@ func plumb(fd int, netnsPath, veth string, bridgeIndex, mtu int, ip netip.Addr, 
 	if err := netlink.LinkSetHairpin(link, true); err != nil {
 		return fmt.Errorf("veth %s: hairpin: %w", veth, err)
 	}
-	return nspin.Do(netnsPath, func() error {
+	return nspin.Do(nspin.Net, netnsPath, func() error {
 		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 		if err != nil {
 			return err

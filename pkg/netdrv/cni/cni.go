@@ -347,7 +347,7 @@ func podResult(r *types100.Result, ifName string) netdrv.Result {
 }
 
 func loUp(netnsPath string) error {
-	return nspin.Do(netnsPath, func() error {
+	return nspin.Do(nspin.Net, netnsPath, func() error {
 		if err := netlink.LinkSetUp(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "lo", Index: 1}}); err != nil {
 			return fmt.Errorf("lo up: %w", err)
 		}

@@ -266,7 +266,7 @@ func (e *env) hostPort() int32 { return e.h.PortBase + rand.Int32N(4000) }
 func (e *env) echoTCP(p netdrv.Pod, port int) {
 	e.Helper()
 	var ln net.Listener
-	if err := nspin.Do(p.NetNS, func() (err error) {
+	if err := nspin.Do(nspin.Net, p.NetNS, func() (err error) {
 		ln, err = net.Listen("tcp4", fmt.Sprintf(":%d", port))
 		return err
 	}); err != nil {
@@ -300,7 +300,7 @@ func (e *env) echoTCP(p netdrv.Pod, port int) {
 func (e *env) echoUDP(p netdrv.Pod, port int) {
 	e.Helper()
 	var pc net.PacketConn
-	if err := nspin.Do(p.NetNS, func() (err error) {
+	if err := nspin.Do(nspin.Net, p.NetNS, func() (err error) {
 		pc, err = net.ListenPacket("udp4", fmt.Sprintf(":%d", port))
 		return err
 	}); err != nil {
@@ -331,7 +331,7 @@ func talkTCP(ns, addr, want string) error {
 	}
 	var err error
 	if ns != "" {
-		err = nspin.Do(ns, dial)
+		err = nspin.Do(nspin.Net, ns, dial)
 	} else {
 		err = dial()
 	}
@@ -362,7 +362,7 @@ func talkUDP(ns, addr, want string) error {
 	}
 	var err error
 	if ns != "" {
-		err = nspin.Do(ns, dial)
+		err = nspin.Do(nspin.Net, ns, dial)
 	} else {
 		err = dial()
 	}
@@ -442,7 +442,7 @@ func testSetupTeardown(e *env) {
 		e.Fatalf("bridge ports %v, want one veth", v)
 	}
 	// Inside: eth0 with the address, lo up with 127.0.0.1, default route.
-	err := nspin.Do(p.NetNS, func() error {
+	err := nspin.Do(nspin.Net, p.NetNS, func() error {
 		eth, err := netlink.LinkByName("eth0")
 		if err != nil {
 			return err

@@ -51,7 +51,7 @@ func (driver) Populate(ctx context.Context, dir string, kind snapshot.Kind, pare
 	if kind != snapshot.KindActive || len(parents) == 0 {
 		return os.Mkdir(fs, 0o755)
 	}
-	if err := Copy(ctx, filepath.Join(parents[0], "fs"), fs); err != nil {
+	if err := snapshot.Copy(ctx, filepath.Join(parents[0], "fs"), fs); err != nil {
 		return err
 	}
 	return fsutil.SyncFS(fs)
