@@ -3,13 +3,14 @@ package engine
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/shim-cri/shim/internal/capread"
 )
 
 // Pod files, bind-mounted into every container of the pod (writable unless
@@ -38,7 +39,7 @@ const maxHostFile = 1 << 20
 func podFiles(hostname string, hostNet bool, dns *runtimeapi.DNSConfig) (map[string][]byte, error) {
 	var hosts []byte
 	if hostNet {
-		b, err := readCapped("/etc/hosts")
+		b, err := capread.File("/etc/hosts", maxHostFile)
 		if err != nil {
 			return nil, err
 		}
@@ -86,7 +87,7 @@ func mountPodFiles(dir string, files map[string][]byte) (_ string, retErr error)
 // the config sets nothing.
 func resolvConf(dns *runtimeapi.DNSConfig) ([]byte, error) {
 	if len(dns.GetServers()) == 0 && len(dns.GetSearches()) == 0 && len(dns.GetOptions()) == 0 {
-		b, err := readCapped("/etc/resolv.conf")
+		b, err := capread.File("/etc/resolv.conf", maxHostFile)
 		if os.IsNotExist(err) {
 			return nil, nil
 		}
@@ -103,13 +104,4 @@ func resolvConf(dns *runtimeapi.DNSConfig) ([]byte, error) {
 		fmt.Fprintf(&buf, "options %s\n", strings.Join(dns.GetOptions(), " "))
 	}
 	return buf.Bytes(), nil
-}
-
-func readCapped(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, maxHostFile))
 }

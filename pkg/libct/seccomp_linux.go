@@ -9,6 +9,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	libseccomp "github.com/seccomp/libseccomp-golang"
+	"github.com/shim-cri/shim/internal/capread"
 	"github.com/shim-cri/shim/pkg/errdefs"
 	"golang.org/x/sys/unix"
 )
@@ -242,5 +243,5 @@ func exportBPF(f *libseccomp.ScmpFilter) ([]byte, error) {
 	if _, err := mf.Seek(0, io.SeekStart); err != nil {
 		return nil, err
 	}
-	return io.ReadAll(io.LimitReader(mf, 1<<20))
+	return capread.Read(mf, 1<<20)
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/shim-cri/shim/internal/capread"
 	"github.com/shim-cri/shim/pkg/errdefs"
 	"github.com/shim-cri/shim/pkg/libct"
 	"github.com/urfave/cli/v2"
@@ -46,7 +47,7 @@ func doExec(c *cli.Context) error {
 	}
 	var p *specs.Process
 	if path := c.String("process"); path != "" {
-		b, err := readCapped(path, 4<<20)
+		b, err := capread.File(path, 4<<20)
 		if err != nil {
 			return fmt.Errorf("read process: %v: %w", err, errdefs.ErrInvalidArgument)
 		}
@@ -151,20 +152,4 @@ func doExec(c *cli.Context) error {
 		return cli.Exit("", code)
 	}
 	return nil
-}
-
-func readCapped(path string, max int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > max {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, max)
-	}
-	return b, nil
 }
