@@ -284,37 +284,25 @@ type initProcess struct {
 	consoleSock *os.File
 }
 
-func (p *initProcess) start(ctx context.Context) (_ *started, retErr error) {
-	s, err := p.launch.start(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if retErr != nil {
-			s.kill()
+func (p *initProcess) start(ctx context.Context) (*started, error) {
+	return p.launch.run(ctx, func(s *started) error {
+		cfg := p.cfg
+		cfg.InitPid = s.pid
+		plan, err := prepareMounts(ctx, cfg.Spec, cfg.Bundle, s.pid, cfg.UserNS)
+		if err != nil {
+			return err
 		}
-	}()
-	stop := s.cancelOn(ctx)
-	defer stop()
-	cfg := p.cfg
-	cfg.InitPid = s.pid
-	plan, err := prepareMounts(ctx, cfg.Spec, cfg.Bundle, s.pid, cfg.UserNS)
-	if err != nil {
-		return nil, err
-	}
-	defer plan.close()
-	cfg.MountFds = plan.index
-	var mountFds []int
-	for _, f := range plan.files {
-		mountFds = append(mountFds, int(f.Fd()))
-	}
-	if err := writeFrame(s.conn, cfg, mountFds...); err != nil {
-		return nil, fmt.Errorf("send init config: %w", ctxErr(ctx, err))
-	}
-	if err := s.awaitReady(ctx, p.consoleSock, p.runtimeHooks(ctx, s.pid)); err != nil {
-		return nil, err
-	}
-	return s, nil
+		defer plan.close()
+		cfg.MountFds = plan.index
+		var mountFds []int
+		for _, f := range plan.files {
+			mountFds = append(mountFds, int(f.Fd()))
+		}
+		if err := writeFrame(s.conn, cfg, mountFds...); err != nil {
+			return fmt.Errorf("send init config: %w", ctxErr(ctx, err))
+		}
+		return s.awaitReady(ctx, p.consoleSock, p.runtimeHooks(ctx, s.pid))
+	})
 }
 
 // runtimeHooks runs the prestart and createRuntime hooks when the init
@@ -339,22 +327,26 @@ type setnsProcess struct {
 	consoleSock *os.File
 }
 
-func (p *setnsProcess) start(ctx context.Context) (_ *started, retErr error) {
-	s, err := p.launch.start(ctx)
+func (p *setnsProcess) start(ctx context.Context) (*started, error) {
+	return p.launch.run(ctx, func(s *started) error {
+		if err := writeFrame(s.conn, p.cfg); err != nil {
+			return fmt.Errorf("send init config: %w", ctxErr(ctx, err))
+		}
+		return s.awaitReady(ctx, p.consoleSock, nil)
+	})
+}
+
+// run starts the process and has the mode's exchange with it (cancelled
+// with ctx); the process is killed when the exchange fails.
+func (l *launch) run(ctx context.Context, exchange func(*started) error) (*started, error) {
+	s, err := l.start(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		if retErr != nil {
-			s.kill()
-		}
-	}()
 	stop := s.cancelOn(ctx)
 	defer stop()
-	if err := writeFrame(s.conn, p.cfg); err != nil {
-		return nil, fmt.Errorf("send init config: %w", ctxErr(ctx, err))
-	}
-	if err := s.awaitReady(ctx, p.consoleSock, nil); err != nil {
+	if err := exchange(s); err != nil {
+		s.kill()
 		return nil, err
 	}
 	return s, nil

@@ -9,7 +9,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
-	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/shim-cri/shim/pkg/errdefs"
@@ -164,19 +163,7 @@ var ociRun = &cli.Command{
 		if c.Bool("detach") {
 			return nil
 		}
-		var copyDone chan struct{}
-		if ct.Console != nil {
-			copyDone = make(chan struct{})
-			go io.Copy(ct.Console, os.Stdin)
-			go func() { io.Copy(os.Stdout, ct.Console); close(copyDone) }()
-		}
-		code := forwardAndWait(ct, ct.InitPid(), sigs)
-		if copyDone != nil {
-			select {
-			case <-copyDone:
-			case <-time.After(time.Second):
-			}
-		}
+		code := attachAndWait(ct, ct.InitPid(), ct.Console, sigs)
 		if !c.Bool("keep") {
 			ct.Delete(ctx, true)
 		}

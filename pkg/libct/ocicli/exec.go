@@ -135,21 +135,28 @@ func doExec(c *cli.Context) error {
 	if c.Bool("detach") {
 		return nil
 	}
-	var copyDone chan struct{}
-	if proc.Console != nil {
-		copyDone = make(chan struct{})
-		go io.Copy(proc.Console, os.Stdin)
-		go func() { io.Copy(os.Stdout, proc.Console); close(copyDone) }()
+	if code := attachAndWait(ct, proc.Pid, proc.Console, sigs); code != 0 {
+		return cli.Exit("", code)
 	}
-	code := forwardAndWait(ct, proc.Pid, sigs)
+	return nil
+}
+
+// attachAndWait connects a terminal (when there is one) to our stdio,
+// forwards signals to pid and waits for it: its exit code, once the
+// terminal's output is drained (for a second at most).
+func attachAndWait(ct *libct.Container, pid int, console *os.File, sigs chan os.Signal) int {
+	var copyDone chan struct{}
+	if console != nil {
+		copyDone = make(chan struct{})
+		go io.Copy(console, os.Stdin)
+		go func() { io.Copy(os.Stdout, console); close(copyDone) }()
+	}
+	code := forwardAndWait(ct, pid, sigs)
 	if copyDone != nil {
 		select {
 		case <-copyDone:
 		case <-time.After(time.Second):
 		}
 	}
-	if code != 0 {
-		return cli.Exit("", code)
-	}
-	return nil
+	return code
 }
