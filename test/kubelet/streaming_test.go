@@ -218,8 +218,9 @@ func testKubeletPortForward(t *testing.T, n *node) {
 // testKubeletResourceMetrics: kubelet's /metrics/resource (what
 // metrics-server and kubectl top read) has CPU and memory for every
 // running container of the pods, from shim's ListContainerStats and
-// ListPodSandboxStats. (/stats/summary fails on this host for every
-// runtime: cAdvisor cannot map the root device.)
+// ListPodSandboxStats. (/stats/summary fails here: this test's kubelet
+// root is on the host's /dev/vda, which cAdvisor cannot map; the node
+// e2e runs, on a filesystem of their own, read it and evict on it.)
 func testKubeletResourceMetrics(t *testing.T, n *node) {
 	var want []string
 	for pod, ns := range map[string]string{"web": "default", "hostnet": "kube-system", "talker": "default"} {
