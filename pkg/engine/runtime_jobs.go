@@ -5,6 +5,8 @@ import (
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/shim-cri/shim/pkg/log"
 )
 
 // RuntimeJobs are the pod and container jobs.
@@ -46,10 +48,10 @@ func RegisterRuntime(ctx context.Context, e *Engine, o RuntimeOptions) (*Runtime
 		},
 		Run: r.runPod,
 	})
-	j.StopPod = Register(e, "stop_pod", Spec[string, struct{}]{Object: pod, Args: func(id string) map[string]string { return one("pod_id", id) }, Run: r.stopPod})
-	j.RemovePod = Register(e, "remove_pod", Spec[string, struct{}]{Object: pod, Args: func(id string) map[string]string { return one("pod_id", id) }, Run: r.removePod})
+	j.StopPod = Register(e, "stop_pod", Spec[string, struct{}]{Object: pod, Args: func(id string) map[string]string { return one(log.FieldPodID, id) }, Run: r.stopPod})
+	j.RemovePod = Register(e, "remove_pod", Spec[string, struct{}]{Object: pod, Args: func(id string) map[string]string { return one(log.FieldPodID, id) }, Run: r.removePod})
 	j.PodStatus = Register(e, "pod_status", Spec[string, *runtimeapi.PodSandboxStatus]{Quiet: true,
-		Args: func(id string) map[string]string { return one("pod_id", id) },
+		Args: func(id string) map[string]string { return one(log.FieldPodID, id) },
 		Run: func(ctx context.Context, _ *Job, id string) (*runtimeapi.PodSandboxStatus, error) {
 			sb, err := r.getSandbox(id)
 			if err != nil {
@@ -61,21 +63,21 @@ func RegisterRuntime(ctx context.Context, e *Engine, o RuntimeOptions) (*Runtime
 	j.Create = Register(e, "create", Spec[CreateContainerRequest, *Container]{
 		Object: func(q CreateContainerRequest) string { return "pod:" + r.sandboxID(q.PodID) },
 		Args: func(q CreateContainerRequest) map[string]string {
-			return map[string]string{"pod_id": q.PodID, "name": q.Config.GetMetadata().GetName(), "image": q.Config.GetImage().GetImage()}
+			return map[string]string{log.FieldPodID: q.PodID, "name": q.Config.GetMetadata().GetName(), log.FieldImage: q.Config.GetImage().GetImage()}
 		},
 		Run: r.createContainer,
 	})
-	j.Start = Register(e, "start", Spec[string, struct{}]{Object: ctr, Args: func(id string) map[string]string { return one("container_id", id) }, Run: r.startContainer})
+	j.Start = Register(e, "start", Spec[string, struct{}]{Object: ctr, Args: func(id string) map[string]string { return one(log.FieldContainerID, id) }, Run: r.startContainer})
 	j.Stop = Register(e, "stop", Spec[StopContainerRequest, struct{}]{
 		Object: func(q StopContainerRequest) string { return ctr(q.ID) },
 		Args: func(q StopContainerRequest) map[string]string {
-			return map[string]string{"container_id": q.ID, "timeout": q.Timeout.String()}
+			return map[string]string{log.FieldContainerID: q.ID, "timeout": q.Timeout.String()}
 		},
 		Run: r.stopContainer,
 	})
-	j.Remove = Register(e, "remove", Spec[string, struct{}]{Object: ctr, Args: func(id string) map[string]string { return one("container_id", id) }, Run: r.removeContainer})
+	j.Remove = Register(e, "remove", Spec[string, struct{}]{Object: ctr, Args: func(id string) map[string]string { return one(log.FieldContainerID, id) }, Run: r.removeContainer})
 	j.Status = Register(e, "container_status", Spec[string, *runtimeapi.ContainerStatus]{Quiet: true,
-		Args: func(id string) map[string]string { return one("container_id", id) },
+		Args: func(id string) map[string]string { return one(log.FieldContainerID, id) },
 		Run: func(ctx context.Context, _ *Job, id string) (*runtimeapi.ContainerStatus, error) {
 			c, err := r.getContainer(id)
 			if err != nil {
@@ -87,16 +89,16 @@ func RegisterRuntime(ctx context.Context, e *Engine, o RuntimeOptions) (*Runtime
 	j.List = Register(e, "list_containers", Spec[*ContainerFilter, []*Container]{Quiet: true, Run: r.listContainers})
 	j.ExecSync = Register(e, "exec_sync", Spec[ExecSyncRequest, *ExecSyncResult]{
 		Args: func(q ExecSyncRequest) map[string]string {
-			return map[string]string{"container_id": q.ID, "timeout": q.Timeout.String()}
+			return map[string]string{log.FieldContainerID: q.ID, "timeout": q.Timeout.String()}
 		},
 		Run: r.execSync,
 	})
 	j.Update = Register(e, "update_resources", Spec[UpdateResourcesRequest, struct{}]{
 		Object: func(q UpdateResourcesRequest) string { return ctr(q.ID) },
-		Args:   func(q UpdateResourcesRequest) map[string]string { return one("container_id", q.ID) },
+		Args:   func(q UpdateResourcesRequest) map[string]string { return one(log.FieldContainerID, q.ID) },
 		Run:    r.updateResources,
 	})
-	j.ReopenLog = Register(e, "reopen_log", Spec[string, struct{}]{Object: ctr, Args: func(id string) map[string]string { return one("container_id", id) }, Run: r.reopenLog})
+	j.ReopenLog = Register(e, "reopen_log", Spec[string, struct{}]{Object: ctr, Args: func(id string) map[string]string { return one(log.FieldContainerID, id) }, Run: r.reopenLog})
 	j.UpdateNetwk = Register(e, "update_runtime_config", Spec[string, struct{}]{
 		Args: func(cidr string) map[string]string { return one("pod_cidr", cidr) },
 		Run: func(ctx context.Context, _ *Job, cidr string) (struct{}, error) {

@@ -49,7 +49,7 @@ func RegisterStats(e *Engine, rt *RuntimeJobs, o StatsOptions) *StatsJobs {
 	one := func(k, v string) map[string]string { return map[string]string{k: v} }
 	j := &StatsJobs{s: s}
 	j.Container = Register(e, "container_stats", Spec[string, *runtimeapi.ContainerStats]{Quiet: true,
-		Args: func(id string) map[string]string { return one("container_id", id) },
+		Args: func(id string) map[string]string { return one(log.FieldContainerID, id) },
 		Run: func(ctx context.Context, _ *Job, id string) (*runtimeapi.ContainerStats, error) {
 			c, err := r.getContainer(id)
 			if err != nil {
@@ -68,7 +68,7 @@ func RegisterStats(e *Engine, rt *RuntimeJobs, o StatsOptions) *StatsJobs {
 			return out, nil
 		}})
 	j.Pod = Register(e, "pod_stats", Spec[string, *runtimeapi.PodSandboxStats]{Quiet: true,
-		Args: func(id string) map[string]string { return one("pod_id", id) },
+		Args: func(id string) map[string]string { return one(log.FieldPodID, id) },
 		Run: func(ctx context.Context, _ *Job, id string) (*runtimeapi.PodSandboxStats, error) {
 			sb, err := r.getSandbox(id)
 			if err != nil {
@@ -101,7 +101,7 @@ func RegisterStats(e *Engine, rt *RuntimeJobs, o StatsOptions) *StatsJobs {
 		}})
 	j.UpdatePodResources = Register(e, "update_pod_resources", Spec[UpdatePodResourcesRequest, struct{}]{
 		Object: func(q UpdatePodResourcesRequest) string { return "pod:" + r.sandboxID(q.PodID) },
-		Args:   func(q UpdatePodResourcesRequest) map[string]string { return one("pod_id", q.PodID) },
+		Args:   func(q UpdatePodResourcesRequest) map[string]string { return one(log.FieldPodID, q.PodID) },
 		Run:    r.updatePodResources,
 	})
 	return j

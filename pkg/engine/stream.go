@@ -10,6 +10,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/log"
 )
 
 // Streaming: the CRI calls Exec, Attach and PortForward run a short job
@@ -80,7 +81,7 @@ func RegisterStreams(e *Engine, r *Runtime) *StreamJobs {
 	s := &StreamJobs{}
 	s.Exec = Register(e, "exec", Spec[*runtimeapi.ExecRequest, *runtimeapi.ExecResponse]{
 		Args: func(q *runtimeapi.ExecRequest) map[string]string {
-			return map[string]string{"container_id": q.GetContainerId(), "tty": fmt.Sprint(q.GetTty())}
+			return map[string]string{log.FieldContainerID: q.GetContainerId(), "tty": fmt.Sprint(q.GetTty())}
 		},
 		Run: func(ctx context.Context, _ *Job, q *runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error) {
 			q, err := r.checkExec(ctx, q)
@@ -91,7 +92,9 @@ func RegisterStreams(e *Engine, r *Runtime) *StreamJobs {
 		},
 	})
 	s.Attach = Register(e, "attach", Spec[*runtimeapi.AttachRequest, *runtimeapi.AttachResponse]{
-		Args: func(q *runtimeapi.AttachRequest) map[string]string { return one("container_id", q.GetContainerId()) },
+		Args: func(q *runtimeapi.AttachRequest) map[string]string {
+			return one(log.FieldContainerID, q.GetContainerId())
+		},
 		Run: func(ctx context.Context, _ *Job, q *runtimeapi.AttachRequest) (*runtimeapi.AttachResponse, error) {
 			q, err := r.checkAttach(ctx, q)
 			if err != nil {
@@ -101,7 +104,9 @@ func RegisterStreams(e *Engine, r *Runtime) *StreamJobs {
 		},
 	})
 	s.PortForward = Register(e, "port_forward", Spec[*runtimeapi.PortForwardRequest, *runtimeapi.PortForwardResponse]{
-		Args: func(q *runtimeapi.PortForwardRequest) map[string]string { return one("pod_id", q.GetPodSandboxId()) },
+		Args: func(q *runtimeapi.PortForwardRequest) map[string]string {
+			return one(log.FieldPodID, q.GetPodSandboxId())
+		},
 		Run: func(ctx context.Context, _ *Job, q *runtimeapi.PortForwardRequest) (*runtimeapi.PortForwardResponse, error) {
 			sb, err := r.readySandbox(q.GetPodSandboxId())
 			if err != nil {
@@ -114,19 +119,19 @@ func RegisterStreams(e *Engine, r *Runtime) *StreamJobs {
 	})
 	s.ExecStream = Register(e, "exec_stream", Spec[ExecStreamRequest, int]{
 		Args: func(q ExecStreamRequest) map[string]string {
-			return map[string]string{"container_id": q.ID, "tty": fmt.Sprint(q.Tty), "stdin": fmt.Sprint(q.Stdin != nil)}
+			return map[string]string{log.FieldContainerID: q.ID, "tty": fmt.Sprint(q.Tty), "stdin": fmt.Sprint(q.Stdin != nil)}
 		},
 		Run: r.execStream,
 	})
 	s.AttachStream = Register(e, "attach_stream", Spec[AttachStreamRequest, struct{}]{
 		Args: func(q AttachStreamRequest) map[string]string {
-			return map[string]string{"container_id": q.ID, "tty": fmt.Sprint(q.Tty), "stdin": fmt.Sprint(q.Stdin != nil)}
+			return map[string]string{log.FieldContainerID: q.ID, "tty": fmt.Sprint(q.Tty), "stdin": fmt.Sprint(q.Stdin != nil)}
 		},
 		Run: r.attachStream,
 	})
 	s.PortForwardStream = Register(e, "port_forward_stream", Spec[PortForwardStreamRequest, struct{}]{
 		Args: func(q PortForwardStreamRequest) map[string]string {
-			return map[string]string{"pod_id": q.PodID, "port": fmt.Sprint(q.Port)}
+			return map[string]string{log.FieldPodID: q.PodID, "port": fmt.Sprint(q.Port)}
 		},
 		Run: r.portForwardStream,
 	})
