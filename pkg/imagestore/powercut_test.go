@@ -1,0 +1,530 @@
+package imagestore
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
+
+	"github.com/shim-cri/shim/pkg/snapshot"
+)
+
+// lossyDisk is an ext4 filesystem on a loop device backed by a sparse file.
+// A copy of the backing file holds exactly what the filesystem has sent to
+// the device: what it still keeps in the page cache (written, never
+// flushed) is missing from the copy, as after a power cut. Mounting the
+// copy replays its journal, as the boot after the cut would.
+type lossyDisk struct {
+	dir     string
+	backing string
+	dev     string // /dev/loopN
+	mnt     string
+
+	mu    sync.Mutex
+	cuts  int
+	quiet int // copies retried because the device wrote meanwhile
+}
+
+// requireLoopDevices skips the test on a host that cannot run it, naming
+// what is missing.
+func requireLoopDevices(t *testing.T) {
+	t.Helper()
+	if os.Getuid() != 0 {
+		t.Skip("needs root (loop devices, mounts)")
+	}
+	for _, tool := range []string{"losetup", "mkfs.ext4"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s, not in PATH", tool)
+		}
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		t.Skipf("needs loop devices (/dev/loop-control: %v)", err)
+	}
+}
+
+func newLossyDisk(t *testing.T, size int64) *lossyDisk {
+	t.Helper()
+	requireLoopDevices(t)
+	d := &lossyDisk{dir: t.TempDir()}
+	d.backing = filepath.Join(d.dir, "disk.img")
+	if err := os.WriteFile(d.backing, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(d.backing, size); err != nil {
+		t.Fatal(err)
+	}
+	// Inode tables and journal written now, so no background
+	// initialisation writes to the device during the test.
+	runTool(t, "mkfs.ext4", "-q", "-F", "-b", "4096", "-N", "8192",
+		"-E", "lazy_itable_init=0,lazy_journal_init=0", d.backing)
+	d.dev = attachLoop(t, d.backing)
+	d.mnt = filepath.Join(d.dir, "mnt")
+	// commit=60: the journal is committed only when the store asks for it
+	// (fsync, syncfs) within a test, never by the 5-second timer.
+	mountExt4(t, d.dev, d.mnt, "data=ordered,commit=60,noinit_itable")
+	return d
+}
+
+func runTool(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// attachLoop attaches file to a free loop device, detached at cleanup.
+func attachLoop(t *testing.T, file string) string {
+	t.Helper()
+	out, err := exec.Command("losetup", "--find", "--show", file).CombinedOutput()
+	if err != nil {
+		if bytes.Contains(out, []byte("free loop device")) {
+			t.Skipf("needs a free loop device: losetup: %s", out)
+		}
+		t.Fatalf("losetup %s: %v: %s", file, err, out)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() {
+		if out, err := exec.Command("losetup", "--detach", dev).CombinedOutput(); err != nil {
+			t.Errorf("losetup --detach %s: %v: %s", dev, err, out)
+		}
+	})
+	return dev
+}
+
+// mountExt4 mounts dev at dir, unmounted at cleanup.
+func mountExt4(t *testing.T, dev, dir, opts string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(dev, dir, "ext4", 0, opts); err != nil {
+		t.Fatalf("mount %s on %s (%s): %v", dev, dir, opts, err)
+	}
+	t.Cleanup(func() {
+		var err error
+		for range 50 {
+			if err = unix.Unmount(dir, 0); err != unix.EBUSY {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+			unix.Unmount(dir, unix.MNT_DETACH)
+		}
+	})
+}
+
+// ioState is the part of the device's I/O counters that moves when the
+// backing file may change: writes (completed, merged, sectors), requests in
+// flight, discards and flushes.
+type ioState [6]uint64
+
+func (d *lossyDisk) ioState() (ioState, error) {
+	b, err := os.ReadFile(filepath.Join("/sys/block", filepath.Base(d.dev), "stat"))
+	if err != nil {
+		return ioState{}, err
+	}
+	f := strings.Fields(string(b))
+	var s ioState
+	for i, field := range []int{4, 5, 6, 8, 11, 15} {
+		if field >= len(f) {
+			continue
+		}
+		if s[i], err = strconv.ParseUint(f[field], 10, 64); err != nil {
+			return ioState{}, fmt.Errorf("%s: %w", b, err)
+		}
+	}
+	return s, nil
+}
+
+// cut copies the device as it is now into a new file. The copy is taken
+// again while the device writes during it, so it is the state of one
+// moment, not a mix of several. Safe from any goroutine.
+func (d *lossyDisk) cut() (string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.cuts++
+	dst := filepath.Join(d.dir, fmt.Sprintf("cut-%02d.img", d.cuts))
+	for range 2000 {
+		before, err := d.ioState()
+		if err != nil {
+			return "", err
+		}
+		if before[3] == 0 {
+			if err := copySparse(d.backing, dst); err != nil {
+				return "", err
+			}
+			after, err := d.ioState()
+			if err != nil {
+				return "", err
+			}
+			if after == before {
+				return dst, nil
+			}
+		}
+		d.quiet++
+		time.Sleep(time.Millisecond)
+	}
+	os.Remove(dst)
+	return "", errors.New("the device never stayed idle long enough for a copy")
+}
+
+// copySparse copies src's data extents to dst at the same offsets.
+func copySparse(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	fd := int(in.Fd())
+	for off := int64(0); off < fi.Size(); {
+		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(io.NewOffsetWriter(out, data), io.NewSectionReader(in, data, hole-data)); err != nil {
+			return err
+		}
+		off = hole
+	}
+	if err := out.Truncate(fi.Size()); err != nil {
+		return err
+	}
+	return out.Close()
+}
+
+// randomFile is n bytes that do not compress, the same on every run.
+func randomFile(seed uint64, n int) string {
+	b := make([]byte, n)
+	rand.NewChaCha8([32]byte{byte(seed)}).Read(b)
+	return string(b)
+}
+
+type cutPoint struct {
+	name  string
+	file  string
+	after bool // taken after Pull returned
+}
+
+// TestPowerCutDuringPull cuts the power at points of a pull, inside layer
+// downloads, after each layer commit, after the flush, after Pull returned,
+// and checks each disk as it would boot: the image is either complete or
+// absent, start-up GC leaves nothing else, and pulling again completes it.
+// An image Pull returned must survive.
+func TestPowerCutDuringPull(t *testing.T) {
+	disk := newLossyDisk(t, 256<<20)
+	reg := newTestRegistry(t)
+	layerFiles := []map[string]string{
+		{"etc/": "", "etc/os-release": "ID=cut\n", "usr/lib/big1": randomFile(1, 3<<20+12345)},
+		{"usr/lib/big2": randomFile(2, 2<<20+777), "usr/share/doc/x/README": "layer two\n"},
+		{"bin/": "", "bin/tool": randomFile(3, 3<<20+1), "etc/os-release": "ID=cut-3\n"},
+	}
+	var layers []v1.Layer
+	for _, f := range layerFiles {
+		layers = append(layers, layerOf(t, f, "gzip"))
+	}
+	img := imageOf(t, "", layers...)
+	reg.push(t, "lib/cut:1", img)
+	ref := reg.host + "/lib/cut:1"
+	cfgName, err := img.ConfigName()
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobs := map[string][]byte{} // layer digest -> compressed bytes
+	var layerDigests []digest.Digest
+	for _, l := range layers {
+		d, err := l.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, err := l.Compressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		blobs[d.String()] = b
+		layerDigests = append(layerDigests, digest.Digest(d.String()))
+	}
+	want := wantImage{id: digest.Digest(cfgName.String()), layers: layerDigests, files: layerFiles}
+
+	var (
+		mu   sync.Mutex
+		cuts []cutPoint
+	)
+	cut := func(name string, after bool) {
+		file, err := disk.cut()
+		if err != nil {
+			t.Errorf("copying the disk at %q: %v", name, err)
+			return
+		}
+		mu.Lock()
+		cuts = append(cuts, cutPoint{name: name, file: file, after: after})
+		mu.Unlock()
+	}
+
+	s := openStore(t, disk.mnt, "overlay", "")
+	// Each layer blob is served in two halves, with a cut once the store
+	// has taken in the first (half a download on disk, half a layer
+	// unpacked).
+	var cutting atomic.Bool
+	cutting.Store(true)
+	reg.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		data, ok := blobs[path.Base(r.URL.Path)]
+		if !cutting.Load() || !ok || r.Method != http.MethodGet || r.Header.Get("Range") != "" {
+			return false
+		}
+		d := digest.Digest(path.Base(r.URL.Path))
+		w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Docker-Content-Digest", d.String())
+		half := len(data) / 2
+		w.Write(data[:half])
+		w.(http.Flusher).Flush()
+		ingest := filepath.Join(disk.mnt, "content", "ingest", d.Algorithm().String()+"-"+d.Encoded())
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			if fi, err := os.Stat(ingest); err == nil && fi.Size() >= int64(half) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("the store did not take in the first %d bytes of %s", half, d)
+				break
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		cut("half of layer "+d.Encoded()[:12], false)
+		w.Write(data[half:])
+		return true
+	})
+	start := time.Now()
+	got, err := s.Pull(ctx, ref, nil, func(format string, args ...any) {
+		msg := fmt.Sprintf(format, args...)
+		switch {
+		case strings.HasPrefix(msg, "layer ") && strings.Contains(msg, "committed"):
+			n := strings.Replace(strings.Fields(msg)[1], "/", " of ", 1)
+			cut("layer "+n+" committed", false)
+		case strings.HasPrefix(msg, "flushed to disk"):
+			cut("flushed, before the image record", false)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut("Pull returned", true)
+	cutting.Store(false)
+	t.Logf("pull with %d cuts took %s (%d copies retried while the device wrote)",
+		len(cuts), time.Since(start).Round(time.Millisecond), disk.quiet)
+	if got.ID != want.id {
+		t.Fatalf("pulled %s, want %s", got.ID, want.id)
+	}
+	if len(cuts) != 2*len(layers)+2 {
+		t.Errorf("%d cuts, want %d", len(cuts), 2*len(layers)+2)
+	}
+
+	for _, c := range cuts {
+		t.Run(c.name, func(t *testing.T) {
+			t.Cleanup(func() { os.Remove(c.file) })
+			dev := attachLoop(t, c.file)
+			mnt := filepath.Join(disk.dir, "boot-"+filepath.Base(c.file))
+			mountExt4(t, dev, mnt, "")
+			s := openStore(t, mnt, "overlay", "") // start-up GC: no error
+			imgs := s.List(ctx)
+			switch {
+			case c.after && len(imgs) == 0:
+				t.Fatal("the image Pull returned is gone")
+			case !c.after && len(imgs) > 0:
+				t.Errorf("image %s on record before the pull recorded it", imgs[0].ID)
+			}
+			for _, img := range imgs {
+				checkComplete(t, s, img, want)
+			}
+			checkNothingElse(t, s, imgs)
+
+			// Pulling again (resuming what the crash left) completes it.
+			img, err := s.Pull(ctx, ref, nil, nil)
+			if err != nil {
+				t.Fatalf("pull after the cut: %v", err)
+			}
+			checkComplete(t, s, img, want)
+			checkNothingElse(t, s, []*Image{img})
+			ents, err := os.ReadDir(filepath.Join(mnt, "content", "ingest"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range ents {
+				if !strings.HasPrefix(e.Name(), "put-") {
+					t.Errorf("partial download %s left after a complete pull", e.Name())
+				}
+			}
+		})
+	}
+}
+
+// wantImage is what a complete copy of the test image holds.
+type wantImage struct {
+	id     digest.Digest
+	layers []digest.Digest
+	files  []map[string]string // per layer: path -> content ("/" suffix: directory)
+}
+
+// checkComplete checks that img is the test image with every blob present
+// and matching its digest and size, and every layer snapshot committed
+// with the files of its layers.
+func checkComplete(t *testing.T, s *testStore, img *Image, want wantImage) {
+	t.Helper()
+	if img.ID != want.id || len(img.Layers) != len(want.layers) {
+		t.Fatalf("image %s with %d layers, want %s with %d", img.ID, len(img.Layers), want.id, len(want.layers))
+	}
+	sizes := map[digest.Digest]int64{img.Manifest.Digest: img.Manifest.Size, img.ConfigDesc.Digest: img.ConfigDesc.Size}
+	for i, l := range img.Layers {
+		if l.Digest != want.layers[i] {
+			t.Errorf("layer %d is %s, want %s", i, l.Digest, want.layers[i])
+		}
+		sizes[l.Digest] = l.Size
+	}
+	for _, b := range img.Blobs() {
+		f, err := s.content.Open(b)
+		if err != nil {
+			t.Errorf("blob %s: %v", b, err)
+			continue
+		}
+		h := sha256.New()
+		n, err := io.Copy(h, f)
+		f.Close()
+		if err != nil {
+			t.Errorf("blob %s: %v", b, err)
+			continue
+		}
+		if got := digest.NewDigest(digest.SHA256, h); got != b || n != sizes[b] {
+			t.Errorf("blob %s holds %d bytes with digest %s, want %d bytes", b, n, got, sizes[b])
+		}
+	}
+	var m ocispec.Manifest
+	if b, err := s.content.ReadAll(img.Manifest.Digest, maxManifestSize); err != nil {
+		t.Errorf("manifest: %v", err)
+	} else if err := json.Unmarshal(b, &m); err != nil {
+		t.Errorf("manifest: %v", err)
+	} else if m.Config.Digest != img.ID || len(m.Layers) != len(img.Layers) {
+		t.Errorf("manifest names config %s and %d layers", m.Config.Digest, len(m.Layers))
+	}
+	for i, l := range img.Layers {
+		info, err := s.sn.Stat(ctx, l.ChainID.String())
+		if err != nil || info.Kind != snapshot.KindCommitted {
+			t.Errorf("layer %d snapshot %s: %+v, %v", i, l.ChainID, info, err)
+			continue
+		}
+		checkSnapshotFiles(t, s, l.ChainID.String(), want.files[:i+1])
+	}
+}
+
+// checkSnapshotFiles mounts a view of the committed snapshot key and
+// compares its files with layers merged (upper layers win).
+func checkSnapshotFiles(t *testing.T, s *testStore, key string, layers []map[string]string) {
+	t.Helper()
+	files := map[string]string{}
+	for _, l := range layers {
+		for p, c := range l {
+			files[p] = c
+		}
+	}
+	view := "test-view-" + randomID()
+	mounts, err := s.sn.View(ctx, view, key)
+	if err != nil {
+		t.Errorf("view of %s: %v", key, err)
+		return
+	}
+	defer s.sn.Remove(ctx, view)
+	target := t.TempDir()
+	if err := snapshot.MountAll(mounts, target); err != nil {
+		t.Errorf("mounting %s: %v", key, err)
+		return
+	}
+	defer snapshot.UnmountAll(target)
+	for p, c := range files {
+		if strings.HasSuffix(p, "/") {
+			if fi, err := os.Stat(filepath.Join(target, p)); err != nil || !fi.IsDir() {
+				t.Errorf("snapshot %s: directory %s: %v", key, p, err)
+			}
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(target, p))
+		if err != nil {
+			t.Errorf("snapshot %s: %v", key, err)
+			continue
+		}
+		if string(b) != c {
+			t.Errorf("snapshot %s: %s holds %d bytes, not the %d bytes of the layer", key, p, len(b), len(c))
+		}
+	}
+}
+
+// checkNothingElse checks that the store holds no blob and no snapshot
+// but those of imgs.
+func checkNothingElse(t *testing.T, s *testStore, imgs []*Image) {
+	t.Helper()
+	blobs := map[digest.Digest]bool{}
+	snaps := map[string]bool{}
+	for _, img := range imgs {
+		for _, b := range img.Blobs() {
+			blobs[b] = true
+		}
+		for _, l := range img.Layers {
+			snaps[l.ChainID.String()] = true
+		}
+	}
+	if err := s.content.Walk(func(d digest.Digest, _ int64) error {
+		if !blobs[d] {
+			t.Errorf("blob %s left that no image uses", d)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range s.snapshots(t) {
+		if !snaps[i.Key] {
+			t.Errorf("snapshot %s (%v) left that no image uses", i.Key, i.Kind)
+		}
+	}
+}
