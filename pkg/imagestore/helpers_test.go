@@ -271,6 +271,7 @@ func openStore(t *testing.T, root, driver, regDir string, opts ...func(*Config))
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { db.Close() })
 	var sn snapshot.Snapshotter
 	switch driver {
 	case "overlay":
@@ -281,6 +282,7 @@ func openStore(t *testing.T, root, driver, regDir string, opts ...func(*Config))
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { sn.Close() })
 	cfg := Config{
 		ContentRoot:       filepath.Join(root, "content"),
 		DB:                db,
@@ -295,9 +297,7 @@ func openStore(t *testing.T, root, driver, regDir string, opts ...func(*Config))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := &testStore{Store: s, root: root, db: db}
-	t.Cleanup(func() { sn.Close(); db.Close() })
-	return ts
+	return &testStore{Store: s, root: root, db: db}
 }
 
 // blobCount and snapshotCount count what is stored.

@@ -1,16 +1,13 @@
 package imagestore
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"strconv"
@@ -23,213 +20,10 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"golang.org/x/sys/unix"
 
+	"github.com/shim-cri/shim/internal/lossydisk"
 	"github.com/shim-cri/shim/pkg/snapshot"
 )
-
-// lossyDisk is an ext4 filesystem on a loop device backed by a sparse file.
-// A copy of the backing file holds exactly what the filesystem has sent to
-// the device: what it still keeps in the page cache (written, never
-// flushed) is missing from the copy, as after a power cut. Mounting the
-// copy replays its journal, as the boot after the cut would.
-type lossyDisk struct {
-	dir     string
-	backing string
-	dev     string // /dev/loopN
-	mnt     string
-
-	mu    sync.Mutex
-	cuts  int
-	quiet int // copies retried because the device wrote meanwhile
-}
-
-// requireLoopDevices skips the test on a host that cannot run it, naming
-// what is missing.
-func requireLoopDevices(t *testing.T) {
-	t.Helper()
-	if os.Getuid() != 0 {
-		t.Skip("needs root (loop devices, mounts)")
-	}
-	for _, tool := range []string{"losetup", "mkfs.ext4"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s, not in PATH", tool)
-		}
-	}
-	if _, err := os.Stat("/dev/loop-control"); err != nil {
-		t.Skipf("needs loop devices (/dev/loop-control: %v)", err)
-	}
-}
-
-func newLossyDisk(t *testing.T, size int64) *lossyDisk {
-	t.Helper()
-	requireLoopDevices(t)
-	d := &lossyDisk{dir: t.TempDir()}
-	d.backing = filepath.Join(d.dir, "disk.img")
-	if err := os.WriteFile(d.backing, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(d.backing, size); err != nil {
-		t.Fatal(err)
-	}
-	// Inode tables and journal written now, so no background
-	// initialisation writes to the device during the test.
-	runTool(t, "mkfs.ext4", "-q", "-F", "-b", "4096", "-N", "8192",
-		"-E", "lazy_itable_init=0,lazy_journal_init=0", d.backing)
-	d.dev = attachLoop(t, d.backing)
-	d.mnt = filepath.Join(d.dir, "mnt")
-	// commit=60: the journal is committed only when the store asks for it
-	// (fsync, syncfs) within a test, never by the 5-second timer.
-	mountExt4(t, d.dev, d.mnt, "data=ordered,commit=60,noinit_itable")
-	return d
-}
-
-func runTool(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
-	}
-	return strings.TrimSpace(string(out))
-}
-
-// attachLoop attaches file to a free loop device, detached at cleanup.
-func attachLoop(t *testing.T, file string) string {
-	t.Helper()
-	out, err := exec.Command("losetup", "--find", "--show", file).CombinedOutput()
-	if err != nil {
-		if bytes.Contains(out, []byte("free loop device")) {
-			t.Skipf("needs a free loop device: losetup: %s", out)
-		}
-		t.Fatalf("losetup %s: %v: %s", file, err, out)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		if out, err := exec.Command("losetup", "--detach", dev).CombinedOutput(); err != nil {
-			t.Errorf("losetup --detach %s: %v: %s", dev, err, out)
-		}
-	})
-	return dev
-}
-
-// mountExt4 mounts dev at dir, unmounted at cleanup.
-func mountExt4(t *testing.T, dev, dir, opts string) {
-	t.Helper()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount(dev, dir, "ext4", 0, opts); err != nil {
-		t.Fatalf("mount %s on %s (%s): %v", dev, dir, opts, err)
-	}
-	t.Cleanup(func() {
-		var err error
-		for range 50 {
-			if err = unix.Unmount(dir, 0); err != unix.EBUSY {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		if err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-			unix.Unmount(dir, unix.MNT_DETACH)
-		}
-	})
-}
-
-// ioState is the part of the device's I/O counters that moves when the
-// backing file may change: writes (completed, merged, sectors), requests in
-// flight, discards and flushes.
-type ioState [6]uint64
-
-func (d *lossyDisk) ioState() (ioState, error) {
-	b, err := os.ReadFile(filepath.Join("/sys/block", filepath.Base(d.dev), "stat"))
-	if err != nil {
-		return ioState{}, err
-	}
-	f := strings.Fields(string(b))
-	var s ioState
-	for i, field := range []int{4, 5, 6, 8, 11, 15} {
-		if field >= len(f) {
-			continue
-		}
-		if s[i], err = strconv.ParseUint(f[field], 10, 64); err != nil {
-			return ioState{}, fmt.Errorf("%s: %w", b, err)
-		}
-	}
-	return s, nil
-}
-
-// cut copies the device as it is now into a new file. The copy is taken
-// again while the device writes during it, so it is the state of one
-// moment, not a mix of several. Safe from any goroutine.
-func (d *lossyDisk) cut() (string, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.cuts++
-	dst := filepath.Join(d.dir, fmt.Sprintf("cut-%02d.img", d.cuts))
-	for range 2000 {
-		before, err := d.ioState()
-		if err != nil {
-			return "", err
-		}
-		if before[3] == 0 {
-			if err := copySparse(d.backing, dst); err != nil {
-				return "", err
-			}
-			after, err := d.ioState()
-			if err != nil {
-				return "", err
-			}
-			if after == before {
-				return dst, nil
-			}
-		}
-		d.quiet++
-		time.Sleep(time.Millisecond)
-	}
-	os.Remove(dst)
-	return "", errors.New("the device never stayed idle long enough for a copy")
-}
-
-// copySparse copies src's data extents to dst at the same offsets.
-func copySparse(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	defer out.Close()
-	fi, err := in.Stat()
-	if err != nil {
-		return err
-	}
-	fd := int(in.Fd())
-	for off := int64(0); off < fi.Size(); {
-		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
-		if errors.Is(err, unix.ENXIO) {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
-		if err != nil {
-			return err
-		}
-		if _, err := io.Copy(io.NewOffsetWriter(out, data), io.NewSectionReader(in, data, hole-data)); err != nil {
-			return err
-		}
-		off = hole
-	}
-	if err := out.Truncate(fi.Size()); err != nil {
-		return err
-	}
-	return out.Close()
-}
 
 // randomFile is n bytes that do not compress, the same on every run.
 func randomFile(seed uint64, n int) string {
@@ -250,7 +44,7 @@ type cutPoint struct {
 // absent, start-up GC leaves nothing else, and pulling again completes it.
 // An image Pull returned must survive.
 func TestPowerCutDuringPull(t *testing.T) {
-	disk := newLossyDisk(t, 256<<20)
+	disk := lossydisk.New(t, 256<<20)
 	reg := newTestRegistry(t)
 	layerFiles := []map[string]string{
 		{"etc/": "", "etc/os-release": "ID=cut\n", "usr/lib/big1": randomFile(1, 3<<20+12345)},
@@ -294,7 +88,7 @@ func TestPowerCutDuringPull(t *testing.T) {
 		cuts []cutPoint
 	)
 	cut := func(name string, after bool) {
-		file, err := disk.cut()
+		file, err := disk.Cut()
 		if err != nil {
 			t.Errorf("copying the disk at %q: %v", name, err)
 			return
@@ -304,7 +98,7 @@ func TestPowerCutDuringPull(t *testing.T) {
 		mu.Unlock()
 	}
 
-	s := openStore(t, disk.mnt, "overlay", "")
+	s := openStore(t, disk.Mnt, "overlay", "")
 	// Each layer blob is served in two halves, with a cut once the store
 	// has taken in the first (half a download on disk, half a layer
 	// unpacked).
@@ -322,7 +116,7 @@ func TestPowerCutDuringPull(t *testing.T) {
 		half := len(data) / 2
 		w.Write(data[:half])
 		w.(http.Flusher).Flush()
-		ingest := filepath.Join(disk.mnt, "content", "ingest", d.Algorithm().String()+"-"+d.Encoded())
+		ingest := filepath.Join(disk.Mnt, "content", "ingest", d.Algorithm().String()+"-"+d.Encoded())
 		deadline := time.Now().Add(20 * time.Second)
 		for {
 			if fi, err := os.Stat(ingest); err == nil && fi.Size() >= int64(half) {
@@ -355,7 +149,7 @@ func TestPowerCutDuringPull(t *testing.T) {
 	cut("Pull returned", true)
 	cutting.Store(false)
 	t.Logf("pull with %d cuts took %s (%d copies retried while the device wrote)",
-		len(cuts), time.Since(start).Round(time.Millisecond), disk.quiet)
+		len(cuts), time.Since(start).Round(time.Millisecond), disk.Retries())
 	if got.ID != want.id {
 		t.Fatalf("pulled %s, want %s", got.ID, want.id)
 	}
@@ -365,10 +159,7 @@ func TestPowerCutDuringPull(t *testing.T) {
 
 	for _, c := range cuts {
 		t.Run(c.name, func(t *testing.T) {
-			t.Cleanup(func() { os.Remove(c.file) })
-			dev := attachLoop(t, c.file)
-			mnt := filepath.Join(disk.dir, "boot-"+filepath.Base(c.file))
-			mountExt4(t, dev, mnt, "")
+			mnt := lossydisk.Boot(t, c.file)
 			s := openStore(t, mnt, "overlay", "") // start-up GC: no error
 			imgs := s.List(ctx)
 			switch {

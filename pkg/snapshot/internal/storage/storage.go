@@ -113,8 +113,21 @@ func (s *Snapshotter) claim() error {
 	if !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
+	// Synced before the rename: after a power cut the marker is there
+	// with its content or not at all, never empty.
 	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, []byte(s.name+"\n"), 0o600); err != nil {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(s.name + "\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, p); err != nil {
