@@ -35,6 +35,7 @@ type Disk struct {
 	mu      sync.Mutex
 	cuts    int
 	retries int
+	last    ioState // at the last copy
 }
 
 // Require skips the test on a host that cannot run it, naming what is
@@ -173,6 +174,27 @@ func (d *Disk) ioState() (ioState, error) {
 func (d *Disk) Cut() (string, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	return d.cut()
+}
+
+// CutIfChanged is Cut when the device has written since the last copy,
+// "" with no copy when it has not (the copy would be the same).
+func (d *Disk) CutIfChanged() (string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cuts > 0 {
+		now, err := d.ioState()
+		if err != nil {
+			return "", err
+		}
+		if now == d.last {
+			return "", nil
+		}
+	}
+	return d.cut()
+}
+
+func (d *Disk) cut() (string, error) {
 	d.cuts++
 	dst := filepath.Join(d.dir, fmt.Sprintf("cut-%02d.img", d.cuts))
 	for range 2000 {
@@ -189,6 +211,7 @@ func (d *Disk) Cut() (string, error) {
 				return "", err
 			}
 			if after == before {
+				d.last = after
 				return dst, nil
 			}
 		}
