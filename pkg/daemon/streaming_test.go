@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -28,6 +30,8 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/shim-cri/shim/internal/streamtest"
+	"github.com/shim-cri/shim/pkg/engine"
+	"github.com/shim-cri/shim/pkg/log"
 )
 
 // transports are the two protocols of the streaming server: SPDY (what
@@ -299,6 +303,29 @@ func TestStreamingAttach(t *testing.T) {
 			cc.Stdin, cc.StdinOnce = true, true
 			c := d.create(t, pod, pc, cc)
 			d.startCtr(t, c)
+			// An attach without stdin leaves the stdin of a stdin_once
+			// container open. WebSocket opens a stdin channel all the
+			// same, which reads EOF at once: taken for the client's
+			// stdin, it closed the container's stdin when no attach with
+			// stdin held it yet.
+			actx, acancel := context.WithCancel(bg)
+			done0 := make(chan error, 1)
+			go func() { done0 <- d.attachCtx(actx, t, c, tr, false, nil, io.Discard, nil) }()
+			var job engine.JobInfo
+			waitUntil(t, "the attach without stdin", func() bool {
+				var ok bool
+				job, ok = attachJob(t, e, c)
+				return ok && slices.ContainsFunc(job.Log, func(l string) bool { return strings.HasSuffix(l, " attached") })
+			})
+			if job.Args["stdin"] != "false" {
+				t.Errorf("an attach without stdin got a stdin: %v", job.Args)
+			}
+			acancel()
+			<-done0
+			waitUntil(t, "the end of the attach without stdin", func() bool {
+				j, _ := attachJob(t, e, c)
+				return j.Status != engine.StatusRunning
+			})
 			// A second attacher without stdin sees the same output.
 			var o2, e2 streamtest.SyncBuffer
 			done2 := make(chan error, 1)
@@ -395,6 +422,14 @@ func TestStreamingAttach(t *testing.T) {
 
 // attach attaches to ctr through the streaming server.
 func (d *daemonProc) attach(t *testing.T, ctr, transport string, tty bool, stdin io.Reader, stdout, stderr io.Writer) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	return d.attachCtx(ctx, t, ctr, transport, tty, stdin, stdout, stderr)
+}
+
+// attachCtx is attach until ctx ends.
+func (d *daemonProc) attachCtx(ctx context.Context, t *testing.T, ctr, transport string, tty bool, stdin io.Reader,
+	stdout, stderr io.Writer) error {
 	r, err := d.rs.Attach(bg, &runtimeapi.AttachRequest{ContainerId: ctr, Stdin: stdin != nil, Stdout: stdout != nil,
 		Stderr: stderr != nil, Tty: tty})
 	if err != nil {
@@ -404,10 +439,32 @@ func (d *daemonProc) attach(t *testing.T, ctr, transport string, tty bool, stdin
 	if tty {
 		sizes = &streamtest.OneSize{}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	return executor(t, r.Url, transport).StreamWithContext(ctx, remotecommand.StreamOptions{
 		Stdin: stdin, Stdout: stdout, Stderr: stderr, Tty: tty, TerminalSizeQueue: sizes})
+}
+
+// attachJob is the newest attach session of ctr, from the daemon's /jobs.
+func attachJob(t *testing.T, e *testEnv, ctr string) (engine.JobInfo, bool) {
+	t.Helper()
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(e.state, AdminSocket))
+		}}}
+	resp, err := client.Get("http://shim/jobs?name=attach_stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var jobs []engine.JobInfo
+	if err := json.NewDecoder(resp.Body).Decode(&jobs); err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range jobs { // newest first
+		if j.Args[log.FieldContainerID] == ctr {
+			return j, true
+		}
+	}
+	return engine.JobInfo{}, false
 }
 
 func readLog(t *testing.T, e *testEnv, pc *runtimeapi.PodSandboxConfig, name string) string {

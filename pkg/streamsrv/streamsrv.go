@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path"
 	"sync"
 	"time"
 
@@ -58,8 +59,27 @@ type Server struct {
 
 	mu      sync.Mutex
 	stopped bool
-	wg      sync.WaitGroup // running sessions
+	wg      sync.WaitGroup    // running sessions
+	tokens  map[string]wanted // by the token of its URL, until used
 }
+
+// wanted is what the client of an exec or attach session asked for. The
+// WebSocket layer opens every channel whether asked for or not: a channel
+// not asked for reads EOF at once and drops what is written to it, and
+// taken for the client's stdin it would close a stdin_once container's
+// stdin as soon as someone attached without stdin. The server remembers
+// the request's streams by the token of its URL, and gives the session
+// only those.
+type wanted struct {
+	stdin, stdout, stderr bool
+	expires               time.Time
+}
+
+type wantedKey struct{}
+
+// tokenTTL is how long a session's streams are remembered: longer than
+// the library keeps its token (one minute).
+const tokenTTL = 2 * time.Minute
 
 // New listens on cfg.Address and builds the server; Serve serves it.
 func New(ctx context.Context, cfg Config, sessions Sessions) (*Server, error) {
@@ -75,7 +95,7 @@ func New(ctx context.Context, cfg Config, sessions Sessions) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("streaming server: %w", err)
 	}
-	s := &Server{l: &trackingListener{Listener: l}}
+	s := &Server{l: &trackingListener{Listener: l}, tokens: map[string]wanted{}}
 	s.base, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	scheme := "http"
 	if tlsConfig != nil {
@@ -98,7 +118,7 @@ func New(ctx context.Context, cfg Config, sessions Sessions) (*Server, error) {
 		return nil, err
 	}
 	s.http = &http.Server{
-		Handler:           s.lib,
+		Handler:           http.HandlerFunc(s.serveHTTP),
 		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 30 * time.Second,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
@@ -153,12 +173,60 @@ func (s *Server) Stop(ctx context.Context) error {
 
 // GetExec returns the URL of an exec session (engine.StreamURLs).
 func (s *Server) GetExec(r *runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error) {
-	return s.lib.GetExec(r)
+	resp, err := s.lib.GetExec(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.remember(resp.Url, wanted{stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr}); err != nil {
+		return nil, err
+	}
+	return resp, nil
 }
 
 // GetAttach returns the URL of an attach session.
 func (s *Server) GetAttach(r *runtimeapi.AttachRequest) (*runtimeapi.AttachResponse, error) {
-	return s.lib.GetAttach(r)
+	resp, err := s.lib.GetAttach(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.remember(resp.Url, wanted{stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr}); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// remember keeps the streams a session's client asked for until its URL
+// is used (or it expires).
+func (s *Server) remember(rawURL string, w wanted) error {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return fmt.Errorf("streaming URL %s: %w", rawURL, err)
+	}
+	now := time.Now()
+	w.expires = now.Add(tokenTTL)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for tok, o := range s.tokens {
+		if now.After(o.expires) {
+			delete(s.tokens, tok)
+		}
+	}
+	s.tokens[path.Base(u.Path)] = w
+	return nil
+}
+
+// serveHTTP serves the library's endpoints, passing the streams the
+// session's client asked for to the adapter in the request's context.
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	tok := path.Base(r.URL.Path)
+	s.mu.Lock()
+	want, ok := s.tokens[tok]
+	delete(s.tokens, tok)
+	s.mu.Unlock()
+	if ok {
+		r = r.WithContext(context.WithValue(r.Context(), wantedKey{}, want))
+	}
+	s.lib.ServeHTTP(w, r)
 }
 
 // GetPortForward returns the URL of a port-forward session.
@@ -200,6 +268,7 @@ type adapter struct {
 
 func (a *adapter) Exec(ctx context.Context, id string, cmd []string, in io.Reader, out, errw io.WriteCloser, tty bool,
 	resize <-chan remotecommand.TerminalSize) error {
+	in, out, errw = onlyWanted(ctx, in, out, errw)
 	ctx, done := a.s.session(ctx)
 	defer done()
 	code, err := a.sessions.RunExec(ctx, engine.ExecStreamRequest{ID: id, Cmd: cmd, StreamIO: streamIO(ctx, in, out, errw, tty, resize)})
@@ -216,6 +285,7 @@ func (a *adapter) Exec(ctx context.Context, id string, cmd []string, in io.Reade
 
 func (a *adapter) Attach(ctx context.Context, id string, in io.Reader, out, errw io.WriteCloser, tty bool,
 	resize <-chan remotecommand.TerminalSize) error {
+	in, out, errw = onlyWanted(ctx, in, out, errw)
 	ctx, done := a.s.session(ctx)
 	defer done()
 	return a.sessions.RunAttach(ctx, engine.AttachStreamRequest{ID: id, StreamIO: streamIO(ctx, in, out, errw, tty, resize)})
@@ -225,6 +295,25 @@ func (a *adapter) PortForward(ctx context.Context, podID string, port int32, str
 	ctx, done := a.s.session(ctx)
 	defer done()
 	return a.sessions.RunPortForward(ctx, engine.PortForwardStreamRequest{PodID: podID, Port: port, Stream: stream})
+}
+
+// onlyWanted drops the streams the session's client did not ask for (see
+// wanted).
+func onlyWanted(ctx context.Context, in io.Reader, out, errw io.WriteCloser) (io.Reader, io.WriteCloser, io.WriteCloser) {
+	w, ok := ctx.Value(wantedKey{}).(wanted)
+	if !ok {
+		return in, out, errw
+	}
+	if !w.stdin {
+		in = nil
+	}
+	if !w.stdout {
+		out = nil
+	}
+	if !w.stderr {
+		errw = nil
+	}
+	return in, out, errw
 }
 
 // streamIO turns the library's streams into the engine's, leaving nil

@@ -25,6 +25,7 @@ type fakeSessions struct {
 	block   bool
 	started chan struct{}
 	ended   chan error
+	attach  chan engine.StreamIO // the streams of each attach, when set
 }
 
 func (f *fakeSessions) RunExec(ctx context.Context, req engine.ExecStreamRequest) (int, error) {
@@ -39,6 +40,9 @@ func (f *fakeSessions) RunExec(ctx context.Context, req engine.ExecStreamRequest
 }
 
 func (f *fakeSessions) RunAttach(ctx context.Context, req engine.AttachStreamRequest) error {
+	if f.attach != nil {
+		f.attach <- req.StreamIO
+	}
 	return nil
 }
 
@@ -135,5 +139,58 @@ func TestStopEndsSessions(t *testing.T) {
 	case <-done:
 	case <-time.After(30 * time.Second):
 		t.Fatal("the client's stream did not end")
+	}
+}
+
+// TestOnlyWantedStreams: a session gets only the streams its request asked
+// for, on either transport. WebSocket opens every channel; one not asked
+// for reads EOF at once, and taken for stdin it closed the stdin of a
+// stdin_once container as soon as anyone attached without stdin.
+func TestOnlyWantedStreams(t *testing.T) {
+	f := &fakeSessions{attach: make(chan engine.StreamIO, 1)}
+	s := start(t, f)
+	for _, tr := range []string{"spdy", "websocket"} {
+		for _, req := range []*runtimeapi.AttachRequest{
+			{ContainerId: "c1", Stdout: true},
+			{ContainerId: "c1", Stderr: true},
+			{ContainerId: "c1", Stdin: true, Stdout: true, Stderr: true},
+		} {
+			r, err := s.GetAttach(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var e remotecommand.Executor
+			if tr == "websocket" {
+				e, err = remotecommand.NewWebSocketExecutorForProtocols(&rest.Config{}, "GET", r.Url, "v4.channel.k8s.io")
+			} else {
+				u, _ := url.Parse(r.Url)
+				e, err = remotecommand.NewSPDYExecutor(&rest.Config{}, "POST", u)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			opts := remotecommand.StreamOptions{}
+			if req.Stdin {
+				opts.Stdin = strings.NewReader("")
+			}
+			if req.Stdout {
+				opts.Stdout = io.Discard
+			}
+			if req.Stderr {
+				opts.Stderr = io.Discard
+			}
+			if err := e.StreamWithContext(context.Background(), opts); err != nil {
+				t.Fatalf("%s %v: %v", tr, req, err)
+			}
+			select {
+			case sio := <-f.attach:
+				if (sio.Stdin != nil) != req.Stdin || (sio.Stdout != nil) != req.Stdout || (sio.Stderr != nil) != req.Stderr {
+					t.Errorf("%s: request %v, session's streams: stdin %v stdout %v stderr %v", tr, req,
+						sio.Stdin != nil, sio.Stdout != nil, sio.Stderr != nil)
+				}
+			default:
+				t.Fatalf("%s %v: no attach session", tr, req)
+			}
+		}
 	}
 }
