@@ -26,7 +26,7 @@ var unmountAll = snapshot.UnmountAll
 
 // unavailable marks an unclassified cleanup error as retryable.
 func unavailable(err error) error {
-	if err == nil || errdefs.Class(err) != "unknown" {
+	if err == nil || errdefs.Classified(err) {
 		return err
 	}
 	return fmt.Errorf("%w: %w", err, errdefs.ErrUnavailable)

@@ -120,7 +120,7 @@ func applyCgroup(path string, res *specs.LinuxResources) error {
 // above the parent's, a bad value) an invalid argument.
 func classify(err error) error {
 	switch {
-	case err == nil || errdefs.Class(err) != "unknown":
+	case err == nil || errdefs.Classified(err):
 		return err
 	case errors.Is(err, unix.EBUSY):
 		return fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err)

@@ -66,6 +66,10 @@ func IsNotFound(err error) bool        { return errors.Is(err, ErrNotFound) }
 func IsAlreadyExists(err error) bool   { return errors.Is(err, ErrAlreadyExists) }
 func IsInvalidArgument(err error) bool { return errors.Is(err, ErrInvalidArgument) }
 
+// Classified reports whether err carries a class (a wrapped class error,
+// or a gRPC status other than Unknown).
+func Classified(err error) bool { return err != nil && Class(err) != "unknown" }
+
 // Class names the class of err ("ok" for nil, "unknown" when no class is wrapped).
 func Class(err error) string {
 	if err == nil {

@@ -35,7 +35,7 @@ var osClasses = []struct {
 // (ErrInternal when the errno is not in the map); an error that already
 // has a class is returned unchanged.
 func OS(err error) error {
-	if err == nil || Class(err) != "unknown" {
+	if err == nil || Classified(err) {
 		return err
 	}
 	for _, c := range osClasses {

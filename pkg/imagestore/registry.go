@@ -471,7 +471,7 @@ func classifyRegistryErr(err error) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errdefs.Class(err) != "unknown" {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errdefs.Classified(err) {
 		return err
 	}
 	var terr *transport.Error

@@ -417,7 +417,7 @@ func applyCompressed(ctx context.Context, dir string, r io.Reader, l Layer, mode
 		switch {
 		case errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT):
 			err = fmt.Errorf("%w: %w", err, errdefs.ErrResourceExhausted)
-		case errdefs.Class(err) == "unknown":
+		case !errdefs.Classified(err):
 			err = fmt.Errorf("%w: %w", err, errdefs.ErrFailedPrecondition)
 		}
 		return n, nil, err

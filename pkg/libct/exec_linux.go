@@ -48,9 +48,8 @@ func (c *Container) Exec(ctx context.Context, p *specs.Process, opts ExecOpts) (
 	}
 	res, err := sp.start(ctx)
 	if err != nil {
-		cls := errdefs.Class(err)
-		if ctx.Err() == nil && (cls == "not_found" && c.exiting() ||
-			(cls == "unknown" || cls == "internal") && c.exitedDuring()) {
+		untyped := !errdefs.Classified(err) || errors.Is(err, errdefs.ErrInternal)
+		if ctx.Err() == nil && (errdefs.IsNotFound(err) && c.exiting() || untyped && c.exitedDuring()) {
 			// The container's init died while the exec joined it: its
 			// namespaces were gone, or the kernel killed everything in
 			// its PID namespace, the exec included (kubelet's probes

@@ -595,6 +595,10 @@ func TestMonitorParkedCreateHelper(t *testing.T) {
 	mon := p.monitorPid(t)
 	create := func(id, bundle string) int {
 		t.Helper()
+		// The helpers of earlier requests are gone first (a start helper
+		// may outlive its container by a moment): then the only helper
+		// after the create is the parked one.
+		waitFor(t, func() bool { return len(helperChildren(t, mon)) == 0 })
 		resp, err := p.c.Call(ctx, &Request{Op: OpCreate, ID: id, Bundle: bundle})
 		if err != nil {
 			t.Fatal(err)

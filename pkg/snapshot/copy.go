@@ -57,20 +57,10 @@ type copier struct {
 	buf     []byte
 }
 
-func readNames(fd int) ([]string, error) {
-	d, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	f := os.NewFile(uintptr(d), ".")
-	defer f.Close()
-	return f.Readdirnames(-1)
-}
-
 // dir copies the entries of directory sfd into directory dfd (rel is
 // dfd's path below the destination root).
 func (c *copier) dir(sfd, dfd int, rel string) error {
-	names, err := readNames(sfd)
+	names, err := readDirNames(sfd)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", rel, err)
 	}
