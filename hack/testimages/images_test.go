@@ -451,7 +451,7 @@ func TestImageDefValidate(t *testing.T) {
 		{"docker index", imageDef{refs: []string{"x:1"}, layers: busyboxWith(), docker: true, platforms: []string{"linux/amd64"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if err := tc.def.validate(); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			if err := tc.def.validate(); !errdefs.Is(err, errdefs.ErrInvalidArgument) {
 				t.Fatalf("got %v, want ErrInvalidArgument", err)
 			}
 		})

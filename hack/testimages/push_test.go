@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -40,7 +39,7 @@ func TestTarget(t *testing.T) {
 		}
 	}
 	digestRef := "gcr.io/k8s-staging-cri-tools/test-image-digest@sha256:9700f9a2f5bf2c45f2f605a0bd3bce7cf37420ec9d3ed50ac2758413308766bf"
-	if _, err := target("127.0.0.1:5000", digestRef); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := target("127.0.0.1:5000", digestRef); !errdefs.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("digest reference: got %v, want ErrInvalidArgument", err)
 	}
 }

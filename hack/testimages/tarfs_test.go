@@ -230,7 +230,7 @@ func TestNewLayer(t *testing.T) {
 			}
 		})
 	}
-	if _, err := newLayer(tarball, compression(42)); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := newLayer(tarball, compression(42)); !errdefs.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("unknown compression: got %v, want ErrInvalidArgument", err)
 	}
 }

@@ -191,7 +191,7 @@ func Load(path string, missingOK bool) (*Config, []string, error) {
 		}
 		md, err := toml.Decode(string(data), c)
 		if err != nil {
-			return nil, nil, fmt.Errorf("config %s: %v: %w", f, err, errdefs.ErrInvalidArgument)
+			return nil, nil, fmt.Errorf("config %s: %w: %w", f, err, errdefs.ErrInvalidArgument)
 		}
 		for _, k := range md.Undecoded() {
 			unknown = append(unknown, f+": "+k.String())

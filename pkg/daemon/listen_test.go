@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -90,7 +89,7 @@ func TestListenUnixRefusesWritableDir(t *testing.T) {
 		if l, err := ListenUnix(filepath.Join(dir, "s.sock"), 0o660); err == nil {
 			l.Close()
 			t.Errorf("socket in a dir with mode %04o accepted", mode)
-		} else if !errors.Is(err, errdefs.ErrPermissionDenied) {
+		} else if !errdefs.Is(err, errdefs.ErrPermissionDenied) {
 			t.Errorf("mode %04o: %v, want permission denied", mode, err)
 		}
 	}

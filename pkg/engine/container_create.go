@@ -227,7 +227,7 @@ func populateVolumes(ctx context.Context, c specgen.Container) error {
 	for _, v := range vols {
 		src, err := securejoin.SecureJoin(c.Rootfs, v.Destination)
 		if err != nil {
-			return fmt.Errorf("image volume %s: %v: %w", v.Destination, err, errdefs.ErrInvalidArgument)
+			return fmt.Errorf("image volume %s: %w: %w", v.Destination, err, errdefs.ErrInvalidArgument)
 		}
 		if fi, err := os.Lstat(src); err == nil && fi.IsDir() {
 			if err := snapshot.Copy(ctx, src, v.Source); err != nil {

@@ -68,7 +68,7 @@ func execProcess(bundle string, cmd []string) (*specs.Process, error) {
 	}
 	var spec specs.Spec
 	if err := json.Unmarshal(b, &spec); err != nil {
-		return nil, fmt.Errorf("container config: %v: %w", err, errdefs.ErrDataLoss)
+		return nil, fmt.Errorf("container config: %w: %w", err, errdefs.ErrDataLoss)
 	}
 	p := *spec.Process
 	p.Args = cmd

@@ -5,7 +5,6 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"sort"
@@ -285,7 +284,7 @@ func (e *Engine) finish(j *Job, err error) {
 
 	l := j.logger.WithField(log.FieldDuration, j.Duration.Round(time.Microsecond).String())
 	switch {
-	case err != nil && !errors.Is(err, errdefs.ErrNotFound):
+	case err != nil && !errdefs.Is(err, errdefs.ErrNotFound):
 		l.WithError(err).Warn("job failed")
 	case err != nil:
 		l.WithError(err).Debug("job failed")

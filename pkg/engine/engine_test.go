@@ -137,7 +137,7 @@ func TestPanicIsInternalError(t *testing.T) {
 		return 0, nil
 	}})
 	_, err := h.Run(context.Background(), 1)
-	if !errors.Is(err, errdefs.ErrInternal) {
+	if !errdefs.Is(err, errdefs.ErrInternal) {
 		t.Fatalf("want internal error, got %v", err)
 	}
 	if e.Jobs()[0].Status != StatusFailed {

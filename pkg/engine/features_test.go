@@ -73,13 +73,13 @@ func TestCheckHandlerUserns(t *testing.T) {
 	if err := check("", userns); err != nil {
 		t.Errorf("default handler: %v", err)
 	}
-	if err := check("runc", userns); !errors.Is(err, errdefs.ErrNotImplemented) || !strings.Contains(err.Error(), "idmapped") {
+	if err := check("runc", userns); !errdefs.Is(err, errdefs.ErrNotImplemented) || !strings.Contains(err.Error(), "idmapped") {
 		t.Errorf("runc: %v", err)
 	}
 	if err := check("runc", plain); err != nil {
 		t.Errorf("runc without a user namespace: %v", err)
 	}
-	if err := check("nope", userns); !errors.Is(err, errdefs.ErrNotFound) {
+	if err := check("nope", userns); !errdefs.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("unknown handler: %v", err)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/containerd/cgroups/v3/cgroup2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -115,15 +114,12 @@ func applyCgroup(path string, res *specs.LinuxResources) error {
 	return classify(c.Update(res))
 }
 
-// classify gives a kernel refusal its class: EBUSY (a memory limit below
-// the usage) is a failed precondition, anything else (EINVAL: a quota
-// above the parent's, a bad value) an invalid argument.
+// classify gives a kernel refusal its class: by its errno (EBUSY, a memory
+// limit below the usage, is a failed precondition), and otherwise a value
+// the kernel refused (EINVAL: a quota above the parent's, a bad value).
 func classify(err error) error {
-	switch {
-	case err == nil || errdefs.Classified(err):
+	if err == nil || errdefs.Classified(err) {
 		return err
-	case errors.Is(err, unix.EBUSY):
-		return fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err)
 	}
-	return fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
+	return fmt.Errorf("%w: %w", err, errdefs.OSClass(err, errdefs.ErrInvalidArgument))
 }

@@ -238,10 +238,10 @@ func (r recordStore) load() ([]*Sandbox, []*Container, error) {
 		if err := tx.Bucket(bucketSandboxes).ForEach(func(k, v []byte) error {
 			var s Sandbox
 			if err := json.Unmarshal(v, &s); err != nil {
-				return fmt.Errorf("sandbox record %s: %v: %w", k, err, errdefs.ErrDataLoss)
+				return fmt.Errorf("sandbox record %s: %w: %w", k, err, errdefs.ErrDataLoss)
 			}
 			if err := s.decode(); err != nil {
-				return fmt.Errorf("sandbox record %s config: %v: %w", k, err, errdefs.ErrDataLoss)
+				return fmt.Errorf("sandbox record %s config: %w: %w", k, err, errdefs.ErrDataLoss)
 			}
 			sbs = append(sbs, &s)
 			return nil
@@ -251,10 +251,10 @@ func (r recordStore) load() ([]*Sandbox, []*Container, error) {
 		return tx.Bucket(bucketContainers).ForEach(func(k, v []byte) error {
 			var c Container
 			if err := json.Unmarshal(v, &c); err != nil {
-				return fmt.Errorf("container record %s: %v: %w", k, err, errdefs.ErrDataLoss)
+				return fmt.Errorf("container record %s: %w: %w", k, err, errdefs.ErrDataLoss)
 			}
 			if err := c.decode(); err != nil {
-				return fmt.Errorf("container record %s config: %v: %w", k, err, errdefs.ErrDataLoss)
+				return fmt.Errorf("container record %s config: %w: %w", k, err, errdefs.ErrDataLoss)
 			}
 			ctrs = append(ctrs, &c)
 			return nil

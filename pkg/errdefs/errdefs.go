@@ -29,7 +29,8 @@ var (
 	ErrInternal           = errors.New("internal")
 )
 
-// classes is ordered: the first class an error wraps wins.
+// classes is ordered: of the classes an error wraps at the same depth, the
+// first in this table wins (see Of).
 var classes = []struct {
 	err  error
 	name string
@@ -61,38 +62,84 @@ func ClassNames() []string {
 	return out
 }
 
-// Is* helpers, for readability at call sites.
-func IsNotFound(err error) bool        { return errors.Is(err, ErrNotFound) }
-func IsAlreadyExists(err error) bool   { return errors.Is(err, ErrAlreadyExists) }
-func IsInvalidArgument(err error) bool { return errors.Is(err, ErrInvalidArgument) }
+// Is* helpers, for readability at call sites. They ask for the class of
+// err (Of), not whether a class is somewhere in its chain.
+func IsNotFound(err error) bool        { return Is(err, ErrNotFound) }
+func IsAlreadyExists(err error) bool   { return Is(err, ErrAlreadyExists) }
+func IsInvalidArgument(err error) bool { return Is(err, ErrInvalidArgument) }
+
+// Is reports whether the class of err (Of) is class.
+func Is(err, class error) bool { return err != nil && Of(err) == class }
 
 // Classified reports whether err carries a class (a wrapped class error,
 // or a gRPC status other than Unknown).
-func Classified(err error) bool { return err != nil && Class(err) != "unknown" }
+func Classified(err error) bool { return Of(err) != nil }
 
 // Class names the class of err ("ok" for nil, "unknown" when no class is wrapped).
 func Class(err error) string {
 	if err == nil {
 		return "ok"
 	}
-	if s, ok := status.FromError(err); ok && s.Code() != codes.Unknown {
-		return codeName(s.Code())
-	}
-	for _, c := range classes {
-		if errors.Is(err, c.err) {
-			return c.name
+	c := Of(err)
+	for _, cl := range classes {
+		if cl.err == c {
+			return cl.name
 		}
 	}
 	return "unknown"
 }
 
-func codeName(c codes.Code) string {
-	for _, cl := range classes {
-		if cl.code == c {
-			return cl.name
+// Of returns the class of err: the class sentinel (or context error) it
+// (or the gRPC status) it wraps nearest to the top of its chain; nil when
+// it has none. A cause wrapped with %w keeps its own class
+// deeper down, so
+//
+//	fmt.Errorf("open layer: %w: %w", cause, ErrDataLoss)
+//
+// is of class ErrDataLoss whatever the cause's class, while errors.Is
+// still finds the cause. Classes at the same depth are taken in table order.
+func Of(err error) error {
+	level := []error{err}
+	for depth := 0; len(level) > 0 && depth < 64; depth++ {
+		var found error
+		rank := len(classes)
+		for _, e := range level {
+			if i := classIndex(e); i < rank {
+				found, rank = classes[i].err, i
+			}
+		}
+		if found != nil {
+			return found
+		}
+		var next []error
+		for _, e := range level {
+			switch u := e.(type) {
+			case interface{ Unwrap() error }:
+				if w := u.Unwrap(); w != nil {
+					next = append(next, w)
+				}
+			case interface{ Unwrap() []error }:
+				next = append(next, u.Unwrap()...)
+			}
+		}
+		level = next
+	}
+	return nil
+}
+
+// classIndex is the index in classes of e itself (a class sentinel, or a
+// gRPC status of a known code), or len(classes).
+func classIndex(e error) int {
+	code := codes.Unknown
+	if s, ok := e.(interface{ GRPCStatus() *status.Status }); ok {
+		code = s.GRPCStatus().Code()
+	}
+	for i, c := range classes {
+		if e == c.err || (code != codes.Unknown && c.code == code) {
+			return i
 		}
 	}
-	return "unknown"
+	return len(classes)
 }
 
 // ToGRPC converts err to a gRPC status error with the code of its class.
@@ -104,9 +151,10 @@ func ToGRPC(err error) error {
 	if _, ok := status.FromError(err); ok {
 		return err
 	}
-	for _, c := range classes {
-		if errors.Is(err, c.err) {
-			return status.Error(c.code, err.Error())
+	c := Of(err)
+	for _, cl := range classes {
+		if cl.err == c {
+			return status.Error(cl.code, err.Error())
 		}
 	}
 	return status.Error(codes.Unknown, err.Error())
@@ -163,13 +211,13 @@ func (e *wireError) Error() string { return e.msg }
 func (e *wireError) Unwrap() error { return e.class }
 
 // IsUnavailable reports whether err is of class ErrUnavailable.
-func IsUnavailable(err error) bool { return errors.Is(err, ErrUnavailable) }
+func IsUnavailable(err error) bool { return Is(err, ErrUnavailable) }
 
 // IsFailedPrecondition reports whether err is of class ErrFailedPrecondition.
-func IsFailedPrecondition(err error) bool { return errors.Is(err, ErrFailedPrecondition) }
+func IsFailedPrecondition(err error) bool { return Is(err, ErrFailedPrecondition) }
 
 // IsUnauthenticated reports whether err is of class ErrUnauthenticated.
-func IsUnauthenticated(err error) bool { return errors.Is(err, ErrUnauthenticated) }
+func IsUnauthenticated(err error) bool { return Is(err, ErrUnauthenticated) }
 
 // IsResourceExhausted reports whether err is of class ErrResourceExhausted.
-func IsResourceExhausted(err error) bool { return errors.Is(err, ErrResourceExhausted) }
+func IsResourceExhausted(err error) bool { return Is(err, ErrResourceExhausted) }

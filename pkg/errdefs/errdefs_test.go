@@ -1,6 +1,7 @@
 package errdefs
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -24,5 +25,55 @@ func TestClassified(t *testing.T) {
 		if got := Classified(c.err); got != c.want {
 			t.Errorf("Classified(%v) = %v, want %v", c.err, got, c.want)
 		}
+	}
+}
+
+// The class an error states beside a wrapped cause wins over the cause's
+// own class, in either table order; the cause stays visible to errors.Is.
+func TestOfNearestClassWins(t *testing.T) {
+	notFound := fmt.Errorf("read blob: %w", ErrNotFound)
+	invalid := fmt.Errorf("parse: %w", ErrInvalidArgument)
+	for _, c := range []struct {
+		err  error
+		want error
+	}{
+		{fmt.Errorf("layer: %w: %w", notFound, ErrDataLoss), ErrDataLoss},
+		{fmt.Errorf("layer: %w: %w", invalid, ErrNotFound), ErrNotFound},
+		{fmt.Errorf("ctx: %w", fmt.Errorf("%w: %w", invalid, ErrInternal)), ErrInternal},
+		{fmt.Errorf("%w: %w", ErrNotFound, ErrInvalidArgument), ErrInvalidArgument}, // same depth: table order
+		{errors.Join(errors.New("a"), notFound), ErrNotFound},
+		{fmt.Errorf("plain: %w", errors.New("x")), nil},
+		{status.Error(codes.AlreadyExists, "x"), ErrAlreadyExists},
+		{fmt.Errorf("%w: %w", context.Canceled, ErrUnavailable), ErrUnavailable},
+	} {
+		if got := Of(c.err); got != c.want {
+			t.Errorf("Of(%v) = %v, want %v", c.err, got, c.want)
+		}
+		if c.want != nil && !Is(c.err, c.want) {
+			t.Errorf("Is(%v, %v) = false", c.err, c.want)
+		}
+	}
+	err := fmt.Errorf("layer: %w: %w", notFound, ErrDataLoss)
+	if IsNotFound(err) || !errors.Is(err, ErrNotFound) {
+		t.Errorf("IsNotFound(%v) must follow the class, errors.Is the chain", err)
+	}
+	if s, _ := status.FromError(ToGRPC(err)); s.Code() != codes.DataLoss {
+		t.Errorf("ToGRPC(%v) = %v, want DataLoss", err, s.Code())
+	}
+}
+
+func TestOfStatusInChain(t *testing.T) {
+	st := status.Error(codes.NotFound, "gone")
+	if got := Of(fmt.Errorf("call: %w", st)); got != ErrNotFound {
+		t.Errorf("a wrapped status: %v", got)
+	}
+	if got := Of(fmt.Errorf("call: %w: %w", st, ErrUnavailable)); got != ErrNotFound {
+		t.Errorf("same depth, table order: %v", got)
+	}
+	if got := Of(fmt.Errorf("call: %w: %w", fmt.Errorf("x: %w", st), ErrAborted)); got != ErrAborted {
+		t.Errorf("a deeper status: %v", got)
+	}
+	if got := Of(status.Error(codes.Unknown, "x")); got != nil {
+		t.Errorf("Unknown status: %v", got)
 	}
 }

@@ -6,9 +6,10 @@ import (
 	"syscall"
 )
 
-// osClasses maps the errnos of file and path operations to classes: the
-// one errno→class map for errors outside a more specific context (mounts,
-// cgroups and exec keep their own, in pkg/libct).
+// osClasses maps errnos to classes: shim's one errno→class map. A caller
+// whose context gives the other errnos a meaning passes it as the fallback
+// of OSClass (a failed mount is a bad mount request, a failed execve a
+// container that cannot start).
 var osClasses = []struct {
 	errno syscall.Errno
 	class error
@@ -19,16 +20,19 @@ var osClasses = []struct {
 	{syscall.EISDIR, ErrInvalidArgument},
 	{syscall.EINVAL, ErrInvalidArgument},
 	{syscall.ENOENT, ErrNotFound},
+	{syscall.ENODEV, ErrNotFound},
 	{syscall.EEXIST, ErrAlreadyExists},
 	{syscall.EACCES, ErrPermissionDenied},
 	{syscall.EPERM, ErrPermissionDenied},
 	{syscall.EROFS, ErrFailedPrecondition},
+	{syscall.EBUSY, ErrFailedPrecondition}, // e.g. a memory limit below the usage
 	{syscall.ENOSPC, ErrResourceExhausted},
 	{syscall.EDQUOT, ErrResourceExhausted},
 	{syscall.EMFILE, ErrResourceExhausted},
 	{syscall.ENFILE, ErrResourceExhausted},
 	{syscall.ENOMEM, ErrResourceExhausted},
 	{syscall.EMLINK, ErrResourceExhausted},
+	{syscall.EAGAIN, ErrResourceExhausted}, // fork, setuid: a process limit
 }
 
 // OS gives an error from the operating system a class by its errno
@@ -38,10 +42,16 @@ func OS(err error) error {
 	if err == nil || Classified(err) {
 		return err
 	}
+	return fmt.Errorf("%w: %w", err, OSClass(err, ErrInternal))
+}
+
+// OSClass is the class of err's errno, or fallback when err has no errno
+// in the map.
+func OSClass(err, fallback error) error {
 	for _, c := range osClasses {
 		if errors.Is(err, c.errno) {
-			return fmt.Errorf("%w: %w", err, c.class)
+			return c.class
 		}
 	}
-	return fmt.Errorf("%w: %w", err, ErrInternal)
+	return fallback
 }

@@ -28,3 +28,15 @@ func TestOS(t *testing.T) {
 		t.Fatal("nil")
 	}
 }
+
+func TestOSClassFallback(t *testing.T) {
+	if got := OSClass(syscall.EBUSY, ErrInvalidArgument); got != ErrFailedPrecondition {
+		t.Errorf("EBUSY: %v", got)
+	}
+	if got := OSClass(syscall.ENOEXEC, ErrFailedPrecondition); got != ErrFailedPrecondition {
+		t.Errorf("ENOEXEC with a fallback: %v", got)
+	}
+	if got := OSClass(errors.New("no errno"), ErrAborted); got != ErrAborted {
+		t.Errorf("no errno: %v", got)
+	}
+}

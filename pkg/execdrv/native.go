@@ -30,12 +30,12 @@ func (n *Native) Name() string { return "native" }
 func readBundleSpec(bundle string) (*specs.Spec, error) {
 	f, err := os.Open(filepath.Join(bundle, "config.json"))
 	if err != nil {
-		return nil, fmt.Errorf("bundle %s: %v: %w", bundle, err, errdefs.ErrNotFound)
+		return nil, fmt.Errorf("bundle %s: %w: %w", bundle, err, errdefs.ErrNotFound)
 	}
 	defer f.Close()
 	var s specs.Spec
 	if err := json.NewDecoder(io.LimitReader(f, 16<<20)).Decode(&s); err != nil {
-		return nil, fmt.Errorf("bundle %s: config.json: %v: %w", bundle, err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("bundle %s: config.json: %w: %w", bundle, err, errdefs.ErrInvalidArgument)
 	}
 	return &s, nil
 }
@@ -50,7 +50,7 @@ func dialSocket(path string) (*os.File, error) {
 	}
 	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("console socket %s: %v: %w", path, err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("console socket %s: %w: %w", path, err, errdefs.ErrInvalidArgument)
 	}
 	return os.NewFile(uintptr(fd), path), nil
 }

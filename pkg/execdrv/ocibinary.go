@@ -173,11 +173,11 @@ func (o *OCIBinary) Create(ctx context.Context, id, bundle string, opts CreateOp
 func readPid(path string) (int, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return 0, fmt.Errorf("pid file: %v: %w", err, errdefs.ErrInternal)
+		return 0, fmt.Errorf("pid file: %w: %w", err, errdefs.ErrInternal)
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil {
-		return 0, fmt.Errorf("pid file: %v: %w", err, errdefs.ErrInternal)
+		return 0, fmt.Errorf("pid file: %w: %w", err, errdefs.ErrInternal)
 	}
 	return pid, nil
 }
@@ -215,7 +215,7 @@ func (o *OCIBinary) State(ctx context.Context, id string) (State, error) {
 		Annotations map[string]string `json:"annotations"`
 	}
 	if err := json.Unmarshal(out.Bytes(), &s); err != nil {
-		return State{}, fmt.Errorf("parse state: %v: %w", err, errdefs.ErrInternal)
+		return State{}, fmt.Errorf("parse state: %w: %w", err, errdefs.ErrInternal)
 	}
 	return State{ID: s.ID, Pid: s.Pid, Status: Status(s.Status), Bundle: s.Bundle, Annotations: s.Annotations}, nil
 }
@@ -268,7 +268,7 @@ func (o *OCIBinary) Exec(ctx context.Context, id string, p *specs.Process, io IO
 	defer os.RemoveAll(dir)
 	b, err := json.Marshal(p)
 	if err != nil {
-		return 0, fmt.Errorf("encode process: %v: %w", err, errdefs.ErrInvalidArgument)
+		return 0, fmt.Errorf("encode process: %w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	procFile, pidFile := filepath.Join(dir, "process.json"), filepath.Join(dir, "pid")
 	if err := os.WriteFile(procFile, b, 0o600); err != nil {
@@ -315,10 +315,10 @@ func (o *OCIBinary) Update(ctx context.Context, id string, r *specs.LinuxResourc
 	}
 	b, err := json.Marshal(r)
 	if err != nil {
-		return fmt.Errorf("encode resources: %v: %w", err, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("encode resources: %w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	if err := o.run(ctx, runOpts{stdinBuf: b}, "update", "--resources", "-", id); err != nil {
-		return fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	return nil
 }
@@ -352,7 +352,7 @@ func (o *OCIBinary) Stats(ctx context.Context, id string) (*libct.Stats, error) 
 		} `json:"data"`
 	}
 	if err := json.Unmarshal(out.Bytes(), &ev); err != nil {
-		return nil, fmt.Errorf("parse stats: %v: %w", err, errdefs.ErrInternal)
+		return nil, fmt.Errorf("parse stats: %w: %w", err, errdefs.ErrInternal)
 	}
 	var s libct.Stats
 	d := ev.Data
@@ -373,7 +373,7 @@ func (o *OCIBinary) Pids(ctx context.Context, id string) ([]int, error) {
 	}
 	var pids []int
 	if err := json.Unmarshal(out.Bytes(), &pids); err != nil {
-		return nil, fmt.Errorf("parse ps: %v: %w", err, errdefs.ErrInternal)
+		return nil, fmt.Errorf("parse ps: %w: %w", err, errdefs.ErrInternal)
 	}
 	return pids, nil
 }

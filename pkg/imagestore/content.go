@@ -52,7 +52,7 @@ func (c *Content) ingestPath(dgst digest.Digest) string {
 // Size reports the size of a committed blob, ErrNotFound if absent.
 func (c *Content) Size(dgst digest.Digest) (int64, error) {
 	if err := dgst.Validate(); err != nil {
-		return 0, fmt.Errorf("digest %q: %v: %w", dgst, err, errdefs.ErrInvalidArgument)
+		return 0, fmt.Errorf("digest %q: %w: %w", dgst, err, errdefs.ErrInvalidArgument)
 	}
 	fi, err := os.Stat(c.Path(dgst))
 	if err != nil {
@@ -67,7 +67,7 @@ func (c *Content) Size(dgst digest.Digest) (int64, error) {
 // Open opens a committed blob.
 func (c *Content) Open(dgst digest.Digest) (*os.File, error) {
 	if err := dgst.Validate(); err != nil {
-		return nil, fmt.Errorf("digest %q: %v: %w", dgst, err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("digest %q: %w: %w", dgst, err, errdefs.ErrInvalidArgument)
 	}
 	f, err := os.Open(c.Path(dgst))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -185,7 +185,7 @@ type Ingest struct {
 // Only one ingest per digest can be open; a second one gets ErrUnavailable.
 func (c *Content) NewIngest(dgst digest.Digest, size int64) (*Ingest, error) {
 	if err := dgst.Validate(); err != nil {
-		return nil, fmt.Errorf("digest %q: %v: %w", dgst, err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("digest %q: %w: %w", dgst, err, errdefs.ErrInvalidArgument)
 	}
 	c.mu.Lock()
 	if c.ingests[dgst] != nil {
@@ -384,7 +384,7 @@ func (w *Ingest) close() error {
 // rename is atomic.
 func (c *Content) Put(dgst digest.Digest, data []byte) error {
 	if err := dgst.Validate(); err != nil {
-		return fmt.Errorf("digest %q: %v: %w", dgst, err, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("digest %q: %w: %w", dgst, err, errdefs.ErrInvalidArgument)
 	}
 	if got := dgst.Algorithm().FromBytes(data); got != dgst {
 		return fmt.Errorf("blob %s: content has digest %s: %w", dgst, got, errdefs.ErrFailedPrecondition)

@@ -96,7 +96,7 @@ func Endpoints(configDir, host string) ([]Endpoint, error) {
 	var hf hostsFile
 	md, err := toml.Decode(string(data), &hf)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %v: %w", filepath.Join(dir, "hosts.toml"), err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("%s: %w: %w", filepath.Join(dir, "hosts.toml"), err, errdefs.ErrInvalidArgument)
 	}
 	var eps []Endpoint
 	// Mirrors in the order they appear in the file.
@@ -162,7 +162,7 @@ func newEndpoint(raw string, h hostFile, dir string) (Endpoint, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return Endpoint{}, fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
+		return Endpoint{}, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return Endpoint{}, fmt.Errorf("scheme %q: want http or https: %w", u.Scheme, errdefs.ErrInvalidArgument)
@@ -247,7 +247,7 @@ func tlsConfig(ca, client any, skipVerify *bool, dir string) (*tls.Config, strin
 		}
 		cert, err := tls.X509KeyPair(certPEM, keyPEM)
 		if err != nil {
-			return nil, "", fmt.Errorf("client certificate %q: %v: %w", p[0], err, errdefs.ErrInvalidArgument)
+			return nil, "", fmt.Errorf("client certificate %q: %w: %w", p[0], err, errdefs.ErrInvalidArgument)
 		}
 		cfg.Certificates = append(cfg.Certificates, cert)
 	}

@@ -111,7 +111,7 @@ func (s *Store) pull(ctx context.Context, ref Ref, auth *Auth, progress Progress
 	}
 	for i, l := range m.Layers {
 		if err := cfg.RootFS.DiffIDs[i].Validate(); err != nil {
-			return nil, fmt.Errorf("%s: diff ID %d: %v: %w", ref, i, err, errdefs.ErrFailedPrecondition)
+			return nil, fmt.Errorf("%s: diff ID %d: %w: %w", ref, i, err, errdefs.ErrFailedPrecondition)
 		}
 		img.Layers = append(img.Layers, Layer{Descriptor: l, DiffID: cfg.RootFS.DiffIDs[i], ChainID: chains[i]})
 		size += l.Size
@@ -235,7 +235,7 @@ func detectMediaType(f fetched) (string, error) {
 		FSLayers      json.RawMessage `json:"fsLayers"`
 	}
 	if err := json.Unmarshal(f.body, &probe); err != nil {
-		return "", fmt.Errorf("manifest %s is not valid JSON: %v: %w", f.digest, err, errdefs.ErrFailedPrecondition)
+		return "", fmt.Errorf("manifest %s is not valid JSON: %w: %w", f.digest, err, errdefs.ErrFailedPrecondition)
 	}
 	mt := probe.MediaType
 	if mt == "" {
@@ -267,7 +267,7 @@ func detectMediaType(f fetched) (string, error) {
 
 func strictJSON(b []byte, v any) error {
 	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("malformed JSON: %v: %w", err, errdefs.ErrFailedPrecondition)
+		return fmt.Errorf("malformed JSON: %w: %w", err, errdefs.ErrFailedPrecondition)
 	}
 	return nil
 }
@@ -279,14 +279,14 @@ func validateManifest(m *ocispec.Manifest) error {
 		return fmt.Errorf("config media type %q is not an image config: %w", m.Config.MediaType, errdefs.ErrFailedPrecondition)
 	}
 	if err := m.Config.Digest.Validate(); err != nil {
-		return fmt.Errorf("config digest: %v: %w", err, errdefs.ErrFailedPrecondition)
+		return fmt.Errorf("config digest: %w: %w", err, errdefs.ErrFailedPrecondition)
 	}
 	if len(m.Layers) > 1024 {
 		return fmt.Errorf("%d layers is more than 1024: %w", len(m.Layers), errdefs.ErrFailedPrecondition)
 	}
 	for i, l := range m.Layers {
 		if err := l.Digest.Validate(); err != nil {
-			return fmt.Errorf("layer %d digest: %v: %w", i, err, errdefs.ErrFailedPrecondition)
+			return fmt.Errorf("layer %d digest: %w: %w", i, err, errdefs.ErrFailedPrecondition)
 		}
 		if l.Size < 0 {
 			return fmt.Errorf("layer %d has negative size: %w", i, errdefs.ErrFailedPrecondition)
@@ -334,7 +334,7 @@ func (s *Store) choosePlatform(body []byte) (ocispec.Descriptor, error) {
 	}
 	d := idx.Manifests[best]
 	if err := d.Digest.Validate(); err != nil {
-		return ocispec.Descriptor{}, fmt.Errorf("index entry digest: %v: %w", err, errdefs.ErrFailedPrecondition)
+		return ocispec.Descriptor{}, fmt.Errorf("index entry digest: %w: %w", err, errdefs.ErrFailedPrecondition)
 	}
 	return d, nil
 }

@@ -28,7 +28,7 @@ func ParseRef(s string) (Ref, error) {
 	}
 	named, err := reference.ParseNormalizedNamed(s)
 	if err != nil {
-		return Ref{}, fmt.Errorf("image reference %q: %v: %w", trunc(s), err, errdefs.ErrInvalidArgument)
+		return Ref{}, fmt.Errorf("image reference %q: %w: %w", trunc(s), err, errdefs.ErrInvalidArgument)
 	}
 	if _, port, ok := strings.Cut(strings.TrimPrefix(reference.Domain(named), "["), "]"); ok {
 		// An IPv6 address: [addr] or [addr]:port.

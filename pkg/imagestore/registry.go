@@ -195,7 +195,7 @@ func (s *session) transport(ctx context.Context, i int) (http.RoundTripper, erro
 	}
 	reg, err := name.NewRegistry(ep.Host, opts...)
 	if err != nil {
-		s.errs[i] = fmt.Errorf("registry host %q: %v: %w", ep.Host, err, errdefs.ErrInvalidArgument)
+		s.errs[i] = fmt.Errorf("registry host %q: %w: %w", ep.Host, err, errdefs.ErrInvalidArgument)
 		return nil, s.errs[i]
 	}
 	scope := reg.Repo(s.ref.Path()).Scope(transport.PullScope)
@@ -478,26 +478,26 @@ func classifyRegistryErr(err error) error {
 	if errors.As(err, &terr) {
 		switch terr.StatusCode {
 		case http.StatusNotFound:
-			return fmt.Errorf("%v: %w", err, errdefs.ErrNotFound)
+			return fmt.Errorf("%w: %w", err, errdefs.ErrNotFound)
 		case http.StatusUnauthorized:
-			return fmt.Errorf("%v: %w", err, errdefs.ErrUnauthenticated)
+			return fmt.Errorf("%w: %w", err, errdefs.ErrUnauthenticated)
 		case http.StatusForbidden:
-			return fmt.Errorf("%v: %w", err, errdefs.ErrPermissionDenied)
+			return fmt.Errorf("%w: %w", err, errdefs.ErrPermissionDenied)
 		case http.StatusTooManyRequests:
-			return fmt.Errorf("%v: %w", err, errdefs.ErrResourceExhausted)
+			return fmt.Errorf("%w: %w", err, errdefs.ErrResourceExhausted)
 		}
 		for _, d := range terr.Errors {
 			switch d.Code {
 			case transport.ManifestUnknownErrorCode, transport.BlobUnknownErrorCode, transport.NameUnknownErrorCode:
-				return fmt.Errorf("%v: %w", err, errdefs.ErrNotFound)
+				return fmt.Errorf("%w: %w", err, errdefs.ErrNotFound)
 			case transport.UnauthorizedErrorCode:
-				return fmt.Errorf("%v: %w", err, errdefs.ErrUnauthenticated)
+				return fmt.Errorf("%w: %w", err, errdefs.ErrUnauthenticated)
 			case transport.DeniedErrorCode:
-				return fmt.Errorf("%v: %w", err, errdefs.ErrPermissionDenied)
+				return fmt.Errorf("%w: %w", err, errdefs.ErrPermissionDenied)
 			}
 		}
 	}
-	return fmt.Errorf("%v: %w", err, errdefs.ErrUnavailable)
+	return fmt.Errorf("%w: %w", err, errdefs.ErrUnavailable)
 }
 
 // bestError picks the most telling of the endpoints' errors: an answer
@@ -508,7 +508,7 @@ func (s *session) bestError(errs []error) error {
 	s.mu.Lock()
 	withheld := s.withheld
 	s.mu.Unlock()
-	if errors.Is(err, errdefs.ErrUnauthenticated) && len(withheld) > 0 {
+	if errdefs.Is(err, errdefs.ErrUnauthenticated) && len(withheld) > 0 {
 		return fmt.Errorf("%w (credentials were not sent to %s: plain HTTP; hosts.toml plain_http_credentials allows it)",
 			err, strings.Join(withheld, ", "))
 	}
@@ -521,7 +521,7 @@ func bestError(ref Ref, errs []error) error {
 	}
 	for _, class := range []error{errdefs.ErrUnauthenticated, errdefs.ErrPermissionDenied, errdefs.ErrFailedPrecondition, errdefs.ErrNotFound} {
 		for _, e := range errs {
-			if errors.Is(e, class) {
+			if errdefs.Is(e, class) {
 				return e
 			}
 		}

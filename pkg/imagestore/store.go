@@ -164,7 +164,7 @@ func (s *Store) load() error {
 		return b.ForEach(func(k, v []byte) error {
 			var img Image
 			if err := json.Unmarshal(v, &img); err != nil {
-				return fmt.Errorf("image record %s: %v: %w", k, err, errdefs.ErrDataLoss)
+				return fmt.Errorf("image record %s: %w: %w", k, err, errdefs.ErrDataLoss)
 			}
 			s.index(&img)
 			return nil

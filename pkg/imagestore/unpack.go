@@ -133,7 +133,7 @@ func (p *layerPull) doLayer(ctx context.Context, i int) error {
 }
 
 func retryable(err error) bool {
-	return errors.Is(err, errdefs.ErrUnavailable) || errors.Is(err, errResumeBad)
+	return errdefs.Is(err, errdefs.ErrUnavailable) || errors.Is(err, errResumeBad)
 }
 
 // unpackLayer applies layer i into a new active snapshot and commits it.
@@ -281,7 +281,7 @@ func (p *layerPull) layerSource(ctx context.Context, l Layer) (io.Reader, func(e
 			log.G(ctx).WithError(applyErr).Warnf("layer %s failed to unpack and its download failed its check", l.Digest)
 			if start > 0 {
 				// The resumed partial data was bad; it is gone now.
-				return fmt.Errorf("resumed download failed its check: %v: %w", err, errResumeBad)
+				return fmt.Errorf("resumed download failed its check: %w: %w", err, errResumeBad)
 			}
 			return err
 		}
@@ -359,7 +359,7 @@ func (p *layerPull) download(ctx context.Context, l Layer) error {
 	}
 	if _, err := io.Copy(w, body); err != nil {
 		w.Close()
-		return fmt.Errorf("blob %s: %v: %w", l.Digest, err, errdefs.ErrUnavailable)
+		return fmt.Errorf("blob %s: %w: %w", l.Digest, err, errdefs.ErrUnavailable)
 	}
 	return w.CommitUnsynced()
 }
@@ -406,7 +406,7 @@ func applyCompressed(ctx context.Context, dir string, r io.Reader, l Layer, mode
 	// write the ingest) in big chunks instead.
 	rc, err := dec(bufio.NewReaderSize(r, 1<<20))
 	if err != nil {
-		return 0, nil, fmt.Errorf("decompressing: %v: %w", err, errdefs.ErrFailedPrecondition)
+		return 0, nil, fmt.Errorf("decompressing: %w: %w", err, errdefs.ErrFailedPrecondition)
 	}
 	defer rc.Close()
 	h := l.DiffID.Algorithm().Hash()
@@ -429,7 +429,7 @@ func applyCompressed(ctx context.Context, dir string, r io.Reader, l Layer, mode
 		return n + rest, nil, err
 	}
 	if err != nil {
-		return n, nil, fmt.Errorf("reading layer: %v: %w", err, errdefs.ErrUnavailable)
+		return n, nil, fmt.Errorf("reading layer: %w: %w", err, errdefs.ErrUnavailable)
 	}
 	if got := digest.NewDigest(l.DiffID.Algorithm(), h); got != l.DiffID {
 		return n, nil, fmt.Errorf("uncompressed layer has digest %s, config says %s: %w", got, l.DiffID, errdefs.ErrFailedPrecondition)
@@ -463,7 +463,7 @@ func decompressorFor(mediaType string) (decompressor, error) {
 func readCapped(r io.Reader, max int64) ([]byte, error) {
 	b, err := capread.Read(r, max)
 	if err != nil && !errors.Is(err, capread.ErrTooLarge) {
-		return nil, fmt.Errorf("%v: %w", err, errdefs.ErrUnavailable)
+		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrUnavailable)
 	}
 	return b, err
 }

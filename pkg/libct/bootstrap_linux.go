@@ -91,16 +91,10 @@ func stageErr(r io.Reader) error {
 	}
 	msg := make([]byte, n)
 	io.ReadFull(r, msg)
-	class := errdefs.ErrInternal
-	switch errno {
-	case unix.ENOENT:
-		class = errdefs.ErrNotFound
-	case unix.EPERM, unix.EACCES:
-		class = errdefs.ErrPermissionDenied
-	case unix.EINVAL:
-		class = errdefs.ErrInvalidArgument
+	if errno == 0 {
+		return fmt.Errorf("nsexec: %s: %w", msg, errdefs.ErrInternal)
 	}
-	return fmt.Errorf("nsexec: %s: %w", msg, class)
+	return fmt.Errorf("nsexec: %s: %w: %w", msg, errno, errdefs.OSClass(errno, errdefs.ErrInternal))
 }
 
 // initMsg is a frame from the Go init to its parent.

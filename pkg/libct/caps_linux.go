@@ -192,25 +192,24 @@ func setUser(u specs.User) error {
 		gp = uintptr(unsafePointer(&gids[0]))
 	}
 	if _, _, e := unix.RawSyscall(unix.SYS_SETGROUPS, uintptr(len(gids)), gp, 0); e != 0 && !(e == unix.EPERM && len(gids) == 0) {
-		return fmt.Errorf("setgroups %v: %w", gids, e)
+		return fmt.Errorf("setgroups %v: %w: %w", gids, e, errdefs.OSClass(e, errdefs.ErrInternal))
 	}
 	if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, uintptr(u.GID), uintptr(u.GID), uintptr(u.GID)); e != 0 {
-		return fmt.Errorf("setgid %d: %w", u.GID, errnoClass(e))
+		return fmt.Errorf("setgid %d%s: %w: %w", u.GID, unmappedHint(e), e, errdefs.OSClass(e, errdefs.ErrInternal))
 	}
 	if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(u.UID), uintptr(u.UID), uintptr(u.UID)); e != 0 {
-		return fmt.Errorf("setuid %d: %w", u.UID, errnoClass(e))
+		return fmt.Errorf("setuid %d%s: %w: %w", u.UID, unmappedHint(e), e, errdefs.OSClass(e, errdefs.ErrInternal))
 	}
 	return nil
 }
 
-func errnoClass(e unix.Errno) error {
-	switch e {
-	case unix.EINVAL:
-		return fmt.Errorf("%v (is the id mapped?): %w", e, errdefs.ErrInvalidArgument)
-	case unix.EPERM:
-		return fmt.Errorf("%v: %w", e, errdefs.ErrPermissionDenied)
+// unmappedHint explains the EINVAL of setuid/setgid: an id the user
+// namespace does not map.
+func unmappedHint(e unix.Errno) string {
+	if e == unix.EINVAL {
+		return " (is the id mapped?)"
 	}
-	return e
+	return ""
 }
 
 // enterCwd changes to cwd and checks the result is inside the root: a cwd
@@ -218,7 +217,7 @@ func errnoClass(e unix.Errno) error {
 // CVE-2024-21626).
 func enterCwd(cwd string) error {
 	if err := unix.Chdir(cwd); err != nil {
-		return fmt.Errorf("chdir to cwd %q: %v: %w", cwd, err, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("chdir to cwd %q: %w: %w", cwd, err, errdefs.ErrInvalidArgument)
 	}
 	wd, err := unix.Getwd()
 	if err != nil || !strings.HasPrefix(wd, "/") {

@@ -109,7 +109,7 @@ func newCgroup(version int, path string, r *specs.LinuxResources) (cgroupManager
 	}
 	c, err := cgroup1.New(cgroup1.StaticPath(path), r)
 	if err != nil {
-		return nil, fmt.Errorf("create cgroup %s: %v: %w", path, err, cgroupErrClass(err))
+		return nil, fmt.Errorf("create cgroup %s: %w: %w", path, err, cgroupErrClass(err))
 	}
 	return &cg1{c: c, path: path}, nil
 }
@@ -117,7 +117,7 @@ func newCgroup(version int, path string, r *specs.LinuxResources) (cgroupManager
 func newCgroup2(mountpoint, path string, r *specs.LinuxResources) (*cg2, error) {
 	m, err := cgroup2.NewManager(mountpoint, path, cgroup2.ToResources(r))
 	if err != nil {
-		return nil, fmt.Errorf("create cgroup %s: %v: %w", path, err, cgroupErrClass(err))
+		return nil, fmt.Errorf("create cgroup %s: %w: %w", path, err, cgroupErrClass(err))
 	}
 	return &cg2{m: m, mountpoint: mountpoint, path: path}, nil
 }
@@ -143,16 +143,15 @@ func loadCgroup(version int, path string) (cgroupManager, error) {
 	return &cg1{c: c, path: path}, nil
 }
 
+// cgroupErrClass is the class of a failed cgroup write: a missing file is
+// a controller or knob this host's kernel lacks; otherwise by its errno
+// (EBUSY: a memory limit below the usage), and a value the kernel refused
+// (EINVAL, ERANGE, ...).
 func cgroupErrClass(err error) error {
-	switch {
-	case errors.Is(err, os.ErrNotExist):
+	if errors.Is(err, os.ErrNotExist) {
 		return errdefs.ErrNotImplemented
-	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ERANGE), errors.Is(err, unix.EBUSY):
-		return errdefs.ErrInvalidArgument
-	case errors.Is(err, os.ErrPermission):
-		return errdefs.ErrPermissionDenied
 	}
-	return errdefs.ErrInvalidArgument
+	return errdefs.OSClass(err, errdefs.ErrInvalidArgument)
 }
 
 // validateResources rejects values no kernel accepts before anything is
@@ -208,7 +207,7 @@ type cg1 struct {
 func (c *cg1) Add(pid int) error { return c.c.Add(cgroup1.Process{Pid: pid}) }
 func (c *cg1) Update(r *specs.LinuxResources) error {
 	if err := c.c.Update(r); err != nil {
-		return fmt.Errorf("update cgroup: %v: %w", err, cgroupErrClass(err))
+		return fmt.Errorf("update cgroup: %w: %w", err, cgroupErrClass(err))
 	}
 	return nil
 }
@@ -311,7 +310,7 @@ type cg2 struct {
 func (c *cg2) Add(pid int) error { return c.m.AddProc(uint64(pid)) }
 func (c *cg2) Update(r *specs.LinuxResources) error {
 	if err := c.m.Update(cgroup2.ToResources(r)); err != nil {
-		return fmt.Errorf("update cgroup: %v: %w", err, cgroupErrClass(err))
+		return fmt.Errorf("update cgroup: %w: %w", err, cgroupErrClass(err))
 	}
 	return nil
 }

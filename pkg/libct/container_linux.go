@@ -62,7 +62,7 @@ func Create(ctx context.Context, stateRoot, id string, spec *specs.Spec, bundle 
 	}
 	bundle, err := filepath.Abs(bundle)
 	if err != nil {
-		return nil, fmt.Errorf("bundle %q: %v: %w", bundle, err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("bundle %q: %w: %w", bundle, err, errdefs.ErrInvalidArgument)
 	}
 	rootfs, err := Validate(spec, bundle)
 	if err != nil {
@@ -432,7 +432,7 @@ func waitPid(pid int) (ExitStatus, error) {
 			continue
 		}
 		if err != nil {
-			return ExitStatus{}, fmt.Errorf("wait %d: %v: %w", pid, err, errdefs.ErrFailedPrecondition)
+			return ExitStatus{}, fmt.Errorf("wait %d: %w: %w", pid, err, errdefs.ErrFailedPrecondition)
 		}
 		break
 	}

@@ -89,7 +89,7 @@ func createDevice(root *os.File, path string, d specs.LinuxDevice, userns bool) 
 	dir, base := filepath.Split(path)
 	parent, err := pathrs.MkdirAllHandle(root, dir, 0o755)
 	if err != nil {
-		return fmt.Errorf("device %s: %v: %w", path, err, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("device %s: %w: %w", path, err, errdefs.ErrInvalidArgument)
 	}
 	defer parent.Close()
 	pfd := int(parent.Fd())

@@ -48,7 +48,7 @@ func (c *Container) Exec(ctx context.Context, p *specs.Process, opts ExecOpts) (
 	}
 	res, err := sp.start(ctx)
 	if err != nil {
-		untyped := !errdefs.Classified(err) || errors.Is(err, errdefs.ErrInternal)
+		untyped := !errdefs.Classified(err) || errdefs.Is(err, errdefs.ErrInternal)
 		if ctx.Err() == nil && (errdefs.IsNotFound(err) && c.exiting() || untyped && c.exitedDuring()) {
 			// The container's init died while the exec joined it: its
 			// namespaces were gone, or the kernel killed everything in

@@ -233,7 +233,7 @@ func (pl *execPlan) exec() error {
 		}
 	}
 	if e := setRlimitsRaw(pl.late); e != 0 {
-		return fmt.Errorf("set rlimits: %v: %w", e, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("set rlimits: %w: %w", e, errdefs.ErrInvalidArgument)
 	}
 	if pl.filter != nil && p.NoNewPrivileges {
 		if err := pl.filter.load(); err != nil {
@@ -241,7 +241,8 @@ func (pl *execPlan) exec() error {
 		}
 	}
 	e := pl.ex.exec()
-	return fmt.Errorf("exec %s: %w", p.Args[0], execErrClass(e))
+	// Any failure of execve itself means the container cannot start.
+	return fmt.Errorf("exec %s: %w: %w", p.Args[0], e, errdefs.OSClass(e, errdefs.ErrFailedPrecondition))
 }
 
 // preparedExec holds execve's arguments as C strings, built before the
@@ -287,16 +288,6 @@ func (e *preparedExec) exec() error {
 	return errno
 }
 
-func execErrClass(err error) error {
-	switch {
-	case errors.Is(err, unix.ENOENT):
-		return fmt.Errorf("%v: %w", err, errdefs.ErrNotFound)
-	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
-		return fmt.Errorf("%v: %w", err, errdefs.ErrPermissionDenied)
-	}
-	return fmt.Errorf("%v: %w", err, errdefs.ErrFailedPrecondition)
-}
-
 func hasEnv(env []string, k string) bool {
 	for _, e := range env {
 		if strings.HasPrefix(e, k+"=") {
@@ -328,7 +319,7 @@ func lookPath(args, env []string) (string, error) {
 	}
 	if strings.Contains(name, "/") {
 		if err := check(name); err != nil {
-			return "", fmt.Errorf("exec %q: %v: %w", name, err, errdefs.ErrNotFound)
+			return "", fmt.Errorf("exec %q: %w: %w", name, err, errdefs.ErrNotFound)
 		}
 		return name, nil
 	}

@@ -2,7 +2,6 @@ package libct_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -305,7 +304,7 @@ func TestRlimitAboveHardLimit(t *testing.T) {
 	b := sh(t, "true")
 	b.Spec.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 10, Hard: cur.Max + 1}}
 	_, err := create(t, b, libct.CreateOpts{})
-	if !errors.Is(err, errdefs.ErrPermissionDenied) || !strings.Contains(err.Error(), "RLIMIT_NOFILE") {
+	if !errdefs.Is(err, errdefs.ErrPermissionDenied) || !strings.Contains(err.Error(), "RLIMIT_NOFILE") {
 		t.Fatalf("want a permission error naming RLIMIT_NOFILE, got %v", err)
 	}
 }
@@ -429,7 +428,7 @@ func TestSignalsAndStatus(t *testing.T) {
 	if st, _ := x.c.State(); st.Status != libct.StatusRunning {
 		t.Fatalf("state after start: %+v", st)
 	}
-	if err := x.c.Start(ctx(t)); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+	if err := x.c.Start(ctx(t)); !errdefs.Is(err, errdefs.ErrFailedPrecondition) {
 		t.Errorf("second start: %v", err)
 	}
 	time.Sleep(100 * time.Millisecond)
@@ -448,7 +447,7 @@ func TestSignalsAndStatus(t *testing.T) {
 	if st, _ := other.State(); st.Status != libct.StatusStopped || st.Pid != 0 {
 		t.Fatalf("state after exit: %+v", st)
 	}
-	if err := other.Signal(unix.SIGKILL, false); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+	if err := other.Signal(unix.SIGKILL, false); !errdefs.Is(err, errdefs.ErrFailedPrecondition) {
 		t.Errorf("signal to stopped container: %v", err)
 	}
 	// SIGKILL reports 128+9.
@@ -592,7 +591,7 @@ func TestPauseResume(t *testing.T) {
 	if st, _ := x.c.State(); st.Status != libct.StatusRunning {
 		t.Fatalf("status after resume %s", st.Status)
 	}
-	if err := x.c.Resume(); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+	if err := x.c.Resume(); !errdefs.Is(err, errdefs.ErrFailedPrecondition) {
 		t.Errorf("resume of a running container: %v", err)
 	}
 }
@@ -638,7 +637,7 @@ func TestDeleteKillsEverything(t *testing.T) {
 	if len(pids) < 3 {
 		t.Fatalf("processes: %v", pids)
 	}
-	if err := x.c.Delete(ctx(t), false); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+	if err := x.c.Delete(ctx(t), false); !errdefs.Is(err, errdefs.ErrFailedPrecondition) {
 		t.Fatalf("delete of a running container without force: %v", err)
 	}
 	go x.c.Wait()
@@ -928,7 +927,7 @@ func TestLSMRefusedByCreate(t *testing.T) {
 			b := sh(t, "true")
 			set(b.Spec)
 			x, err := create(t, b, libct.CreateOpts{})
-			if !errors.Is(err, errdefs.ErrFailedPrecondition) {
+			if !errdefs.Is(err, errdefs.ErrFailedPrecondition) {
 				t.Fatalf("got %v, want FailedPrecondition", err)
 			}
 			if _, err := libct.Load(x.root, x.id); err == nil {

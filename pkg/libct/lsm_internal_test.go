@@ -115,21 +115,21 @@ func TestAppArmorOldKernelAttr(t *testing.T) {
 		t.Fatalf("attr/exec = %q", got)
 	}
 	os.RemoveAll(filepath.Join(h.proc, "thread-self/attr"))
-	if err := h.applyExecLSM(p); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+	if err := h.applyExecLSM(p); !errdefs.Is(err, errdefs.ErrFailedPrecondition) {
 		t.Fatalf("no attr files: %v", err)
 	}
 }
 
 func TestMountLabel(t *testing.T) {
 	const l = "system_u:object_r:container_file_t:s0:c1,c2"
-	if err := fakeLSMHost(t, false, "", false, true).validateMountLabel(l); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+	if err := fakeLSMHost(t, false, "", false, true).validateMountLabel(l); !errdefs.Is(err, errdefs.ErrFailedPrecondition) {
 		t.Fatalf("no SELinux: %v", err)
 	}
 	sel := fakeLSMHost(t, false, "", true, true)
 	if err := sel.validateMountLabel(l); err != nil {
 		t.Fatal(err)
 	}
-	if err := sel.validateMountLabel(`a"b`); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if err := sel.validateMountLabel(`a"b`); !errdefs.Is(err, errdefs.ErrInvalidArgument) {
 		t.Fatalf("quote: %v", err)
 	}
 	if err := fakeLSMHost(t, false, "", false, true).validateMountLabel(""); err != nil {

@@ -191,7 +191,7 @@ func (l *launch) bootstrap(ctx context.Context, conn *net.UnixConn, stage0 int) 
 	}
 	if l.cg != nil {
 		if err := l.cg.Add(stage0); err != nil {
-			return 0, fmt.Errorf("add init to cgroup: %v: %w", err, errdefs.ErrInternal)
+			return 0, fmt.Errorf("add init to cgroup: %w: %w", err, errdefs.ErrInternal)
 		}
 	}
 	if _, err := conn.Write(l.bs.encode()); err != nil {
@@ -377,10 +377,10 @@ func writeIDMaps(pid int, lx *specs.Linux) error {
 	}
 	base := "/proc/" + strconv.Itoa(pid) + "/"
 	if err := os.WriteFile(base+"uid_map", fmtMap(lx.UIDMappings), 0); err != nil {
-		return fmt.Errorf("write uid_map: %v: %w", err, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("write uid_map: %w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	if err := os.WriteFile(base+"gid_map", fmtMap(lx.GIDMappings), 0); err != nil {
-		return fmt.Errorf("write gid_map: %v: %w", err, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("write gid_map: %w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	return nil
 }

@@ -91,11 +91,8 @@ func planRlimits(rl []specs.POSIXRlimit) (early, late []rlimitOp, err error) {
 func setRlimits(ops []rlimitOp) error {
 	for _, op := range ops {
 		if err := unix.Prlimit(0, op.res, &op.lim, nil); err != nil {
-			class := errdefs.ErrInvalidArgument
-			if err == unix.EPERM {
-				class = errdefs.ErrPermissionDenied
-			}
-			return fmt.Errorf("set rlimit %s (soft %d, hard %d): %v: %w", op.name, op.lim.Cur, op.lim.Max, err, class)
+			return fmt.Errorf("set rlimit %s (soft %d, hard %d): %w: %w", op.name, op.lim.Cur, op.lim.Max, err,
+				errdefs.OSClass(err, errdefs.ErrInvalidArgument))
 		}
 	}
 	return nil
@@ -205,12 +202,12 @@ func setupNamespaceSettings(cfg *initConfig) error {
 				Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
 			})
 			if err != nil {
-				return fmt.Errorf("sysctl %q: %v: %w", k, err, errdefs.ErrInvalidArgument)
+				return fmt.Errorf("sysctl %q: %w: %w", k, err, errdefs.ErrInvalidArgument)
 			}
 			_, err = unix.Write(fd, []byte(v))
 			unix.Close(fd)
 			if err != nil {
-				return fmt.Errorf("sysctl %q=%q: %v: %w", k, v, err, errdefs.ErrInvalidArgument)
+				return fmt.Errorf("sysctl %q=%q: %w: %w", k, v, err, errdefs.ErrInvalidArgument)
 			}
 		}
 	}

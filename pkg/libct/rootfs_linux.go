@@ -30,7 +30,7 @@ func openDest(root *os.File, dest string, dir bool) (*os.File, error) {
 	parentPath, base := filepath.Split(dest)
 	parent, err := pathrs.MkdirAllHandle(root, parentPath, 0o755)
 	if err != nil {
-		return nil, fmt.Errorf("mount destination %s: parent: %v: %w", dest, err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("mount destination %s: parent: %w: %w", dest, err, errdefs.ErrInvalidArgument)
 	}
 	defer parent.Close()
 	pfd := int(parent.Fd())
@@ -211,7 +211,7 @@ func mountOne(root *os.File, cfg *initConfig, i int, m specs.Mount, dest string,
 		}
 		var st unix.Stat_t
 		if err := unix.Stat(source, &st); err != nil {
-			return fmt.Errorf("bind mount source %s: %v: %w", source, err, errdefs.ErrNotFound)
+			return fmt.Errorf("bind mount source %s: %w: %w", source, err, errdefs.ErrNotFound)
 		}
 		isDir = st.Mode&unix.S_IFMT == unix.S_IFDIR
 	}
@@ -238,7 +238,7 @@ func mountOne(root *os.File, cfg *initConfig, i int, m specs.Mount, dest string,
 				pm.isBind = true
 				pm.flags |= unix.MS_RDONLY | unix.MS_BIND
 			} else {
-				return fmt.Errorf("mount %s (%s) on %s: %v: %w", m.Source, m.Type, dest, err, mountErrClass(err))
+				return fmt.Errorf("mount %s (%s) on %s: %w: %w", m.Source, m.Type, dest, err, mountErrClass(err))
 			}
 		}
 	}
@@ -269,14 +269,11 @@ func movePrepared(root *os.File, f *os.File, dest string, pm parsedMount) error 
 	return applyMountAttrs(root, dest, pm)
 }
 
+// mountErrClass is the class of a failed mount: by its errno, and
+// otherwise a mount request the kernel refused (a bad type, option or
+// source).
 func mountErrClass(err error) error {
-	switch {
-	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
-		return errdefs.ErrPermissionDenied
-	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENODEV):
-		return errdefs.ErrNotFound
-	}
-	return errdefs.ErrInvalidArgument
+	return errdefs.OSClass(err, errdefs.ErrInvalidArgument)
 }
 
 func checkFSType(root *os.File, dest string, magic int64) error {
@@ -319,7 +316,7 @@ func applyMountAttrs(root *os.File, dest string, pm parsedMount) error {
 	if pm.recSet != 0 || pm.recClr != 0 {
 		attr := &unix.MountAttr{Attr_set: pm.recSet, Attr_clr: pm.recClr}
 		if err := unix.MountSetattr(int(f.Fd()), "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, attr); err != nil {
-			return fmt.Errorf("mount_setattr %s: %v: %w", dest, err, errdefs.ErrNotImplemented)
+			return fmt.Errorf("mount_setattr %s: %w: %w", dest, err, errdefs.ErrNotImplemented)
 		}
 	}
 	return nil
@@ -365,7 +362,7 @@ func pivotRoot(rootfs string) error {
 		return fmt.Errorf("chdir to new root: %w", err)
 	}
 	if err := unix.PivotRoot(".", "."); err != nil {
-		return fmt.Errorf("pivot_root: %v: %w", err, errdefs.ErrFailedPrecondition)
+		return fmt.Errorf("pivot_root: %w: %w", err, errdefs.ErrFailedPrecondition)
 	}
 	if err := unix.Fchdir(oldroot); err != nil {
 		return fmt.Errorf("chdir to old root: %w", err)

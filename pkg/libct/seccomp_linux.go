@@ -76,7 +76,7 @@ func buildSeccomp(s *specs.LinuxSeccomp, nnp bool) (*libseccomp.ScmpFilter, erro
 	}
 	f, err := libseccomp.NewFilter(def)
 	if err != nil {
-		return nil, fmt.Errorf("seccomp filter: %v: %w", err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("seccomp filter: %w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	ok := false
 	defer func() {
@@ -90,7 +90,7 @@ func buildSeccomp(s *specs.LinuxSeccomp, nnp bool) (*libseccomp.ScmpFilter, erro
 			return nil, err
 		}
 		if err := f.AddArch(arch); err != nil {
-			return nil, fmt.Errorf("seccomp add arch %s: %v: %w", a, err, errdefs.ErrInvalidArgument)
+			return nil, fmt.Errorf("seccomp add arch %s: %w: %w", a, err, errdefs.ErrInvalidArgument)
 		}
 	}
 	if err := f.SetNoNewPrivsBit(nnp); err != nil {
@@ -110,7 +110,7 @@ func buildSeccomp(s *specs.LinuxSeccomp, nnp bool) (*libseccomp.ScmpFilter, erro
 			return nil, fmt.Errorf("seccomp flag %q: %w", fl, errdefs.ErrInvalidArgument)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("seccomp flag %s: %v: %w", fl, err, errdefs.ErrNotImplemented)
+			return nil, fmt.Errorf("seccomp flag %s: %w: %w", fl, err, errdefs.ErrNotImplemented)
 		}
 	}
 	for _, rule := range s.Syscalls {
@@ -138,7 +138,7 @@ func buildSeccomp(s *specs.LinuxSeccomp, nnp bool) (*libseccomp.ScmpFilter, erro
 			}
 			c, err := libseccomp.MakeCondition(a.Index, op, vals...)
 			if err != nil {
-				return nil, fmt.Errorf("seccomp condition: %v: %w", err, errdefs.ErrInvalidArgument)
+				return nil, fmt.Errorf("seccomp condition: %w: %w", err, errdefs.ErrInvalidArgument)
 			}
 			if argSeen[a.Index] {
 				sameArg = true
@@ -166,7 +166,7 @@ func buildSeccomp(s *specs.LinuxSeccomp, nnp bool) (*libseccomp.ScmpFilter, erro
 				err = f.AddRuleConditional(sc, act, conds)
 			}
 			if err != nil {
-				return nil, fmt.Errorf("seccomp rule for %s: %v: %w", name, err, errdefs.ErrInvalidArgument)
+				return nil, fmt.Errorf("seccomp rule for %s: %w: %w", name, err, errdefs.ErrInvalidArgument)
 			}
 		}
 	}
@@ -200,7 +200,7 @@ func compileSeccomp(s *specs.LinuxSeccomp) (*seccompProg, error) {
 	defer f.Release()
 	raw, err := exportBPF(f)
 	if err != nil {
-		return nil, fmt.Errorf("export seccomp filter: %v: %w", err, errdefs.ErrInternal)
+		return nil, fmt.Errorf("export seccomp filter: %w: %w", err, errdefs.ErrInternal)
 	}
 	const insn = int(unsafe.Sizeof(unix.SockFilter{}))
 	if len(raw) == 0 || len(raw)%insn != 0 {
@@ -223,7 +223,7 @@ func compileSeccomp(s *specs.LinuxSeccomp) (*seccompProg, error) {
 func (p *seccompProg) load() error {
 	fprog := unix.SockFprog{Len: uint16(len(p.filter)), Filter: &p.filter[0]}
 	if _, _, e := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, p.flags, uintptr(unsafe.Pointer(&fprog))); e != 0 {
-		return fmt.Errorf("load seccomp filter: %v: %w", e, errdefs.ErrPermissionDenied)
+		return fmt.Errorf("load seccomp filter: %w: %w", e, errdefs.ErrPermissionDenied)
 	}
 	return nil
 }

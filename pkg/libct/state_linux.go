@@ -80,11 +80,11 @@ func readState(root, id string) (*stored, error) {
 	defer f.Close()
 	var buf bytes.Buffer
 	if _, err := buf.ReadFrom(&limitedReader{f, maxStateSize}); err != nil {
-		return nil, fmt.Errorf("container %q: read state: %v: %w", id, err, errdefs.ErrDataLoss)
+		return nil, fmt.Errorf("container %q: read state: %w: %w", id, err, errdefs.ErrDataLoss)
 	}
 	var st stored
 	if err := json.Unmarshal(buf.Bytes(), &st); err != nil {
-		return nil, fmt.Errorf("container %q: corrupt state: %v: %w", id, err, errdefs.ErrDataLoss)
+		return nil, fmt.Errorf("container %q: corrupt state: %w: %w", id, err, errdefs.ErrDataLoss)
 	}
 	return &st, nil
 }

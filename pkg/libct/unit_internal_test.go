@@ -70,7 +70,7 @@ func TestValidateIDMappedMounts(t *testing.T) {
 		if c.ok && err != nil {
 			t.Errorf("%s: %v", c.name, err)
 		}
-		if !c.ok && !errors.Is(err, errdefs.ErrInvalidArgument) {
+		if !c.ok && !errdefs.Is(err, errdefs.ErrInvalidArgument) {
 			t.Errorf("%s: got %v, want an invalid argument", c.name, err)
 		}
 	}
@@ -236,7 +236,7 @@ func FuzzParseMountOptions(f *testing.F) {
 	f.Fuzz(func(t *testing.T, opts string) {
 		pm, err := parseMountOptions(strings.Split(opts, ","))
 		if err != nil {
-			if !errors.Is(err, errdefs.ErrNotImplemented) {
+			if !errdefs.Is(err, errdefs.ErrNotImplemented) {
 				t.Fatalf("unexpected error class: %v", err)
 			}
 			return

@@ -61,7 +61,7 @@ func Validate(spec *specs.Spec, bundle string) (string, error) {
 		} else if !filepath.IsAbs(ns.Path) {
 			return "", inval("namespace %s path %q is not absolute", ns.Type, ns.Path)
 		} else if _, err := os.Stat(ns.Path); err != nil {
-			return "", fmt.Errorf("namespace %s path %q: %v: %w", ns.Type, ns.Path, err, errdefs.ErrNotFound)
+			return "", fmt.Errorf("namespace %s path %q: %w: %w", ns.Type, ns.Path, err, errdefs.ErrNotFound)
 		}
 	}
 	if newNS[specs.UserNamespace] && (len(spec.Linux.UIDMappings) == 0 || len(spec.Linux.GIDMappings) == 0) {

@@ -299,7 +299,7 @@ func readData(fd int, v any) error {
 		return fmt.Errorf("request data: %w", err)
 	}
 	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("request data: %v: %w", err, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("request data: %w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	return nil
 }

@@ -695,7 +695,7 @@ func TestMonitorHelperDies(t *testing.T) {
 	waitFor(t, func() bool { hs = helperChildren(t, mon); return len(hs) == 1 })
 	time.Sleep(200 * time.Millisecond) // in the hook by now
 	syscall.Kill(hs[0], syscall.SIGKILL)
-	if err := <-errc; !errors.Is(err, errdefs.ErrInternal) {
+	if err := <-errc; !errdefs.Is(err, errdefs.ErrInternal) {
 		t.Fatalf("create whose helper was killed: %v", err)
 	}
 	st, err := p.c.Call(ctx, &Request{Op: OpState})

@@ -164,7 +164,7 @@ func ReadExitRecord(bundle string) (*ExitRecord, error) {
 	}
 	var rec ExitRecord
 	if err := json.Unmarshal(b, &rec); err != nil {
-		return nil, fmt.Errorf("exit record %s: %v: %w", bundle, err, errdefs.ErrDataLoss)
+		return nil, fmt.Errorf("exit record %s: %w: %w", bundle, err, errdefs.ErrDataLoss)
 	}
 	return &rec, nil
 }
@@ -187,7 +187,7 @@ func (c *Client) Call(ctx context.Context, req *Request) (*Response, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("monitor %s: %v: %w", req.Op, err, errdefs.ErrUnavailable)
+		return nil, fmt.Errorf("monitor %s: %w: %w", req.Op, err, errdefs.ErrUnavailable)
 	}
 	var resp Response
 	dec := json.NewDecoder(bufio.NewReaderSize(conn, 64<<10))
@@ -195,7 +195,7 @@ func (c *Client) Call(ctx context.Context, req *Request) (*Response, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("monitor %s: %v: %w", req.Op, err, errdefs.ErrUnavailable)
+		return nil, fmt.Errorf("monitor %s: %w: %w", req.Op, err, errdefs.ErrUnavailable)
 	}
 	if resp.Error != nil {
 		return &resp, resp.Error.Err()
@@ -212,9 +212,9 @@ func IsGone(err error) bool { return errors.Is(err, ErrGone) }
 
 func dialError(socket string, err error) error {
 	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
-		return fmt.Errorf("monitor %s: %v: %w: %w", socket, err, ErrGone, errdefs.ErrUnavailable)
+		return fmt.Errorf("monitor %s: %w: %w: %w", socket, err, ErrGone, errdefs.ErrUnavailable)
 	}
-	return fmt.Errorf("monitor %s: %v: %w", socket, err, errdefs.ErrUnavailable)
+	return fmt.Errorf("monitor %s: %w: %w", socket, err, errdefs.ErrUnavailable)
 }
 
 // Events connects to the monitor's event stream; fn gets each event until
@@ -237,7 +237,7 @@ func (c *Client) Events(ctx context.Context, fn func(Event)) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return fmt.Errorf("monitor events: %v: %w", err, errdefs.ErrUnavailable)
+			return fmt.Errorf("monitor events: %w: %w", err, errdefs.ErrUnavailable)
 		}
 		fn(ev)
 	}

@@ -71,11 +71,11 @@ func (c *Client) Exec(ctx context.Context, id string, p *specs.Process, stdin, t
 func (s *ExecSession) Wait() (int, error) {
 	line, err := s.rd.ReadBytes('\n')
 	if err != nil {
-		return 0, fmt.Errorf("monitor exec: waiting for the exit: %v: %w", err, errdefs.ErrUnavailable)
+		return 0, fmt.Errorf("monitor exec: waiting for the exit: %w: %w", err, errdefs.ErrUnavailable)
 	}
 	var r Response
 	if err := json.Unmarshal(line, &r); err != nil {
-		return 0, fmt.Errorf("monitor exec: bad exit line: %v: %w", err, errdefs.ErrInternal)
+		return 0, fmt.Errorf("monitor exec: bad exit line: %w: %w", err, errdefs.ErrInternal)
 	}
 	if r.Error != nil {
 		return 0, r.Error.Err()
@@ -129,7 +129,7 @@ func (a *AttachSession) Copy(stdout, stderr io.Writer) error {
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
-			return fmt.Errorf("monitor attach: %v: %w", err, errdefs.ErrUnavailable)
+			return fmt.Errorf("monitor attach: %w: %w", err, errdefs.ErrUnavailable)
 		}
 		n := int64(binary.BigEndian.Uint32(h[1:]))
 		w := stdout
@@ -179,7 +179,7 @@ func (c *Client) callKeep(ctx context.Context, req *Request) (*net.UnixConn, *Re
 // what was read after the line.
 func roundTrip(conn *net.UnixConn, req *Request) (*Response, []byte, []*os.File, error) {
 	if err := json.NewEncoder(conn).Encode(req); err != nil {
-		return nil, nil, nil, fmt.Errorf("monitor %s: %v: %w", req.Op, err, errdefs.ErrUnavailable)
+		return nil, nil, nil, fmt.Errorf("monitor %s: %w: %w", req.Op, err, errdefs.ErrUnavailable)
 	}
 	var (
 		buf   []byte
@@ -203,7 +203,7 @@ func roundTrip(conn *net.UnixConn, req *Request) (*Response, []byte, []*os.File,
 		if i := bytes.IndexByte(buf, '\n'); i >= 0 {
 			var resp Response
 			if err := json.Unmarshal(buf[:i], &resp); err != nil {
-				return nil, nil, files, fmt.Errorf("monitor %s: bad reply: %v: %w", req.Op, err, errdefs.ErrInternal)
+				return nil, nil, files, fmt.Errorf("monitor %s: bad reply: %w: %w", req.Op, err, errdefs.ErrInternal)
 			}
 			if resp.Error != nil {
 				return nil, nil, files, resp.Error.Err()
@@ -211,7 +211,7 @@ func roundTrip(conn *net.UnixConn, req *Request) (*Response, []byte, []*os.File,
 			return &resp, buf[i+1:], files, nil
 		}
 		if err != nil {
-			return nil, nil, files, fmt.Errorf("monitor %s: %v: %w", req.Op, err, errdefs.ErrUnavailable)
+			return nil, nil, files, fmt.Errorf("monitor %s: %w: %w", req.Op, err, errdefs.ErrUnavailable)
 		}
 		if len(buf) > maxRequest {
 			return nil, nil, files, fmt.Errorf("monitor %s: reply too long: %w", req.Op, errdefs.ErrInternal)
@@ -224,7 +224,7 @@ func roundTrip(conn *net.UnixConn, req *Request) (*Response, []byte, []*os.File,
 func rightsFiles(oob []byte) ([]*os.File, error) {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
-		return nil, fmt.Errorf("monitor: control message: %v: %w", err, errdefs.ErrInternal)
+		return nil, fmt.Errorf("monitor: control message: %w: %w", err, errdefs.ErrInternal)
 	}
 	var files []*os.File
 	for _, m := range msgs {

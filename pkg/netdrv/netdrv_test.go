@@ -1,7 +1,6 @@
 package netdrv
 
 import (
-	"errors"
 	"strings"
 	"testing"
 
@@ -15,7 +14,7 @@ func TestValidateID(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"", "-a", ".a", "_a", "a/b", "../x", "a b", "a\nb", "a\x00b", "a;b", "a=b", strings.Repeat("f", 129), "é"} {
-		if err := ValidateID(bad); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		if err := ValidateID(bad); !errdefs.Is(err, errdefs.ErrInvalidArgument) {
 			t.Errorf("ValidateID(%q) = %v, want invalid argument", bad, err)
 		}
 	}
@@ -61,7 +60,7 @@ func TestHostPorts(t *testing.T) {
 		{"host ip newline", []PortMapping{{ContainerPort: 1, HostPort: 80, HostIP: "1.2.3.4\n"}}},
 		{"two container ports", []PortMapping{{ContainerPort: 1, HostPort: 80}, {ContainerPort: 2, HostPort: 80, HostIP: "0.0.0.0"}}},
 	} {
-		if _, err := HostPorts(tc.pm); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		if _, err := HostPorts(tc.pm); !errdefs.Is(err, errdefs.ErrInvalidArgument) {
 			t.Errorf("%s: %v, want invalid argument", tc.name, err)
 		}
 	}
@@ -73,7 +72,7 @@ func FuzzHostPorts(f *testing.F) {
 	f.Fuzz(func(t *testing.T, proto string, cport, hport int32, ip string) {
 		out, err := HostPorts([]PortMapping{{Protocol: proto, ContainerPort: cport, HostPort: hport, HostIP: ip}})
 		if err != nil {
-			if !errors.Is(err, errdefs.ErrInvalidArgument) {
+			if !errdefs.Is(err, errdefs.ErrInvalidArgument) {
 				t.Fatalf("error without a class: %v", err)
 			}
 			return

@@ -205,7 +205,7 @@ func TestHostname(t *testing.T) {
 	}
 	allThreadsIn(t, "uts", inode(t, "/proc/self/ns/uts"))
 	for _, bad := range []string{"", strings.Repeat("a", 65)} {
-		if err := SetHostname(path, bad); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		if err := SetHostname(path, bad); !errdefs.Is(err, errdefs.ErrInvalidArgument) {
 			t.Errorf("SetHostname(%q) = %v, want invalid argument", bad, err)
 		}
 	}

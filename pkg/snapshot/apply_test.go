@@ -457,7 +457,7 @@ func TestCleanName(t *testing.T) {
 	} {
 		got, err := cleanName(tc.in)
 		if tc.bad {
-			if !errors.Is(err, errdefs.ErrInvalidArgument) {
+			if !errdefs.Is(err, errdefs.ErrInvalidArgument) {
 				t.Errorf("cleanName(%q) = %q, %v; want invalid argument", tc.in, got, err)
 			}
 			continue
@@ -656,13 +656,13 @@ func TestApplyCancel(t *testing.T) {
 }
 
 func TestApplyArgs(t *testing.T) {
-	if _, err := Apply(context.Background(), t.TempDir(), bytes.NewReader(nil), 0); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := Apply(context.Background(), t.TempDir(), bytes.NewReader(nil), 0); !errdefs.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("mode 0: %v", err)
 	}
 	if _, err := Apply(context.Background(), filepath.Join(t.TempDir(), "missing"), bytes.NewReader(nil), WhiteoutRemove); !errors.Is(err, syscall.ENOENT) {
 		t.Errorf("missing dir: %v", err)
 	}
-	if _, err := Apply(context.Background(), t.TempDir(), strings.NewReader(strings.Repeat("x", 1024)), WhiteoutRemove); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := Apply(context.Background(), t.TempDir(), strings.NewReader(strings.Repeat("x", 1024)), WhiteoutRemove); !errdefs.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("garbage stream: %v", err)
 	}
 }

@@ -35,14 +35,14 @@ func TestCompactOverlayData(t *testing.T) {
 	if !strings.HasPrefix(opts, "index=off,workdir=200/work,upperdir=200/fs,lowerdir=128/fs:127/fs:") || !strings.HasSuffix(opts, ":1/fs") {
 		t.Errorf("compacted options %q", opts)
 	}
-	if _, _, err := compactOverlayData([]string{"lowerdir=/a/x:/b/y"}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, _, err := compactOverlayData([]string{"lowerdir=/a/x:/b/y"}); !errdefs.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("no common parent: %v", err)
 	}
 	var many []string
 	for i := 0; i < 1000; i++ {
 		many = append(many, fmt.Sprintf("/r/snapshots/%d/fs", i))
 	}
-	if _, _, err := compactOverlayData([]string{"lowerdir=" + strings.Join(many, ":")}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, _, err := compactOverlayData([]string{"lowerdir=" + strings.Join(many, ":")}); !errdefs.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("1000 layers: %v", err)
 	}
 }

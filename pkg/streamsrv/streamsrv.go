@@ -87,7 +87,7 @@ func New(ctx context.Context, cfg Config, sessions Sessions) (*Server, error) {
 	if cfg.TLSCert != "" || cfg.TLSKey != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
 		if err != nil {
-			return nil, fmt.Errorf("streaming server certificate: %v: %w", err, errdefs.ErrInvalidArgument)
+			return nil, fmt.Errorf("streaming server certificate: %w: %w", err, errdefs.ErrInvalidArgument)
 		}
 		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}

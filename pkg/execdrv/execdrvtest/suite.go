@@ -5,7 +5,6 @@ package execdrvtest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -122,7 +121,7 @@ func testLifecycle(t *testing.T, d execdrv.Driver) {
 	if s := status(t, d, cid); s != execdrv.StatusRunning {
 		t.Fatalf("after start: %s", s)
 	}
-	if err := d.Start(ctx(t), cid); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+	if err := d.Start(ctx(t), cid); !errdefs.Is(err, errdefs.ErrFailedPrecondition) {
 		t.Errorf("second start: %v", err)
 	}
 	if err := d.Kill(ctx(t), cid, unix.SIGKILL, false); err != nil {
@@ -224,7 +223,7 @@ func testPauseResume(t *testing.T, d execdrv.Driver) {
 	if s := status(t, d, cid); s != execdrv.StatusRunning {
 		t.Fatalf("after resume: %s", s)
 	}
-	if err := d.Resume(ctx(t), cid); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+	if err := d.Resume(ctx(t), cid); !errdefs.Is(err, errdefs.ErrFailedPrecondition) {
 		t.Errorf("resume of running: %v", err)
 	}
 }
@@ -272,7 +271,7 @@ func testNotFound(t *testing.T, d execdrv.Driver) {
 func testDeleteRunningNeedsForce(t *testing.T, d execdrv.Driver) {
 	cid, pid := create(t, d, "sleep 30", nil)
 	d.Start(ctx(t), cid)
-	if err := d.Delete(ctx(t), cid, false); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+	if err := d.Delete(ctx(t), cid, false); !errdefs.Is(err, errdefs.ErrFailedPrecondition) {
 		t.Fatalf("delete running without force: %v", err)
 	}
 	go unix.Wait4(pid, nil, 0, nil)

@@ -151,7 +151,7 @@ func devicesFromPath(hostPath, ctrPath string) ([]specs.LinuxDevice, error) {
 	}
 	fi, err := os.Stat(real)
 	if err != nil {
-		return nil, fmt.Errorf("device %s: %v: %w", hostPath, err, errdefs.ErrNotFound)
+		return nil, fmt.Errorf("device %s: %w: %w", hostPath, err, errdefs.ErrNotFound)
 	}
 	if !fi.IsDir() {
 		d, err := deviceFromPath(real, ctrPath)

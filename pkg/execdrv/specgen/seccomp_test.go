@@ -337,7 +337,7 @@ func TestSELinuxLabels(t *testing.T) {
 	}
 	for _, enabled := range []bool{true, false} {
 		for _, so := range []*runtimeapi.SELinuxOption{{Type: "t:s0"}, {Level: "s0\n"}, {User: "u\x00"}, {Role: `r"`}} {
-			if _, _, err := selinuxLabels(ctx, so, false, enabled); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			if _, _, err := selinuxLabels(ctx, so, false, enabled); !errdefs.Is(err, errdefs.ErrInvalidArgument) {
 				t.Errorf("%q (SELinux %v): %v", so, enabled, err)
 			}
 		}

@@ -287,10 +287,10 @@ func readInRoot(root, p string) ([]byte, error) {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 			return nil, nil
 		}
-		if errors.Is(err, errdefs.ErrInvalidArgument) || errors.Is(err, capread.ErrTooLarge) {
+		if errdefs.Is(err, errdefs.ErrInvalidArgument) || errors.Is(err, capread.ErrTooLarge) {
 			return nil, err
 		}
-		return nil, fmt.Errorf("open %s in the container rootfs: %v: %w", p, err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("open %s in the container rootfs: %w: %w", p, err, errdefs.ErrInvalidArgument)
 	}
 	defer f.Close()
 	b, err := capread.Read(f, MaxIDFileSize)

@@ -39,13 +39,13 @@ var ociCreate = &cli.Command{
 func readSpec(bundle string) (*specs.Spec, error) {
 	f, err := os.Open(filepath.Join(bundle, "config.json"))
 	if err != nil {
-		return nil, fmt.Errorf("read bundle config: %v: %w", err, errdefs.ErrNotFound)
+		return nil, fmt.Errorf("read bundle config: %w: %w", err, errdefs.ErrNotFound)
 	}
 	defer f.Close()
 	var spec specs.Spec
 	dec := json.NewDecoder(io.LimitReader(f, 16<<20))
 	if err := dec.Decode(&spec); err != nil {
-		return nil, fmt.Errorf("parse config.json: %v: %w", err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("parse config.json: %w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	return &spec, nil
 }
@@ -57,7 +57,7 @@ func dialConsole(path string) (*os.File, error) {
 	}
 	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("connect console socket %s: %v: %w", path, err, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("connect console socket %s: %w: %w", path, err, errdefs.ErrInvalidArgument)
 	}
 	return os.NewFile(uintptr(fd), path), nil
 }

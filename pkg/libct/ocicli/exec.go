@@ -49,11 +49,11 @@ func doExec(c *cli.Context) error {
 	if path := c.String("process"); path != "" {
 		b, err := capread.File(path, 4<<20)
 		if err != nil {
-			return fmt.Errorf("read process: %v: %w", err, errdefs.ErrInvalidArgument)
+			return fmt.Errorf("read process: %w: %w", err, errdefs.ErrInvalidArgument)
 		}
 		p = &specs.Process{}
 		if err := json.Unmarshal(b, p); err != nil {
-			return fmt.Errorf("parse process: %v: %w", err, errdefs.ErrInvalidArgument)
+			return fmt.Errorf("parse process: %w: %w", err, errdefs.ErrInvalidArgument)
 		}
 	} else {
 		base := *ct.Spec().Process

@@ -56,13 +56,13 @@ func doUpdate(c *cli.Context) error {
 		if p != "-" {
 			f, err := os.Open(p)
 			if err != nil {
-				return fmt.Errorf("resources: %v: %w", err, errdefs.ErrInvalidArgument)
+				return fmt.Errorf("resources: %w: %w", err, errdefs.ErrInvalidArgument)
 			}
 			defer f.Close()
 			in = f
 		}
 		if err := json.NewDecoder(io.LimitReader(in, 4<<20)).Decode(r); err != nil {
-			return fmt.Errorf("parse resources: %v: %w", err, errdefs.ErrInvalidArgument)
+			return fmt.Errorf("parse resources: %w: %w", err, errdefs.ErrInvalidArgument)
 		}
 	}
 	mem := func() *specs.LinuxMemory {

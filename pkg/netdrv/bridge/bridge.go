@@ -269,7 +269,7 @@ func (d *Driver) Ready(ctx context.Context) error {
 	}
 	l, err := netlink.LinkByName(d.cfg.Bridge)
 	if err != nil {
-		return fmt.Errorf("bridge %s: %v: %w", d.cfg.Bridge, err, errdefs.ErrUnavailable)
+		return fmt.Errorf("bridge %s: %w: %w", d.cfg.Bridge, err, errdefs.ErrUnavailable)
 	}
 	if l.Attrs().Flags&net.FlagUp == 0 {
 		return fmt.Errorf("bridge %s is down: %w", d.cfg.Bridge, errdefs.ErrUnavailable)
@@ -431,7 +431,7 @@ func (d *Driver) teardown(ctx context.Context, podID string, ports bool) error {
 		rec, err = getRecord(tx.Bucket(bucketTop), podID)
 		return err
 	})
-	if err != nil && !errors.Is(err, errdefs.ErrDataLoss) {
+	if err != nil && !errdefs.Is(err, errdefs.ErrDataLoss) {
 		return fmt.Errorf("bridge: pod %s: %w", podID, err)
 	}
 	veth := vethName(d.cfg.VethPrefix, podID)

@@ -126,7 +126,7 @@ func TestParsePool(t *testing.T) {
 		t.Fatalf("/30 pool %+v, %v: want exactly 10.0.0.6", p, err)
 	}
 	for _, bad := range []string{"", "10.0.0.0", "10.0.0.0/31", "10.0.0.0/32", "10.0.0.0/7", "fd00::/64", "10.0.0.0/24\n", "x/24"} {
-		if _, err := parsePool(bad); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		if _, err := parsePool(bad); !errdefs.Is(err, errdefs.ErrInvalidArgument) {
 			t.Errorf("parsePool(%q) = %v, want invalid argument", bad, err)
 		}
 	}
@@ -156,7 +156,7 @@ func TestIPAM(t *testing.T) {
 		}
 		seen[ip] = true
 	}
-	if _, err := alloc("pod5"); !errors.Is(err, errdefs.ErrResourceExhausted) {
+	if _, err := alloc("pod5"); !errdefs.Is(err, errdefs.ErrResourceExhausted) {
 		t.Fatalf("alloc in a full pool: %v, want resource exhausted", err)
 	}
 	if _, err := alloc("pod0"); !errors.Is(err, errStale) {
@@ -183,7 +183,7 @@ func TestIPAM(t *testing.T) {
 	}
 	defer db2.Close()
 	db = db2
-	if _, err := alloc("pod8"); !errors.Is(err, errdefs.ErrResourceExhausted) {
+	if _, err := alloc("pod8"); !errdefs.Is(err, errdefs.ErrResourceExhausted) {
 		t.Fatalf("after reopen the pool must still be full: %v", err)
 	}
 	for _, id := range []string{"pod0", "pod2", "pod4", "pod6", "pod7", "unknown"} {
@@ -235,7 +235,7 @@ func TestPortClaims(t *testing.T) {
 		if s.ok && err != nil {
 			t.Fatalf("pod %s %v: %v", s.id, s.ports, err)
 		}
-		if !s.ok && !errors.Is(err, errdefs.ErrAlreadyExists) {
+		if !s.ok && !errdefs.Is(err, errdefs.ErrAlreadyExists) {
 			t.Fatalf("pod %s %v: %v, want already exists", s.id, s.ports, err)
 		}
 	}
@@ -264,7 +264,7 @@ func TestConfigValidation(t *testing.T) {
 		{Bridge: "bad/name"},
 	} {
 		_, err := New(context.Background(), c, openDB(t))
-		if !errors.Is(err, errdefs.ErrInvalidArgument) {
+		if !errdefs.Is(err, errdefs.ErrInvalidArgument) {
 			t.Errorf("New(%+v) = %v, want invalid argument", c, err)
 		}
 	}
@@ -307,14 +307,14 @@ func TestSetPodCIDR(t *testing.T) {
 	if err := d.SetPodCIDR(ctx, ""); err != nil {
 		t.Fatalf("empty CIDR: %v", err)
 	}
-	if err := d.SetPodCIDR(ctx, "bogus"); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if err := d.SetPodCIDR(ctx, "bogus"); !errdefs.Is(err, errdefs.ErrInvalidArgument) {
 		t.Fatalf("bogus CIDR: %v", err)
 	}
 	pod := netdrv.Pod{ID: "cidrpod", NetNS: pinNS(t)}
 	if _, err := d.Setup(ctx, pod); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.SetPodCIDR(ctx, "10.213.201.0/24"); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+	if err := d.SetPodCIDR(ctx, "10.213.201.0/24"); !errdefs.Is(err, errdefs.ErrFailedPrecondition) {
 		t.Fatalf("CIDR change with a pod: %v, want failed precondition", err)
 	}
 	if err := d.SetPodCIDR(ctx, "10.213.200.0/24"); err != nil {
@@ -418,7 +418,7 @@ func TestRollbackAfterPlumb(t *testing.T) {
 		{Protocol: "udp", ContainerPort: 53, HostPort: 24005},
 		{Protocol: "tcp", ContainerPort: 80, HostPort: 24004},
 	}}
-	if _, err := d.Setup(ctx, pod); !errors.Is(err, errdefs.ErrAlreadyExists) {
+	if _, err := d.Setup(ctx, pod); !errdefs.Is(err, errdefs.ErrAlreadyExists) {
 		t.Fatalf("Setup over a conflicting kernel element: %v, want already exists", err)
 	}
 	if _, err := netlink.LinkByName(vethName("sht", "victim")); err == nil {

@@ -108,7 +108,7 @@ func getRecord(top *bbolt.Bucket, podID string) (*record, error) {
 	}
 	var r record
 	if err := json.Unmarshal(v, &r); err != nil {
-		return nil, fmt.Errorf("pod %s: corrupt network record: %v: %w", podID, err, errdefs.ErrDataLoss)
+		return nil, fmt.Errorf("pod %s: corrupt network record: %w: %w", podID, err, errdefs.ErrDataLoss)
 	}
 	return &r, nil
 }

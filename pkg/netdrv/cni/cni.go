@@ -136,7 +136,7 @@ func (d *Driver) Name() string { return "cni" }
 func (d *Driver) load() (*libcni.NetworkConfigList, error) {
 	files, err := libcni.ConfFiles(d.cfg.ConfDir, []string{".conflist", ".conf", ".json"})
 	if err != nil {
-		return nil, fmt.Errorf("cni: read %s: %v: %w", d.cfg.ConfDir, err, errdefs.ErrUnavailable)
+		return nil, fmt.Errorf("cni: read %s: %w: %w", d.cfg.ConfDir, err, errdefs.ErrUnavailable)
 	}
 	sort.Strings(files)
 	var errs []error
@@ -299,7 +299,7 @@ func (d *Driver) Setup(ctx context.Context, pod netdrv.Pod) (_ netdrv.Result, re
 	}()
 	if d.haveLoopback() {
 		if _, err := d.cni.AddNetworkList(ctx, d.loopback, &loRT); err != nil {
-			return netdrv.Result{}, fmt.Errorf("cni: pod %s: loopback: %v: %w", pod.ID, err, errdefs.ErrUnavailable)
+			return netdrv.Result{}, fmt.Errorf("cni: pod %s: loopback: %w: %w", pod.ID, err, errdefs.ErrUnavailable)
 		}
 	} else if err := loUp(pod.NetNS); err != nil {
 		return netdrv.Result{}, fmt.Errorf("cni: pod %s: %w", pod.ID, err)
@@ -310,7 +310,7 @@ func (d *Driver) Setup(ctx context.Context, pod netdrv.Pod) (_ netdrv.Result, re
 	}
 	r, err := types100.NewResultFromResult(res)
 	if err != nil {
-		return netdrv.Result{}, fmt.Errorf("cni: pod %s: network %q: result: %v: %w", pod.ID, list.Name, err, errdefs.ErrInternal)
+		return netdrv.Result{}, fmt.Errorf("cni: pod %s: network %q: result: %w: %w", pod.ID, list.Name, err, errdefs.ErrInternal)
 	}
 	out := podResult(r, d.cfg.IfName)
 	if len(out.IPs) == 0 {

@@ -134,7 +134,7 @@ func TestReadyExplainsMissingConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = d.Ready(context.Background())
-	if !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), confDir) {
+	if !errdefs.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), confDir) {
 		t.Fatalf("Ready with no config dir: %v, want unavailable naming %s", err, confDir)
 	}
 	if err := os.MkdirAll(confDir, 0o755); err != nil {
@@ -145,7 +145,7 @@ func TestReadyExplainsMissingConfig(t *testing.T) {
 	os.WriteFile(filepath.Join(confDir, "00-broken.conflist"), []byte("{not json"), 0o644)
 	os.WriteFile(filepath.Join(confDir, "10-net.conflist"), []byte(`{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"no-such-plugin"}]}`), 0o644)
 	err = d.Ready(context.Background())
-	if !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "no-such-plugin") {
+	if !errdefs.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "no-such-plugin") {
 		t.Fatalf("Ready with a missing plugin: %v, want it named", err)
 	}
 	if _, err := os.Stat(filepath.Join(debianBinDir, "bridge")); err != nil {
@@ -200,7 +200,7 @@ func TestRuntimeConf(t *testing.T) {
 		t.Fatalf("portMappings %s", pm)
 	}
 	pod.Name = "web;K8S_POD_NAME=evil"
-	if _, err := d.runtimeConf(pod, nil, "eth0"); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := d.runtimeConf(pod, nil, "eth0"); !errdefs.Is(err, errdefs.ErrInvalidArgument) {
 		t.Fatalf("a pod name with ';' in CNI_ARGS: %v, want invalid argument", err)
 	}
 }

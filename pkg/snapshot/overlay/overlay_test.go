@@ -124,13 +124,13 @@ func TestRootOwnedByOneDriver(t *testing.T) {
 	if _, err := New(ctx, root, db); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := native.New(ctx, root, db); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+	if _, err := native.New(ctx, root, db); !errdefs.Is(err, errdefs.ErrFailedPrecondition) {
 		t.Errorf("native on an overlay root: %v, want failed precondition", err)
 	}
-	if _, err := New(ctx, "relative/root", db); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := New(ctx, "relative/root", db); !errdefs.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("relative root: %v", err)
 	}
-	if _, err := New(ctx, filepath.Join(t.TempDir(), "a:b"), db); !errors.Is(err, errdefs.ErrInvalidArgument) {
+	if _, err := New(ctx, filepath.Join(t.TempDir(), "a:b"), db); !errdefs.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("root with ':': %v", err)
 	}
 }

@@ -257,7 +257,7 @@ func testPrepareCommitView(e *env) {
 		e.Errorf("Mounts(a): %v", err)
 	}
 	e.commit("A", "a")
-	if _, err := e.sn.Stat(e.ctx, "a"); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := e.sn.Stat(e.ctx, "a"); !errdefs.Is(err, errdefs.ErrNotFound) {
 		e.Errorf("Stat of committed active key: %v, want not found", err)
 	}
 	c := e.stat("A")
@@ -360,7 +360,7 @@ func testErrorClasses(e *env) {
 	if e.stat("active").Kind != snapshot.KindActive {
 		e.Error("failed Commit changed the active snapshot")
 	}
-	if _, err := e.sn.Stat(e.ctx, "x"); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := e.sn.Stat(e.ctx, "x"); !errdefs.Is(err, errdefs.ErrNotFound) {
 		e.Errorf("a failed call created x: %v", err)
 	}
 }
@@ -608,7 +608,7 @@ func testConcurrent(e *env) {
 			switch {
 			case err == nil:
 				wins++
-			case errors.Is(err, errdefs.ErrAlreadyExists):
+			case errdefs.Is(err, errdefs.ErrAlreadyExists):
 				exist++
 			default:
 				e.Errorf("racing Prepare: %v", err)
@@ -628,8 +628,8 @@ func testConcurrent(e *env) {
 	go func() { defer wg.Done(); rerr = e.sn.Remove(e.ctx, "Q") }()
 	wg.Wait()
 	switch {
-	case perr == nil && errors.Is(rerr, errdefs.ErrFailedPrecondition):
-	case rerr == nil && (errors.Is(perr, errdefs.ErrNotFound) || errors.Is(perr, errdefs.ErrAborted)):
+	case perr == nil && errdefs.Is(rerr, errdefs.ErrFailedPrecondition):
+	case rerr == nil && (errdefs.Is(perr, errdefs.ErrNotFound) || errdefs.Is(perr, errdefs.ErrAborted)):
 	default:
 		e.Errorf("Prepare racing Remove of its parent: prepare %v, remove %v", perr, rerr)
 	}

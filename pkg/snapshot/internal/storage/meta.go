@@ -87,7 +87,7 @@ func (m *mtx) get(key string) (*record, error) {
 	}
 	var r record
 	if err := json.Unmarshal(v, &r); err != nil {
-		return nil, fmt.Errorf("snapshot %q: corrupt record: %v: %w", key, err, errdefs.ErrDataLoss)
+		return nil, fmt.Errorf("snapshot %q: corrupt record: %w: %w", key, err, errdefs.ErrDataLoss)
 	}
 	return &r, nil
 }
