@@ -1,6 +1,9 @@
 # shim: see README.md.
 GO        ?= go
-VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The CRI asks for a semver RuntimeVersion (kubelet shows "Unknown" otherwise):
+# the release, then the commit as build metadata.
+RELEASE   := 0.1.0-dev
+VERSION   ?= $(RELEASE)$(shell c=$$(git rev-parse --short=12 HEAD 2>/dev/null) && echo "+$$c$$(git diff --quiet HEAD 2>/dev/null || echo .dirty)")
 LDFLAGS   := -X main.Version=$(VERSION)
 PREFIX    ?= /usr/local
 BIN       := bin/shim

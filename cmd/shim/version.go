@@ -4,15 +4,23 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 )
 
-// Version is set at build time: -ldflags "-X main.Version=v0.1.0".
-var Version = "dev"
+// Version is set at build time (the Makefile: -ldflags "-X
+// main.Version=0.1.0-dev+<commit>"). It is what the CRI Version call
+// answers, which must be semver: kubelet shows "Unknown" for anything else.
+var Version = "0.1.0-dev"
 
+// version is Version with the commit as semver build metadata when the
+// build did not set it (go build, go run).
 func version() string {
 	v := Version
+	if strings.Contains(v, "+") {
+		return v
+	}
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range bi.Settings {
 			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
