@@ -23,6 +23,7 @@ import (
 	"github.com/shim-cri/shim/pkg/log"
 	"github.com/shim-cri/shim/pkg/monitor"
 	"github.com/shim-cri/shim/pkg/snapshot"
+	"github.com/shim-cri/shim/pkg/timeline"
 )
 
 // CreateContainerRequest asks for a container in a pod.
@@ -93,6 +94,7 @@ func (r *Runtime) createContainer(ctx context.Context, j *Job, req CreateContain
 		}
 	}()
 	ctx = log.WithFields(ctx, map[string]any{log.FieldContainerID: id, log.FieldPodID: sb.ID})
+	j.Mark(phaseValidate)
 	cfgPB, err := proto.Marshal(cfg)
 	if err != nil {
 		return nil, err
@@ -149,10 +151,15 @@ func (r *Runtime) createContainer(ctx context.Context, j *Job, req CreateContain
 	if err != nil {
 		return nil, fmt.Errorf("creating container: %w", err)
 	}
+	j.Mark(phaseCreate)
 	c.Pid = resp.Pid
 	if err := r.updateContainer(c, func(*Container) {}); err != nil {
 		return nil, err
 	}
+	j.Mark(phaseRecord)
+	c.mu.Lock()
+	c.created = j.Timeline()
+	c.mu.Unlock()
 	r.mu.Lock()
 	r.containers[id] = c
 	r.mu.Unlock()
@@ -288,6 +295,7 @@ func (r *Runtime) prepareBundle(ctx context.Context, sb *Sandbox, c *Container, 
 	if err := r.mountSnapshot(sb, mounts, rootfs); err != nil {
 		return nil, fmt.Errorf("mounting the root filesystem: %w", err)
 	}
+	timeline.Mark(ctx, phaseSnapshot)
 	if err := os.MkdirAll(filepath.Dir(volumes), 0o700); err != nil {
 		return nil, errdefs.OS(err)
 	}
@@ -306,5 +314,6 @@ func (r *Runtime) prepareBundle(ctx context.Context, sb *Sandbox, c *Container, 
 	if err := os.WriteFile(filepath.Join(c.Bundle, "config.json"), data, 0o600); err != nil {
 		return nil, err
 	}
+	timeline.Mark(ctx, phaseSpec)
 	return spec, nil
 }

@@ -31,6 +31,7 @@ func (r *Runtime) startContainer(ctx context.Context, j *Job, id string) (struct
 	if err != nil {
 		return struct{}{}, err
 	}
+	j.Mark(phaseValidate)
 	if _, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpStart, ID: c.ID}); err != nil {
 		// The start may have happened before the call failed (a deadline,
 		// a reset): ask the runtime what the container is doing.
@@ -38,6 +39,7 @@ func (r *Runtime) startContainer(ctx context.Context, j *Job, id string) (struct
 			return struct{}{}, fmt.Errorf("starting container: %w", err)
 		}
 	}
+	j.Mark(phaseStart)
 	if err := r.updateContainer(c, func(c *Container) {
 		if c.State == ContainerCreated {
 			c.State = ContainerRunning
@@ -48,8 +50,13 @@ func (r *Runtime) startContainer(ctx context.Context, j *Job, id string) (struct
 	}); err != nil {
 		return struct{}{}, err
 	}
+	j.Mark(phaseRecord)
 	r.emit(c, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
 	r.refresh(ctx, c) // it may have exited already
+	j.Mark(phaseRefresh)
+	c.mu.Lock()
+	c.started = j.Timeline()
+	c.mu.Unlock()
 	j.Logf("started")
 	return struct{}{}, nil
 }

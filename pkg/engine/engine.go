@@ -17,6 +17,7 @@ import (
 
 	"github.com/shim-cri/shim/pkg/errdefs"
 	"github.com/shim-cri/shim/pkg/log"
+	"github.com/shim-cri/shim/pkg/timeline"
 )
 
 // Status of a job.
@@ -44,6 +45,8 @@ type JobInfo struct {
 	Start    time.Time         `json:"start"`
 	Duration time.Duration     `json:"durationNs"`
 	Log      []string          `json:"log,omitempty"`
+	// Phases: where a timed job's time went (Spec.Timeline).
+	Phases []timeline.Phase `json:"phases,omitempty"`
 }
 
 // Job is one run of a handler, as its handler sees it.
@@ -53,8 +56,33 @@ type Job struct {
 	mu     sync.Mutex
 	cancel context.CancelFunc
 	quiet  bool
+	timed  bool
+	tl     timeline.Timeline // guarded by mu
 	logger *logrus.Entry
 }
+
+// Mark ends phase name of a timed job's timeline (see PhaseLock and the
+// README's phase table); it does nothing in other jobs. Drivers reach it
+// through the context: timeline.Mark(ctx, name).
+func (j *Job) Mark(name string) {
+	if !j.timed {
+		return
+	}
+	j.mu.Lock()
+	j.tl.Mark(name)
+	j.mu.Unlock()
+}
+
+// Timeline returns a copy of the job's timeline so far.
+func (j *Job) Timeline() timeline.Timeline {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.tl
+}
+
+// PhaseLock is the first phase of a timed job with an object: waiting
+// for the object's lock (a job of the same object running).
+const PhaseLock = "lock"
 
 // Logf records a progress line in the job and logs it.
 func (j *Job) Logf(format string, args ...any) {
@@ -77,7 +105,7 @@ func (j *Job) snapshot() JobInfo {
 	c := JobInfo{
 		ID: j.ID, Name: j.Name, Object: j.Object, Args: maps.Clone(j.Args), Env: maps.Clone(j.Env),
 		Status: j.Status, Error: j.Error, Class: j.Class, Start: j.Start, Duration: j.Duration,
-		Log: append([]string(nil), j.Log...),
+		Log: append([]string(nil), j.Log...), Phases: j.tl.Phases(),
 	}
 	if c.Status == StatusRunning {
 		c.Duration = time.Since(j.Start)
@@ -124,6 +152,7 @@ type Engine struct {
 	jobsTotal   *prometheus.CounterVec
 	jobDuration *prometheus.HistogramVec
 	jobsRunning *prometheus.GaugeVec
+	jobPhase    *prometheus.HistogramVec
 }
 
 // New returns an engine with no handlers.
@@ -146,9 +175,14 @@ func New(o Options) (*Engine, error) {
 		jobsRunning: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "shim_jobs_running", Help: "Jobs running now, by job name.",
 		}, []string{"job"}),
+		jobPhase: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "shim_job_phase_seconds",
+			Help:    "Phases of successful timed jobs (run_pod, create, start), by job name and phase.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 14),
+		}, []string{"job", "phase"}),
 	}
 	if o.Registry != nil {
-		for _, c := range []prometheus.Collector{e.jobsTotal, e.jobDuration, e.jobsRunning} {
+		for _, c := range []prometheus.Collector{e.jobsTotal, e.jobDuration, e.jobsRunning, e.jobPhase} {
 			if err := o.Registry.Register(c); err != nil {
 				return nil, err
 			}
@@ -162,6 +196,7 @@ type Handler[Req, Resp any] struct {
 	e      *Engine
 	name   string
 	quiet  bool
+	timed  bool
 	object func(Req) string
 	args   func(Req) map[string]string
 	fn     func(context.Context, *Job, Req) (Resp, error)
@@ -176,7 +211,10 @@ type Spec[Req, Resp any] struct {
 	Args func(Req) map[string]string
 	// Quiet jobs (reads, polled by kubelet) log at debug level.
 	Quiet bool
-	Run   func(context.Context, *Job, Req) (Resp, error)
+	// Timeline: the job records its phases (Job.Mark), kept in its
+	// record, observed in shim_job_phase_seconds and logged at debug.
+	Timeline bool
+	Run      func(context.Context, *Job, Req) (Resp, error)
 }
 
 // Register adds handler name to e. Names are unique.
@@ -187,7 +225,7 @@ func Register[Req, Resp any](e *Engine, name string, s Spec[Req, Resp]) *Handler
 		panic("engine: handler " + name + " registered twice")
 	}
 	e.handlers[name] = true
-	return &Handler[Req, Resp]{e: e, name: name, quiet: s.Quiet, object: s.Object, args: s.Args, fn: s.Run}
+	return &Handler[Req, Resp]{e: e, name: name, quiet: s.Quiet, timed: s.Timeline, object: s.Object, args: s.Args, fn: s.Run}
 }
 
 // Handlers lists the registered job names.
@@ -211,6 +249,10 @@ func (h *Handler[Req, Resp]) Run(ctx context.Context, req Req) (resp Resp, retEr
 	j := &Job{
 		JobInfo: JobInfo{ID: e.nextID.Add(1), Name: h.name, Status: StatusRunning, Start: time.Now()},
 		quiet:   h.quiet,
+		timed:   h.timed,
+	}
+	if j.timed {
+		j.tl.Begin(j.Start)
 	}
 	if h.object != nil {
 		j.Object = h.object(req)
@@ -231,6 +273,9 @@ func (h *Handler[Req, Resp]) Run(ctx context.Context, req Req) (resp Resp, retEr
 	j.logger = log.G(ctx).WithFields(fields)
 	ctx = log.WithLogger(ctx, j.logger)
 	ctx = context.WithValue(ctx, jobKey{}, j)
+	if j.timed {
+		ctx = timeline.With(ctx, j)
+	}
 
 	e.mu.Lock()
 	if e.closed {
@@ -255,6 +300,7 @@ func (h *Handler[Req, Resp]) Run(ctx context.Context, req Req) (resp Resp, retEr
 			return resp, fmt.Errorf("waiting for %s: %w", j.Object, err)
 		}
 		defer unlock()
+		j.Mark(PhaseLock)
 	}
 	return h.fn(ctx, j, req)
 }
@@ -272,6 +318,9 @@ func (e *Engine) finish(j *Job, err error) {
 	e.jobsRunning.WithLabelValues(j.Name).Dec()
 	e.jobsTotal.WithLabelValues(j.Name, outcome).Inc()
 	e.jobDuration.WithLabelValues(j.Name, outcome).Observe(j.Duration.Seconds())
+	if j.timed {
+		e.observePhases(j, err)
+	}
 
 	e.mu.Lock()
 	delete(e.running, j.ID)
@@ -292,6 +341,21 @@ func (e *Engine) finish(j *Job, err error) {
 		l.Debug("job done")
 	default:
 		l.Info("job done")
+	}
+}
+
+// observePhases puts a timed job's phases in the histogram (when it
+// succeeded: a failed job's phases stop anywhere) and logs them.
+func (e *Engine) observePhases(j *Job, err error) {
+	tl := j.Timeline()
+	if err == nil {
+		for i := 0; i < tl.Len(); i++ {
+			name, d := tl.Phase(i)
+			e.jobPhase.WithLabelValues(j.Name, name).Observe(d.Seconds())
+		}
+	}
+	if j.logger.Logger.IsLevelEnabled(logrus.DebugLevel) {
+		j.logger.WithField("phases", tl.String()).Debug("job phases")
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/timeline"
 )
 
 var (
@@ -61,6 +62,9 @@ type Sandbox struct {
 	config  *runtimeapi.PodSandboxConfig
 	mu      sync.Mutex // guards State, IPs and the fields jobs change
 	removed bool
+	// timeline is the phases of its run_pod job: in memory only (a
+	// restarted daemon has none).
+	timeline timeline.Timeline
 }
 
 // Config is the pod's CRI config.
@@ -101,6 +105,9 @@ type Container struct {
 	config  *runtimeapi.ContainerConfig
 	mu      sync.Mutex // guards the state fields, which exits change outside jobs
 	removed bool       // deleted: no more writes
+	// The phases of its create and start jobs: in memory only (a
+	// restarted daemon has none).
+	created, started timeline.Timeline
 }
 
 // updateContainer applies fn to c under its lock and persists it, in order

@@ -21,6 +21,7 @@ import (
 	"github.com/shim-cri/shim/pkg/netdrv"
 	"github.com/shim-cri/shim/pkg/nspin"
 	"github.com/shim-cri/shim/pkg/snapshot"
+	"github.com/shim-cri/shim/pkg/timeline"
 )
 
 // RuntimeOptions configure the sandbox and container jobs.
@@ -310,6 +311,7 @@ func (r *Runtime) monitorFor(ctx context.Context, sb *Sandbox) (*monitor.Client,
 	m := r.monitors[sb.ID]
 	r.mu.Unlock()
 	if m != nil {
+		timeline.Mark(ctx, phaseMonitorReuse)
 		return m.client, nil
 	}
 	h, err := r.handler(sb.Handler)
@@ -322,6 +324,7 @@ func (r *Runtime) monitorFor(ctx context.Context, sb *Sandbox) (*monitor.Client,
 	if _, err := existing.Call(ctx, &monitor.Request{Op: monitor.OpState}); err == nil {
 		// A monitor from an earlier, interrupted call: use it.
 		r.attachMonitor(sb.ID, existing)
+		timeline.Mark(ctx, phaseMonitorReuse)
 		return existing, nil
 	}
 	c, err := monitor.Spawn(ctx, monitor.SpawnOpts{Exe: r.o.RuntimeExe, PodID: sb.ID, Dir: sb.Dir, Args: args})
@@ -347,6 +350,7 @@ func (r *Runtime) monitorFor(ctx context.Context, sb *Sandbox) (*monitor.Client,
 		sb.mu.Unlock()
 	}
 	r.attachMonitor(sb.ID, c)
+	timeline.Mark(ctx, phaseMonitorSpawn)
 	return c, nil
 }
 

@@ -2,11 +2,13 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/shim-cri/shim/pkg/log"
+	"github.com/shim-cri/shim/pkg/timeline"
 )
 
 // RuntimeJobs are the pod and container jobs.
@@ -42,7 +44,8 @@ func RegisterRuntime(ctx context.Context, e *Engine, o RuntimeOptions) (*Runtime
 	one := func(k, v string) map[string]string { return map[string]string{k: v} }
 	j := &RuntimeJobs{Runtime: r}
 	j.RunPod = Register(e, "run_pod", Spec[RunPodRequest, *Sandbox]{
-		Object: func(q RunPodRequest) string { return "podname:" + podName(q.Config.GetMetadata()) },
+		Timeline: true,
+		Object:   func(q RunPodRequest) string { return "podname:" + podName(q.Config.GetMetadata()) },
 		Args: func(q RunPodRequest) map[string]string {
 			return map[string]string{"name": podName(q.Config.GetMetadata()), "handler": q.Handler}
 		},
@@ -61,13 +64,15 @@ func RegisterRuntime(ctx context.Context, e *Engine, o RuntimeOptions) (*Runtime
 		}})
 	j.ListPods = Register(e, "list_pods", Spec[*PodFilter, []*Sandbox]{Quiet: true, Run: r.listPods})
 	j.Create = Register(e, "create", Spec[CreateContainerRequest, *Container]{
-		Object: func(q CreateContainerRequest) string { return "pod:" + r.sandboxID(q.PodID) },
+		Timeline: true,
+		Object:   func(q CreateContainerRequest) string { return "pod:" + r.sandboxID(q.PodID) },
 		Args: func(q CreateContainerRequest) map[string]string {
 			return map[string]string{log.FieldPodID: q.PodID, "name": q.Config.GetMetadata().GetName(), log.FieldImage: q.Config.GetImage().GetImage()}
 		},
 		Run: r.createContainer,
 	})
-	j.Start = Register(e, "start", Spec[string, struct{}]{Object: ctr, Args: func(id string) map[string]string { return one(log.FieldContainerID, id) }, Run: r.startContainer})
+	j.Start = Register(e, "start", Spec[string, struct{}]{Timeline: true, Object: ctr,
+		Args: func(id string) map[string]string { return one(log.FieldContainerID, id) }, Run: r.startContainer})
 	j.Stop = Register(e, "stop", Spec[StopContainerRequest, struct{}]{
 		Object: func(q StopContainerRequest) string { return ctr(q.ID) },
 		Args: func(q StopContainerRequest) map[string]string {
@@ -121,7 +126,23 @@ func (r *Runtime) PodVerbose(id string) map[string]string {
 	info := map[string]any{"id": v.ID, "dir": v.Dir, "netns": v.NetNS, "ipcns": v.IPCNS, "utsns": v.UTSNS, "userns": v.UserNS,
 		"network": v.Network, "ips": v.IPs, "infraPid": v.InfraPid, "runtimeHandler": v.Handler,
 		"createdAt": v.CreatedAt.Format(time.RFC3339Nano)}
-	return verboseInfo(info)
+	out := verboseInfo(info)
+	sb.mu.Lock()
+	tl := sb.timeline
+	sb.mu.Unlock()
+	if tl.Len() > 0 {
+		addTimeline(out, map[string]timeline.Report{"run_pod": tl.Report("run_pod")})
+	}
+	return out
+}
+
+// addTimeline adds the "timeline" key of verbose status: the phases of
+// the jobs that made the object, by job name. They are kept in memory: an
+// object a restarted daemon recovered has none.
+func addTimeline(info map[string]string, reports map[string]timeline.Report) {
+	if b, err := json.Marshal(reports); err == nil && info != nil {
+		info["timeline"] = string(b)
+	}
 }
 
 // ContainerVerbose returns verbose info of a container.
@@ -133,5 +154,19 @@ func (r *Runtime) ContainerVerbose(id string) map[string]string {
 	v := c.view()
 	info := map[string]any{"id": v.ID, "pid": v.Pid, "bundle": v.Bundle, "snapshot": v.Snapshot,
 		"sandboxId": v.SandboxID, "imageId": v.ImageID}
-	return verboseInfo(info)
+	out := verboseInfo(info)
+	reports := map[string]timeline.Report{}
+	c.mu.Lock()
+	created, started := c.created, c.started
+	c.mu.Unlock()
+	if created.Len() > 0 {
+		reports["create"] = created.Report("create")
+	}
+	if started.Len() > 0 {
+		reports["start"] = started.Report("start")
+	}
+	if len(reports) > 0 {
+		addTimeline(out, reports)
+	}
+	return out
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/shim-cri/shim/pkg/monitor"
 	"github.com/shim-cri/shim/pkg/netdrv"
 	"github.com/shim-cri/shim/pkg/nspin"
+	"github.com/shim-cri/shim/pkg/timeline"
 )
 
 // RunPodRequest asks for a pod sandbox.
@@ -100,6 +101,7 @@ func (r *Runtime) runPod(ctx context.Context, j *Job, req RunPodRequest) (_ *San
 		}
 	}()
 	ctx = log.WithFields(ctx, map[string]any{log.FieldPodID: id})
+	j.Mark(phaseValidate)
 
 	cfgPB, err := proto.Marshal(cfg)
 	if err != nil {
@@ -131,10 +133,12 @@ func (r *Runtime) runPod(ctx context.Context, j *Job, req RunPodRequest) (_ *San
 		return nil, err
 	}
 	rb.add(func(context.Context) error { return unmount(sb.Files) })
+	j.Mark(phasePodFiles)
 	if !hostNet {
 		if err := r.setupNetwork(ctx, j, sb, &rb); err != nil {
 			return nil, err
 		}
+		j.Mark(phaseNetwork)
 	}
 	if ns.GetPid() == runtimeapi.NamespaceMode_POD {
 		rb.add(func(ctx context.Context) error { return r.stopMonitor(ctx, sb) })
@@ -155,6 +159,10 @@ func (r *Runtime) runPod(ctx context.Context, j *Job, req RunPodRequest) (_ *San
 	if err := r.saveSandbox(sb); err != nil {
 		return nil, err
 	}
+	j.Mark(phaseRecord)
+	sb.mu.Lock()
+	sb.timeline = j.Timeline()
+	sb.mu.Unlock()
 	r.mu.Lock()
 	r.sandboxes[id] = sb
 	r.mu.Unlock()
@@ -214,6 +222,9 @@ func (r *Runtime) podNamespaces(ctx context.Context, sb *Sandbox, hostname strin
 		if err := pin(nspin.IPC, &sb.IPCNS); err != nil {
 			return err
 		}
+	}
+	timeline.Mark(ctx, phaseNamespaces)
+	if !hostIPC {
 		shm := filepath.Join(sb.Dir, "shm")
 		if err := nspin.MountShm(shm, defaultShmSize); err != nil {
 			return err
@@ -235,6 +246,7 @@ func (r *Runtime) podNamespaces(ctx context.Context, sb *Sandbox, hostname strin
 			return err
 		}
 	}
+	timeline.Mark(ctx, phaseShm)
 	return nil
 }
 
@@ -249,6 +261,7 @@ func (r *Runtime) startInfra(ctx context.Context, j *Job, sb *Sandbox) (retErr e
 	if err != nil {
 		return fmt.Errorf("sandbox image %s: %w", r.o.SandboxImage, err)
 	}
+	j.Mark(phaseImage)
 	id := "infra-" + sb.ID
 	c := &Container{ID: id, SandboxID: sb.ID, Name: id, State: ContainerCreated, CreatedAt: time.Now(),
 		ImageID: img.ID.String(), ImageRef: imageRef(img), ImageName: r.o.SandboxImage,
@@ -273,10 +286,12 @@ func (r *Runtime) startInfra(ctx context.Context, j *Job, sb *Sandbox) (retErr e
 	if err != nil {
 		return err
 	}
+	j.Mark(phaseCreate)
 	if _, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpStart, ID: id}); err != nil {
 		mon.Call(ctx, &monitor.Request{Op: monitor.OpDelete, ID: id, Force: true})
 		return err
 	}
+	j.Mark(phaseStart)
 	c.Pid, c.State, c.StartedAt = resp.Pid, ContainerRunning, time.Now()
 	sb.InfraPid, sb.Infra = resp.Pid, id
 	if err := r.updateContainer(c, func(*Container) {}); err != nil {

@@ -68,6 +68,7 @@ import (
 	"github.com/shim-cri/shim/pkg/log"
 	"github.com/shim-cri/shim/pkg/netdrv"
 	"github.com/shim-cri/shim/pkg/nspin"
+	"github.com/shim-cri/shim/pkg/timeline"
 )
 
 // Defaults for Config.
@@ -277,6 +278,13 @@ func (d *Driver) Ready(ctx context.Context) error {
 	return nil
 }
 
+// The phases of Setup in a timed job (see pkg/timeline).
+const (
+	PhaseIPAM  = "net_ipam"  // the pod's address reserved in the driver's db (a retry's leftovers removed)
+	PhaseVeth  = "net_veth"  // veth pair made, one end moved into the pod, addresses, routes, links up
+	PhasePorts = "net_ports" // nftables host-port rules (nothing without host ports)
+)
+
 // Setup implements netdrv.Driver.
 func (d *Driver) Setup(ctx context.Context, pod netdrv.Pod) (_ netdrv.Result, retErr error) {
 	ports, err := pod.Validate()
@@ -309,6 +317,7 @@ func (d *Driver) Setup(ctx context.Context, pod netdrv.Pod) (_ netdrv.Result, re
 	if err != nil {
 		return netdrv.Result{}, fmt.Errorf("bridge: pod %s: %w", pod.ID, err)
 	}
+	timeline.Mark(ctx, PhaseIPAM)
 	published := false
 	defer func() {
 		if retErr == nil {
@@ -334,9 +343,11 @@ func (d *Driver) Setup(ctx context.Context, pod netdrv.Pod) (_ netdrv.Result, re
 	if err != nil {
 		return netdrv.Result{}, fmt.Errorf("bridge: pod %s: %w", pod.ID, err)
 	}
+	timeline.Mark(ctx, PhaseVeth)
 	if err := d.publish(ctx, pod.ID, rec); err != nil {
 		return netdrv.Result{}, fmt.Errorf("bridge: pod %s: host ports: %w", pod.ID, err)
 	}
+	timeline.Mark(ctx, PhasePorts)
 	published = true
 	return netdrv.Result{IPs: []net.IP{rec.IP.AsSlice()}, Interface: podIfName, Gateway: p.gateway.AsSlice()}, nil
 }
