@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/timeline"
 )
 
 func newEngine(t *testing.T) (*Engine, *prometheus.Registry) {
@@ -184,5 +185,89 @@ func TestShutdownCancelsAfterGrace(t *testing.T) {
 	}
 	if _, err := h.Run(context.Background(), 2); !errdefs.IsUnavailable(err) {
 		t.Fatalf("job after shutdown: %v", err)
+	}
+}
+
+// TestTimedJobPhases: a timed job's phases (the lock wait, then its own
+// and those marked through the context) are in its record, in order,
+// within its duration, and each has a histogram series; an untimed job
+// has none, and a failed timed job's phases stay out of the histogram.
+func TestTimedJobPhases(t *testing.T) {
+	e, reg := newEngine(t)
+	timed := Register(e, "timed", Spec[bool, struct{}]{Timeline: true,
+		Object: func(bool) string { return "obj" },
+		Run: func(ctx context.Context, j *Job, fail bool) (struct{}, error) {
+			j.Mark("first")
+			timeline.Mark(ctx, "driver")
+			if fail {
+				return struct{}{}, fmt.Errorf("failing: %w", errdefs.ErrInternal)
+			}
+			j.Mark("last")
+			return struct{}{}, nil
+		}})
+	plain := Register(e, "plain", Spec[bool, struct{}]{
+		Run: func(ctx context.Context, j *Job, _ bool) (struct{}, error) {
+			j.Mark("first")
+			timeline.Mark(ctx, "driver")
+			return struct{}{}, nil
+		}})
+	if _, err := timed.Run(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plain.Run(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := timed.Run(context.Background(), true); err == nil {
+		t.Fatal("the failing job succeeded")
+	}
+	jobs := e.Jobs() // newest first
+	want := []string{PhaseLock, "first", "driver", "last"}
+	ok := jobs[2]
+	if len(ok.Phases) != len(want) {
+		t.Fatalf("phases %+v, want %v", ok.Phases, want)
+	}
+	sum := 0.0
+	for i, p := range ok.Phases {
+		if p.Name != want[i] || p.MS < 0 {
+			t.Errorf("phase %d: %+v, want %s", i, p, want[i])
+		}
+		sum += p.MS
+	}
+	if sum > float64(ok.Duration.Microseconds())/1000+0.001 {
+		t.Errorf("phases sum to %vms, the job took %v", sum, ok.Duration)
+	}
+	if len(jobs[1].Phases) != 0 {
+		t.Errorf("untimed job has phases %+v", jobs[1].Phases)
+	}
+	if len(jobs[0].Phases) != 3 {
+		t.Errorf("failed job's phases %+v", jobs[0].Phases)
+	}
+	if c, err := testutil.GatherAndCount(reg, "shim_job_phase_seconds"); err != nil || c != len(want) {
+		t.Errorf("phase series = %d %v, want %d", c, err, len(want))
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	samples := map[string]uint64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "shim_job_phase_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["job"] != "timed" {
+				t.Errorf("phase series of job %q", labels["job"])
+			}
+			samples[labels["phase"]] += m.GetHistogram().GetSampleCount()
+		}
+	}
+	for _, p := range want {
+		if samples[p] != 1 {
+			t.Errorf("phase %s: %d samples, want 1", p, samples[p])
+		}
 	}
 }
