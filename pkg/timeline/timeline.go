@@ -18,7 +18,7 @@ import (
 
 // Max is the number of phases a timeline keeps; later marks extend the
 // last phase.
-const Max = 14
+const Max = 18
 
 // Timeline is the phases of one request. The zero value is empty; Begin
 // starts it. It is a value (no pointers but the phase names, which are
