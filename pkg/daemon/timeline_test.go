@@ -42,17 +42,18 @@ func TestStartTimeline(t *testing.T) {
 
 	pod := []string{engine.PhaseLock, "validate", "namespaces", "shm_sysctls", "pod_files", "net_ipam", "net_veth", "net_ports", "network"}
 	infra := []string{"image", "snapshot", "spec", "monitor_spawn", "create", "start"}
-	start := []string{engine.PhaseLock, "validate", "start", "record", "refresh"}
+	start := []string{engine.PhaseLock, "validate", "helper", "libct_start", "monitor_call", "record", "refresh"}
+	create := func(monitor string) []string {
+		return []string{engine.PhaseLock, "validate", "snapshot", "spec", monitor, "helper", "libct_create", "monitor_call", "record"}
+	}
 	for _, tc := range []struct {
 		name   string
 		pid    runtimeapi.NamespaceMode
 		runPod []string
 		create []string
 	}{
-		{"own-pid", runtimeapi.NamespaceMode_CONTAINER, append(slices.Clone(pod), "record"),
-			[]string{engine.PhaseLock, "validate", "snapshot", "spec", "monitor_spawn", "create", "record"}},
-		{"shared-pid", runtimeapi.NamespaceMode_POD, append(append(slices.Clone(pod), infra...), "record"),
-			[]string{engine.PhaseLock, "validate", "snapshot", "spec", "monitor_reuse", "create", "record"}},
+		{"own-pid", runtimeapi.NamespaceMode_CONTAINER, append(slices.Clone(pod), "record"), create("monitor_spawn")},
+		{"shared-pid", runtimeapi.NamespaceMode_POD, append(append(slices.Clone(pod), infra...), "record"), create("monitor_reuse")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pc := podConfig("tl-"+tc.name, e.logs)
@@ -87,7 +88,7 @@ func TestStartTimeline(t *testing.T) {
 		want   float64
 	}{
 		{"run_pod", pod, 2}, {"run_pod", infra, 1}, {"run_pod", []string{"record"}, 2},
-		{"create", []string{engine.PhaseLock, "validate", "snapshot", "spec", "create", "record"}, 2},
+		{"create", []string{engine.PhaseLock, "validate", "snapshot", "spec", "helper", "libct_create", "monitor_call", "record"}, 2},
 		{"create", []string{"monitor_spawn", "monitor_reuse"}, 1},
 		{"start", start, 2},
 	} {

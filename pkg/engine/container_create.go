@@ -151,7 +151,7 @@ func (r *Runtime) createContainer(ctx context.Context, j *Job, req CreateContain
 	if err != nil {
 		return nil, fmt.Errorf("creating container: %w", err)
 	}
-	j.Mark(phaseCreate)
+	markMonitorCall(j, resp, phaseLibctCreate)
 	c.Pid = resp.Pid
 	if err := r.updateContainer(c, func(*Container) {}); err != nil {
 		return nil, err

@@ -32,14 +32,15 @@ func (r *Runtime) startContainer(ctx context.Context, j *Job, id string) (struct
 		return struct{}{}, err
 	}
 	j.Mark(phaseValidate)
-	if _, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpStart, ID: c.ID}); err != nil {
+	resp, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpStart, ID: c.ID})
+	if err != nil {
 		// The start may have happened before the call failed (a deadline,
 		// a reset): ask the runtime what the container is doing.
 		if !r.started(ctx, c) {
 			return struct{}{}, fmt.Errorf("starting container: %w", err)
 		}
 	}
-	j.Mark(phaseStart)
+	markMonitorCall(j, resp, phaseLibctStart)
 	if err := r.updateContainer(c, func(c *Container) {
 		if c.State == ContainerCreated {
 			c.State = ContainerRunning

@@ -73,6 +73,17 @@ func (j *Job) Mark(name string) {
 	j.mu.Unlock()
 }
 
+// Add appends a phase another process measured (timeline.Add) to a timed
+// job's timeline.
+func (j *Job) Add(name string, d time.Duration) {
+	if !j.timed {
+		return
+	}
+	j.mu.Lock()
+	j.tl.Add(name, d)
+	j.mu.Unlock()
+}
+
 // Timeline returns a copy of the job's timeline so far.
 func (j *Job) Timeline() timeline.Timeline {
 	j.mu.Lock()

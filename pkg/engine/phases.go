@@ -1,5 +1,11 @@
 package engine
 
+import (
+	"time"
+
+	"github.com/shim-cri/shim/pkg/monitor"
+)
+
 // The phases of the timed jobs (run_pod, create, start), in the order
 // they are marked: each lasts from the previous mark (or the job's start)
 // to its own. The README's table says the same for readers of /metrics.
@@ -20,9 +26,30 @@ const (
 	phaseSpec         = "spec"          // image volumes, OCI spec generated, config.json written
 	phaseMonitorSpawn = "monitor_spawn" // the pod's monitor started (its first container)
 	phaseMonitorReuse = "monitor_reuse" // the pod's monitor found running
-	phaseCreate       = "create"        // monitor create: helper and libct create, as the daemon sees it
+	phaseCreate       = "create"        // run_pod's infra: the monitor's create, as the daemon sees it
+	phaseStart        = "start"         // run_pod's infra: the monitor's start, as the daemon sees it
+
+	// create and start: the monitor's create or start, split by what the
+	// monitor and its helper report (markMonitorCall).
+	phaseHelper      = "helper"       // the helper around its operation: fork, exec and Go runtime start, its result
+	phaseLibctCreate = "libct_create" // the create in the helper (libct, or the OCI runtime binary)
+	phaseLibctStart  = "libct_start"  // the start in the helper: the init released to exec the process
+	phaseMonitorCall = "monitor_call" // the rest of the call: the request, the monitor's own work, the reply
 
 	// start.
-	phaseStart   = "start"   // monitor start: the init released to exec the process
 	phaseRefresh = "refresh" // the exit record checked (the process may be gone already)
 )
+
+// markMonitorCall ends the phases of a monitor create or start (op: its
+// phase in the helper). A monitor that does not report the helper's
+// times (one started by an older daemon) gives monitor_call alone. The
+// two clocks are read in two processes: the operation is at most the
+// helper's time.
+func markMonitorCall(j *Job, resp *monitor.Response, op string) {
+	if resp != nil && resp.HelperNs > 0 && resp.OpNs >= 0 {
+		opNs := min(resp.OpNs, resp.HelperNs)
+		j.Add(phaseHelper, time.Duration(resp.HelperNs-opNs))
+		j.Add(op, time.Duration(opNs))
+	}
+	j.Mark(phaseMonitorCall)
+}

@@ -40,6 +40,9 @@ type helperResult struct {
 	Pid     int           `json:"pid,omitempty"`
 	OOMFile string        `json:"oomFile,omitempty"`
 	Error   *errdefs.Wire `json:"error,omitempty"`
+	// OpNs is how long the operation itself (libct, or the OCI runtime
+	// binary) took in the helper: the monitor passes it on (Response).
+	OpNs int64 `json:"opNs,omitempty"`
 	// console is the pty master of a process with a terminal (--tty):
 	// it goes to the monitor with the result line (SCM_RIGHTS).
 	console *os.File
@@ -78,7 +81,7 @@ func HelperMain(args []string) int {
 		return 2
 	}
 	ctl := os.NewFile(uintptr(a.ctl), "ctl")
-	res := runHelper(a)
+	res := timedHelper(a)
 	if !report(ctl, a, res) {
 		return 1
 	}
@@ -88,13 +91,21 @@ func HelperMain(args []string) int {
 		line, err := bufio.NewReaderSize(ctl, 64).ReadString('\n')
 		if err == nil && line == "start\n" {
 			a.op = OpStart
-			if !report(ctl, a, runHelper(a)) {
+			if !report(ctl, a, timedHelper(a)) {
 				return 1
 			}
 		}
 	}
 	io.Copy(io.Discard, ctl)
 	return 0
+}
+
+// timedHelper runs the operation and says how long it took.
+func timedHelper(a *helperArgs) helperResult {
+	start := time.Now()
+	res := runHelper(a)
+	res.OpNs = time.Since(start).Nanoseconds()
+	return res
 }
 
 // report writes a result line to the monitor.

@@ -187,11 +187,19 @@ func TestMonitorRunLogExit(t *testing.T) {
 	if resp.Pid <= 0 {
 		t.Fatalf("pid %d", resp.Pid)
 	}
+	// The helper's times (the daemon's start timeline): the operation
+	// measured in the helper, within the helper's time the monitor saw
+	// (one clock, CLOCK_MONOTONIC, read in two processes in order).
+	if resp.HelperNs <= 0 || resp.OpNs <= 0 || resp.OpNs > resp.HelperNs {
+		t.Errorf("create: helper %dns, operation %dns", resp.HelperNs, resp.OpNs)
+	}
 	if _, err := p.c.Call(ctx, &Request{Op: OpCreate, ID: "c1", Bundle: bundle}); !errdefs.IsAlreadyExists(err) {
 		t.Fatalf("second create: %v", err)
 	}
-	if _, err := p.c.Call(ctx, &Request{Op: OpStart, ID: "c1"}); err != nil {
+	if resp, err := p.c.Call(ctx, &Request{Op: OpStart, ID: "c1"}); err != nil {
 		t.Fatal(err)
+	} else if resp.HelperNs <= 0 || resp.OpNs <= 0 || resp.OpNs > resp.HelperNs {
+		t.Errorf("start: helper %dns, operation %dns", resp.HelperNs, resp.OpNs)
 	}
 	select {
 	case ev := <-events:

@@ -102,6 +102,12 @@ type Request struct {
 type Response struct {
 	Error *errdefs.Wire `json:"error,omitempty"`
 	Pid   int           `json:"pid,omitempty"`
+	// Create and start: HelperNs is the helper's time as the monitor saw
+	// it, from its fork (or, parked, its resume) to its result; OpNs the
+	// operation's share of it (libct or the OCI runtime), as the helper
+	// measured it. Zero from a monitor that does not report them.
+	HelperNs int64 `json:"helperNs,omitempty"`
+	OpNs     int64 `json:"opNs,omitempty"`
 	// ExecSync
 	Stdout    []byte `json:"stdout,omitempty"`
 	Stderr    []byte `json:"stderr,omitempty"`

@@ -48,6 +48,21 @@ func (t *Timeline) Mark(name string) {
 	t.n++
 }
 
+// Add appends a phase measured elsewhere (by another process): it lasts
+// d from the end of the previous phase, but ends no later than now.
+func (t *Timeline) Add(name string, d time.Duration) {
+	if t.start.IsZero() || d < 0 {
+		return
+	}
+	end := min(t.End()+d, time.Since(t.start))
+	if t.n == Max {
+		t.ends[Max-1] = end
+		return
+	}
+	t.names[t.n], t.ends[t.n] = name, end
+	t.n++
+}
+
 // Len is the number of phases.
 func (t *Timeline) Len() int { return t.n }
 

@@ -53,6 +53,31 @@ func TestMarksAreContiguous(t *testing.T) {
 	}
 }
 
+// TestAdd: a phase measured elsewhere follows the previous one, and ends
+// no later than now even when it claims more.
+func TestAdd(t *testing.T) {
+	var tl Timeline
+	start := time.Now()
+	tl.Begin(start)
+	tl.Mark("a")
+	tl.Add("other", 0)
+	tl.Add("bogus", time.Hour)
+	tl.Add("negative", -time.Second)
+	tl.Mark("b")
+	if tl.Len() != 4 {
+		t.Fatalf("%d phases, want 4 (a negative one is dropped)", tl.Len())
+	}
+	if name, d := tl.Phase(1); name != "other" || d != 0 {
+		t.Errorf("phase 1: %s %v", name, d)
+	}
+	if name, d := tl.Phase(2); name != "bogus" || d < 0 || tl.End() > time.Since(start) {
+		t.Errorf("phase 2: %s %v, end %v", name, d, tl.End())
+	}
+	if name, d := tl.Phase(3); name != "b" || d < 0 {
+		t.Errorf("phase 3: %s %v", name, d)
+	}
+}
+
 func TestFullTimelineExtendsLastPhase(t *testing.T) {
 	var tl Timeline
 	tl.Begin(time.Now())

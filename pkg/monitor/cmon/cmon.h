@@ -63,6 +63,7 @@ int cm_json_raw(struct cm_json *j, const char **start, size_t *len);
 
 /* ---- time and logging (util.c) ---- */
 int64_t cm_now_ms(void); /* CLOCK_MONOTONIC */
+int64_t cm_now_ns(void); /* CLOCK_MONOTONIC */
 /* cm_rfc3339 formats ts (UTC) like Go's time.RFC3339Nano; out holds >= 40. */
 size_t cm_rfc3339(const struct timespec *ts, char *out);
 

@@ -326,7 +326,8 @@ static void create_done(struct helper *h, struct conn *conn, void *arg, struct h
 		return;
 	}
 	struct cm_buf b = {0};
-	cm_buf_printf(&b, "{\"" CM_RESP_PID "\":%d}", (int)c->pid);
+	cm_buf_printf(&b, "{\"" CM_RESP_PID "\":%d,\"" CM_RESP_HELPER_NS "\":%lld,\"" CM_RESP_OP_NS "\":%lld}",
+		      (int)c->pid, (long long)r->helper_ns, (long long)r->op_ns);
 	reply(conn, &b);
 	/* StartContainer comes next: the helper can do it, which saves
 	 * starting another. Meanwhile the init stays its child: not for
@@ -455,9 +456,11 @@ static void start_done(struct helper *h, struct conn *conn, void *arg, struct hr
 		return helper_run(conn, H_START, c->id, NULL, NULL, 0, start_done, c);
 	}
 	if (r->err)
-		reply_raw_error(conn, r->err, r->errlen);
-	else
-		reply_ok(conn);
+		return reply_raw_error(conn, r->err, r->errlen);
+	struct cm_buf b = {0};
+	cm_buf_printf(&b, "{\"" CM_RESP_HELPER_NS "\":%lld,\"" CM_RESP_OP_NS "\":%lld}", (long long)r->helper_ns,
+		      (long long)r->op_ns);
+	reply(conn, &b);
 }
 
 void op_start(struct conn *conn, struct req *r)

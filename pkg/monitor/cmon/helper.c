@@ -51,7 +51,8 @@ struct helper {
 	struct helper **park_slot;
 	int64_t park_until;
 	struct cm_buf in;
-	int fd; /* received with the result (a pty master), -1 */
+	int fd;        /* received with the result (a pty master), -1 */
+	int64_t t0_ns; /* its fork, or its resume from parking */
 };
 
 static struct helper *helpers;
@@ -175,6 +176,7 @@ struct helper *helper_spawn(enum hop op, const char *id, const char **extra, con
 	}
 	const char *argv[40];
 	helper_argv(argv, op, id, extra, datafd >= 0, io);
+	h->t0_ns = cm_now_ns();
 	pid_t pid = fork();
 	if (pid < 0)
 		goto fail;
@@ -239,6 +241,8 @@ static int hres_field(void *arg, const char *key, struct cm_json *j)
 		return cm_json_string(j, &r->oom, MAX_PATH);
 	if (strcmp(key, CM_HRES_ERROR) == 0)
 		return cm_json_raw(j, &r->err, &r->errlen);
+	if (strcmp(key, CM_HRES_OP_NS) == 0)
+		return cm_json_int64(j, &r->op_ns);
 	return cm_json_skip(j);
 }
 
@@ -256,6 +260,7 @@ static void helper_result(struct helper *h, const char *line, size_t len, int lo
 		r.errlen = strlen(bad);
 	}
 	r.lost = lost;
+	r.helper_ns = cm_now_ns() - h->t0_ns;
 	r.fd = h->fd;
 	h->fd = -1;
 	if (h->cb)
@@ -305,6 +310,7 @@ void helper_release(struct helper *h)
 
 int helper_resume(struct helper *h, struct conn *conn, helper_done done, void *arg)
 {
+	int64_t t0 = cm_now_ns(); /* before the helper can run */
 	ssize_t n = send(h->ctl, "start\n", 6, MSG_NOSIGNAL | MSG_DONTWAIT);
 	if (n != 6) {
 		helper_release(h);
@@ -312,6 +318,7 @@ int helper_resume(struct helper *h, struct conn *conn, helper_done done, void *a
 	}
 	unpark(h);
 	h->resumed = 1;
+	h->t0_ns = t0;
 	h->op = H_START;
 	h->conn = conn;
 	h->cb = done;

@@ -132,6 +132,8 @@ struct hres {
 	const char *err;
 	size_t errlen;
 	int lost;
+	int64_t helper_ns; /* from the helper's fork (or resume) to its result */
+	int64_t op_ns;     /* the operation's share, as the helper measured it */
 	int fd; /* the pty master of a --tty process; -1, or taken by the callback (set to -1), or closed after it */
 };
 

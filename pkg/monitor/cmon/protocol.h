@@ -84,6 +84,8 @@ static inline int cm_req_field_id(const char *key)
 /* Keys of monitor.Response. */
 #define CM_RESP_ERROR "error"
 #define CM_RESP_PID "pid"
+#define CM_RESP_HELPER_NS "helperNs"
+#define CM_RESP_OP_NS "opNs"
 #define CM_RESP_STDOUT "stdout"
 #define CM_RESP_STDERR "stderr"
 #define CM_RESP_EXIT_CODE "exitCode"
@@ -112,6 +114,7 @@ static inline int cm_req_field_id(const char *key)
 #define CM_HRES_PID "pid"
 #define CM_HRES_OOM_FILE "oomFile"
 #define CM_HRES_ERROR "error"
+#define CM_HRES_OP_NS "opNs"
 
 /* Keys of an error (errdefs.Wire). */
 #define CM_WIRE_CLASS "class"
