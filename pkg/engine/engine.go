@@ -56,8 +56,7 @@ type Job struct {
 	mu     sync.Mutex
 	cancel context.CancelFunc
 	quiet  bool
-	timed  bool
-	tl     timeline.Timeline // guarded by mu
+	tl     *timeline.Timeline // timed jobs only; guarded by mu
 	logger *logrus.Entry
 }
 
@@ -65,7 +64,7 @@ type Job struct {
 // README's phase table); it does nothing in other jobs. Drivers reach it
 // through the context: timeline.Mark(ctx, name).
 func (j *Job) Mark(name string) {
-	if !j.timed {
+	if j.tl == nil {
 		return
 	}
 	j.mu.Lock()
@@ -76,7 +75,7 @@ func (j *Job) Mark(name string) {
 // Add appends a phase another process measured (timeline.Add) to a timed
 // job's timeline.
 func (j *Job) Add(name string, d time.Duration) {
-	if !j.timed {
+	if j.tl == nil {
 		return
 	}
 	j.mu.Lock()
@@ -84,11 +83,16 @@ func (j *Job) Add(name string, d time.Duration) {
 	j.mu.Unlock()
 }
 
-// Timeline returns a copy of the job's timeline so far.
-func (j *Job) Timeline() timeline.Timeline {
+// Timeline returns a copy of the job's timeline so far (nil for an
+// untimed job).
+func (j *Job) Timeline() *timeline.Timeline {
+	if j.tl == nil {
+		return nil
+	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return j.tl
+	c := *j.tl
+	return &c
 }
 
 // PhaseLock is the first phase of a timed job with an object: waiting
@@ -116,7 +120,10 @@ func (j *Job) snapshot() JobInfo {
 	c := JobInfo{
 		ID: j.ID, Name: j.Name, Object: j.Object, Args: maps.Clone(j.Args), Env: maps.Clone(j.Env),
 		Status: j.Status, Error: j.Error, Class: j.Class, Start: j.Start, Duration: j.Duration,
-		Log: append([]string(nil), j.Log...), Phases: j.tl.Phases(),
+		Log: append([]string(nil), j.Log...),
+	}
+	if j.tl != nil {
+		c.Phases = j.tl.Phases()
 	}
 	if c.Status == StatusRunning {
 		c.Duration = time.Since(j.Start)
@@ -260,9 +267,9 @@ func (h *Handler[Req, Resp]) Run(ctx context.Context, req Req) (resp Resp, retEr
 	j := &Job{
 		JobInfo: JobInfo{ID: e.nextID.Add(1), Name: h.name, Status: StatusRunning, Start: time.Now()},
 		quiet:   h.quiet,
-		timed:   h.timed,
 	}
-	if j.timed {
+	if h.timed {
+		j.tl = &timeline.Timeline{}
 		j.tl.Begin(j.Start)
 	}
 	if h.object != nil {
@@ -284,7 +291,7 @@ func (h *Handler[Req, Resp]) Run(ctx context.Context, req Req) (resp Resp, retEr
 	j.logger = log.G(ctx).WithFields(fields)
 	ctx = log.WithLogger(ctx, j.logger)
 	ctx = context.WithValue(ctx, jobKey{}, j)
-	if j.timed {
+	if j.tl != nil {
 		ctx = timeline.With(ctx, j)
 	}
 
@@ -329,7 +336,7 @@ func (e *Engine) finish(j *Job, err error) {
 	e.jobsRunning.WithLabelValues(j.Name).Dec()
 	e.jobsTotal.WithLabelValues(j.Name, outcome).Inc()
 	e.jobDuration.WithLabelValues(j.Name, outcome).Observe(j.Duration.Seconds())
-	if j.timed {
+	if j.tl != nil {
 		e.observePhases(j, err)
 	}
 
@@ -358,15 +365,22 @@ func (e *Engine) finish(j *Job, err error) {
 // observePhases puts a timed job's phases in the histogram (when it
 // succeeded: a failed job's phases stop anywhere) and logs them.
 func (e *Engine) observePhases(j *Job, err error) {
-	tl := j.Timeline()
+	debug := j.logger.Logger.IsLevelEnabled(logrus.DebugLevel)
+	line := ""
+	j.mu.Lock()
+	tl := j.tl
 	if err == nil {
 		for i := 0; i < tl.Len(); i++ {
 			name, d := tl.Phase(i)
 			e.jobPhase.WithLabelValues(j.Name, name).Observe(d.Seconds())
 		}
 	}
-	if j.logger.Logger.IsLevelEnabled(logrus.DebugLevel) {
-		j.logger.WithField("phases", tl.String()).Debug("job phases")
+	if debug {
+		line = tl.String()
+	}
+	j.mu.Unlock()
+	if debug {
+		j.logger.WithField("phases", line).Debug("job phases")
 	}
 }
 

@@ -64,7 +64,7 @@ type Sandbox struct {
 	removed bool
 	// timeline is the phases of its run_pod job: in memory only (a
 	// restarted daemon has none).
-	timeline timeline.Timeline
+	timeline *timeline.Timeline
 }
 
 // Config is the pod's CRI config.
@@ -107,7 +107,7 @@ type Container struct {
 	removed bool       // deleted: no more writes
 	// The phases of its create and start jobs: in memory only (a
 	// restarted daemon has none).
-	created, started timeline.Timeline
+	created, started *timeline.Timeline
 }
 
 // updateContainer applies fn to c under its lock and persists it, in order

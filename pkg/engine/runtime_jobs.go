@@ -130,7 +130,7 @@ func (r *Runtime) PodVerbose(id string) map[string]string {
 	sb.mu.Lock()
 	tl := sb.timeline
 	sb.mu.Unlock()
-	if tl.Len() > 0 {
+	if tl != nil {
 		addTimeline(out, map[string]timeline.Report{"run_pod": tl.Report("run_pod")})
 	}
 	return out
@@ -159,10 +159,10 @@ func (r *Runtime) ContainerVerbose(id string) map[string]string {
 	c.mu.Lock()
 	created, started := c.created, c.started
 	c.mu.Unlock()
-	if created.Len() > 0 {
+	if created != nil {
 		reports["create"] = created.Report("create")
 	}
-	if started.Len() > 0 {
+	if started != nil {
 		reports["start"] = started.Report("start")
 	}
 	if len(reports) > 0 {
