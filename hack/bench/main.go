@@ -1,16 +1,20 @@
 // Command bench measures CRI endpoints (shim, containerd, any other) the same
-// way, over the CRI v1 gRPC API, and reports ratios between two of them
-// measured in the same run with alternating rounds. It never judges a time:
-// it only reports.
+// way, over the CRI v1 gRPC API, and reports the ratios of one (A) to each
+// of the others (the peers) and to the better peer, measured in the same run
+// with alternating rounds. It never judges a time: it only reports.
 //
 //	bench -mode pull -endpoint unix:///run/shim/shim.sock -image shim-test/bench:8x4m -n 10
 //	bench -mode pull -endpoint unix:///A.sock -compare unix:///B.sock -n 10
+//	bench -mode pull -endpoint unix:///A.sock -name shim \
+//	      -compare unix:///B.sock -name-b "containerd 1.6" \
+//	      -compare unix:///C.sock -name-b "containerd 2.4"
 //	bench -mode memory -pods 10 -endpoint unix:///B.sock \
 //	      -runtime-procs containerd-shim-runc-v2,pause -proc-match /B.sock -daemon-pid 123
 //	bench -report results.jsonl [-json results.json]
 //
 // Modes: pull (RemoveImage, then a timed PullImage), start (sequential
-// RunPodSandbox -> CreateContainer -> StartContainer), concurrent (-pods
+// RunPodSandbox -> CreateContainer -> StartContainer), start-shared-pid (the
+// same with one PID namespace per pod), concurrent (-pods
 // pods started at once, wall time), memory (PSS of the runtime's processes
 // per running pod), idle (the daemon's RSS and PSS with no pods), stats
 // (the CPU the runtime spends on kubelet's stats polling with -pods
@@ -40,7 +44,7 @@ import (
 	"time"
 )
 
-// bench is one invocation: a mode run against one or two targets.
+// bench is one invocation: a mode run against one or more targets.
 type bench struct {
 	Mode     string
 	RunID    string
@@ -85,11 +89,18 @@ type record struct {
 	Primary  bool   `json:"primary,omitempty"`
 	*Summary `json:",omitempty"`
 
-	// ratio
+	// ratio: A/B. With several peers there is one per peer, and one with
+	// Better set: B is then the peer with the better median and BP90 the
+	// one with the better p90 (lower, or higher for throughput), each
+	// ratio taken against its own.
 	A           string   `json:"a,omitempty"`
 	B           string   `json:"b,omitempty"`
+	Better      bool     `json:"better,omitempty"`
+	BP90        string   `json:"b_p90,omitempty"`
 	MedianA     *float64 `json:"median_a,omitempty"`
 	MedianB     *float64 `json:"median_b,omitempty"`
+	P90A        *float64 `json:"p90_a,omitempty"`
+	P90B        *float64 `json:"p90_b,omitempty"`
 	MedianRatio *float64 `json:"median_ratio,omitempty"`
 	P90Ratio    *float64 `json:"p90_ratio,omitempty"`
 }
@@ -128,34 +139,24 @@ func (b *bench) emit(r record) error {
 	return err
 }
 
-// targetFlags are the per-endpoint flags; the B set has a "-b" suffix.
+// targetFlags are the flags of endpoint A; the peers' are in peers.go.
 type targetFlags struct {
 	name, endpoint, procs, match *string
 	daemonPID                    *int
 }
 
-func addTargetFlags(fs *flag.FlagSet, suffix, which string) targetFlags {
+func addTargetFlags(fs *flag.FlagSet) targetFlags {
 	return targetFlags{
-		name:      fs.String("name"+suffix, "", "label of "+which+" (default: the runtime name Version reports)"),
-		endpoint:  fs.String("endpoint"+suffix, "", "CRI endpoint of "+which+": unix:///path"),
-		procs:     fs.String("runtime-procs"+suffix, "", "memory: comma-separated executable names (or full paths) of "+which+"'s own processes"),
-		match:     fs.String("proc-match"+suffix, "", "memory: a string the command line or executable of "+which+"'s processes contains (their children count too)"),
-		daemonPID: fs.Int("daemon-pid"+suffix, 0, "pid of "+which+"'s daemon: measured by idle, excluded from memory"),
+		name:      fs.String("name", "", "label of endpoint A (default: the runtime name Version reports)"),
+		endpoint:  fs.String("endpoint", "", "CRI endpoint of A: unix:///path"),
+		procs:     fs.String("runtime-procs", "", "memory: comma-separated executable names (or full paths) of A's own processes"),
+		match:     fs.String("proc-match", "", "memory: a string the command line or executable of A's processes contains (their children count too)"),
+		daemonPID: fs.Int("daemon-pid", 0, "pid of A's daemon: measured by idle, excluded from memory"),
 	}
 }
 
-func (f targetFlags) target(label string) *target {
-	t := &target{Label: label, Name: *f.name, Endpoint: *f.endpoint, DaemonPID: *f.daemonPID}
-	for n := range strings.SplitSeq(*f.procs, ",") {
-		if n = strings.TrimSpace(n); n != "" {
-			t.Procs.Names = append(t.Procs.Names, n)
-		}
-	}
-	t.Procs.Match = *f.match
-	if t.DaemonPID > 0 {
-		t.Procs.Exclude = map[int]bool{t.DaemonPID: true}
-	}
-	return t
+func (f targetFlags) target() *target {
+	return newTarget("A", *f.name, *f.endpoint, *f.procs, *f.match, *f.daemonPID)
 }
 
 func main() {
@@ -185,9 +186,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&b.Pod.HostNetwork, "host-network", false, "pods use the host network (no CNI/bridge set-up)")
 	fs.StringVar(&b.Pod.RuntimeHandler, "runtime-handler", "", "RuntimeHandler of the pods")
 	fs.StringVar(&b.Pod.Namespace, "pod-namespace", "shim-bench", "namespace of the pods")
-	a := addTargetFlags(fs, "", "endpoint A")
-	bf := addTargetFlags(fs, "-b", "endpoint B")
-	compare := fs.String("compare", "", "endpoint B: run every round against A then B and print ratios A/B (same as -endpoint-b)")
+	a := addTargetFlags(fs)
+	var peers peerList
+	addPeerFlags(fs, &peers)
 	report := fs.String("report", "", "read JSON lines written by earlier runs and print a markdown table of the ratios")
 	jsonOut := fs.String("json", "", "with -report: also write the records as one JSON document to this file")
 	if err := fs.Parse(args); err != nil {
@@ -210,17 +211,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "bench: unknown mode %q (want %s)\n", b.Mode, strings.Join(modeNames(), ", "))
 		return 2
 	}
-	if *compare != "" {
-		if *bf.endpoint != "" && *bf.endpoint != *compare {
-			fmt.Fprintln(stderr, "bench: -compare and -endpoint-b disagree")
-			return 2
-		}
-		*bf.endpoint = *compare
+	peerTargets, err := peers.targets()
+	if err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 2
 	}
-	targets := []*target{a.target("A")}
-	if *bf.endpoint != "" {
-		targets = append(targets, bf.target("B"))
-	}
+	targets := append([]*target{a.target()}, peerTargets...)
 	if targets[0].Endpoint == "" {
 		fmt.Fprintln(stderr, "bench: -endpoint is required")
 		return 2
@@ -243,8 +239,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := b.run(ctx, m, targets)
-	if err != nil {
+	if err := b.run(ctx, m, targets); err != nil {
 		fmt.Fprintf(stderr, "bench: %v\n", err)
 		if errors.Is(err, errUnsupported) {
 			return 3
@@ -255,6 +250,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func (b *bench) run(ctx context.Context, m mode, targets []*target) (retErr error) {
+	b.Pod.SharedPID = m.SharedPID
 	if m.Runtime && b.Pod.LogRoot == "" {
 		dir, err := os.MkdirTemp("", "shim-bench-logs-")
 		if err != nil {
@@ -279,18 +275,18 @@ func (b *bench) run(ctx context.Context, m mode, targets []*target) (retErr erro
 		infos = append(infos, targetInfo{Label: t.Label, Name: t.Name, Endpoint: t.Endpoint,
 			Runtime: t.RuntimeName, Version: t.RuntimeVersion, DaemonPID: t.DaemonPID})
 	}
-	if len(targets) == 2 && targets[0].Name == targets[1].Name {
-		targets[0].Name += "-A"
-		targets[1].Name += "-B"
-		infos[0].Name, infos[1].Name = targets[0].Name, targets[1].Name
+	uniqueNames(targets)
+	for i, t := range targets {
+		infos[i].Name = t.Name
 	}
 	params := map[string]any{"n": b.N, "warmup": b.Warmup, "timeout": b.Timeout.String()}
 	switch b.Mode {
 	case "pull":
 		params["image"] = b.Image
-	case "start", "concurrent", "memory", "stats", "exec", "exec-stream", "stream-throughput":
+	case "start", "start-shared-pid", "concurrent", "memory", "stats", "exec", "exec-stream", "stream-throughput":
 		params["ctr_image"], params["pause_image"], params["host_network"] = b.Pod.Image, b.Pod.PauseImage, b.Pod.HostNetwork
-		if b.Mode != "start" {
+		params["shared_pid"] = b.Pod.SharedPID
+		if b.Mode != "start" && b.Mode != "start-shared-pid" {
 			params["pods"] = b.Pods
 		}
 		if b.Mode == "stats" {
@@ -327,7 +323,7 @@ func (b *bench) run(ctx context.Context, m mode, targets []*target) (retErr erro
 			}
 		}
 	}
-	// Rounds alternate between the targets: A, B, A, B, ...
+	// Rounds alternate between the targets: A, B, C, A, B, C, ...
 	got := make([]map[string][]float64, len(targets))
 	for i := range targets {
 		got[i] = map[string][]float64{}
@@ -352,7 +348,7 @@ func (b *bench) run(ctx context.Context, m mode, targets []*target) (retErr erro
 }
 
 // metricOrder puts the primary metric first, then the others by name.
-func metricOrder(m mode, got map[string][]float64) []string {
+func metricOrder[V any](m mode, got map[string]V) []string {
 	var keys []string
 	for k := range got {
 		if k != m.Primary {
@@ -382,33 +378,103 @@ func (b *bench) summarize(m mode, targets []*target, got []map[string][]float64)
 		}
 	}
 	tw.Flush()
-	if len(targets) != 2 {
+	if len(targets) < 2 {
 		return nil
 	}
-	fmt.Fprintf(b.Text, "ratios %s/%s:\n", targets[0].Name, targets[1].Name)
-	for _, k := range metricOrder(m, got[0]) {
-		sa, sb := sums[0][k], sums[1][k]
-		if sb.N == 0 {
-			continue
-		}
-		rec := record{Type: "ratio", Metric: k, Unit: unitOf(k), Primary: k == m.Primary,
-			A: targets[0].Name, B: targets[1].Name, MedianA: &sa.Median, MedianB: &sb.Median}
-		if r, ok := ratio(sa.Median, sb.Median); ok {
-			rec.MedianRatio = &r
-		}
-		if r, ok := ratio(sa.P90, sb.P90); ok {
-			rec.P90Ratio = &r
-		}
-		if err := b.emit(rec); err != nil {
-			return err
-		}
-		if rec.MedianRatio != nil {
-			fmt.Fprintf(b.Text, "  %-28s median %.3f", k, *rec.MedianRatio)
-			if rec.P90Ratio != nil {
-				fmt.Fprintf(b.Text, "  p90 %.3f", *rec.P90Ratio)
+	a, peers := targets[0], targets[1:]
+	var primary *float64 // A/the better peer, median, of the primary metric
+	for i, p := range peers {
+		fmt.Fprintf(b.Text, "ratios %s/%s:\n", a.Name, p.Name)
+		for _, k := range metricOrder(m, got[0]) {
+			sa, sb := sums[0][k], sums[i+1][k]
+			if sb.N == 0 {
+				continue
 			}
-			fmt.Fprintln(b.Text)
+			rec := record{Type: "ratio", Metric: k, Unit: unitOf(k), Primary: k == m.Primary,
+				A: a.Name, B: p.Name, MedianA: &sa.Median, MedianB: &sb.Median, P90A: &sa.P90, P90B: &sb.P90}
+			if r, ok := ratio(sa.Median, sb.Median); ok {
+				rec.MedianRatio = &r
+			}
+			if r, ok := ratio(sa.P90, sb.P90); ok {
+				rec.P90Ratio = &r
+			}
+			if err := b.emit(rec); err != nil {
+				return err
+			}
+			printRatio(b.Text, k, rec)
+			if rec.Primary && len(peers) == 1 {
+				primary = rec.MedianRatio
+			}
 		}
 	}
+	if len(peers) > 1 {
+		var err error
+		if primary, err = b.summarizeBetter(m, targets, sums); err != nil {
+			return err
+		}
+	}
+	if g, ok := goals[m.Name]; ok && primary != nil {
+		fmt.Fprintf(b.Text, "goal: %s/better peer of %s (median) %.3f, goal %s: %s\n", a.Name, m.Primary, *primary, g, g.verdict(*primary))
+	}
 	return nil
+}
+
+// summarizeBetter emits, per metric, the ratio of A to the better of the
+// peers that measured it, and returns the median one of the primary metric.
+func (b *bench) summarizeBetter(m mode, targets []*target, sums []map[string]Summary) (primary *float64, err error) {
+	a := targets[0]
+	var names []string
+	for _, p := range targets[1:] {
+		names = append(names, p.Name)
+	}
+	fmt.Fprintf(b.Text, "ratios %s/better of %s:\n", a.Name, strings.Join(names, ", "))
+	for _, k := range metricOrder(m, sums[0]) {
+		sa := sums[0][k]
+		var ps []Summary
+		var pt []*target
+		for i, p := range targets[1:] {
+			if s := sums[i+1][k]; s.N > 0 {
+				ps, pt = append(ps, s), append(pt, p)
+			}
+		}
+		if len(ps) == 0 {
+			continue
+		}
+		br := computeBetter(sa, ps, higherIsBetter(k))
+		mp, pp := ps[br.MedianPeer], ps[br.P90Peer]
+		rec := record{Type: "ratio", Metric: k, Unit: unitOf(k), Primary: k == m.Primary, Better: true,
+			A: a.Name, B: pt[br.MedianPeer].Name, BP90: pt[br.P90Peer].Name,
+			MedianA: &sa.Median, MedianB: &mp.Median, P90A: &sa.P90, P90B: &pp.P90}
+		if br.MedianOK {
+			rec.MedianRatio = &br.MedianRatio
+		}
+		if br.P90OK {
+			rec.P90Ratio = &br.P90Ratio
+		}
+		if err := b.emit(rec); err != nil {
+			return nil, err
+		}
+		printRatio(b.Text, k, rec)
+		if rec.Primary {
+			primary = rec.MedianRatio
+		}
+	}
+	return primary, nil
+}
+
+func printRatio(w io.Writer, metric string, r record) {
+	if r.MedianRatio == nil {
+		return
+	}
+	fmt.Fprintf(w, "  %-28s median %.3f", metric, *r.MedianRatio)
+	if r.Better {
+		fmt.Fprintf(w, " (%s)", r.B)
+	}
+	if r.P90Ratio != nil {
+		fmt.Fprintf(w, "  p90 %.3f", *r.P90Ratio)
+		if r.Better {
+			fmt.Fprintf(w, " (%s)", r.BP90)
+		}
+	}
+	fmt.Fprintln(w)
 }

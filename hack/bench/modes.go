@@ -21,16 +21,21 @@ type mode struct {
 	Name    string
 	Primary string // the metric the headline ratio is taken of
 	Runtime bool   // needs the CRI RuntimeService
-	Setup   func(ctx context.Context, b *bench, t *target) error
-	Round   func(ctx context.Context, b *bench, t *target, round int) (sample, error)
+	// SharedPID: the pods share one PID namespace (kubelet's
+	// shareProcessNamespace), not one per container.
+	SharedPID bool
+	Setup     func(ctx context.Context, b *bench, t *target) error
+	Round     func(ctx context.Context, b *bench, t *target, round int) (sample, error)
 	// Teardown (optional) removes what Setup made; it runs even when the
 	// rounds failed.
 	Teardown func(ctx context.Context, b *bench, t *target) error
 }
 
 var modes = map[string]mode{
-	"pull":       {Name: "pull", Primary: "pull_ms", Setup: setupPull, Round: roundPull},
-	"start":      {Name: "start", Primary: "start_ms", Runtime: true, Setup: setupPods, Round: roundStart},
+	"pull":  {Name: "pull", Primary: "pull_ms", Setup: setupPull, Round: roundPull},
+	"start": {Name: "start", Primary: "start_ms", Runtime: true, Setup: setupPods, Round: roundStart},
+	"start-shared-pid": {Name: "start-shared-pid", Primary: "start_ms", Runtime: true, SharedPID: true,
+		Setup: setupPods, Round: roundStart},
 	"concurrent": {Name: "concurrent", Primary: "wall_ms", Runtime: true, Setup: setupPods, Round: roundConcurrent},
 	"memory":     {Name: "memory", Primary: "pss_per_pod_kib", Runtime: true, Setup: setupMemory, Round: roundMemory},
 	"idle":       {Name: "idle", Primary: "rss_kib", Setup: setupIdle, Round: roundIdle},

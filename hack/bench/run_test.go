@@ -36,6 +36,7 @@ type fakeCRI struct {
 	pods   map[string]bool
 	ctrs   map[string]string // id -> state
 	nextID int
+	pidNS  []string // the PID namespace mode of each RunPodSandbox and CreateContainer
 }
 
 func (f *fakeCRI) record(call string) {
@@ -93,6 +94,9 @@ func (f *fakeCRI) ListPodSandbox(context.Context, *runtimeapi.ListPodSandboxRequ
 
 func (f *fakeCRI) RunPodSandbox(_ context.Context, r *runtimeapi.RunPodSandboxRequest) (*runtimeapi.RunPodSandboxResponse, error) {
 	f.record("runpod")
+	f.mu.Lock()
+	f.pidNS = append(f.pidNS, "pod:"+r.GetConfig().GetLinux().GetSecurityContext().GetNamespaceOptions().GetPid().String())
+	f.mu.Unlock()
 	if _, err := os.Stat(r.GetConfig().GetLogDirectory()); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "log directory: %v", err)
 	}
@@ -107,6 +111,7 @@ func (f *fakeCRI) CreateContainer(_ context.Context, r *runtimeapi.CreateContain
 	f.record("create")
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.pidNS = append(f.pidNS, "ctr:"+r.GetConfig().GetLinux().GetSecurityContext().GetNamespaceOptions().GetPid().String())
 	if f.failCreates > 0 {
 		f.failCreates--
 		return nil, status.Error(codes.Internal, "injected failure")
@@ -303,6 +308,30 @@ func TestStartCleansUp(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(logRoot); len(ents) != 0 {
 		t.Errorf("log directories left behind: %v", ents)
+	}
+}
+
+func TestStartSharedPID(t *testing.T) {
+	for mode, want := range map[string]string{"start": "CONTAINER", "start-shared-pid": "POD"} {
+		var log []string
+		f := &fakeCRI{name: "rt", log: &log}
+		ep := serveFake(t, f)
+		rc, recs, stderr := runBench(t, "-mode", mode, "-n", "2", "-warmup", "0", "-endpoint", ep)
+		if rc != 0 {
+			t.Fatalf("%s: exit %d: %s", mode, rc, stderr)
+		}
+		if len(f.pidNS) != 4 {
+			t.Fatalf("%s: PID modes %v, want 2 pods and 2 containers", mode, f.pidNS)
+		}
+		for _, got := range f.pidNS {
+			if !strings.HasSuffix(got, ":"+want) {
+				t.Errorf("%s: PID namespace modes %v, want %s", mode, f.pidNS, want)
+				break
+			}
+		}
+		if run := ofType(recs, "run"); len(run) != 1 || run[0].Params["shared_pid"] != (want == "POD") {
+			t.Errorf("%s: run record %+v", mode, run)
+		}
 	}
 }
 

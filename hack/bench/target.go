@@ -159,6 +159,7 @@ type podOptions struct {
 	LogRoot        string // pod log directories go below it
 	CgroupParent   string
 	HostNetwork    bool
+	SharedPID      bool // one PID namespace per pod, not per container
 	RuntimeHandler string
 	Namespace      string
 }
@@ -198,6 +199,10 @@ func (t *target) startPod(ctx context.Context, o podOptions, name string) (p pod
 	if o.HostNetwork {
 		netMode = runtimeapi.NamespaceMode_NODE
 	}
+	pidMode := runtimeapi.NamespaceMode_CONTAINER
+	if o.SharedPID {
+		pidMode = runtimeapi.NamespaceMode_POD
+	}
 	p.config = &runtimeapi.PodSandboxConfig{
 		Metadata:     &runtimeapi.PodSandboxMetadata{Name: name, Uid: uid, Namespace: o.Namespace},
 		Hostname:     "bench",
@@ -206,7 +211,7 @@ func (t *target) startPod(ctx context.Context, o podOptions, name string) (p pod
 		Linux: &runtimeapi.LinuxPodSandboxConfig{
 			CgroupParent: o.CgroupParent,
 			SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
-				NamespaceOptions: &runtimeapi.NamespaceOption{Network: netMode, Pid: runtimeapi.NamespaceMode_CONTAINER, Ipc: runtimeapi.NamespaceMode_POD},
+				NamespaceOptions: &runtimeapi.NamespaceOption{Network: netMode, Pid: pidMode, Ipc: runtimeapi.NamespaceMode_POD},
 			},
 		},
 	}
