@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 CRI_TOOLS_VERSION=v1.37.0
 BUILD_PKGS=(gcc libc6-dev libseccomp-dev pkgconf make)
 PKGS=("${BUILD_PKGS[@]}" docker-registry containerd runc busybox-static nftables containernetworking-plugins
-      zstd iproute2 util-linux e2fsprogs procps curl dpkg-dev)
+      zstd bzip2 iproute2 util-linux e2fsprogs procps curl dpkg-dev)
 [ "${1:-}" = build ] && PKGS=("${BUILD_PKGS[@]}")
 
 missing=()

@@ -25,6 +25,7 @@ type inputs struct {
 	curl    string
 	ipcmk   string
 	nc      string // Debian's netcat-openbsd nc
+	ash     string // ash of upstream busybox 1.37 (ash.go)
 }
 
 // hostPrograms are the defaults of the host programs in inputs.
@@ -52,8 +53,12 @@ func gatherInputs(ctx context.Context, busybox, cacheDir, cc string, host hostPr
 	if err != nil {
 		return inputs{}, err
 	}
+	ash, err := cachedAsh(ctx, cacheDir)
+	if err != nil {
+		return inputs{}, err
+	}
 	return inputs{busybox: bb, ipcs: host.ipcs, progs: progs,
-		agnhost: agnhost, bash: host.bash, curl: host.curl, ipcmk: host.ipcmk, nc: nc}, nil
+		agnhost: agnhost, bash: host.bash, curl: host.curl, ipcmk: host.ipcmk, nc: nc, ash: ash}, nil
 }
 
 // builder makes images from imageDefs. It builds every layer once per

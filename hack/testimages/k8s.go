@@ -68,7 +68,7 @@ var (
 // k8sImages are the node e2e images that are not also critest's.
 func k8sImages() []imageDef {
 	return []imageDef{
-		{refs: []string{e2e + "busybox:1.37.0-2"}, layers: busyboxWith(bashShLayer), config: shellConfig},
+		{refs: []string{e2e + "busybox:1.37.0-2"}, layers: busyboxWith(ashShLayer), config: shellConfig},
 		{refs: []string{e2e + "agnhost:2.66.1", e2e + "agnhost:2.55"}, layers: busyboxWith(agnhostLayer), config: agnhostConfig},
 		{refs: []string{e2e + "nonroot:1.5"}, layers: busyboxWith(), config: nonrootConfig},
 		{refs: []string{e2e + "ipc-utils:1.4"}, layers: busyboxWith(ipcUtilsLayer), config: shellConfig},
@@ -109,19 +109,11 @@ var agnhostLayer = layerSpec{name: "agnhost", build: func(b *builder) (*tree, er
 	)
 }}
 
-// bashShLayer makes bash the /bin/sh of the node e2e suite's busybox
-// (busybox's own ash stays as /bin/ash). Kubelet passes ConfigMap and
-// Secret keys through EnvFrom as environment names that are not shell
-// names ("data-1", "$_-data-1", ...), and the specs run `sh -c env` and look
-// for them. Upstream busybox 1.37's ash passes such variables on to its
-// children; Debian's busybox 1.35 ash (the only busybox this machine can
-// get) drops them on start, and so does dash. bash passes them on.
-var bashShLayer = layerSpec{name: "bash as /bin/sh", build: func(b *builder) (*tree, error) {
+// ashShLayer makes upstream busybox 1.37's ash the /bin/sh of the node e2e
+// suite's busybox (Debian's ash stays as /bin/ash): see ash.go for why.
+var ashShLayer = layerSpec{name: "ash 1.37 as /bin/sh", build: func(b *builder) (*tree, error) {
 	t := newTree()
-	return t, firstErr(
-		t.addProgram("bin/bash", b.in.bash, 0o755),
-		t.Symlink("bin/sh", "bash"),
-	)
+	return t, t.addProgram("bin/sh", b.in.ash, 0o755)
 }}
 
 // ipcUtilsLayer: util-linux's ipcmk next to the ipcs every busybox image has.
@@ -166,7 +158,7 @@ func (in inputs) checkK8s() error {
 	if len(in.agnhost) == 0 {
 		return fmt.Errorf("agnhost stand-in not built: %w", errdefs.ErrNotFound)
 	}
-	for _, p := range []string{in.bash, in.curl, in.nc, in.ipcmk} {
+	for _, p := range []string{in.bash, in.curl, in.nc, in.ipcmk, in.ash} {
 		if p == "" {
 			return fmt.Errorf("a host program for the node e2e images is not set: %w", errdefs.ErrInvalidArgument)
 		}
