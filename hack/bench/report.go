@@ -217,65 +217,71 @@ func markdown(recs []record, w io.Writer) error {
 	}
 	var b strings.Builder
 	if ratios > 0 {
-		b.WriteString("| mode | metric")
-		for _, t := range targets {
-			fmt.Fprintf(&b, " | %s", t)
-		}
-		for _, p := range pairs {
-			fmt.Fprintf(&b, " | %s (p50 / p90)", p)
-		}
-		a := "A"
-		if len(pairs) > 0 {
-			a, _, _ = strings.Cut(pairs[0], "/")
-		}
-		fmt.Fprintf(&b, " | %s/better (p50 / p90) | goal | met |\n|---|---", a)
-		b.WriteString(strings.Repeat("|---:", len(targets)+len(pairs)+1))
-		b.WriteString("|---|---|\n")
-		for _, r := range rows {
-			fmt.Fprintf(&b, "| %s | %s", r.mode, r.metric)
-			for _, t := range targets {
-				if v, ok := r.vals[t]; ok {
-					fmt.Fprintf(&b, " | %s", fmtVal(v.Median, r.unit))
-				} else {
-					b.WriteString(" | ")
-				}
-			}
-			for _, p := range pairs {
-				if rec, ok := r.ratios[p]; ok {
-					fmt.Fprintf(&b, " | %s", ratioCell(&rec))
-				} else {
-					b.WriteString(" | ")
-				}
-			}
-			br := r.betterRecord()
-			cell := ratioCell(br)
-			if r.better != nil {
-				if br.BP90 != "" && br.BP90 != br.B {
-					cell += fmt.Sprintf(" (%s / %s)", br.B, br.BP90)
-				} else {
-					cell += fmt.Sprintf(" (%s)", br.B)
-				}
-			}
-			g, hasGoal := goals[r.mode]
-			verdict := ""
-			switch {
-			case !hasGoal:
-			case br == nil || br.MedianRatio == nil:
-				verdict = "n/a"
-			default:
-				verdict = g.verdict(*br.MedianRatio)
-			}
-			goalText := ""
-			if hasGoal {
-				goalText = g.String()
-			}
-			fmt.Fprintf(&b, " | %s | %s | %s |\n", cell, goalText, verdict)
-		}
-		b.WriteString("\n")
+		ratioTable(&b, rows, targets, pairs)
 	}
 	if singles > 0 {
 		b.WriteString(s.String())
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// ratioTable writes one row per mode: every runtime's median, the ratio of
+// A to each peer and to the better peer, and the goal.
+func ratioTable(b *strings.Builder, rows []*reportRow, targets, pairs []string) {
+	b.WriteString("| mode | metric")
+	for _, t := range targets {
+		fmt.Fprintf(b, " | %s", t)
+	}
+	for _, p := range pairs {
+		fmt.Fprintf(b, " | %s (p50 / p90)", p)
+	}
+	a := "A"
+	if len(pairs) > 0 {
+		a, _, _ = strings.Cut(pairs[0], "/")
+	}
+	fmt.Fprintf(b, " | %s/better (p50 / p90) | goal | met |\n|---|---", a)
+	b.WriteString(strings.Repeat("|---:", len(targets)+len(pairs)+1))
+	b.WriteString("|---|---|\n")
+	for _, r := range rows {
+		fmt.Fprintf(b, "| %s | %s", r.mode, r.metric)
+		for _, t := range targets {
+			if v, ok := r.vals[t]; ok {
+				fmt.Fprintf(b, " | %s", fmtVal(v.Median, r.unit))
+			} else {
+				b.WriteString(" | ")
+			}
+		}
+		for _, p := range pairs {
+			if rec, ok := r.ratios[p]; ok {
+				fmt.Fprintf(b, " | %s", ratioCell(&rec))
+			} else {
+				b.WriteString(" | ")
+			}
+		}
+		br := r.betterRecord()
+		cell := ratioCell(br)
+		if r.better != nil {
+			if br.BP90 != "" && br.BP90 != br.B {
+				cell += fmt.Sprintf(" (%s / %s)", br.B, br.BP90)
+			} else {
+				cell += fmt.Sprintf(" (%s)", br.B)
+			}
+		}
+		g, hasGoal := goals[r.mode]
+		verdict := ""
+		switch {
+		case !hasGoal:
+		case br == nil || br.MedianRatio == nil:
+			verdict = "n/a"
+		default:
+			verdict = g.verdict(*br.MedianRatio)
+		}
+		goalText := ""
+		if hasGoal {
+			goalText = g.String()
+		}
+		fmt.Fprintf(b, " | %s | %s | %s |\n", cell, goalText, verdict)
+	}
+	b.WriteString("\n")
 }
