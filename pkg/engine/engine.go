@@ -463,3 +463,6 @@ func (k *keyLocks) lock(ctx context.Context, key string) (func(), error) {
 		return nil, ctx.Err()
 	}
 }
+
+// one is the args of a job that has one: one(log.FieldPodID, id).
+func one(k, v string) map[string]string { return map[string]string{k: v} }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/shim-cri/shim/pkg/imagestore"
+	"github.com/shim-cri/shim/pkg/log"
 )
 
 // PullRequest asks for an image to be pulled.
@@ -43,12 +44,12 @@ func RegisterImages(e *Engine, store *imagestore.Store, mountpoint string) *Imag
 	i.Pull = Register(e, "pull", Spec[PullRequest, *imagestore.Image]{
 		Object: func(r PullRequest) string { return "image:" + r.Ref },
 		Args: func(r PullRequest) map[string]string {
-			a := map[string]string{"image": r.Ref, "auth": "none"}
+			a := map[string]string{log.FieldImage: r.Ref, "auth": "none"}
 			if r.Auth != nil {
 				a["auth"] = "yes" // never record secrets
 			}
 			if r.Pod != "" {
-				a["pod"] = r.Pod
+				a[log.FieldPodID] = r.Pod
 			}
 			return a
 		},
@@ -57,7 +58,7 @@ func RegisterImages(e *Engine, store *imagestore.Store, mountpoint string) *Imag
 		},
 	})
 	i.Status = Register(e, "image_status", Spec[string, *imagestore.Image]{
-		Args:  func(ref string) map[string]string { return map[string]string{"image": ref} },
+		Args:  func(ref string) map[string]string { return one(log.FieldImage, ref) },
 		Quiet: true,
 		Run: func(ctx context.Context, j *Job, ref string) (*imagestore.Image, error) {
 			return store.Get(ctx, ref)
@@ -71,7 +72,7 @@ func RegisterImages(e *Engine, store *imagestore.Store, mountpoint string) *Imag
 	})
 	i.Remove = Register(e, "remove_image", Spec[string, struct{}]{
 		Object: func(ref string) string { return "image:" + ref },
-		Args:   func(ref string) map[string]string { return map[string]string{"image": ref} },
+		Args:   func(ref string) map[string]string { return one(log.FieldImage, ref) },
 		Run: func(ctx context.Context, j *Job, ref string) (struct{}, error) {
 			return struct{}{}, store.Remove(ctx, ref)
 		},

@@ -41,7 +41,6 @@ func RegisterRuntime(ctx context.Context, e *Engine, o RuntimeOptions) (*Runtime
 	}
 	pod := func(id string) string { return "pod:" + r.sandboxID(id) }
 	ctr := func(id string) string { return "ctr:" + r.containerID(id) }
-	one := func(k, v string) map[string]string { return map[string]string{k: v} }
 	j := &RuntimeJobs{Runtime: r}
 	j.RunPod = Register(e, "run_pod", Spec[RunPodRequest, *Sandbox]{
 		Timeline: true,

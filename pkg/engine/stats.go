@@ -46,7 +46,6 @@ type StatsJobs struct {
 func RegisterStats(e *Engine, rt *RuntimeJobs, o StatsOptions) *StatsJobs {
 	r := rt.Runtime
 	s := newStats(r, o)
-	one := func(k, v string) map[string]string { return map[string]string{k: v} }
 	j := &StatsJobs{s: s}
 	j.Container = Register(e, "container_stats", Spec[string, *runtimeapi.ContainerStats]{Quiet: true,
 		Args: func(id string) map[string]string { return one(log.FieldContainerID, id) },

@@ -77,7 +77,6 @@ type StreamJobs struct {
 // RegisterStreams registers the streaming jobs of r on e; SetURLs must be
 // called before the CRI calls are served.
 func RegisterStreams(e *Engine, r *Runtime) *StreamJobs {
-	one := func(k, v string) map[string]string { return map[string]string{k: v} }
 	s := &StreamJobs{}
 	s.Exec = Register(e, "exec", Spec[*runtimeapi.ExecRequest, *runtimeapi.ExecResponse]{
 		Args: func(q *runtimeapi.ExecRequest) map[string]string {
