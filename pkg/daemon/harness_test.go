@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"log"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -475,4 +476,12 @@ func (d *daemonProc) removeAllPods(t *testing.T) {
 			t.Errorf("remove pod %s: %v", p.Id, err)
 		}
 	}
+}
+
+// admin is an HTTP client of the daemon's admin socket.
+func (e *testEnv) admin() *http.Client {
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(e.state, AdminSocket))
+		}}}
 }

@@ -2,11 +2,8 @@ package daemon
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -96,9 +93,7 @@ func takeLeakSnapshot(t *testing.T, e *testEnv, d *daemonProc, table, vethPrefix
 
 // adminMetric reads one gauge from the daemon's admin socket.
 func adminMetric(t *testing.T, e *testEnv, name string) int {
-	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(e.state, AdminSocket))
-	}}}
+	client := e.admin()
 	resp, err := client.Get("http://shim/metrics")
 	if err != nil {
 		t.Fatal(err)

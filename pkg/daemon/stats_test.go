@@ -2,13 +2,11 @@ package daemon
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -613,9 +611,7 @@ func TestStatsAgainstKernel(t *testing.T) {
 		}
 
 		// The same numbers on /metrics (stats.container_metrics), exact.
-		client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(e.state, AdminSocket))
-		}}}
+		client := e.admin()
 		resp, err := client.Get("http://shim/metrics")
 		if err != nil {
 			t.Fatal(err)

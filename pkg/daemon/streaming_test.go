@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -446,20 +445,7 @@ func (d *daemonProc) attachCtx(ctx context.Context, t *testing.T, ctr, transport
 // attachJob is the newest attach session of ctr, from the daemon's /jobs.
 func attachJob(t *testing.T, e *testEnv, ctr string) (engine.JobInfo, bool) {
 	t.Helper()
-	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(e.state, AdminSocket))
-		}}}
-	resp, err := client.Get("http://shim/jobs?name=attach_stream")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var jobs []engine.JobInfo
-	if err := json.NewDecoder(resp.Body).Decode(&jobs); err != nil {
-		t.Fatal(err)
-	}
-	for _, j := range jobs { // newest first
+	for _, j := range jobList(t, e.admin(), "?name=attach_stream") { // newest first
 		if j.Args[log.FieldContainerID] == ctr {
 			return j, true
 		}

@@ -2,10 +2,8 @@ package daemon
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -36,9 +34,7 @@ func TestStartTimeline(t *testing.T) {
 	d := e.start()
 	d.pull(t, img)
 	d.pull(t, pause)
-	admin := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(e.state, AdminSocket))
-	}}}
+	admin := e.admin()
 
 	pod := []string{engine.PhaseLock, "validate", "namespaces", "shm_sysctls", "pod_files", "net_ipam", "net_veth", "net_ports", "network"}
 	infra := []string{"image", "snapshot", "spec", "monitor_spawn", "create", "start"}
@@ -72,7 +68,7 @@ func TestStartTimeline(t *testing.T) {
 			}
 			podTL := verboseTimeline(t, ps.Info)
 			ctrTL := verboseTimeline(t, cs.Info)
-			jobs := jobList(t, admin)
+			jobs := jobList(t, admin, "")
 			checkPhases(t, podTL["run_pod"], tc.runPod, jobs, "run_pod", "podname:tl-"+tc.name+"_")
 			checkPhases(t, ctrTL["create"], tc.create, jobs, "create", "pod:"+p)
 			checkPhases(t, ctrTL["start"], start, jobs, "start", "ctr:"+c)
@@ -128,9 +124,10 @@ func verboseTimeline(t *testing.T, info map[string]string) map[string]timeline.R
 	return out
 }
 
-func jobList(t *testing.T, admin *http.Client) []engine.JobInfo {
+// jobList is the daemon's /jobs (query: "" or "?name=...").
+func jobList(t *testing.T, admin *http.Client, query string) []engine.JobInfo {
 	t.Helper()
-	resp, err := admin.Get("http://shim/jobs")
+	resp, err := admin.Get("http://shim/jobs" + query)
 	if err != nil {
 		t.Fatal(err)
 	}
