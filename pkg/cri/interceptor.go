@@ -18,6 +18,7 @@ import (
 
 	"github.com/shim-cri/shim/pkg/engine"
 	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/errdefs/errgrpc"
 	"github.com/shim-cri/shim/pkg/log"
 )
 
@@ -69,7 +70,7 @@ func (i *Interceptor) begin(ctx context.Context, method string) (context.Context
 }
 
 func (i *Interceptor) end(l *logrus.Entry, method string, start time.Time, err error) error {
-	err = errdefs.ToGRPC(err)
+	err = errgrpc.ToGRPC(err)
 	code := status.Code(err)
 	d := time.Since(start)
 	i.duration.WithLabelValues(method, code.String()).Observe(d.Seconds())

@@ -1,16 +1,16 @@
 // Package errdefs defines the error classes used across shim. Leaves wrap one
 // of these sentinels with %w; the gRPC layer maps the class to a status code
-// with ToGRPC. Never match on error text.
+// with errgrpc.ToGRPC. Never match on error text.
+//
+// errdefs does not import gRPC: the lean runtime binary (cmd/shim-runtime)
+// links it, and gRPC with protobuf would add milliseconds to every start of
+// it. Package errgrpc holds the gRPC side.
 package errdefs
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
-
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // Error classes. Wrap them: fmt.Errorf("image %q: %w", ref, errdefs.ErrNotFound).
@@ -34,22 +34,47 @@ var (
 var classes = []struct {
 	err  error
 	name string
-	code codes.Code
 }{
-	{ErrInvalidArgument, "invalid_argument", codes.InvalidArgument},
-	{ErrNotFound, "not_found", codes.NotFound},
-	{ErrAlreadyExists, "already_exists", codes.AlreadyExists},
-	{ErrFailedPrecondition, "failed_precondition", codes.FailedPrecondition},
-	{ErrUnavailable, "unavailable", codes.Unavailable},
-	{ErrNotImplemented, "not_implemented", codes.Unimplemented},
-	{ErrPermissionDenied, "permission_denied", codes.PermissionDenied},
-	{ErrResourceExhausted, "resource_exhausted", codes.ResourceExhausted},
-	{ErrUnauthenticated, "unauthenticated", codes.Unauthenticated},
-	{ErrAborted, "aborted", codes.Aborted},
-	{ErrDataLoss, "data_loss", codes.DataLoss},
-	{ErrInternal, "internal", codes.Internal},
-	{context.DeadlineExceeded, "deadline_exceeded", codes.DeadlineExceeded},
-	{context.Canceled, "canceled", codes.Canceled},
+	{ErrInvalidArgument, "invalid_argument"},
+	{ErrNotFound, "not_found"},
+	{ErrAlreadyExists, "already_exists"},
+	{ErrFailedPrecondition, "failed_precondition"},
+	{ErrUnavailable, "unavailable"},
+	{ErrNotImplemented, "not_implemented"},
+	{ErrPermissionDenied, "permission_denied"},
+	{ErrResourceExhausted, "resource_exhausted"},
+	{ErrUnauthenticated, "unauthenticated"},
+	{ErrAborted, "aborted"},
+	{ErrDataLoss, "data_loss"},
+	{ErrInternal, "internal"},
+	{context.DeadlineExceeded, "deadline_exceeded"},
+	{context.Canceled, "canceled"},
+}
+
+// Classes lists the class errors, in table order.
+func Classes() []error {
+	out := make([]error, len(classes))
+	for i, c := range classes {
+		out[i] = c.err
+	}
+	return out
+}
+
+// foreign, when set, gives the class of an error of a type from another
+// package that carries a class in its own terms (a gRPC status), or nil.
+var foreign func(error) error
+
+// RegisterForeign makes Of ask classify for the class of each error in a
+// chain that is not itself a class error. classify looks at the error it
+// is given only, never down its chain (Of walks the chain). Package errgrpc
+// registers gRPC status errors this way, from its init function: a status
+// keeps its class in Of wherever gRPC is linked, while errdefs links no
+// gRPC. It may be called once, from an init function.
+func RegisterForeign(classify func(error) error) {
+	if foreign != nil {
+		panic("errdefs: RegisterForeign called twice")
+	}
+	foreign = classify
 }
 
 // ClassNames lists the wire names of the classes, in table order. The C
@@ -72,7 +97,7 @@ func IsInvalidArgument(err error) bool { return Is(err, ErrInvalidArgument) }
 func Is(err, class error) bool { return err != nil && Of(err) == class }
 
 // Classified reports whether err carries a class (a wrapped class error,
-// or a gRPC status other than Unknown).
+// or a foreign one such as a gRPC status other than Unknown: RegisterForeign).
 func Classified(err error) bool { return Of(err) != nil }
 
 // Class names the class of err ("ok" for nil, "unknown" when no class is wrapped).
@@ -89,8 +114,8 @@ func Class(err error) string {
 	return "unknown"
 }
 
-// Of returns the class of err: the class sentinel (or context error) it
-// (or the gRPC status) it wraps nearest to the top of its chain; nil when
+// Of returns the class of err: the class sentinel (or context error, or
+// foreign error: RegisterForeign) it wraps nearest to the top of its chain; nil when
 // it has none. A cause wrapped with %w keeps its own class
 // deeper down, so
 //
@@ -128,50 +153,23 @@ func Of(err error) error {
 }
 
 // classIndex is the index in classes of e itself (a class sentinel, or a
-// gRPC status of a known code), or len(classes).
+// foreign error of a known class), or len(classes).
 func classIndex(e error) int {
-	code := codes.Unknown
-	if s, ok := e.(interface{ GRPCStatus() *status.Status }); ok {
-		code = s.GRPCStatus().Code()
-	}
 	for i, c := range classes {
-		if e == c.err || (code != codes.Unknown && c.code == code) {
+		if e == c.err {
+			return i
+		}
+	}
+	if foreign == nil {
+		return len(classes)
+	}
+	f := foreign(e)
+	for i, c := range classes {
+		if f != nil && f == c.err {
 			return i
 		}
 	}
 	return len(classes)
-}
-
-// ToGRPC converts err to a gRPC status error with the code of its class.
-// Errors that already carry a status are returned unchanged.
-func ToGRPC(err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	c := Of(err)
-	for _, cl := range classes {
-		if cl.err == c {
-			return status.Error(cl.code, err.Error())
-		}
-	}
-	return status.Error(codes.Unknown, err.Error())
-}
-
-// FromGRPC converts a gRPC status error back into an error of the matching class.
-func FromGRPC(err error) error {
-	s, ok := status.FromError(err)
-	if !ok || err == nil {
-		return err
-	}
-	for _, c := range classes {
-		if c.code == s.Code() {
-			return fmt.Errorf("%s: %w", s.Message(), c.err)
-		}
-	}
-	return err
 }
 
 // Wire is the typed form in which an error crosses a process boundary

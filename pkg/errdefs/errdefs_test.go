@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"testing"
-
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 func TestClassified(t *testing.T) {
@@ -19,8 +16,6 @@ func TestClassified(t *testing.T) {
 		{errors.New("plain"), false},
 		{fmt.Errorf("wrapped: %w", ErrNotFound), true},
 		{fmt.Errorf("%w: %w", errors.New("cause"), ErrInternal), true},
-		{status.Error(codes.Unknown, "x"), false},
-		{status.Error(codes.NotFound, "x"), true},
 	} {
 		if got := Classified(c.err); got != c.want {
 			t.Errorf("Classified(%v) = %v, want %v", c.err, got, c.want)
@@ -43,7 +38,6 @@ func TestOfNearestClassWins(t *testing.T) {
 		{fmt.Errorf("%w: %w", ErrNotFound, ErrInvalidArgument), ErrInvalidArgument}, // same depth: table order
 		{errors.Join(errors.New("a"), notFound), ErrNotFound},
 		{fmt.Errorf("plain: %w", errors.New("x")), nil},
-		{status.Error(codes.AlreadyExists, "x"), ErrAlreadyExists},
 		{fmt.Errorf("%w: %w", context.Canceled, ErrUnavailable), ErrUnavailable},
 	} {
 		if got := Of(c.err); got != c.want {
@@ -56,24 +50,5 @@ func TestOfNearestClassWins(t *testing.T) {
 	err := fmt.Errorf("layer: %w: %w", notFound, ErrDataLoss)
 	if IsNotFound(err) || !errors.Is(err, ErrNotFound) {
 		t.Errorf("IsNotFound(%v) must follow the class, errors.Is the chain", err)
-	}
-	if s, _ := status.FromError(ToGRPC(err)); s.Code() != codes.DataLoss {
-		t.Errorf("ToGRPC(%v) = %v, want DataLoss", err, s.Code())
-	}
-}
-
-func TestOfStatusInChain(t *testing.T) {
-	st := status.Error(codes.NotFound, "gone")
-	if got := Of(fmt.Errorf("call: %w", st)); got != ErrNotFound {
-		t.Errorf("a wrapped status: %v", got)
-	}
-	if got := Of(fmt.Errorf("call: %w: %w", st, ErrUnavailable)); got != ErrNotFound {
-		t.Errorf("same depth, table order: %v", got)
-	}
-	if got := Of(fmt.Errorf("call: %w: %w", fmt.Errorf("x: %w", st), ErrAborted)); got != ErrAborted {
-		t.Errorf("a deeper status: %v", got)
-	}
-	if got := Of(status.Error(codes.Unknown, "x")); got != nil {
-		t.Errorf("Unknown status: %v", got)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/errdefs/errgrpc"
 )
 
 // badAuths are credentials a client may send that must be refused before
@@ -43,7 +44,7 @@ func TestAuthValidate(t *testing.T) {
 			t.Errorf("%s: want invalid argument, got %v", name, err)
 			continue
 		}
-		if s, _ := status.FromError(errdefs.ToGRPC(err)); s.Code() != codes.InvalidArgument {
+		if s, _ := status.FromError(errgrpc.ToGRPC(err)); s.Code() != codes.InvalidArgument {
 			t.Errorf("%s: gRPC code %v", name, s.Code())
 		}
 		for _, secret := range []string{"s3cret", "tk-9f3", "s3cr", "cret"} {
