@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -22,14 +21,33 @@ const (
 	maxStateSize = 8 << 20
 )
 
-var idRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.+-]*$`)
+// idPattern is the form of a container id: a letter or digit, then
+// letters, digits and _.+- (checked by hand: the lean runtime binary
+// links no regexp).
+const idPattern = `^[A-Za-z0-9][A-Za-z0-9_.+-]*$`
 
 // ValidateID checks a container id is safe as a path component.
 func ValidateID(id string) error {
-	if len(id) > 1024 || !idRe.MatchString(id) {
-		return fmt.Errorf("container id %q: must match %s: %w", id, idRe, errdefs.ErrInvalidArgument)
+	if len(id) > 1024 || !validID(id) {
+		return fmt.Errorf("container id %q: must match %s: %w", id, idPattern, errdefs.ErrInvalidArgument)
 	}
 	return nil
+}
+
+// validID reports whether id matches idPattern.
+func validID(id string) bool {
+	if id == "" {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		switch c := id[i]; {
+		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9':
+		case i > 0 && (c == '_' || c == '.' || c == '+' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func stateDir(root, id string) string { return filepath.Join(root, id) }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -87,6 +88,26 @@ func TestValidateIDRejects(t *testing.T) {
 			t.Errorf("id %q: %v", id, err)
 		}
 	}
+}
+
+// validID is idPattern checked by hand: it agrees with the regexp on
+// every string of up to three characters from a mixed alphabet.
+func TestValidIDIsPattern(t *testing.T) {
+	re := regexp.MustCompile(idPattern)
+	alphabet := []string{"a", "Z", "0", "9", "_", ".", "+", "-", "/", " ", "\n", "\x00", ":", "é", "\xff", "~"}
+	var walk func(prefix string, n int)
+	walk = func(prefix string, n int) {
+		if got, want := validID(prefix), re.MatchString(prefix); got != want {
+			t.Errorf("validID(%q) = %v, the pattern says %v", prefix, got, want)
+		}
+		if n == 0 {
+			return
+		}
+		for _, c := range alphabet {
+			walk(prefix+c, n-1)
+		}
+	}
+	walk("", 3)
 }
 
 func TestCgroupPath(t *testing.T) {
