@@ -8,16 +8,25 @@ LDFLAGS   := -X main.Version=$(VERSION)
 PREFIX    ?= /usr/local
 BIN       := bin/shim
 
-.PHONY: all build run test unit race monitor-asan e2e kubelet-e2e node-e2e node-e2e-ci node-e2e-eviction bench lint install deps clean
+.PHONY: all build runtime run test unit race monitor-asan e2e kubelet-e2e node-e2e node-e2e-ci node-e2e-eviction bench lint install deps clean
 
 all: build
 
-# bin/shim embeds the lean monitor/init binary (cmd/shim-runtime). cgo
-# needs gcc and the libseccomp headers: installed first if missing.
-build:
-	@hack/install-deps.sh build >/dev/null
-	$(GO) build -trimpath -ldflags "-s -w" -o cmd/shim/shim-runtime.bin ./cmd/shim-runtime
+# bin/shim embeds the lean monitor/init binary (cmd/shim-runtime).
+build: runtime
 	$(GO) build -trimpath -tags shim_embed -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/shim
+
+# The lean binary starts twice per container create and per exec (helper
+# and init): it is linked statically (glibc's and libseccomp's .a), so no
+# start pays for ld.so loading libc and libseccomp. netgo and osusergo keep
+# glibc's NSS (getpwnam, getaddrinfo), which a static binary cannot load,
+# out of it. cgo needs gcc and the libseccomp headers and archive
+# (libseccomp-dev): installed first if missing.
+RUNTIME_TAGS    := netgo,osusergo
+RUNTIME_LDFLAGS := -s -w -linkmode external -extldflags "-static"
+runtime:
+	@hack/install-deps.sh build >/dev/null
+	$(GO) build -trimpath -tags $(RUNTIME_TAGS) -ldflags '$(RUNTIME_LDFLAGS)' -o cmd/shim/shim-runtime.bin ./cmd/shim-runtime
 
 # Run shim on its embedded defaults (root; /var/lib/shim, /run/shim/shim.sock).
 run: build

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"debug/elf"
 	"fmt"
 	"io"
 	"io/fs"
@@ -60,19 +61,22 @@ func buildShim(t *testing.T) string {
 			buildErr = err
 			return
 		}
-		rt := filepath.Join("..", "..", "cmd", "shim", "shim-runtime.bin")
+		// cmd/shim/shim-runtime.bin, built by the Makefile's own
+		// target: the static link flags are defined there only.
+		if out, err := exec.Command("make", "-s", "-C", filepath.Join("..", ".."), "runtime").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("make runtime: %v\n%s", err, out)
+			return
+		}
+		if buildErr = checkStatic(filepath.Join("..", "..", "cmd", "shim", "shim-runtime.bin")); buildErr != nil {
+			return
+		}
 		shim := []string{"build", "-tags", "shim_embed", "-o", filepath.Join(dir, "shim"), "../../cmd/shim"}
 		if raceBuild {
 			shim = append(shim[:1], append([]string{"-race"}, shim[1:]...)...)
 		}
-		for _, args := range [][]string{
-			{"build", "-o", rt, "../../cmd/shim-runtime"},
-			shim,
-		} {
-			if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("go %v: %v\n%s", args, err, out)
-				return
-			}
+		if out, err := exec.Command("go", shim...).CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go %v: %v\n%s", shim, err, out)
+			return
 		}
 		builtShim = filepath.Join(dir, "shim")
 	})
@@ -80,6 +84,22 @@ func buildShim(t *testing.T) string {
 		t.Fatal(buildErr)
 	}
 	return builtShim
+}
+
+// checkStatic fails when the lean runtime has an ELF interpreter: it is
+// linked statically, or each of its starts pays for ld.so (make runtime).
+func checkStatic(path string) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("%s is dynamically linked (it has a PT_INTERP header): make runtime links it statically", path)
+		}
+	}
+	return nil
 }
 
 // testEnv is a daemon's directories and config, reusable across restarts.
