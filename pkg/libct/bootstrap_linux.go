@@ -97,9 +97,15 @@ func stageErr(r io.Reader) error {
 	return fmt.Errorf("nsexec: %s: %w: %w", msg, errno, errdefs.OSClass(errno, errdefs.ErrInternal))
 }
 
+// Types of initMsg the C monitor reads too (ExecTemplateNames).
+const (
+	msgReady = "ready"
+	msgError = "error"
+)
+
 // initMsg is a frame from the Go init to its parent.
 type initMsg struct {
-	Type  string        `json:"type"` // "ready", "error", "console"
+	Type  string        `json:"type"` // msgReady, msgError, "console", "hooks"
 	Error *errdefs.Wire `json:"error,omitempty"`
 	Name  string        `json:"name,omitempty"`
 }

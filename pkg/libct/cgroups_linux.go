@@ -19,6 +19,8 @@ import (
 // cgroupManager is the part of a cgroup libct uses, over v1 and v2.
 type cgroupManager interface {
 	Add(pid int) error
+	// ProcsFiles are the cgroup.procs files Add writes the pid to.
+	ProcsFiles() ([]string, error)
 	Update(r *specs.LinuxResources) error
 	Freeze() error
 	Thaw() error
@@ -205,6 +207,21 @@ type cg1 struct {
 }
 
 func (c *cg1) Add(pid int) error { return c.c.Add(cgroup1.Process{Pid: pid}) }
+
+// ProcsFiles: each hierarchy's directory of the cgroup, as cgroup1's Add
+// finds it (a static path: the same in every hierarchy).
+func (c *cg1) ProcsFiles() ([]string, error) {
+	var out []string
+	for _, s := range c.c.Subsystems() {
+		if p, ok := s.(interface{ Path(string) string }); ok {
+			out = append(out, filepath.Join(p.Path(c.path), "cgroup.procs"))
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("cgroup %s has no hierarchies: %w", c.path, errdefs.ErrInternal)
+	}
+	return out, nil
+}
 func (c *cg1) Update(r *specs.LinuxResources) error {
 	if err := c.c.Update(r); err != nil {
 		return fmt.Errorf("update cgroup: %w: %w", err, cgroupErrClass(err))
@@ -308,6 +325,9 @@ type cg2 struct {
 }
 
 func (c *cg2) Add(pid int) error { return c.m.AddProc(uint64(pid)) }
+func (c *cg2) ProcsFiles() ([]string, error) {
+	return []string{filepath.Join(c.mountpoint, c.path, "cgroup.procs")}, nil
+}
 func (c *cg2) Update(r *specs.LinuxResources) error {
 	if err := c.m.Update(cgroup2.ToResources(r)); err != nil {
 		return fmt.Errorf("update cgroup: %w: %w", err, cgroupErrClass(err))

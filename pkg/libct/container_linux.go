@@ -153,6 +153,9 @@ func Create(ctx context.Context, stateRoot, id string, spec *specs.Spec, bundle 
 	if err := writeState(dir, c.st); err != nil {
 		return nil, err
 	}
+	if err := writeExecTemplate(dir, c.st, c.cg); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 

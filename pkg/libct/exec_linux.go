@@ -48,8 +48,10 @@ func (c *Container) Exec(ctx context.Context, p *specs.Process, opts ExecOpts) (
 	}
 	res, err := sp.start(ctx)
 	if err != nil {
-		untyped := !errdefs.Classified(err) || errdefs.Is(err, errdefs.ErrInternal)
-		if ctx.Err() == nil && (errdefs.IsNotFound(err) && c.exiting() || untyped && c.exitedDuring()) {
+		// ENOMEM: the C stage's clone into a PID namespace whose init
+		// is gone.
+		racy := !errdefs.Classified(err) || errdefs.Is(err, errdefs.ErrInternal) || errdefs.IsResourceExhausted(err)
+		if ctx.Err() == nil && (c.exiting() || racy && c.exitedDuring()) {
 			// The container's init died while the exec joined it: its
 			// namespaces were gone, or the kernel killed everything in
 			// its PID namespace, the exec included (kubelet's probes
@@ -61,7 +63,7 @@ func (c *Container) Exec(ctx context.Context, p *specs.Process, opts ExecOpts) (
 	defer res.conn.Close()
 	// The init pipe is close-on-exec: EOF means the exec succeeded.
 	var m initMsg
-	if _, err := readFrame(res.conn, &m); err == nil && m.Type == "error" && m.Error != nil {
+	if _, err := readFrame(res.conn, &m); err == nil && m.Type == msgError && m.Error != nil {
 		if res.console != nil {
 			res.console.Close()
 		}

@@ -1,6 +1,7 @@
 package libct
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -21,7 +22,7 @@ type initConfig struct {
 	Mode         string              `json:"mode"` // modeCreate or modeExec
 	ID           string              `json:"id"`
 	Spec         *specs.Spec         `json:"spec,omitempty"`
-	Process      *specs.Process      `json:"process"`
+	Process      *specs.Process      `json:"process,omitempty"`
 	Rootfs       string              `json:"rootfs,omitempty"`
 	Bundle       string              `json:"bundle,omitempty"`
 	NoPivot      bool                `json:"noPivot,omitempty"`
@@ -104,7 +105,7 @@ func Init() {
 		err = errors.New("init returned without exec")
 	}
 	w := errdefs.ToWire(err)
-	if writeFrame(conn, initMsg{Type: "error", Error: &w}) != nil {
+	if writeFrame(conn, initMsg{Type: msgError, Error: &w}) != nil {
 		fmt.Fprintln(os.Stderr, "shim init:", err)
 	}
 	os.Exit(1)
@@ -130,8 +131,13 @@ func initMain(conn *net.UnixConn, fifoFd int) error {
 func readInitConfig(conn *net.UnixConn) (*initConfig, error) {
 	var cfg initConfig
 	files, err := readFrame(conn, &cfg)
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		// The monitor puts the process in as the daemon sent it.
+		return nil, fmt.Errorf("init config: %w: %w", err, errdefs.ErrInvalidArgument)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("read init config: %w", errdefs.ErrInternal)
+		return nil, fmt.Errorf("read init config: %w: %w", err, errdefs.ErrInternal)
 	}
 	want := 0
 	for _, i := range cfg.MountFds {
@@ -215,7 +221,7 @@ func planExec(cfg *initConfig, seccompSpec *specs.LinuxSeccomp) (*execPlan, erro
 
 // reportReady tells the parent the init is ready to exec.
 func reportReady(conn *net.UnixConn) error {
-	if err := writeFrame(conn, initMsg{Type: "ready"}); err != nil {
+	if err := writeFrame(conn, initMsg{Type: msgReady}); err != nil {
 		return fmt.Errorf("report ready: %w", err)
 	}
 	return nil

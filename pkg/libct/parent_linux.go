@@ -256,7 +256,7 @@ func (s *started) awaitReady(ctx context.Context, consoleSock *os.File, onHooks 
 			if err != nil {
 				return err
 			}
-		case m.Type == "ready":
+		case m.Type == msgReady:
 			return nil
 		case m.Type == "hooks" && onHooks != nil:
 			if err := onHooks(); err != nil {
@@ -265,7 +265,7 @@ func (s *started) awaitReady(ctx context.Context, consoleSock *os.File, onHooks 
 			if err := writeFrame(s.conn, initMsg{Type: "hooks-done"}); err != nil {
 				return err
 			}
-		case m.Type == "error":
+		case m.Type == msgError:
 			if m.Error == nil {
 				return fmt.Errorf("container init failed: %w", errdefs.ErrInternal)
 			}

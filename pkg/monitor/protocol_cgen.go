@@ -11,6 +11,7 @@ import (
 	"unicode"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/libct"
 )
 
 // CHeaderFile is the generated header, relative to this package.
@@ -87,6 +88,10 @@ static inline int cm_req_field_id(const char *key)
 	b.WriteString("\n/* Error classes (errdefs). */\n")
 	for _, c := range errdefs.ClassNames() {
 		define(&b, "CM_E_"+macro(c), c)
+	}
+	b.WriteString("\n/* The exec template and the init pipe (pkg/libct/exectmpl_linux.go). */\n")
+	for _, n := range libct.ExecTemplateNames() {
+		define(&b, "CM_XT_"+n[0], n[1])
 	}
 	b.WriteString("\n#endif\n")
 	return b.Bytes()

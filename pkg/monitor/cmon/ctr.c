@@ -645,6 +645,20 @@ int ctr_exec_ready(struct conn *conn, const char *id)
 	return 1;
 }
 
+int ctr_gone(const char *id)
+{
+	struct ctr *c = find_ctr(id);
+	if (c == NULL || c->reaped)
+		return 1;
+	if (c->pid <= 0)
+		return 0;
+	/* An init that has exited, or is waiting for the rest of its PID
+	 * namespace to die, has dropped its namespaces. */
+	char path[64], target[128];
+	snprintf(path, sizeof(path), "/proc/%d/ns/mnt", (int)c->pid);
+	return readlink(path, target, sizeof(target)) < 0 && errno == ENOENT;
+}
+
 /* ---- shutdown, timers ---- */
 
 static void shutkill_done(struct helper *h, struct conn *conn, void *arg, struct hres *r)

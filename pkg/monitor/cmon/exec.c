@@ -202,6 +202,20 @@ static void exec_started(struct helper *h, struct conn *conn, void *arg, struct 
 	}
 }
 
+/* start_process starts the exec's process: by the monitor itself from
+ * the container's exec template (xexec.c), or by a helper (a TTY, or a
+ * container without a template). 0, or -1 with errno. */
+static int start_process(struct req *r, const int *io, struct execop *ex)
+{
+	if (!r->tty) {
+		int d = xexec_spawn(r->id, r->process, r->process_len, io, exec_started, ex);
+		if (d != 0)
+			return d > 0 ? 0 : -1;
+	}
+	const char *extra[] = {r->tty ? "--tty" : NULL, NULL};
+	return helper_spawn(H_EXEC, r->id, extra, r->process, r->process_len, io, NULL, exec_started, ex) ? 0 : -1;
+}
+
 static int mkpipe(int p[2])
 {
 	if (pipe2(p, O_CLOEXEC) < 0)
@@ -231,8 +245,8 @@ void op_exec_sync(struct conn *conn, struct req *r)
 	}
 	int io[3] = {-1, po[1], pe[1]};
 	/* The callback answers the exec's own conn (cleared if it goes). */
-	if (helper_spawn(H_EXEC, r->id, NULL, r->process, r->process_len, io, NULL, exec_started, ex) == NULL) {
-		reply_err(conn, errno_class(errno), "starting the monitor helper: %s", strerror(errno));
+	if (start_process(r, io, ex) < 0) {
+		reply_err(conn, errno_class(errno), "starting the exec: %s", strerror(errno));
 		goto fail;
 	}
 	close(po[1]);
@@ -288,15 +302,13 @@ void op_exec(struct conn *conn, struct req *r)
 			ex->give[ex->ngive++] = p[i][i == 0 ? 1 : 0];
 		}
 	}
-	const char *extra[] = {r->tty ? "--tty" : NULL, NULL};
-	struct helper *h = helper_spawn(H_EXEC, r->id, extra, r->process, r->process_len, r->tty ? NULL : io, NULL,
-					exec_started, ex);
+	int started = start_process(r, r->tty ? NULL : io, ex);
 	int e = errno;
 	for (int i = 0; i < 3; i++)
 		if (io[i] >= 0)
 			close(io[i]);
-	if (h == NULL) {
-		reply_err(conn, errno_class(e), "starting the monitor helper: %s", strerror(e));
+	if (started < 0) {
+		reply_err(conn, errno_class(e), "starting the exec: %s", strerror(e));
 		return exec_free(&ex->w);
 	}
 	ex->next = execs;

@@ -74,6 +74,9 @@ static void bury_all(void)
 		case K_EXEC:
 			exec_free(w);
 			break;
+		case K_XEXEC:
+			xexec_free(w);
+			break;
 		default:
 			break;
 		}
@@ -189,6 +192,7 @@ static void reap(void)
 	/* Results written before a helper died are read first, so that
 	 * what it started is known before it can be reaped. */
 	helper_poll_all();
+	xexec_poll_all();
 	for (;;) {
 		int st;
 		pid_t pid = waitpid(-1, &st, WNOHANG);
@@ -196,7 +200,7 @@ static void reap(void)
 			continue;
 		if (pid <= 0)
 			return;
-		if (!helper_on_exit(pid, st) && !ctr_on_exit(pid, st) && !exec_on_exit(pid, st))
+		if (!helper_on_exit(pid, st) && !ctr_on_exit(pid, st) && !exec_on_exit(pid, st) && !xexec_on_exit(pid, st))
 			cm_log(CM_DEBUG, "reaped orphan %d", (int)pid);
 	}
 }
@@ -230,6 +234,7 @@ static int next_timeout(void)
 	t = earliest(t, ctr_next_deadline());
 	t = earliest(t, exec_next_deadline());
 	t = earliest(t, helper_next_deadline());
+	t = earliest(t, xexec_next_deadline());
 	if (shutdown_active)
 		t = earliest(t, shutdown_until);
 	if (t == 0)
@@ -245,6 +250,7 @@ static void timers(void)
 	ctr_timers(now);
 	exec_timers(now);
 	helper_timers(now);
+	xexec_timers(now);
 	if (shutdown_active && now >= shutdown_until) {
 		shutdown_active = 0;
 		conn_shutdown_answer(0, SHUTDOWN_WAIT_MS);
@@ -271,6 +277,9 @@ static void dispatch(struct watch *w, uint32_t ev)
 		break;
 	case K_HELPER:
 		helper_on_event(w, ev);
+		break;
+	case K_XEXEC:
+		xexec_on_event(w, ev);
 		break;
 	default:
 		break;

@@ -7,6 +7,7 @@
  *   exitrec.c the exit record of a container (exit.json)
  *   attach.c  connections attached to a container's output
  *   exec.c    processes run in a container: ExecSync and Exec
+ *   xexec.c   an exec's init started from the container's exec template
  *   crilog.c  the CRI log format;  util.c  buffers, JSON, time, logging
  *
  * Each file keeps its objects (and their list) to itself; the others see
@@ -28,7 +29,7 @@
  * never freed while the events of one epoll_wait are being handled: they
  * are buried (marked dead, their fds closed by their owner) and freed at
  * the end of the round by their file's free function. */
-enum kind { K_LISTEN, K_SIGNAL, K_CONN, K_STREAM, K_CAPTURE, K_HELPER, K_CTR, K_EXEC };
+enum kind { K_LISTEN, K_SIGNAL, K_CONN, K_STREAM, K_CAPTURE, K_HELPER, K_CTR, K_EXEC, K_XEXEC };
 
 struct watch {
 	enum kind kind;
@@ -187,6 +188,9 @@ void op_close_stdin(struct conn *conn, struct req *r);
 /* ctr_exec_ready answers with an error and returns 0 unless container id
  * can run a new process. */
 int ctr_exec_ready(struct conn *conn, const char *id);
+/* ctr_gone: container id is not in the pod, or its init has exited or is
+ * exiting. */
+int ctr_gone(const char *id);
 void ctr_shutdown_begin(void);
 /* ctr_shutdown_step kills what is left at shutdown; the number left. */
 int ctr_shutdown_step(void);
@@ -229,6 +233,21 @@ void exec_on_capture(struct watch *w, uint32_t ev);
 int64_t exec_next_deadline(void);
 void exec_timers(int64_t now);
 void exec_free(struct watch *w);
+
+/* ---- direct exec (xexec.c): an exec's init started without a helper ---- */
+/* xexec_spawn starts the init of a process in container id from the
+ * container's exec template (pkg/libct/exectmpl_linux.go), with io as for
+ * helper_spawn; done gets the result as from a helper (h NULL). 1: it
+ * runs; 0: the container has no template (or this monitor cannot use
+ * it): use the helper; -1: it failed, errno set. */
+int xexec_spawn(const char *id, const char *process, size_t plen, const int io[3], helper_done done, void *arg);
+/* xexec_poll_all reads what the inits wrote, before children are reaped. */
+void xexec_poll_all(void);
+int xexec_on_exit(pid_t pid, int st);
+void xexec_on_event(struct watch *w, uint32_t ev);
+int64_t xexec_next_deadline(void);
+void xexec_timers(int64_t now);
+void xexec_free(struct watch *w);
 
 /* ---- the shutdown op (main.c) and the events op (conn.c) ---- */
 void op_shutdown(struct conn *conn, struct req *r);

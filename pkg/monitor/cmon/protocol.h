@@ -141,4 +141,15 @@ static inline int cm_req_field_id(const char *key)
 #define CM_E_DEADLINE_EXCEEDED "deadline_exceeded"
 #define CM_E_CANCELED "canceled"
 
+/* The exec template and the init pipe (pkg/libct/exectmpl_linux.go). */
+#define CM_XT_FILE "exec.tmpl"
+#define CM_XT_MAGIC "shim-exec-template-1"
+#define CM_XT_ENV_INIT_PIPE "_SHIM_INITPIPE"
+#define CM_XT_SYNC_PID "P"
+#define CM_XT_SYNC_ERR "E"
+#define CM_XT_MSG_TYPE "type"
+#define CM_XT_MSG_ERROR "error"
+#define CM_XT_TYPE_READY "ready"
+#define CM_XT_TYPE_ERROR "error"
+
 #endif

@@ -1,0 +1,612 @@
+/* xexec.c: an exec's init started by the monitor, without a helper.
+ *
+ * At create, libct writes the container's exec template (the C stage's
+ * bootstrap, the cgroup.procs files, the init config without the process:
+ * pkg/libct/exectmpl_linux.go). With it, an exec needs no Go helper: the
+ * monitor executes the runtime binary's init itself, from a detached
+ * read-only overlay of it (nothing in the container can reach the binary
+ * on the host through /proc/<pid>/exe), puts stage 0 in the container's
+ * cgroup, and has the init-pipe exchange that libct's setnsProcess has:
+ * bootstrap, sync bytes up to the init's pid (forked with CLONE_PARENT:
+ * our child), the config, then frames ("ready", or "error" with an
+ * errdefs.Wire) until EOF, which means the exec happened. The exchange
+ * runs on the event loop; it never blocks the monitor.
+ *
+ * Containers without a template (user namespaces, another OCI runtime)
+ * and TTY execs go through the helper. */
+#include "mon.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/mount.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define MAX_TEMPLATE (1 << 20)
+#define MAX_INIT_FRAME (1 << 20)
+#define XEXEC_HANDSHAKE_MS 60000
+
+struct xexec {
+	struct watch w;
+	struct xexec *next;
+	char *id;
+	int sock;     /* our end of the init pipe */
+	pid_t stage0; /* exits once it has forked the init */
+	pid_t pid;    /* the init, then the process; 0 until known */
+	int framing;  /* the sync bytes are done: frames follow */
+	int ready;
+	struct cm_buf in;   /* read, not used yet */
+	struct cm_buf cfg;  /* the config frame, sent once the pid is known */
+	int64_t t0_ns, deadline;
+	helper_done cb;
+	void *arg;
+};
+
+static struct xexec *xexecs;
+
+/* ---- the template ---- */
+
+struct tmpl {
+	char *buf;
+	const char *bs, *cfg;
+	size_t bslen, cfglen;
+	const char *procs[64];
+	size_t nprocs;
+};
+
+/* section reads "<n>\n" at *p and returns n, or -1. */
+static long section(const char **p, const char *end)
+{
+	long n = 0;
+	const char *q = *p;
+	if (q >= end || *q < '0' || *q > '9')
+		return -1;
+	while (q < end && *q >= '0' && *q <= '9' && n <= MAX_TEMPLATE)
+		n = n * 10 + (*q++ - '0');
+	if (q >= end || *q != '\n' || n > MAX_TEMPLATE)
+		return -1;
+	*p = q + 1;
+	return n;
+}
+
+/* tmpl_parse checks the template's shape; the lines of cgroup files are
+ * NUL-terminated in place. */
+static int tmpl_parse(struct tmpl *t, size_t len)
+{
+	const char *p = t->buf, *end = t->buf + len;
+	size_t ml = strlen(CM_XT_MAGIC);
+	if (len < ml + 1 || memcmp(p, CM_XT_MAGIC, ml) != 0 || p[ml] != '\n')
+		return -1;
+	p += ml + 1;
+	long n = section(&p, end);
+	if (n < 8 || n > end - p)
+		return -1;
+	t->bs = p;
+	t->bslen = (size_t)n;
+	p += n;
+	long k = section(&p, end);
+	if (k < 1 || k > (long)(sizeof(t->procs) / sizeof(t->procs[0])))
+		return -1;
+	for (long i = 0; i < k; i++) {
+		char *nl = memchr(p, '\n', (size_t)(end - p));
+		if (nl == NULL || nl == p || *p != '/')
+			return -1;
+		*nl = 0;
+		t->procs[t->nprocs++] = p;
+		p = nl + 1;
+	}
+	long m = section(&p, end);
+	if (m < 3 || m != end - p || p[0] != '{' || p[1] == '}')
+		return -1;
+	t->cfg = p;
+	t->cfglen = (size_t)m;
+	return 0;
+}
+
+/* tmpl_load reads container id's template: 0, or -1 with errno (ENOENT:
+ * the container has none). */
+static int tmpl_load(const char *id, struct tmpl *t)
+{
+	char path[MAX_PATH];
+	memset(t, 0, sizeof(*t));
+	if (snprintf(path, sizeof(path), "%s/%s/%s", cm_cfg.root, id, CM_XT_FILE) >= (int)sizeof(path)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -1;
+	struct cm_buf b = {0};
+	b.max = MAX_TEMPLATE;
+	for (;;) {
+		if (cm_buf_reserve(&b, 16 << 10) < 0) {
+			errno = EFBIG;
+			break;
+		}
+		ssize_t r = read(fd, b.p + b.len, b.cap - b.len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			if (r == 0)
+				errno = 0;
+			break;
+		}
+		b.len += (size_t)r;
+	}
+	int e = errno;
+	close(fd);
+	t->buf = b.p;
+	if (e != 0 || tmpl_parse(t, b.len) < 0) {
+		cm_buf_free(&b);
+		t->buf = NULL;
+		errno = e ? e : EINVAL;
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- the binary: a detached read-only overlay of our own ---- */
+
+static int fsmount_ro(int fsfd)
+{
+	if (syscall(SYS_fsconfig, fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+		return -1;
+	return (int)syscall(SYS_fsmount, fsfd, FSMOUNT_CLOEXEC, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID);
+}
+
+/* overlay_exe opens /proc/self/exe through a private overlay mount of
+ * its directory (over an empty tmpfs) that is in no mount table: writes
+ * through it fail, and no copy is made. The same as libct's overlayExe. */
+static int overlay_exe(void)
+{
+	char exe[MAX_PATH];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n <= 0)
+		return -1;
+	exe[n] = 0;
+	char *slash = strrchr(exe, '/');
+	if (slash == NULL || slash == exe)
+		return errno = EINVAL, -1;
+	*slash = 0;
+	const char *name = slash + 1;
+	int fd = -1, dirfd = -1, tfs = -1, empty = -1, ofs = -1, mnt = -1;
+	dirfd = open(exe, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	tfs = (int)syscall(SYS_fsopen, "tmpfs", FSOPEN_CLOEXEC);
+	if (dirfd < 0 || tfs < 0 || syscall(SYS_fsconfig, tfs, FSCONFIG_SET_STRING, "size", "4k", 0) < 0 ||
+	    (empty = fsmount_ro(tfs)) < 0)
+		goto out;
+	ofs = (int)syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC);
+	if (ofs < 0 || syscall(SYS_fsconfig, ofs, FSCONFIG_SET_FD, "lowerdir+", NULL, dirfd) < 0 ||
+	    syscall(SYS_fsconfig, ofs, FSCONFIG_SET_FD, "lowerdir+", NULL, empty) < 0 || (mnt = fsmount_ro(ofs)) < 0)
+		goto out;
+	fd = openat(mnt, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	struct stat a, b;
+	if (fd >= 0 && (fstat(fd, &a) < 0 || stat("/proc/self/exe", &b) < 0 || a.st_size != b.st_size)) {
+		close(fd);
+		fd = -1;
+		errno = ESTALE;
+	}
+out: {
+	int e = errno;
+	int fds[] = {dirfd, tfs, empty, ofs, mnt};
+	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	errno = e;
+	return fd;
+}
+}
+
+static int sealed_exe(void)
+{
+	static int fd = -2;
+	if (fd == -2) {
+		fd = overlay_exe();
+		if (fd < 0)
+			cm_log(CM_INFO, "execs go through the helper: no detached overlay of the runtime binary: %s",
+			       strerror(errno));
+	}
+	return fd;
+}
+
+/* ---- results ---- */
+
+static void xexec_remove(struct xexec *x)
+{
+	for (struct xexec **pp = &xexecs; *pp; pp = &(*pp)->next)
+		if (*pp == x) {
+			*pp = x->next;
+			break;
+		}
+	closefd(&x->sock);
+	cm_buf_free(&x->in);
+	cm_buf_free(&x->cfg);
+	bury(&x->w);
+}
+
+void xexec_free(struct watch *w)
+{
+	struct xexec *x = (struct xexec *)w;
+	free(x->id);
+	free(x);
+}
+
+static void finish(struct xexec *x, const char *err, size_t errlen)
+{
+	struct hres r = {0};
+	r.fd = -1;
+	r.helper_ns = cm_now_ns() - x->t0_ns;
+	if (err) {
+		r.err = err;
+		r.errlen = errlen;
+		if (x->pid > 0)
+			kill(x->pid, SIGKILL);
+	} else
+		r.pid = x->pid;
+	/* err may point into x->in: x goes after the callback. */
+	x->cb(NULL, NULL, x->arg, &r);
+	xexec_remove(x);
+}
+
+/* fail ends x with an error of class cls; a container that exited
+ * meanwhile is the cause of any failure (as libct's Exec says it). */
+static void __attribute__((format(printf, 3, 4))) fail(struct xexec *x, const char *cls, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	int gone = ctr_gone(x->id);
+	if (gone)
+		cls = CM_E_FAILED_PRECONDITION;
+	struct cm_buf b = {0};
+	cm_buf_str(&b, "{\"" CM_WIRE_CLASS "\":\"");
+	cm_buf_str(&b, cls);
+	cm_buf_str(&b, "\",\"" CM_WIRE_MESSAGE "\":");
+	if (gone) {
+		char m2[1200];
+		snprintf(m2, sizeof(m2), "container %s exited while the exec started (%s)", x->id, msg);
+		cm_buf_jstr(&b, m2, strlen(m2));
+	} else
+		cm_buf_jstr(&b, msg, strlen(msg));
+	cm_buf_str(&b, "}");
+	if (b.failed) {
+		static const char oom[] = "{\"" CM_WIRE_CLASS "\":\"" CM_E_RESOURCE_EXHAUSTED "\",\"" CM_WIRE_MESSAGE
+					  "\":\"out of memory\"}";
+		finish(x, oom, strlen(oom));
+	} else
+		finish(x, b.p, b.len);
+	cm_buf_free(&b);
+}
+
+/* fail_raw ends x with the init's own error (the JSON of an errdefs.Wire). */
+static void fail_raw(struct xexec *x, const char *err, size_t len)
+{
+	if (ctr_gone(x->id))
+		return fail(x, CM_E_FAILED_PRECONDITION, "%.*s", (int)(len > 900 ? 900 : len), err);
+	finish(x, err, len);
+}
+
+/* ---- the exchange ---- */
+
+static void consume(struct cm_buf *b, size_t n)
+{
+	memmove(b->p, b->p + n, b->len - n);
+	b->len -= n;
+}
+
+static uint32_t le32(const char *p)
+{
+	const unsigned char *u = (const unsigned char *)p;
+	return (uint32_t)u[0] | (uint32_t)u[1] << 8 | (uint32_t)u[2] << 16 | (uint32_t)u[3] << 24;
+}
+
+/* sync_step handles the C stage's sync bytes: 1 to go on, 0 for more
+ * bytes, -1 when x is finished. */
+static int sync_step(struct xexec *x)
+{
+	struct cm_buf *b = &x->in;
+	if (b->len < 1)
+		return 0;
+	if (b->p[0] == CM_XT_SYNC_PID[0]) {
+		if (b->len < 5)
+			return 0;
+		int32_t pid = (int32_t)le32(b->p + 1);
+		consume(b, 5);
+		if (pid == 0)
+			return 1;
+		x->pid = pid;
+		x->framing = 1;
+		if (cm_write_full(x->sock, x->cfg.p, x->cfg.len) < 0) {
+			fail(x, CM_E_INTERNAL, "exec %s: send the init config: %s", x->id, strerror(errno));
+			return -1;
+		}
+		cm_buf_free(&x->cfg);
+		return 1;
+	}
+	if (b->p[0] == CM_XT_SYNC_ERR[0]) {
+		if (b->len < 9)
+			return 0;
+		uint32_t e = le32(b->p + 1), n = le32(b->p + 5);
+		if (n > 4096)
+			n = 4096;
+		if (b->len < 9 + (size_t)n)
+			return 0;
+		fail(x, e ? errno_class((int)e) : CM_E_INTERNAL, "nsexec: %.*s%s%s", (int)n, b->p + 9, e ? ": " : "",
+		     e ? strerror((int)e) : "");
+		return -1;
+	}
+	fail(x, CM_E_INTERNAL, "nsexec: unexpected sync byte %#x", (unsigned char)b->p[0]);
+	return -1;
+}
+
+struct initmsg {
+	char *type;
+	const char *err;
+	size_t errlen;
+};
+
+static int initmsg_field(void *arg, const char *key, struct cm_json *j)
+{
+	struct initmsg *m = arg;
+	if (strcmp(key, CM_XT_MSG_TYPE) == 0)
+		return cm_json_string(j, &m->type, 64);
+	if (strcmp(key, CM_XT_MSG_ERROR) == 0)
+		return cm_json_raw(j, &m->err, &m->errlen);
+	return cm_json_skip(j);
+}
+
+/* frame_step handles one of the init's frames, as sync_step. */
+static int frame_step(struct xexec *x)
+{
+	struct cm_buf *b = &x->in;
+	if (b->len < 4)
+		return 0;
+	uint32_t n = le32(b->p);
+	if (n > MAX_INIT_FRAME) {
+		fail(x, CM_E_INTERNAL, "exec %s: init frame of %u bytes", x->id, n);
+		return -1;
+	}
+	if (b->len < 4 + (size_t)n)
+		return 0;
+	struct initmsg m = {0};
+	int ok = cm_json_object(b->p + 4, n, initmsg_field, &m) == 0 && m.type;
+	if (ok && strcmp(m.type, CM_XT_TYPE_READY) == 0) {
+		x->ready = 1;
+		free(m.type);
+		consume(b, 4 + (size_t)n);
+		return 1;
+	}
+	if (ok && strcmp(m.type, CM_XT_TYPE_ERROR) == 0 && m.err)
+		fail_raw(x, m.err, m.errlen);
+	else
+		fail(x, CM_E_INTERNAL, "exec %s: unexpected message from the init: %.*s", x->id, (int)(n > 200 ? 200 : n),
+		     b->p + 4);
+	free(m.type);
+	return -1;
+}
+
+/* on_eof: the init pipe closed. After "ready" that is the execve. */
+static void on_eof(struct xexec *x)
+{
+	if (x->ready && x->in.len == 0) {
+		cm_log(CM_DEBUG, "exec %s: pid %d, direct", x->id, (int)x->pid);
+		finish(x, NULL, 0);
+	} else if (!x->framing)
+		fail(x, CM_E_INTERNAL, "exec %s: stage 0 exited before the init started (see monitor.log)", x->id);
+	else
+		fail(x, CM_E_INTERNAL, "exec %s: container init exited before it was ready", x->id);
+}
+
+static void xexec_read(struct xexec *x)
+{
+	for (;;) {
+		if (cm_buf_reserve(&x->in, 4096) < 0)
+			return fail(x, CM_E_INTERNAL, "exec %s: init pipe: out of memory", x->id);
+		ssize_t n = read(x->sock, x->in.p + x->in.len, x->in.cap - x->in.len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return;
+		if (n < 0 && errno != ECONNRESET)
+			return fail(x, CM_E_INTERNAL, "exec %s: init pipe: %s", x->id, strerror(errno));
+		if (n <= 0)
+			return on_eof(x);
+		x->in.len += (size_t)n;
+		int r;
+		while ((r = x->framing ? frame_step(x) : sync_step(x)) > 0)
+			;
+		if (r < 0)
+			return;
+	}
+}
+
+void xexec_on_event(struct watch *w, uint32_t ev)
+{
+	(void)ev;
+	xexec_read((struct xexec *)w);
+}
+
+void xexec_poll_all(void)
+{
+	for (struct xexec *x = xexecs, *next; x; x = next) {
+		next = x->next;
+		xexec_read(x);
+	}
+}
+
+int xexec_on_exit(pid_t pid, int st)
+{
+	(void)st;
+	for (struct xexec *x = xexecs; x; x = x->next)
+		if (pid == x->stage0 || pid == x->pid)
+			return 1; /* its end shows on the init pipe */
+	return 0;
+}
+
+int64_t xexec_next_deadline(void)
+{
+	int64_t t = 0;
+	for (struct xexec *x = xexecs; x; x = x->next)
+		t = earliest(t, x->deadline);
+	return t;
+}
+
+void xexec_timers(int64_t now)
+{
+	for (struct xexec *x = xexecs, *next; x; x = next) {
+		next = x->next;
+		if (now >= x->deadline) {
+			kill(x->stage0, SIGKILL);
+			fail(x, CM_E_DEADLINE_EXCEEDED, "exec %s: the init did not start in %d s", x->id,
+			     XEXEC_HANDSHAKE_MS / 1000);
+		}
+	}
+}
+
+/* ---- the start ---- */
+
+/* exec_stage0 runs in the child: default signals, nothing blocked, fds
+ * 0-2 the process's stdio (/dev/null for -1), 3 the init pipe, 4 the
+ * binary; nothing else. */
+static void __attribute__((noreturn)) exec_stage0(const int io[3], int pipefd, int exe)
+{
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	for (int s = 1; s < NSIG; s++)
+		signal(s, SIG_DFL);
+	int src[5] = {io[0], io[1], io[2], pipefd, exe}, tmp[5];
+	for (int i = 0; i < 5; i++) {
+		tmp[i] = src[i] >= 0 ? fcntl(src[i], F_DUPFD_CLOEXEC, 16) : open("/dev/null", O_RDWR | O_CLOEXEC);
+		if (tmp[i] < 0)
+			_exit(126);
+	}
+	for (int i = 0; i < 5; i++)
+		if (dup2(tmp[i], i) < 0)
+			_exit(126);
+	close_from(5, -1);
+	char *argv[] = {"shim", "init", NULL};
+	char *envp[] = {CM_XT_ENV_INIT_PIPE "=3", NULL};
+	execve("/proc/self/fd/4", argv, envp);
+	dprintf(2, "shim monitor: exec the container init: %s\n", strerror(errno));
+	_exit(127);
+}
+
+/* config_frame is the init config with the process: a length-prefixed
+ * JSON object. */
+static int config_frame(struct cm_buf *f, const struct tmpl *t, const char *process, size_t plen)
+{
+	size_t n = strlen("{\"process\":") + plen + 1 + (t->cfglen - 1);
+	if (n > MAX_INIT_FRAME)
+		return -1;
+	unsigned char h[4] = {(unsigned char)n, (unsigned char)(n >> 8), (unsigned char)(n >> 16), (unsigned char)(n >> 24)};
+	cm_buf_add(f, h, 4);
+	cm_buf_str(f, "{\"process\":");
+	cm_buf_add(f, process, plen);
+	cm_buf_str(f, ",");
+	cm_buf_add(f, t->cfg + 1, t->cfglen - 1);
+	return f->failed ? -1 : 0;
+}
+
+/* join_cgroup puts pid in the container's cgroup. */
+static int join_cgroup(const struct tmpl *t, pid_t pid)
+{
+	char s[16];
+	int n = snprintf(s, sizeof(s), "%d", (int)pid);
+	for (size_t i = 0; i < t->nprocs; i++) {
+		int fd = open(t->procs[i], O_WRONLY | O_CLOEXEC);
+		if (fd < 0)
+			return -1;
+		int r = cm_write_full(fd, s, (size_t)n);
+		int e = errno;
+		close(fd);
+		if (r < 0) {
+			errno = e;
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int xexec_spawn(const char *id, const char *process, size_t plen, const int io[3], helper_done done, void *arg)
+{
+	struct tmpl t;
+	if (cm_cfg.binary || process == NULL)
+		return 0;
+	if (tmpl_load(id, &t) < 0) {
+		if (errno != ENOENT)
+			cm_log(CM_WARN, "exec %s: exec template: %s: the helper starts it", id, strerror(errno));
+		return 0;
+	}
+	int exe = sealed_exe();
+	struct xexec *x = exe < 0 ? NULL : calloc(1, sizeof(*x));
+	if (x == NULL) {
+		free(t.buf);
+		return 0;
+	}
+	x->w.kind = K_XEXEC;
+	x->sock = -1;
+	x->cb = done;
+	x->arg = arg;
+	x->t0_ns = cm_now_ns();
+	x->in.max = MAX_INIT_FRAME + 8;
+	x->id = strdup(id);
+	int sp[2] = {-1, -1}, e = 0;
+	if (x->id == NULL || config_frame(&x->cfg, &t, process, plen) < 0 ||
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
+		e = errno ? errno : ENOMEM;
+		goto fail;
+	}
+	x->stage0 = fork();
+	if (x->stage0 < 0) {
+		e = errno;
+		goto fail;
+	}
+	if (x->stage0 == 0)
+		exec_stage0(io, sp[1], exe);
+	close(sp[1]);
+	sp[1] = -1;
+	x->sock = sp[0];
+	if (join_cgroup(&t, x->stage0) < 0 || cm_write_full(x->sock, t.bs, t.bslen) < 0) {
+		e = errno;
+		kill(x->stage0, SIGKILL);
+		goto fail; /* stage 0 is reaped as an orphan */
+	}
+	free(t.buf);
+	fcntl(x->sock, F_SETFL, O_NONBLOCK);
+	x->deadline = cm_now_ms() + XEXEC_HANDSHAKE_MS;
+	if (ep_add(x->sock, &x->w, EPOLLIN) < 0) {
+		e = errno;
+		kill(x->stage0, SIGKILL);
+		close(x->sock);
+		cm_buf_free(&x->cfg);
+		free(x->id);
+		free(x);
+		errno = e;
+		return -1;
+	}
+	x->next = xexecs;
+	xexecs = x;
+	cm_log(CM_DEBUG, "exec %s: stage 0 %d, direct", id, (int)x->stage0);
+	return 1;
+fail:
+	for (int i = 0; i < 2; i++)
+		if (sp[i] >= 0)
+			close(sp[i]);
+	cm_buf_free(&x->cfg);
+	free(t.buf);
+	free(x->id);
+	free(x);
+	errno = e;
+	return -1;
+}
