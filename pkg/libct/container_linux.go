@@ -342,7 +342,7 @@ func (c *Container) Start(ctx context.Context) error {
 			conn.SetReadDeadline(dl)
 		}
 		var m initMsg
-		if _, err := readFrame(conn, &m); err == nil && m.Type == "error" && m.Error != nil {
+		if _, err := readFrame(conn, &m); err == nil && m.Type == msgError && m.Error != nil {
 			return m.Error.Err()
 		}
 	}

@@ -52,7 +52,10 @@ func validID(id string) bool {
 
 func stateDir(root, id string) string { return filepath.Join(root, id) }
 
-// writeState writes the state file atomically: temp, fsync, rename, fsync dir.
+// writeState writes the state file atomically: temp file, rename. It is
+// not synced: the state root is runtime state (tmpfs by default, /run/shim)
+// that a reboot ends along with every container it describes, and a
+// crash of this process leaves either file whole.
 func writeState(dir string, st *stored) error {
 	b, err := json.Marshal(st)
 	if err != nil {
@@ -67,19 +70,11 @@ func writeState(dir string, st *stored) error {
 		tmp.Close()
 		return fmt.Errorf("write state: %w", err)
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("sync state: %w", err)
-	}
 	if err := tmp.Close(); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp.Name(), filepath.Join(dir, stateFile)); err != nil {
 		return fmt.Errorf("rename state: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	return nil
 }

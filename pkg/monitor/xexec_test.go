@@ -73,6 +73,11 @@ func TestMonitorDirectExec(t *testing.T) {
 	_, missingDirect := p.c.Call(ctx, &Request{Op: OpExecSync, ID: "d1", Process: proc("no-such-binary")})
 	_, badCwdDirect := p.c.Call(ctx, &Request{Op: OpExecSync, ID: "d1", Process: &specs.Process{Args: []string{"true"}, Cwd: "rel"}})
 	log := logOf()
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, ", direct:") {
+			t.Log(l)
+		}
+	}
 	if !strings.Contains(log, "exec d1: pid ") || !strings.Contains(log, ", direct") {
 		t.Errorf("no direct exec in the monitor log")
 	}

@@ -45,7 +45,7 @@ struct xexec {
 	int ready;
 	struct cm_buf in;   /* read, not used yet */
 	struct cm_buf cfg;  /* the config frame, sent once the pid is known */
-	int64_t t0_ns, deadline;
+	int64_t t0_ns, pid_ns, ready_ns, deadline;
 	helper_done cb;
 	void *arg;
 };
@@ -325,6 +325,7 @@ static int sync_step(struct xexec *x)
 		if (pid == 0)
 			return 1;
 		x->pid = pid;
+		x->pid_ns = cm_now_ns();
 		x->framing = 1;
 		if (cm_write_full(x->sock, x->cfg.p, x->cfg.len) < 0) {
 			fail(x, CM_E_INTERNAL, "exec %s: send the init config: %s", x->id, strerror(errno));
@@ -382,6 +383,7 @@ static int frame_step(struct xexec *x)
 	int ok = cm_json_object(b->p + 4, n, initmsg_field, &m) == 0 && m.type;
 	if (ok && strcmp(m.type, CM_XT_TYPE_READY) == 0) {
 		x->ready = 1;
+		x->ready_ns = cm_now_ns();
 		free(m.type);
 		consume(b, 4 + (size_t)n);
 		return 1;
@@ -399,7 +401,10 @@ static int frame_step(struct xexec *x)
 static void on_eof(struct xexec *x)
 {
 	if (x->ready && x->in.len == 0) {
-		cm_log(CM_DEBUG, "exec %s: pid %d, direct", x->id, (int)x->pid);
+		int64_t now = cm_now_ns();
+		cm_log(CM_DEBUG, "exec %s: pid %d, direct: C stage %.1f ms, Go init %.1f ms, execve %.1f ms", x->id,
+		       (int)x->pid, (double)(x->pid_ns - x->t0_ns) / 1e6, (double)(x->ready_ns - x->pid_ns) / 1e6,
+		       (double)(now - x->ready_ns) / 1e6);
 		finish(x, NULL, 0);
 	} else if (!x->framing)
 		fail(x, CM_E_INTERNAL, "exec %s: stage 0 exited before the init started (see monitor.log)", x->id);
