@@ -188,10 +188,16 @@ func TestMonitorReopenLog(t *testing.T) {
 
 func waitFor(t *testing.T, f func() bool) {
 	t.Helper()
+	waitForf(t, f, func() string { return "" })
+}
+
+// waitForf is waitFor that says what it waited for when it times out.
+func waitForf(t *testing.T, f func() bool, what func() string) {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for !f() {
 		if time.Now().After(deadline) {
-			t.Fatal("timed out")
+			t.Fatal("timed out", what())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -294,23 +300,35 @@ func TestMonitorExecSyncErrors(t *testing.T) {
 	if err != nil || string(resp.Stdout) != "abc" || resp.ExitCode != 137 {
 		t.Errorf("exec killed by a signal: %+v %v", resp, err)
 	}
-	// A client that goes away takes its command with it.
+	// A client that goes away takes its command with it. The children
+	// file of /proc can miss a child that another one's exit races with:
+	// the container's init, a child all along, is added by hand.
 	mon := p.monitorPid(t)
 	before := children(t, mon)
+	st, err := p.c.Call(ctx, &Request{Op: OpState})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range st.Containers {
+		before[c.Pid] = 'S'
+	}
 	cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	_, err = p.c.Call(cctx, &Request{Op: OpExecSync, ID: "x1", Process: &specs.Process{Args: []string{"sleep", "999"}, Cwd: "/", Env: []string{"PATH=/bin"}}})
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("cancelled exec: %v", err)
 	}
-	waitFor(t, func() bool {
+	var left []string
+	waitForf(t, func() bool {
+		left = nil
 		for pid := range children(t, mon) {
 			if _, ok := before[pid]; !ok {
-				return false
+				st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+				left = append(left, string(st))
 			}
 		}
-		return true
-	})
+		return len(left) == 0
+	}, func() string { return fmt.Sprintf("the monitor's children left: %q", left) })
 }
 
 // memoryLimitFile is where this host keeps the memory limit of cgroup

@@ -184,6 +184,17 @@ static void exec_started(struct helper *h, struct conn *conn, void *arg, struct 
 	}
 	ex->pid = (pid_t)r->pid;
 	ex->started = 1;
+	if (r->reaped) {
+		/* A direct exec that has already ended: its pid is free. */
+		if (ex->stream && ex->conn) {
+			struct cm_buf b = {0};
+			cm_buf_printf(&b, "{\"" CM_RESP_PID "\":%d}", (int)ex->pid);
+			reply_keep(ex->conn, &b, ex->give, ex->ngive);
+			ex->ngive = 0;
+		}
+		exec_on_exit(ex->pid, r->wstatus);
+		return;
+	}
 	if (ex->timeout_ms > 0)
 		ex->kill_at = cm_now_ms() + ex->timeout_ms;
 	if (ex->conn == NULL) {
@@ -341,8 +352,10 @@ void exec_conn_gone(struct conn *c)
 	for (struct execop *ex = execs; ex; ex = ex->next)
 		if (ex->conn == c) {
 			ex->conn = NULL;
-			if (ex->started && !ex->reaped)
+			if (ex->started && !ex->reaped) {
+				cm_log(CM_DEBUG, "exec in %s: the client went away: killing %d", ex->id, (int)ex->pid);
 				kill(ex->pid, SIGKILL);
+			}
 		}
 }
 

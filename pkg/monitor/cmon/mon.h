@@ -136,6 +136,9 @@ struct hres {
 	int64_t helper_ns; /* from the helper's fork (or resume) to its result */
 	int64_t op_ns;     /* the operation's share, as the helper measured it */
 	int fd; /* the pty master of a --tty process; -1, or taken by the callback (set to -1), or closed after it */
+	/* A direct exec (xexec.c) whose process already exited and was
+	 * reaped: its wait status. The pid must not be signalled. */
+	int reaped, wstatus;
 };
 
 struct helper;

@@ -43,6 +43,9 @@ struct xexec {
 	pid_t pid;    /* the init, then the process; 0 until known */
 	int framing;  /* the sync bytes are done: frames follow */
 	int ready;
+	/* pid exited (and was reaped) before the init pipe said how its
+	 * start ended: stage 0 may hold the pipe a moment longer. */
+	int pid_reaped, pid_status;
 	struct cm_buf in;   /* read, not used yet */
 	struct cm_buf cfg;  /* the config frame, sent once the pid is known */
 	int64_t t0_ns, pid_ns, ready_ns, deadline;
@@ -247,10 +250,13 @@ static void finish(struct xexec *x, const char *err, size_t errlen)
 	if (err) {
 		r.err = err;
 		r.errlen = errlen;
-		if (x->pid > 0)
+		if (x->pid > 0 && !x->pid_reaped)
 			kill(x->pid, SIGKILL);
-	} else
+	} else {
 		r.pid = x->pid;
+		r.reaped = x->pid_reaped;
+		r.wstatus = x->pid_status;
+	}
 	/* err may point into x->in: x goes after the callback. */
 	x->cb(NULL, NULL, x->arg, &r);
 	xexec_remove(x);
@@ -451,10 +457,15 @@ void xexec_poll_all(void)
 
 int xexec_on_exit(pid_t pid, int st)
 {
-	(void)st;
-	for (struct xexec *x = xexecs; x; x = x->next)
-		if (pid == x->stage0 || pid == x->pid)
+	for (struct xexec *x = xexecs; x; x = x->next) {
+		if (pid == x->pid) {
+			x->pid_reaped = 1;
+			x->pid_status = st;
+			return 1;
+		}
+		if (pid == x->stage0)
 			return 1; /* its end shows on the init pipe */
+	}
 	return 0;
 }
 
@@ -471,7 +482,7 @@ void xexec_timers(int64_t now)
 	for (struct xexec *x = xexecs, *next; x; x = next) {
 		next = x->next;
 		if (now >= x->deadline) {
-			kill(x->stage0, SIGKILL);
+			kill(x->stage0, SIGKILL); /* not reaped while x is pending */
 			fail(x, CM_E_DEADLINE_EXCEEDED, "exec %s: the init did not start in %d s", x->id,
 			     XEXEC_HANDSHAKE_MS / 1000);
 		}
