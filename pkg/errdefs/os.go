@@ -45,6 +45,22 @@ func OS(err error) error {
 	return fmt.Errorf("%w: %w", err, OSClass(err, ErrInternal))
 }
 
+// ErrnoClass is one entry of the errno→class map.
+type ErrnoClass struct {
+	Errno syscall.Errno
+	Class string // its wire name (Class)
+}
+
+// OSClasses lists the errno→class map, for the C monitor's generated copy
+// (pkg/monitor/cmon/protocol.h).
+func OSClasses() []ErrnoClass {
+	out := make([]ErrnoClass, len(osClasses))
+	for i, c := range osClasses {
+		out[i] = ErrnoClass{c.errno, Class(c.class)}
+	}
+	return out
+}
+
 // OSClass is the class of err's errno, or fallback when err has no errno
 // in the map.
 func OSClass(err, fallback error) error {

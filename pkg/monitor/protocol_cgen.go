@@ -12,6 +12,7 @@ import (
 
 	"github.com/shim-cri/shim/pkg/errdefs"
 	"github.com/shim-cri/shim/pkg/libct"
+	"golang.org/x/sys/unix"
 )
 
 // CHeaderFile is the generated header, relative to this package.
@@ -29,6 +30,7 @@ func CHeader() []byte {
 #ifndef SHIM_CMON_PROTOCOL_H
 #define SHIM_CMON_PROTOCOL_H
 
+#include <errno.h>
 #include <string.h>
 
 `)
@@ -89,6 +91,12 @@ static inline int cm_req_field_id(const char *key)
 	for _, c := range errdefs.ClassNames() {
 		define(&b, "CM_E_"+macro(c), c)
 	}
+	b.WriteString("\n/* cm_errno_class is the class of an errno (errdefs.OSClass), or fallback. */\n")
+	b.WriteString("static inline const char *cm_errno_class(int e, const char *fallback)\n{\n\tswitch (e) {\n")
+	for _, c := range errdefs.OSClasses() {
+		fmt.Fprintf(&b, "\tcase %s:\n\t\treturn %q;\n", unix.ErrnoName(c.Errno), c.Class)
+	}
+	b.WriteString("\t}\n\treturn fallback;\n}\n")
 	b.WriteString("\n/* The exec template and the init pipe (pkg/libct/exectmpl_linux.go). */\n")
 	for _, n := range libct.ExecTemplateNames() {
 		define(&b, "CM_XT_"+n[0], n[1])

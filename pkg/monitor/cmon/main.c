@@ -106,31 +106,7 @@ void ep_mod(int fd, struct watch *w, uint32_t ev)
 
 int64_t earliest(int64_t a, int64_t b) { return a == 0 || (b != 0 && b < a) ? b : a; }
 
-const char *errno_class(int e)
-{
-	switch (e) {
-	case ENOENT:
-	case ENOTDIR:
-		return CM_E_NOT_FOUND;
-	case EACCES:
-	case EPERM:
-	case EROFS:
-		return CM_E_PERMISSION_DENIED;
-	case EINVAL:
-	case ENAMETOOLONG:
-	case ELOOP:
-		return CM_E_INVALID_ARGUMENT;
-	case ENOMEM:
-	case ENOSPC:
-	case EMFILE:
-	case ENFILE:
-	case EAGAIN:
-		return CM_E_RESOURCE_EXHAUSTED;
-	case EEXIST:
-		return CM_E_ALREADY_EXISTS;
-	}
-	return CM_E_INTERNAL;
-}
+const char *errno_class(int e) { return cm_errno_class(e, CM_E_INTERNAL); }
 
 void close_from(int from, int keep)
 {

@@ -59,7 +59,8 @@ int ep_add(int fd, struct watch *w, uint32_t ev);
 void ep_mod(int fd, struct watch *w, uint32_t ev);
 /* earliest of two deadlines (ms, CLOCK_MONOTONIC); 0 is none. */
 int64_t earliest(int64_t a, int64_t b);
-/* errno_class is the error class (CM_E_*) of an errno value. */
+/* errno_class is the error class (CM_E_*) of an errno value: errdefs's map
+ * (cm_errno_class, generated), internal for the errnos it lacks. */
 const char *errno_class(int e);
 /* close_from closes every fd >= from but keep. */
 void close_from(int from, int keep);

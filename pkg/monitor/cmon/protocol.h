@@ -4,6 +4,7 @@
 #ifndef SHIM_CMON_PROTOCOL_H
 #define SHIM_CMON_PROTOCOL_H
 
+#include <errno.h>
 #include <string.h>
 
 /* Ops (monitor.Ops). */
@@ -140,6 +141,52 @@ static inline int cm_req_field_id(const char *key)
 #define CM_E_INTERNAL "internal"
 #define CM_E_DEADLINE_EXCEEDED "deadline_exceeded"
 #define CM_E_CANCELED "canceled"
+
+/* cm_errno_class is the class of an errno (errdefs.OSClass), or fallback. */
+static inline const char *cm_errno_class(int e, const char *fallback)
+{
+	switch (e) {
+	case ENAMETOOLONG:
+		return "invalid_argument";
+	case ELOOP:
+		return "invalid_argument";
+	case ENOTDIR:
+		return "invalid_argument";
+	case EISDIR:
+		return "invalid_argument";
+	case EINVAL:
+		return "invalid_argument";
+	case ENOENT:
+		return "not_found";
+	case ENODEV:
+		return "not_found";
+	case EEXIST:
+		return "already_exists";
+	case EACCES:
+		return "permission_denied";
+	case EPERM:
+		return "permission_denied";
+	case EROFS:
+		return "failed_precondition";
+	case EBUSY:
+		return "failed_precondition";
+	case ENOSPC:
+		return "resource_exhausted";
+	case EDQUOT:
+		return "resource_exhausted";
+	case EMFILE:
+		return "resource_exhausted";
+	case ENFILE:
+		return "resource_exhausted";
+	case ENOMEM:
+		return "resource_exhausted";
+	case EMLINK:
+		return "resource_exhausted";
+	case EAGAIN:
+		return "resource_exhausted";
+	}
+	return fallback;
+}
 
 /* The exec template and the init pipe (pkg/libct/exectmpl_linux.go). */
 #define CM_XT_FILE "exec.tmpl"
