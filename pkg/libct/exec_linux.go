@@ -18,13 +18,7 @@ import (
 // container's seccomp filter. The calling process becomes its parent.
 // It returns once the process has exec'd (or failed to, with a typed error).
 func (c *Container) Exec(ctx context.Context, p *specs.Process, opts ExecOpts) (*Process, error) {
-	if p == nil {
-		return nil, fmt.Errorf("exec: no process: %w", errdefs.ErrInvalidArgument)
-	}
-	if p.Cwd == "" {
-		p.Cwd = "/"
-	}
-	if err := validateProcess(p); err != nil {
+	if err := checkExecProcess(p); err != nil {
 		return nil, err
 	}
 	if st := c.status(); st != StatusRunning && st != StatusCreated {
@@ -76,6 +70,20 @@ func (c *Container) Exec(ctx context.Context, p *specs.Process, opts ExecOpts) (
 		}
 	}
 	return &Process{Pid: res.pid, Console: res.console}, nil
+}
+
+// checkExecProcess checks the process of an exec (a cwd of "" is "/"). The
+// setns init checks it too: the pod's monitor starts execs from the
+// container's template (exectmpl_linux.go) with the process as the daemon
+// sent it.
+func checkExecProcess(p *specs.Process) error {
+	if p == nil {
+		return fmt.Errorf("exec: no process: %w", errdefs.ErrInvalidArgument)
+	}
+	if p.Cwd == "" {
+		p.Cwd = "/"
+	}
+	return validateProcess(p)
 }
 
 // execBootstrap is the C stage's bootstrap for an exec: join every

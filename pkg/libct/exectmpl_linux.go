@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -51,26 +49,14 @@ func ExecTemplateNames() [][2]string {
 	}
 }
 
-// writeExecTemplate writes the template of container st into dir, or
-// removes a stale one when the container cannot have it.
+// writeExecTemplate writes the template of container st into its new
+// state dir, unless the container cannot have one.
 func writeExecTemplate(dir string, st *stored, cg cgroupManager) error {
-	path := filepath.Join(dir, ExecTemplateFile)
 	b, ok, err := execTemplate(st, cg)
-	if err != nil {
+	if err != nil || !ok {
 		return err
 	}
-	if !ok {
-		if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
-			return fmt.Errorf("exec template: %w", err)
-		}
-		return nil
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("exec template: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
+	if err := writeAtomic(dir, ExecTemplateFile, b); err != nil {
 		return fmt.Errorf("exec template: %w", err)
 	}
 	return nil
@@ -97,7 +83,8 @@ func execTemplate(st *stored, cg cgroupManager) ([]byte, bool, error) {
 		b.WriteString(strconv.Itoa(n) + "\n")
 		b.Write(data)
 	}
-	section(len(bs.encode()), bs.encode())
+	raw := bs.encode()
+	section(len(raw), raw)
 	for _, p := range procs {
 		if strings.ContainsRune(p, '\n') {
 			return nil, false, fmt.Errorf("cgroup file %q: %w", p, errdefs.ErrInvalidArgument)

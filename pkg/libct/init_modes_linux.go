@@ -132,16 +132,7 @@ type setnsInit struct {
 func (l *setnsInit) run() error {
 	cfg := l.cfg
 	p := cfg.Process
-	if p == nil {
-		return fmt.Errorf("exec: no process: %w", errdefs.ErrInvalidArgument)
-	}
-	// The pod's monitor starts an exec from the container's template
-	// (exectmpl_linux.go) with the process as the daemon sent it: check
-	// it here, as Exec does for the helper.
-	if p.Cwd == "" {
-		p.Cwd = "/"
-	}
-	if err := validateProcess(p); err != nil {
+	if err := checkExecProcess(p); err != nil {
 		return err
 	}
 	if p.Terminal {

@@ -52,31 +52,36 @@ func validID(id string) bool {
 
 func stateDir(root, id string) string { return filepath.Join(root, id) }
 
-// writeState writes the state file atomically: temp file, rename. It is
-// not synced: the state root is runtime state (tmpfs by default, /run/shim)
-// that a reboot ends along with every container it describes, and a
-// crash of this process leaves either file whole.
+// writeState writes the state file (writeAtomic).
 func writeState(dir string, st *stored) error {
 	b, err := json.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("encode state: %w", errdefs.ErrInternal)
 	}
-	tmp, err := os.CreateTemp(dir, ".state-*")
-	if err != nil {
+	if err := writeAtomic(dir, stateFile, b); err != nil {
 		return fmt.Errorf("write state: %w", err)
+	}
+	return nil
+}
+
+// writeAtomic writes a file of a container's state dir: temp file, rename.
+// It is not synced: the state root is runtime state (tmpfs by default,
+// /run/shim) that a reboot ends along with every container it describes,
+// and a crash of this process leaves either file whole.
+func writeAtomic(dir, name string, b []byte) error {
+	tmp, err := os.CreateTemp(dir, "."+name+"-*")
+	if err != nil {
+		return err
 	}
 	defer os.Remove(tmp.Name())
 	if _, err := tmp.Write(b); err != nil {
 		tmp.Close()
-		return fmt.Errorf("write state: %w", err)
+		return err
 	}
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, stateFile)); err != nil {
-		return fmt.Errorf("rename state: %w", err)
-	}
-	return nil
+	return os.Rename(tmp.Name(), filepath.Join(dir, name))
 }
 
 func readState(root, id string) (*stored, error) {

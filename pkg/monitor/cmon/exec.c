@@ -184,24 +184,17 @@ static void exec_started(struct helper *h, struct conn *conn, void *arg, struct 
 	}
 	ex->pid = (pid_t)r->pid;
 	ex->started = 1;
-	if (r->reaped) {
-		/* A direct exec that has already ended: its pid is free. */
-		if (ex->stream && ex->conn) {
-			struct cm_buf b = {0};
-			cm_buf_printf(&b, "{\"" CM_RESP_PID "\":%d}", (int)ex->pid);
-			reply_keep(ex->conn, &b, ex->give, ex->ngive);
-			ex->ngive = 0;
+	/* A direct exec may have ended already (r->reaped): its pid is free
+	 * and must not be signalled. */
+	if (!r->reaped) {
+		if (ex->timeout_ms > 0)
+			ex->kill_at = cm_now_ms() + ex->timeout_ms;
+		if (ex->conn == NULL) {
+			kill(ex->pid, SIGKILL);
+			return;
 		}
-		exec_on_exit(ex->pid, r->wstatus);
-		return;
 	}
-	if (ex->timeout_ms > 0)
-		ex->kill_at = cm_now_ms() + ex->timeout_ms;
-	if (ex->conn == NULL) {
-		kill(ex->pid, SIGKILL);
-		return;
-	}
-	if (ex->stream) {
+	if (ex->stream && ex->conn) {
 		if (ex->ngive == 0 && r->fd >= 0) {
 			ex->give[ex->ngive++] = r->fd; /* the terminal */
 			r->fd = -1;
@@ -211,6 +204,8 @@ static void exec_started(struct helper *h, struct conn *conn, void *arg, struct 
 		reply_keep(ex->conn, &b, ex->give, ex->ngive);
 		ex->ngive = 0;
 	}
+	if (r->reaped)
+		exec_on_exit(ex->pid, r->wstatus);
 }
 
 /* start_process starts the exec's process: by the monitor itself from

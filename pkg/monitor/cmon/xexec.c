@@ -46,6 +46,7 @@ struct xexec {
 	/* pid exited (and was reaped) before the init pipe said how its
 	 * start ended: stage 0 may hold the pipe a moment longer. */
 	int pid_reaped, pid_status;
+	int stage0_reaped; /* its pid is free: not to be signalled */
 	struct cm_buf in;   /* read, not used yet */
 	struct cm_buf cfg;  /* the config frame, sent once the pid is known */
 	int64_t t0_ns, pid_ns, ready_ns, deadline;
@@ -463,8 +464,10 @@ int xexec_on_exit(pid_t pid, int st)
 			x->pid_status = st;
 			return 1;
 		}
-		if (pid == x->stage0)
+		if (pid == x->stage0) {
+			x->stage0_reaped = 1;
 			return 1; /* its end shows on the init pipe */
+		}
 	}
 	return 0;
 }
@@ -482,7 +485,8 @@ void xexec_timers(int64_t now)
 	for (struct xexec *x = xexecs, *next; x; x = next) {
 		next = x->next;
 		if (now >= x->deadline) {
-			kill(x->stage0, SIGKILL); /* not reaped while x is pending */
+			if (!x->stage0_reaped)
+				kill(x->stage0, SIGKILL);
 			fail(x, CM_E_DEADLINE_EXCEEDED, "exec %s: the init did not start in %d s", x->id,
 			     XEXEC_HANDSHAKE_MS / 1000);
 		}
