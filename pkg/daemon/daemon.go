@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -281,12 +282,16 @@ func appArmorDefault(ctx context.Context, name string) string {
 	return name
 }
 
-// AdminHandler serves /metrics and /jobs, for the admin socket (0600):
-// jobs name images and pods and carry their errors.
+// AdminHandler serves /metrics, /jobs and /debug/pprof/, for the admin
+// socket (0600): jobs name images and pods and carry their errors, and
+// profiles show what the daemon runs.
 func (d *Daemon) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{}))
 	mux.Handle("/jobs", d.engine)
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
 }
 

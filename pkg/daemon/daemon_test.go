@@ -212,7 +212,7 @@ func TestMetricsPortServesOnlyMetrics(t *testing.T) {
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(cfg.State, AdminSocket))
 		}}}
-	for _, p := range []string{"/jobs", "/metrics"} {
+	for _, p := range []string{"/jobs", "/metrics", "/debug/pprof/", "/debug/pprof/heap"} {
 		if code := get(admin, "http://admin"+p); code != http.StatusOK {
 			t.Errorf("admin socket %s: %d", p, code)
 		}
