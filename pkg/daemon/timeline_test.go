@@ -37,23 +37,36 @@ func TestStartTimeline(t *testing.T) {
 	admin := e.admin()
 
 	pod := []string{engine.PhaseLock, "validate", "namespaces", "shm_sysctls", "pod_files", "net_ipam", "net_veth", "net_ports", "network"}
-	infra := []string{"image", "snapshot", "spec", "monitor_spawn", "create", "start"}
+	infra := []string{"cgroup", "monitor_spawn", "infra"}                                   // the monitor's own infra process
+	imageInfra := []string{"image", "snapshot", "spec", "monitor_spawn", "create", "start"} // the sandbox image
+	// A Localhost seccomp profile for the sandbox: the monitor's own infra
+	// process cannot apply one, so the sandbox image runs.
+	profile := filepath.Join(t.TempDir(), "allow.json")
+	if err := os.WriteFile(profile, []byte(`{"defaultAction":"SCMP_ACT_ALLOW"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	start := []string{engine.PhaseLock, "validate", "helper", "libct_start", "monitor_call", "record", "refresh"}
 	create := func(monitor string) []string {
 		return []string{engine.PhaseLock, "validate", "snapshot", "spec", monitor, "helper", "libct_create", "monitor_call", "record"}
 	}
 	for _, tc := range []struct {
-		name   string
-		pid    runtimeapi.NamespaceMode
-		runPod []string
-		create []string
+		name    string
+		pid     runtimeapi.NamespaceMode
+		seccomp string
+		runPod  []string
+		create  []string
 	}{
-		{"own-pid", runtimeapi.NamespaceMode_CONTAINER, append(slices.Clone(pod), "record"), create("monitor_spawn")},
-		{"shared-pid", runtimeapi.NamespaceMode_POD, append(append(slices.Clone(pod), infra...), "record"), create("monitor_reuse")},
+		{"own-pid", runtimeapi.NamespaceMode_CONTAINER, "", append(slices.Clone(pod), "record"), create("monitor_spawn")},
+		{"shared-pid", runtimeapi.NamespaceMode_POD, "", append(append(slices.Clone(pod), infra...), "record"), create("monitor_reuse")},
+		{"shared-pid-image", runtimeapi.NamespaceMode_POD, profile, append(append(slices.Clone(pod), imageInfra...), "record"), create("monitor_reuse")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pc := podConfig("tl-"+tc.name, e.logs)
 			pc.Linux.SecurityContext.NamespaceOptions.Pid = tc.pid
+			if tc.seccomp != "" {
+				pc.Linux.SecurityContext.Seccomp = &runtimeapi.SecurityProfile{
+					ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: tc.seccomp}
+			}
 			p := d.runPod(t, pc)
 			c := d.create(t, p, pc, ctrConfig("sleeper", img, "sleep", "1000"))
 			d.startCtr(t, c)
@@ -75,18 +88,19 @@ func TestStartTimeline(t *testing.T) {
 		})
 	}
 
-	// One histogram sample per phase per successful job: two pods, two
-	// containers.
+	// One histogram sample per phase per successful job: three pods,
+	// three containers.
 	counts := phaseCounts(t, admin)
 	for _, tc := range []struct {
 		job    string
 		phases []string
 		want   float64
 	}{
-		{"run_pod", pod, 2}, {"run_pod", infra, 1}, {"run_pod", []string{"record"}, 2},
-		{"create", []string{engine.PhaseLock, "validate", "snapshot", "spec", "helper", "libct_create", "monitor_call", "record"}, 2},
-		{"create", []string{"monitor_spawn", "monitor_reuse"}, 1},
-		{"start", start, 2},
+		{"run_pod", pod, 3}, {"run_pod", []string{"cgroup", "infra"}, 1}, {"run_pod", []string{"image", "snapshot", "create", "start"}, 1},
+		{"run_pod", []string{"monitor_spawn"}, 2}, {"run_pod", []string{"record"}, 3},
+		{"create", []string{engine.PhaseLock, "validate", "snapshot", "spec", "helper", "libct_create", "monitor_call", "record"}, 3},
+		{"create", []string{"monitor_spawn"}, 1}, {"create", []string{"monitor_reuse"}, 2},
+		{"start", start, 3},
 	} {
 		for _, ph := range tc.phases {
 			if got := counts[tc.job+"/"+ph]; got != tc.want {
@@ -107,8 +121,8 @@ func TestStartTimeline(t *testing.T) {
 				n++
 			}
 		}
-		if n != 2 {
-			t.Errorf("%d debug lines with the phases of %s jobs, want 2", n, job)
+		if n != 3 {
+			t.Errorf("%d debug lines with the phases of %s jobs, want 3", n, job)
 		}
 	}
 	d.removeAllPods(t)

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/execdrv"
 	"github.com/shim-cri/shim/pkg/snapshot"
 )
 
@@ -45,8 +46,16 @@ func (r *Runtime) releaseContainerFiles(ctx context.Context, c *Container) error
 			return unavailable(fmt.Errorf("removing image volume snapshot %s: %w", iv.Snapshot, err))
 		}
 	}
-	if err := r.o.Snapshotter.Remove(ctx, v.Snapshot); err != nil && !errdefs.IsNotFound(err) {
-		return unavailable(fmt.Errorf("removing snapshot %s: %w", v.Snapshot, err))
+	if v.Snapshot != "" {
+		if err := r.o.Snapshotter.Remove(ctx, v.Snapshot); err != nil && !errdefs.IsNotFound(err) {
+			return unavailable(fmt.Errorf("removing snapshot %s: %w", v.Snapshot, err))
+		}
+	}
+	if v.Own {
+		// Its cgroup is the daemon's (no runtime made it).
+		if err := execdrv.RemoveCgroup(ctx, v.Bundle, v.ID); err != nil {
+			return unavailable(fmt.Errorf("removing the cgroup of %s: %w", v.ID, err))
+		}
 	}
 	if err := removeBundle(v.Bundle); err != nil {
 		return fmt.Errorf("container %s: %w", v.ID, err)

@@ -195,9 +195,12 @@ func (r *Runtime) monitorGone(ctx context.Context, podID string) {
 			continue
 		}
 		var err error
-		if derr != nil {
-			// No driver may touch it: its cgroup still finds its processes.
-			log.G(ctx).WithError(derr).WithField(log.FieldContainerID, c.ID).Warn("killing through the container's cgroup")
+		if derr != nil || v.Own {
+			// No driver may touch it (or none made it): its cgroup still
+			// finds its processes.
+			if derr != nil {
+				log.G(ctx).WithError(derr).WithField(log.FieldContainerID, c.ID).Warn("killing through the container's cgroup")
+			}
 			err = execdrv.KillCgroup(v.Bundle, c.ID)
 		} else if err = drv.Kill(ctx, c.ID, unix.SIGKILL, true); errdefs.IsNotFound(err) {
 			err = nil

@@ -19,7 +19,9 @@ const (
 	phaseShm        = "shm_sysctls" // /dev/shm mounted, namespaced sysctls written
 	phasePodFiles   = "pod_files"   // hosts, resolv.conf, hostname written and mounted
 	phaseNetwork    = "network"     // the network driver's Setup (for the bridge: what its net_* phases leave)
-	phaseImage      = "image"       // shared pid only: the sandbox image looked up (or pulled)
+	phaseImage      = "image"       // shared pid, sandbox image only: the sandbox image looked up (or pulled)
+	phaseCgroup     = "cgroup"      // shared pid, the monitor's own infra: its plan and cgroup made
+	phaseInfra      = "infra"       // shared pid, the monitor's own infra: the monitor's infra call, as the daemon sees it
 
 	// create (and run_pod's infra, shared pid only).
 	phaseSnapshot     = "snapshot"      // writable snapshot prepared and mounted as the rootfs

@@ -96,6 +96,9 @@ type Container struct {
 	Groups     []int64   `json:"groups,omitempty"`
 	Username   string    `json:"username,omitempty"`
 	Infra      bool      `json:"infra,omitempty"` // the pod's infra process, not a CRI container
+	// Own: an infra process the monitor started itself (no image, no
+	// snapshot, no runtime state); its cgroup is the daemon's.
+	Own bool `json:"own,omitempty"`
 	// ImageVolumes are the read-only snapshots mounted for image volumes,
 	// by container path: snapshot key and the image id.
 	ImageVolumes []ImageVolume `json:"imageVolumes,omitempty"`
@@ -146,7 +149,7 @@ func (c *Container) view() Container {
 		Reason: c.Reason, Message: c.Message, Pid: c.Pid, ImageID: c.ImageID, ImageRef: c.ImageRef,
 		ImageName: c.ImageName, LogPath: c.LogPath, Bundle: c.Bundle, Snapshot: c.Snapshot,
 		StopSignal: c.StopSignal, UID: c.UID, GID: c.GID, Groups: c.Groups, Username: c.Username,
-		Infra: c.Infra, ResourcesPB: c.ResourcesPB, ImageVolumes: c.ImageVolumes, config: c.config,
+		Infra: c.Infra, Own: c.Own, ResourcesPB: c.ResourcesPB, ImageVolumes: c.ImageVolumes, config: c.config,
 	}
 }
 

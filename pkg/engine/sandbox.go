@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -14,6 +15,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/execdrv"
 	"github.com/shim-cri/shim/pkg/execdrv/specgen"
 	"github.com/shim-cri/shim/pkg/log"
 	"github.com/shim-cri/shim/pkg/monitor"
@@ -250,9 +252,102 @@ func (r *Runtime) podNamespaces(ctx context.Context, sb *Sandbox, hostname strin
 	return nil
 }
 
-// startInfra runs the pause image as the pod's infra process, the init of
-// its shared pid namespace.
-func (r *Runtime) startInfra(ctx context.Context, j *Job, sb *Sandbox) (retErr error) {
+// startInfra starts the pod's infra process, the init of its shared pid
+// namespace: the monitor's own (startOwnInfra), or for a pod that asks for
+// what that one cannot do, the sandbox image run as a container.
+func (r *Runtime) startInfra(ctx context.Context, j *Job, sb *Sandbox) error {
+	err := r.startOwnInfra(ctx, j, sb)
+	if !errdefs.Is(err, errdefs.ErrNotImplemented) {
+		return err
+	}
+	j.Logf("running the sandbox image as the infra process: %v", err)
+	return r.startImageInfra(ctx, j, sb)
+}
+
+// startOwnInfra has the pod's monitor start the infra process itself
+// (monitor.OpInfra): no image, snapshot, helper or Go start; its cgroup
+// is made here. A pod whose sandbox asks for what that process cannot do
+// (monitor.RenderInfraPlan) is ErrNotImplemented.
+func (r *Runtime) startOwnInfra(ctx context.Context, j *Job, sb *Sandbox) (retErr error) {
+	pod := r.specPod(sb)
+	runtimeDefault, err := specgen.SandboxSeccompDefault(pod, r.o.Spec)
+	if err != nil {
+		return err
+	}
+	id := "infra-" + sb.ID
+	c := &Container{ID: id, SandboxID: sb.ID, Name: id, State: ContainerCreated, CreatedAt: time.Now(),
+		Bundle: filepath.Join(sb.Dir, "ctrs", id), Infra: true, Own: true,
+		ConfigPB: mustMarshal(&runtimeapi.ContainerConfig{}), config: &runtimeapi.ContainerConfig{}}
+	root := filepath.Join(c.Bundle, "rootfs")
+	spec, err := specgen.InfraSpec(ctx, pod, root, specgen.OwnInfraImage, r.o.Spec)
+	if err != nil {
+		return err
+	}
+	if _, err := monitor.RenderInfraPlan(spec, runtimeDefault, root, nil); err != nil {
+		return err
+	}
+	var rb rollback
+	defer func() {
+		if retErr != nil {
+			rb.run(ctx)
+		}
+	}()
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return errdefs.OS(err)
+	}
+	// Removes the cgroup too (its path is in config.json), then the bundle.
+	rb.add(func(ctx context.Context) error { return r.releaseContainerFiles(ctx, c) })
+	data, err := json.Marshal(spec)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(c.Bundle, "config.json"), data, 0o600); err != nil {
+		return err
+	}
+	procs, err := execdrv.CreateCgroup(spec, id)
+	if err != nil {
+		return err
+	}
+	plan, err := monitor.RenderInfraPlan(spec, runtimeDefault, root, procs)
+	if err == nil {
+		err = monitor.WriteInfraPlan(c.Bundle, plan)
+	}
+	if err != nil {
+		return err
+	}
+	j.Mark(phaseCgroup)
+	mon, err := r.monitorFor(ctx, sb)
+	if err != nil {
+		return err
+	}
+	resp, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpInfra, ID: id, Bundle: c.Bundle})
+	if err != nil {
+		return err
+	}
+	rb.add(func(ctx context.Context) error {
+		_, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpDelete, ID: id, Force: true})
+		return err
+	})
+	j.Mark(phaseInfra)
+	return r.recordInfra(j, sb, c, resp.Pid)
+}
+
+// recordInfra records a started infra process.
+func (r *Runtime) recordInfra(j *Job, sb *Sandbox, c *Container, pid int) error {
+	c.Pid, c.State, c.StartedAt = pid, ContainerRunning, time.Now()
+	sb.InfraPid, sb.Infra = pid, c.ID
+	if err := r.updateContainer(c, func(*Container) {}); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.containers[c.ID] = c
+	r.mu.Unlock()
+	j.Logf("infra process %d", pid)
+	return nil
+}
+
+// startImageInfra runs the sandbox image as the pod's infra process.
+func (r *Runtime) startImageInfra(ctx context.Context, j *Job, sb *Sandbox) (retErr error) {
 	img, err := r.o.Images.Get(ctx, r.o.SandboxImage)
 	if errdefs.IsNotFound(err) {
 		j.Logf("pulling sandbox image %s", r.o.SandboxImage)
@@ -292,16 +387,7 @@ func (r *Runtime) startInfra(ctx context.Context, j *Job, sb *Sandbox) (retErr e
 		return err
 	}
 	j.Mark(phaseStart)
-	c.Pid, c.State, c.StartedAt = resp.Pid, ContainerRunning, time.Now()
-	sb.InfraPid, sb.Infra = resp.Pid, id
-	if err := r.updateContainer(c, func(*Container) {}); err != nil {
-		return err
-	}
-	r.mu.Lock()
-	r.containers[id] = c
-	r.mu.Unlock()
-	j.Logf("infra process %d", resp.Pid)
-	return nil
+	return r.recordInfra(j, sb, c, resp.Pid)
 }
 
 func mustMarshal(m proto.Message) []byte {

@@ -2,6 +2,8 @@ package execdrv
 
 import (
 	"context"
+	"errors"
+	"os"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/opencontainers/runtime-spec/specs-go/features"
@@ -10,8 +12,9 @@ import (
 )
 
 // What the engine needs of pkg/libct besides a driver: the native
-// driver's features, a pod's user namespace holder and killing a
-// container's cgroup when its runtime state cannot be trusted. The engine
+// driver's features, a pod's user namespace holder, killing a container's
+// cgroup when its runtime state cannot be trusted, and the cgroup of the
+// monitor's own infra process. The engine
 // reaches libct only through this package.
 
 // NativeFeatures is the OCI features document of the native driver.
@@ -59,3 +62,23 @@ func KillCgroup(bundle, id string) error {
 	}
 	return libct.KillCgroup(spec, id)
 }
+
+// RemoveCgroup kills what is left in the cgroup of the process of bundle
+// (its config.json names the cgroup) and removes the cgroup: for the
+// monitor's own infra process, whose cgroup the daemon made
+// (libct.CreateCgroup). A bundle or cgroup that is gone is not an error.
+func RemoveCgroup(ctx context.Context, bundle, id string) error {
+	spec, err := readBundleSpec(bundle)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return libct.RemoveCgroup(ctx, spec, id)
+}
+
+// CreateCgroup makes the cgroup spec names for a process no driver starts
+// (the monitor's own infra process) and returns the cgroup.procs files it
+// joins; RemoveCgroup removes it.
+func CreateCgroup(spec *specs.Spec, id string) ([]string, error) { return libct.CreateCgroup(spec, id) }

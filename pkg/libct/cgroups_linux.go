@@ -1,6 +1,7 @@
 package libct
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -443,4 +444,64 @@ func KillCgroup(spec *specs.Spec, id string) error {
 		return err
 	}
 	return killCgroup(cg)
+}
+
+// CreateCgroup makes the cgroup a spec names for a process libct does not
+// start (the monitor's infra process), with the spec's resources and the
+// device rules Create applies, and returns the cgroup.procs files the
+// process joins (one per v1 hierarchy). RemoveCgroup undoes it.
+func CreateCgroup(spec *specs.Spec, id string) ([]string, error) {
+	p, err := CgroupPath(spec, id)
+	if err != nil {
+		return nil, err
+	}
+	var res *specs.LinuxResources
+	if spec.Linux != nil {
+		if err := validateResources(spec.Linux.Resources); err != nil {
+			return nil, err
+		}
+		res = withDeviceRules(spec.Linux.Resources, spec.Linux.Devices)
+	}
+	cg, err := newCgroup(cgroupVersion(), p, res)
+	if err != nil {
+		return nil, err
+	}
+	files, err := cg.ProcsFiles()
+	if err != nil {
+		cg.Delete()
+		return nil, err
+	}
+	return files, nil
+}
+
+// RemoveCgroup kills what is left in the cgroup a spec names and removes
+// it; one that does not exist is not an error.
+func RemoveCgroup(ctx context.Context, spec *specs.Spec, id string) error {
+	p, err := CgroupPath(spec, id)
+	if err != nil {
+		return err
+	}
+	cg, err := loadCgroup(cgroupVersion(), p)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if pids, perr := cg.Pids(); perr != nil || len(pids) > 0 {
+		if err := killCgroup(cg); err != nil {
+			return err
+		}
+	}
+	for i := 0; ; i++ {
+		err := cg.Delete()
+		if err == nil || i == 100 {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }

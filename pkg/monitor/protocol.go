@@ -53,12 +53,13 @@ const (
 	OpAttach = "attach"
 	// OpCloseStdin closes the container's stdin (stdin_once).
 	OpCloseStdin = "close_stdin"
+	// OpInfra: infra.go.
 )
 
 // Ops lists every op the monitor serves; the C monitor's names
 // (cmon/protocol.h) are generated from it.
 var Ops = []string{OpCreate, OpStart, OpKill, OpDelete, OpExecSync, OpReopenLog, OpState, OpEvents, OpShutdown,
-	OpUpdate, OpExec, OpAttach, OpCloseStdin}
+	OpUpdate, OpExec, OpAttach, OpCloseStdin, OpInfra}
 
 // helperOpExec is the helper op that starts a process in a container (for
 // ExecSync and Exec); the others have the names of the monitor ops they

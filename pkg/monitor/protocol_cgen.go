@@ -101,6 +101,10 @@ static inline int cm_req_field_id(const char *key)
 	for _, n := range libct.ExecTemplateNames() {
 		define(&b, "CM_XT_"+n[0], n[1])
 	}
+	b.WriteString("\n/* The plan of a pod's infra process (infra.go). */\n")
+	for _, n := range InfraPlanNames() {
+		define(&b, "CM_IP_"+n[0], n[1])
+	}
 	b.WriteString("\n#endif\n")
 	return b.Bytes()
 }

@@ -292,3 +292,12 @@ func selinuxLabels(ctx context.Context, so *runtimeapi.SELinuxOption, privileged
 	mount = strings.Join([]string{user, "object_r", "container_file_t", level}, ":")
 	return process, mount, nil
 }
+
+// SandboxSeccompDefault reports whether a pod's sandbox runs under the
+// runtime's default seccomp profile or none, that is not under a
+// Localhost profile.
+func SandboxSeccompDefault(pod Pod, o Options) (bool, error) {
+	sc := pod.Config.GetLinux().GetSecurityContext()
+	choice, _, err := seccompRequest(sc.GetSeccomp(), sc.GetSeccompProfilePath(), o.SeccompDefault)
+	return choice != seccompLocalhost, err
+}

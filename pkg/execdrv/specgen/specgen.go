@@ -278,6 +278,10 @@ func ContainerSpec(ctx context.Context, pod Pod, c Container, o Options) (*specs
 	return s, nil
 }
 
+// OwnInfraImage stands for an image for the monitor's own infra process,
+// which runs none: the pause image's user (65535:65535) and entrypoint.
+var OwnInfraImage = ocispec.ImageConfig{User: "65535:65535", Entrypoint: []string{"/pause"}}
+
 // InfraSpec builds the spec of the pod's infra process (the pause image's
 // entrypoint), started only when the pod shares one PID namespace: it
 // creates that namespace and joins the pod's pinned ones. It runs with the

@@ -393,7 +393,7 @@ static const struct {
 	{CM_OP_DELETE, op_delete},	   {CM_OP_EXEC_SYNC, op_exec_sync},   {CM_OP_REOPEN_LOG, op_reopen_log},
 	{CM_OP_STATE, op_state},	   {CM_OP_EVENTS, op_events},	       {CM_OP_SHUTDOWN, op_shutdown},
 	{CM_OP_UPDATE, op_update},	   {CM_OP_EXEC, op_exec},	       {CM_OP_ATTACH, op_attach},
-	{CM_OP_CLOSE_STDIN, op_close_stdin},
+	{CM_OP_CLOSE_STDIN, op_close_stdin}, {CM_OP_INFRA, op_infra},
 };
 
 int op_known(const char *op)

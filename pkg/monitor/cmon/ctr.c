@@ -6,7 +6,10 @@
  * the pty master (its output is the stdout stream), and copies what they
  * carry to the CRI log and to the attachers (attach.c). When the init exits and its output is drained,
  * the exit goes to <bundle>/exit.json (with the OOM kill count of the
- * container's memory cgroup) and to the event subscribers. */
+ * container's memory cgroup) and to the event subscribers. The pod's
+ * infra process (infra.c) is kept here too, as an "own" container: the
+ * monitor started it without a runtime, so kill and delete signal it
+ * directly and it has no stdio. */
 #include "mon.h"
 
 #include <errno.h>
@@ -54,6 +57,7 @@ struct ctr {
 	int64_t delete_until; /* waiting for the exit after a delete */
 	int kill_sent;	       /* shutdown */
 	struct helper *parked; /* the create helper, waiting to do the start */
+	int own;	       /* started by the monitor itself (infra.c) */
 };
 
 static struct ctr *ctrs;
@@ -468,6 +472,8 @@ void op_start(struct conn *conn, struct req *r)
 	struct ctr *c = get_ctr(conn, r->id);
 	if (c == NULL || busy(conn, c))
 		return;
+	if (c->own)
+		return reply_err(conn, CM_E_FAILED_PRECONDITION, "%s is the pod's infra process: it runs from its start", c->id);
 	if (c->parked == NULL || helper_resume(c->parked, conn, start_done, c) < 0)
 		helper_run(conn, H_START, c->id, NULL, NULL, 0, start_done, c);
 }
@@ -482,7 +488,9 @@ void op_kill(struct conn *conn, struct req *r)
 	ctr_unpark(c);
 	if (r->signal < 0 || r->signal > 64)
 		return reply_err(conn, CM_E_INVALID_ARGUMENT, "bad signal %lld", (long long)r->signal);
-	if (!r->all) {
+	if (!r->all || c->own) {
+		/* The infra process is PID 1 of its namespace: the kernel
+		 * kills the rest of the namespace when it dies. */
 		if (c->reaped)
 			return reply_ok(conn); /* already exited: nothing to signal */
 		/* The init is our unreaped child: its pid cannot be reused. */
@@ -540,6 +548,18 @@ void op_delete(struct conn *conn, struct req *r)
 	if (c == NULL || busy(conn, c))
 		return;
 	ctr_unpark(c);
+	if (c->own) {
+		/* No runtime state to remove: it is killed, and deleted once
+		 * its exit is recorded. Its cgroup is the daemon's. */
+		if (!c->reaped)
+			kill(c->pid, SIGKILL);
+		c->deleting = 1;
+		c->delete_conn = conn;
+		c->delete_until = cm_now_ms() + DELETE_WAIT_MS;
+		if (c->exited)
+			ctr_delete_done(c);
+		return;
+	}
 	delete_start(c, conn, r->force);
 }
 
@@ -548,6 +568,8 @@ void op_update(struct conn *conn, struct req *r)
 	struct ctr *c = get_ctr(conn, r->id);
 	if (c == NULL || busy(conn, c))
 		return;
+	if (c->own)
+		return reply_err(conn, CM_E_FAILED_PRECONDITION, "%s is the pod's infra process: no resources to update", c->id);
 	ctr_unpark(c);
 	helper_run(conn, H_UPDATE, c->id, NULL, r->resources, r->resources_len, NULL, NULL);
 }
@@ -637,12 +659,40 @@ int ctr_exec_ready(struct conn *conn, const char *id)
 	struct ctr *c = get_ctr(conn, id);
 	if (c == NULL || busy(conn, c))
 		return 0;
+	if (c->own) {
+		reply_err(conn, CM_E_FAILED_PRECONDITION, "%s is the pod's infra process: nothing runs in it", c->id);
+		return 0;
+	}
 	ctr_unpark(c);
 	if (c->reaped) {
 		reply_err(conn, CM_E_FAILED_PRECONDITION, "container %s is not running", c->id);
 		return 0;
 	}
 	return 1;
+}
+
+int ctr_known(const char *id) { return find_ctr(id) != NULL; }
+
+int ctr_add_running(const char *id, const char *bundle, pid_t pid)
+{
+	struct ctr *c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return -1;
+	c->w.kind = K_CTR;
+	c->log_fd = c->log_dir = c->stdin_fd = -1;
+	stream_init(&c->out, c, "stdout");
+	stream_init(&c->err, c, "stderr");
+	c->id = strdup(id);
+	c->bundle = strdup(bundle);
+	if (c->id == NULL || c->bundle == NULL) {
+		free_ctr(c);
+		return -1;
+	}
+	c->own = 1;
+	c->pid = pid;
+	c->next = ctrs;
+	ctrs = c;
+	return 0;
 }
 
 int ctr_gone(const char *id)
@@ -691,7 +741,9 @@ int ctr_shutdown_step(void)
 		if (!c->kill_sent && !c->reaped) {
 			c->kill_sent = 1;
 			const char *extra[] = {"--signal=9", "--all", NULL};
-			if (helper_spawn(H_KILL, c->id, extra, NULL, 0, NULL, NULL, shutkill_done, c) == NULL)
+			if (c->own)
+				kill(c->pid, SIGKILL);
+			else if (helper_spawn(H_KILL, c->id, extra, NULL, 0, NULL, NULL, shutkill_done, c) == NULL)
 				kill(c->pid, SIGKILL);
 		}
 	}

@@ -8,6 +8,7 @@
  *   attach.c  connections attached to a container's output
  *   exec.c    processes run in a container: ExecSync and Exec
  *   xexec.c   an exec's init started from the container's exec template
+ *   infra.c   the infra process of a pod that shares its PID namespace
  *   crilog.c  the CRI log format;  util.c  buffers, JSON, time, logging
  *
  * Each file keeps its objects (and their list) to itself; the others see
@@ -189,6 +190,15 @@ void op_reopen_log(struct conn *conn, struct req *r);
 void op_state(struct conn *conn, struct req *r);
 void op_attach(struct conn *conn, struct req *r);
 void op_close_stdin(struct conn *conn, struct req *r);
+/* ctr_known: container id is in the pod. */
+int ctr_known(const char *id);
+/* ctr_add_running adds a process the monitor started itself (the infra
+ * process, infra.c) as a running container: it has no runtime state, so
+ * kill and delete signal it directly. -1 when out of memory. */
+int ctr_add_running(const char *id, const char *bundle, pid_t pid);
+/* ---- the infra process (infra.c) ---- */
+void op_infra(struct conn *conn, struct req *r);
+
 /* ctr_exec_ready answers with an error and returns 0 unless container id
  * can run a new process. */
 int ctr_exec_ready(struct conn *conn, const char *id);

@@ -21,6 +21,7 @@
 #define CM_OP_EXEC "exec"
 #define CM_OP_ATTACH "attach"
 #define CM_OP_CLOSE_STDIN "close_stdin"
+#define CM_OP_INFRA "infra"
 
 /* Ops of `monitor-helper --op`. */
 #define CM_HOP_CREATE "create"
@@ -198,5 +199,17 @@ static inline const char *cm_errno_class(int e, const char *fallback)
 #define CM_XT_MSG_ERROR "error"
 #define CM_XT_TYPE_READY "ready"
 #define CM_XT_TYPE_ERROR "error"
+
+/* The plan of a pod's infra process (infra.go). */
+#define CM_IP_FILE "infra.plan"
+#define CM_IP_MAGIC "shim-infra-plan-1"
+#define CM_IP_ROOT "root"
+#define CM_IP_JOIN "join"
+#define CM_IP_NEW "new"
+#define CM_IP_CGROUP "cgroup"
+#define CM_IP_UID "uid"
+#define CM_IP_GID "gid"
+#define CM_IP_GROUPS "groups"
+#define CM_IP_OOM "oom"
 
 #endif
