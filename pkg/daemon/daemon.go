@@ -12,7 +12,10 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -292,7 +295,31 @@ func (d *Daemon) AdminHandler() http.Handler {
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.Handle("/debug/pprof/block", sampledWhileProfiled(runtime.SetBlockProfileRate, 10000, pprof.Handler("block")))
+	mux.Handle("/debug/pprof/mutex", sampledWhileProfiled(func(r int) { runtime.SetMutexProfileFraction(r) }, 10, pprof.Handler("mutex")))
 	return mux
+}
+
+// profileMu serializes the block and mutex profiles: each turns its
+// sampling on for its duration only.
+var profileMu sync.Mutex
+
+// sampledWhileProfiled serves a block or mutex profile, which Go records
+// only while its rate is set: the request must give ?seconds=N, and the
+// rate is on for those seconds (a delta profile), off otherwise, so the
+// daemon pays for the sampling only while someone profiles it.
+func sampledWhileProfiled(set func(int), rate int, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if sec, err := strconv.Atoi(r.URL.Query().Get("seconds")); err != nil || sec <= 0 {
+			http.Error(w, "block and mutex profiles are sampled only while taken: give ?seconds=N", http.StatusBadRequest)
+			return
+		}
+		profileMu.Lock()
+		defer profileMu.Unlock()
+		set(rate)
+		defer set(0)
+		h.ServeHTTP(w, r)
+	})
 }
 
 // MetricsHandler serves /metrics only, for the unauthenticated TCP

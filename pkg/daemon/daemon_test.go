@@ -212,9 +212,15 @@ func TestMetricsPortServesOnlyMetrics(t *testing.T) {
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(cfg.State, AdminSocket))
 		}}}
-	for _, p := range []string{"/jobs", "/metrics", "/debug/pprof/", "/debug/pprof/heap"} {
+	for _, p := range []string{"/jobs", "/metrics", "/debug/pprof/", "/debug/pprof/heap", "/debug/pprof/block?seconds=1", "/debug/pprof/mutex?seconds=1"} {
 		if code := get(admin, "http://admin"+p); code != http.StatusOK {
 			t.Errorf("admin socket %s: %d", p, code)
+		}
+	}
+	// Block and mutex profiles are sampled only while taken.
+	for _, p := range []string{"/debug/pprof/block", "/debug/pprof/mutex?seconds=x"} {
+		if code := get(admin, "http://admin"+p); code != http.StatusBadRequest {
+			t.Errorf("admin socket %s: %d, want 400", p, code)
 		}
 	}
 }
