@@ -97,6 +97,13 @@ func TestMonitorInfra(t *testing.T) {
 			t.Errorf("%s: %q, want %q", k, st[k], want)
 		}
 	}
+	// Named as the pause image's process, the monitor's arguments gone.
+	if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); string(b) != "pause\n" {
+		t.Errorf("comm %q, want pause", b)
+	}
+	if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); string(b) != "/pause\x00" {
+		t.Errorf("cmdline %q, want /pause", b)
+	}
 	var want, got syscall.Stat_t
 	syscall.Stat(netns, &want)
 	syscall.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &got)

@@ -251,11 +251,29 @@ static void __attribute__((noreturn)) infra_loop(void)
 	}
 }
 
+/* look_like_pause names the process as the pause image's (what tools and
+ * people expect PID 1 of a shared PID namespace to be): "pause" in
+ * /proc/<pid>/comm, "/pause" in its cmdline. The monitor's arguments (its
+ * pod's directory) are overwritten: they are not the pod's to read. The
+ * last byte stays non-NUL, so the kernel reads the command line up to the
+ * first NUL (the setproctitle convention). */
+static void look_like_pause(void)
+{
+	prctl(PR_SET_NAME, "pause", 0, 0, 0);
+	static const char name[] = "/pause";
+	if (cm_args == NULL || cm_args_len < sizeof(name) + 1)
+		return;
+	memset(cm_args, 0, cm_args_len);
+	memcpy(cm_args, name, sizeof(name));
+	cm_args[cm_args_len - 1] = ' ';
+}
+
 /* infra_child sets the process up as the plan says and runs the loop;
  * fd is the write end of the report pipe. */
 static void __attribute__((noreturn)) infra_child(const struct plan *p, int fd)
 {
 	close_from(3, fd);
+	look_like_pause();
 	signal(SIGPIPE, SIG_DFL);
 	signal(SIGHUP, SIG_DFL);
 	signal(SIGINT, SIG_DFL);

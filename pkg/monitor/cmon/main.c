@@ -38,6 +38,8 @@ struct cm_config cm_cfg = {.dirfd = -1};
 char cm_rbuf[READ_CHUNK];
 int cm_listen_fd = -1;
 struct watch cm_listen_watch = {.kind = K_LISTEN};
+char *cm_args;
+size_t cm_args_len;
 
 static int epfd = -1, sigfd = -1, ready_fd = -1;
 static struct watch sig_watch = {.kind = K_SIGNAL};
@@ -469,11 +471,17 @@ static void __attribute__((noreturn)) monitor_main(void)
 
 /* Runs before the Go runtime: the process is single-threaded, so fork is
  * safe, and it never returns when it is a monitor. */
-__attribute__((constructor)) static void shim_cmonitor(void)
+__attribute__((constructor)) static void shim_cmonitor(int argc, char **argv)
 {
 	const char *v = getenv(ENV_SELECT);
 	if (v == NULL || strcmp(v, "1") != 0)
 		return;
+	/* glibc passes the constructors main's arguments: their memory is
+	 * what /proc/<pid>/cmdline shows (infra.c rewrites it). */
+	if (argc > 0 && argv && argv[0]) {
+		cm_args = argv[0];
+		cm_args_len = (size_t)(argv[argc - 1] + strlen(argv[argc - 1]) + 1 - argv[0]);
+	}
 	const char *r = getenv(ENV_READY);
 	if (r && *r) {
 		char *end;

@@ -50,6 +50,11 @@ extern struct cm_config cm_cfg;
 extern int cm_listen_fd;
 extern struct watch cm_listen_watch;
 
+/* The memory of the monitor's command line (its arguments, one after
+ * the other): /proc/<pid>/cmdline reads it. NULL when unknown. */
+extern char *cm_args;
+extern size_t cm_args_len;
+
 /* cm_rbuf is scratch space for a read whose bytes are used at once. */
 extern char cm_rbuf[READ_CHUNK];
 
