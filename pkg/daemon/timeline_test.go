@@ -37,8 +37,11 @@ func TestStartTimeline(t *testing.T) {
 	admin := e.admin()
 
 	pod := []string{engine.PhaseLock, "validate", "namespaces", "shm_sysctls", "pod_files", "net_ipam", "net_veth", "net_ports", "network"}
-	infra := []string{"cgroup", "monitor_spawn", "infra"}                                   // the monitor's own infra process
-	imageInfra := []string{"image", "snapshot", "spec", "monitor_spawn", "create", "start"} // the sandbox image
+	// The pod's monitor starts in the background at the beginning of
+	// run_pod: the infra waits for it (monitor_reuse), every pod at the end
+	// (monitor), and a create finds it.
+	infra := []string{"cgroup", "monitor_reuse", "infra"}                                   // the monitor's own infra process
+	imageInfra := []string{"image", "snapshot", "spec", "monitor_reuse", "create", "start"} // the sandbox image
 	// A Localhost seccomp profile for the sandbox: the monitor's own infra
 	// process cannot apply one, so the sandbox image runs.
 	profile := filepath.Join(t.TempDir(), "allow.json")
@@ -56,9 +59,9 @@ func TestStartTimeline(t *testing.T) {
 		runPod  []string
 		create  []string
 	}{
-		{"own-pid", runtimeapi.NamespaceMode_CONTAINER, "", append(slices.Clone(pod), "record"), create("monitor_spawn")},
-		{"shared-pid", runtimeapi.NamespaceMode_POD, "", append(append(slices.Clone(pod), infra...), "record"), create("monitor_reuse")},
-		{"shared-pid-image", runtimeapi.NamespaceMode_POD, profile, append(append(slices.Clone(pod), imageInfra...), "record"), create("monitor_reuse")},
+		{"own-pid", runtimeapi.NamespaceMode_CONTAINER, "", append(slices.Clone(pod), "monitor", "record"), create("monitor_reuse")},
+		{"shared-pid", runtimeapi.NamespaceMode_POD, "", append(append(slices.Clone(pod), infra...), "monitor", "record"), create("monitor_reuse")},
+		{"shared-pid-image", runtimeapi.NamespaceMode_POD, profile, append(append(slices.Clone(pod), imageInfra...), "monitor", "record"), create("monitor_reuse")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pc := podConfig("tl-"+tc.name, e.logs)
@@ -97,9 +100,9 @@ func TestStartTimeline(t *testing.T) {
 		want   float64
 	}{
 		{"run_pod", pod, 3}, {"run_pod", []string{"cgroup", "infra"}, 1}, {"run_pod", []string{"image", "snapshot", "create", "start"}, 1},
-		{"run_pod", []string{"monitor_spawn"}, 2}, {"run_pod", []string{"record"}, 3},
+		{"run_pod", []string{"monitor_reuse"}, 2}, {"run_pod", []string{"monitor_spawn"}, 0}, {"run_pod", []string{"monitor", "record"}, 3},
 		{"create", []string{engine.PhaseLock, "validate", "snapshot", "spec", "helper", "libct_create", "monitor_call", "record"}, 3},
-		{"create", []string{"monitor_spawn"}, 1}, {"create", []string{"monitor_reuse"}, 2},
+		{"create", []string{"monitor_spawn"}, 0}, {"create", []string{"monitor_reuse"}, 3},
 		{"start", start, 3},
 	} {
 		for _, ph := range tc.phases {

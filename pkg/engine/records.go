@@ -65,6 +65,9 @@ type Sandbox struct {
 	// timeline is the phases of its run_pod job: in memory only (a
 	// restarted daemon has none).
 	timeline *timeline.Timeline
+	// monitorStarted waits for the monitor RunPodSandbox starts in the
+	// background (set before the pod is published; nil after a restart).
+	monitorStarted func() error
 }
 
 // Config is the pod's CRI config.

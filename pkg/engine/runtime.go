@@ -305,8 +305,19 @@ type podMonitor struct {
 	cancel context.CancelFunc
 }
 
-// monitorFor returns the pod's monitor, starting it if needed.
+// monitorFor returns the pod's monitor, starting it if needed (or waiting
+// for the one RunPodSandbox started).
 func (r *Runtime) monitorFor(ctx context.Context, sb *Sandbox) (*monitor.Client, error) {
+	if wait := sb.monitorStarted; wait != nil {
+		if err := wait(); err != nil {
+			return nil, err
+		}
+	}
+	return r.monitorNow(ctx, sb)
+}
+
+// monitorNow returns the pod's monitor, starting it if it does not run.
+func (r *Runtime) monitorNow(ctx context.Context, sb *Sandbox) (*monitor.Client, error) {
 	r.mu.Lock()
 	m := r.monitors[sb.ID]
 	r.mu.Unlock()
@@ -352,6 +363,26 @@ func (r *Runtime) monitorFor(ctx context.Context, sb *Sandbox) (*monitor.Client,
 	r.attachMonitor(sb.ID, c)
 	timeline.Mark(ctx, phaseMonitorSpawn)
 	return c, nil
+}
+
+// startMonitorEarly starts the pod's monitor in the background, so that
+// it comes up while RunPodSandbox sets up the pod's namespaces and
+// network; sb.monitorStarted waits for it (and gives every caller the
+// same result).
+func (r *Runtime) startMonitorEarly(ctx context.Context, sb *Sandbox) {
+	done := make(chan struct{})
+	var err error
+	// Not the job's context: the job's timeline is marked by the job.
+	sctx, cancel := context.WithTimeout(timeline.With(context.WithoutCancel(ctx), nil), time.Minute)
+	sb.monitorStarted = func() error {
+		<-done
+		return err
+	}
+	go func() {
+		defer close(done)
+		defer cancel()
+		_, err = r.monitorNow(sctx, sb)
+	}()
 }
 
 // attachMonitor remembers a pod's monitor and follows its exit events.

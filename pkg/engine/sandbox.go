@@ -115,6 +115,13 @@ func (r *Runtime) runPod(ctx context.Context, j *Job, req RunPodRequest) (_ *San
 		return nil, err
 	}
 	rb.add(func(context.Context) error { return removePodDir(sb.Dir) })
+	// The pod's monitor comes up while the rest is set up: its
+	// containers (and a shared PID namespace's infra process) need it.
+	r.startMonitorEarly(ctx, sb)
+	rb.add(func(ctx context.Context) error {
+		sb.monitorStarted()
+		return r.stopMonitor(ctx, sb)
+	})
 
 	ns := nsOptions(cfg)
 	hostNet := ns.GetNetwork() == runtimeapi.NamespaceMode_NODE
@@ -143,7 +150,6 @@ func (r *Runtime) runPod(ctx context.Context, j *Job, req RunPodRequest) (_ *San
 		j.Mark(phaseNetwork)
 	}
 	if ns.GetPid() == runtimeapi.NamespaceMode_POD {
-		rb.add(func(ctx context.Context) error { return r.stopMonitor(ctx, sb) })
 		if err := r.startInfra(ctx, j, sb); err != nil {
 			return nil, fmt.Errorf("starting the pod's infra process: %w", err)
 		}
@@ -157,6 +163,10 @@ func (r *Runtime) runPod(ctx context.Context, j *Job, req RunPodRequest) (_ *San
 			return nil
 		})
 	}
+	if err := sb.monitorStarted(); err != nil {
+		return nil, fmt.Errorf("starting the pod's monitor: %w", err)
+	}
+	j.Mark(phaseMonitor)
 	rb.add(func(context.Context) error { return r.store.delete(bucketSandboxes, sb.ID) })
 	if err := r.saveSandbox(sb); err != nil {
 		return nil, err
