@@ -432,18 +432,25 @@ func allZombies(pids []int) bool {
 // (any more) is not an error. It is for a container whose runtime state is
 // gone or cannot be trusted: the cgroup still finds its processes.
 func KillCgroup(spec *specs.Spec, id string) error {
-	p, err := CgroupPath(spec, id)
-	if err != nil {
-		return err
-	}
-	cg, err := loadCgroup(cgroupVersion(), p)
-	if errdefs.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
+	cg, err := specCgroup(spec, id)
+	if cg == nil {
 		return err
 	}
 	return killCgroup(cg)
+}
+
+// specCgroup loads the cgroup a spec names: nil, nil when it does not
+// exist.
+func specCgroup(spec *specs.Spec, id string) (cgroupManager, error) {
+	p, err := CgroupPath(spec, id)
+	if err != nil {
+		return nil, err
+	}
+	cg, err := loadCgroup(cgroupVersion(), p)
+	if errdefs.IsNotFound(err) {
+		return nil, nil
+	}
+	return cg, err
 }
 
 // CreateCgroup makes the cgroup a spec names for a process libct does not
@@ -477,15 +484,8 @@ func CreateCgroup(spec *specs.Spec, id string) ([]string, error) {
 // RemoveCgroup kills what is left in the cgroup a spec names and removes
 // it; one that does not exist is not an error.
 func RemoveCgroup(ctx context.Context, spec *specs.Spec, id string) error {
-	p, err := CgroupPath(spec, id)
-	if err != nil {
-		return err
-	}
-	cg, err := loadCgroup(cgroupVersion(), p)
-	if errdefs.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
+	cg, err := specCgroup(spec, id)
+	if cg == nil {
 		return err
 	}
 	if pids, perr := cg.Pids(); perr != nil || len(pids) > 0 {

@@ -58,12 +58,14 @@ var infraJoinNS = map[specs.LinuxNamespaceType]bool{
 
 // RenderInfraPlan turns the spec of a pod's infra process into the plan
 // the monitor follows, with root the empty directory its tmpfs root is
-// mounted on and procs the cgroup.procs files it joins. A spec asks for
-// something the monitor's infra process cannot do (a user namespace, an
+// mounted on and procs the cgroup.procs files it joins. A spec that asks
+// for something the monitor's infra process cannot do (a user namespace, an
 // AppArmor or SELinux label, a seccomp profile other than the runtime's
-// default, capabilities, rlimits, sysctls, hooks, a process to run from an
-// image...) is ErrNotImplemented with the reason: the caller runs the
-// sandbox image instead. The infra process runs only the monitor's loop,
+// default, capabilities, rlimits, sysctls, hooks, a terminal, device
+// nodes...) is ErrNotImplemented with the reason: the caller runs the
+// sandbox image instead. The spec's process arguments, mounts and masked
+// paths are not used: the process runs the monitor's loop in an empty
+// root. The infra process runs only the monitor's loop,
 // under a seccomp filter narrower than any profile, so runtimeDefault (the
 // spec carries the RuntimeDefault profile) is met by it.
 func RenderInfraPlan(spec *specs.Spec, runtimeDefault bool, root string, procs []string) ([]byte, error) {

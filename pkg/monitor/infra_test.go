@@ -43,6 +43,17 @@ func (p *testPod) infraBundle(t *testing.T, id string, spec *specs.Spec) string 
 	return bundle
 }
 
+// pinNetNS pins a new network namespace for the test's infra processes.
+func pinNetNS(t *testing.T) string {
+	t.Helper()
+	netns := filepath.Join(t.TempDir(), "net")
+	if err := nspin.Pin(context.Background(), nspin.Net, netns); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nspin.Unpin(netns) })
+	return netns
+}
+
 func infraSpec(netns string, oom int) *specs.Spec {
 	return &specs.Spec{
 		Process: &specs.Process{
@@ -68,11 +79,7 @@ func infraSpec(netns string, oom int) *specs.Spec {
 func TestMonitorInfra(t *testing.T) {
 	p := spawnMonitor(t)
 	ctx := ctxT(t)
-	netns := filepath.Join(t.TempDir(), "net")
-	if err := nspin.Pin(ctx, nspin.Net, netns); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nspin.Unpin(netns) })
+	netns := pinNetNS(t)
 	// Raising oom_score_adj needs no privilege; the test's own plus one.
 	own, _ := os.ReadFile("/proc/self/oom_score_adj")
 	oom, _ := strconv.Atoi(strings.TrimSpace(string(own)))
@@ -197,11 +204,7 @@ func TestMonitorInfra(t *testing.T) {
 func TestMonitorInfraDelete(t *testing.T) {
 	p := spawnMonitor(t)
 	ctx := ctxT(t)
-	netns := filepath.Join(t.TempDir(), "net")
-	if err := nspin.Pin(ctx, nspin.Net, netns); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nspin.Unpin(netns) })
+	netns := pinNetNS(t)
 	spec := infraSpec(netns, 1000)
 	bundle := p.infraBundle(t, "i1", spec)
 	resp, err := p.c.Call(ctx, &Request{Op: OpInfra, ID: "i1", Bundle: bundle})

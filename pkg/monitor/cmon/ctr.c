@@ -358,22 +358,31 @@ static void close_pair(int p[2])
 		}
 }
 
-static struct ctr *ctr_new(struct conn *conn, struct req *r)
+/* ctr_alloc: a container without stdio or log yet; NULL when out of
+ * memory. */
+static struct ctr *ctr_alloc(const char *id, const char *bundle)
 {
 	struct ctr *c = calloc(1, sizeof(*c));
-	if (c == NULL) {
-		reply_err(conn, CM_E_RESOURCE_EXHAUSTED, "out of memory");
+	if (c == NULL)
 		return NULL;
-	}
 	c->w.kind = K_CTR;
 	c->log_fd = c->log_dir = c->stdin_fd = -1;
 	stream_init(&c->out, c, "stdout");
 	stream_init(&c->err, c, "stderr");
-	c->id = strdup(r->id);
-	c->bundle = strdup(r->bundle);
+	c->id = strdup(id);
+	c->bundle = strdup(bundle);
 	if (c->id == NULL || c->bundle == NULL) {
-		reply_err(conn, CM_E_RESOURCE_EXHAUSTED, "out of memory");
 		free_ctr(c);
+		return NULL;
+	}
+	return c;
+}
+
+static struct ctr *ctr_new(struct conn *conn, struct req *r)
+{
+	struct ctr *c = ctr_alloc(r->id, r->bundle);
+	if (c == NULL) {
+		reply_err(conn, CM_E_RESOURCE_EXHAUSTED, "out of memory");
 		return NULL;
 	}
 	if (r->log_path && *r->log_path && log_setup(c, r->log_path) < 0) {
@@ -675,19 +684,9 @@ int ctr_known(const char *id) { return find_ctr(id) != NULL; }
 
 int ctr_add_running(const char *id, const char *bundle, pid_t pid)
 {
-	struct ctr *c = calloc(1, sizeof(*c));
+	struct ctr *c = ctr_alloc(id, bundle);
 	if (c == NULL)
 		return -1;
-	c->w.kind = K_CTR;
-	c->log_fd = c->log_dir = c->stdin_fd = -1;
-	stream_init(&c->out, c, "stdout");
-	stream_init(&c->err, c, "stderr");
-	c->id = strdup(id);
-	c->bundle = strdup(bundle);
-	if (c->id == NULL || c->bundle == NULL) {
-		free_ctr(c);
-		return -1;
-	}
 	c->own = 1;
 	c->pid = pid;
 	c->next = ctrs;

@@ -235,13 +235,19 @@ static int seccomp_loop(void)
 #endif
 }
 
+/* loop_signals: the signals the loop waits for, blocked all along. */
+static void loop_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGCHLD);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGINT);
+}
+
 static void __attribute__((noreturn)) infra_loop(void)
 {
 	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGCHLD);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
+	loop_signals(&set);
 	for (;;) {
 		int sig = sigwaitinfo(&set, NULL);
 		if (sig == SIGTERM || sig == SIGINT)
@@ -278,10 +284,7 @@ static void __attribute__((noreturn)) infra_child(const struct plan *p, int fd)
 	signal(SIGHUP, SIG_DFL);
 	signal(SIGINT, SIG_DFL);
 	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGCHLD);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
+	loop_signals(&set);
 	sigprocmask(SIG_SETMASK, &set, NULL);
 
 	for (int i = 0; i < p->ncgroup; i++)
