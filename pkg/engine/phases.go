@@ -24,13 +24,13 @@ const (
 	phaseInfra      = "infra"       // shared pid, the monitor's own infra: the monitor's infra call, as the daemon sees it
 	phaseMonitor    = "monitor"     // the wait for the pod's monitor, started in the background when the pod directory was made
 
-	// create (and run_pod's infra, shared pid only).
+	// create (and run_pod's sandbox-image infra, shared pid only).
 	phaseSnapshot     = "snapshot"      // writable snapshot prepared and mounted as the rootfs
 	phaseSpec         = "spec"          // image volumes, OCI spec generated, config.json written
 	phaseMonitorSpawn = "monitor_spawn" // the pod's monitor started (it was gone: a daemon restart)
 	phaseMonitorReuse = "monitor_reuse" // the pod's monitor found running (run_pod's infra: the wait for its start)
-	phaseCreate       = "create"        // run_pod's infra: the monitor's create, as the daemon sees it
-	phaseStart        = "start"         // run_pod's infra: the monitor's start, as the daemon sees it
+	phaseCreate       = "create"        // run_pod's sandbox-image infra: the monitor's create, as the daemon sees it
+	phaseStart        = "start"         // run_pod's sandbox-image infra: the monitor's start, as the daemon sees it
 
 	// create and start: the monitor's create or start, split by what the
 	// monitor and its helper report (markMonitorCall).
