@@ -48,9 +48,12 @@ func TestStartTimeline(t *testing.T) {
 	if err := os.WriteFile(profile, []byte(`{"defaultAction":"SCMP_ACT_ALLOW"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	start := []string{engine.PhaseLock, "validate", "helper", "libct_start", "monitor_call", "record", "refresh"}
+	// The monitor starts the containers' inits itself (direct create: no
+	// helper), from what libct prepared in the daemon.
+	start := []string{engine.PhaseLock, "validate", "libct_start", "monitor_call", "record", "refresh"}
 	create := func(monitor string) []string {
-		return []string{engine.PhaseLock, "validate", "snapshot", "spec", monitor, "helper", "libct_create", "monitor_call", "record"}
+		return []string{engine.PhaseLock, "validate", "snapshot", "spec", monitor, "libct_prepare", "libct_create", "monitor_call",
+			"libct_commit", "record"}
 	}
 	for _, tc := range []struct {
 		name    string
@@ -101,7 +104,8 @@ func TestStartTimeline(t *testing.T) {
 	}{
 		{"run_pod", pod, 3}, {"run_pod", []string{"cgroup", "infra"}, 1}, {"run_pod", []string{"image", "snapshot", "create", "start"}, 1},
 		{"run_pod", []string{"monitor_reuse"}, 2}, {"run_pod", []string{"monitor_spawn"}, 0}, {"run_pod", []string{"monitor", "record"}, 3},
-		{"create", []string{engine.PhaseLock, "validate", "snapshot", "spec", "helper", "libct_create", "monitor_call", "record"}, 3},
+		{"create", []string{engine.PhaseLock, "validate", "snapshot", "spec", "libct_prepare", "libct_create", "monitor_call", "libct_commit", "record"}, 3},
+		{"create", []string{"helper"}, 0}, {"start", []string{"helper"}, 0},
 		{"create", []string{"monitor_spawn"}, 0}, {"create", []string{"monitor_reuse"}, 3},
 		{"start", start, 3},
 	} {

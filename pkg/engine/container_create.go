@@ -18,6 +18,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/execdrv"
 	"github.com/shim-cri/shim/pkg/execdrv/specgen"
 	"github.com/shim-cri/shim/pkg/imagestore"
 	"github.com/shim-cri/shim/pkg/log"
@@ -146,12 +147,32 @@ func (r *Runtime) createContainer(ctx context.Context, j *Job, req CreateContain
 		}
 		return err
 	})
-	resp, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpCreate, ID: id, Bundle: c.Bundle, LogPath: lp,
-		Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(), Tty: cfg.GetTty()})
+	direct, err := r.prepareDirect(ctx, j, sb, c, spec, mon, &rb)
+	if err != nil {
+		return nil, err
+	}
+	mreq := &monitor.Request{Op: monitor.OpCreate, ID: id, Bundle: c.Bundle, LogPath: lp,
+		Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(), Tty: cfg.GetTty(), Direct: direct != nil}
+	resp, err := mon.Call(ctx, mreq)
+	if direct != nil && errors.Is(err, errdefs.ErrNotImplemented) {
+		// This monitor cannot start an init itself: its helper creates.
+		log.G(ctx).WithError(err).Warn("the pod's monitor cannot create directly; its helper creates")
+		mon.SetDirect(false)
+		if err = direct.Delete(ctx, id, true); err == nil {
+			direct, mreq.Direct = nil, false
+			resp, err = mon.Call(ctx, mreq)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("creating container: %w", err)
 	}
 	markMonitorCall(j, resp, phaseLibctCreate)
+	if direct != nil {
+		if err := direct.CommitDirect(id, resp.Pid); err != nil {
+			return nil, fmt.Errorf("creating container: %w", err)
+		}
+		j.Mark(phaseLibctCommit)
+	}
 	c.Pid = resp.Pid
 	if err := r.updateContainer(c, func(*Container) {}); err != nil {
 		return nil, err
@@ -166,6 +187,39 @@ func (r *Runtime) createContainer(ctx context.Context, j *Job, req CreateContain
 	r.emit(c, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
 	j.Logf("container %s created (pid %d)", name, c.Pid)
 	return c, nil
+}
+
+// prepareDirect has libct prepare container c for its pod's monitor to
+// start the init itself, without a helper (Request.Direct), when the pod
+// runs on shim's own driver and its monitor can: the driver, or nil (the
+// helper creates it: a terminal, hooks, a user namespace, idmapped
+// mounts, another runtime, a monitor from an older binary).
+func (r *Runtime) prepareDirect(ctx context.Context, j *Job, sb *Sandbox, c *Container, spec *specs.Spec,
+	mon *monitor.Client, rb *rollback) (*execdrv.Native, error) {
+	if c.config.GetTty() || !mon.Direct() {
+		return nil, nil
+	}
+	drv, err := r.podDriver(sb.ID)
+	if err != nil {
+		return nil, err
+	}
+	nd, ok := drv.(*execdrv.Native)
+	if !ok {
+		return nil, nil
+	}
+	if ok, err := nd.PrepareDirect(ctx, c.ID, c.Bundle, spec); err != nil || !ok {
+		return nil, err
+	}
+	// Until the monitor has the init, the monitor's delete (the rollback
+	// added before) does not reach what libct made.
+	rb.add(func(ctx context.Context) error {
+		if err := nd.Delete(ctx, c.ID, true); err != nil && !errdefs.IsNotFound(err) {
+			return err
+		}
+		return nil
+	})
+	j.Mark(phaseLibctPrepare)
+	return nd, nil
 }
 
 // mountImageVolumes mounts a read-only view of the image of every image

@@ -33,11 +33,15 @@ const (
 	phaseStart        = "start"         // run_pod's sandbox-image infra: the monitor's start, as the daemon sees it
 
 	// create and start: the monitor's create or start, split by what the
-	// monitor and its helper report (markMonitorCall).
-	phaseHelper      = "helper"       // the helper around its operation: fork, exec and Go runtime start, its result
-	phaseLibctCreate = "libct_create" // the create in the helper (libct, or the OCI runtime binary)
-	phaseLibctStart  = "libct_start"  // the start in the helper: the init released to exec the process
-	phaseMonitorCall = "monitor_call" // the rest of the call: the request, the monitor's own work, the reply
+	// monitor and its helper report (markMonitorCall). A direct create
+	// (no helper: the monitor starts the init from libct's template) has
+	// libct_prepare before and libct_commit after, and no helper phase.
+	phaseLibctPrepare = "libct_prepare" // direct create: libct's checks, state dir, cgroup and create template, in the daemon
+	phaseHelper       = "helper"        // the helper around its operation: fork, exec and Go runtime start, its result
+	phaseLibctCreate  = "libct_create"  // the create in the helper (libct, or the OCI runtime binary), or the monitor's direct create
+	phaseLibctCommit  = "libct_commit"  // direct create: the init's pid and exec template written to libct's state
+	phaseLibctStart   = "libct_start"   // the start in the helper, or the monitor's: the init released to exec the process
+	phaseMonitorCall  = "monitor_call"  // the rest of the call: the request, the monitor's own work, the reply
 
 	// start.
 	phaseRefresh = "refresh" // the exit record checked (the process may be gone already)
@@ -51,7 +55,9 @@ const (
 func markMonitorCall(j *Job, resp *monitor.Response, op string) {
 	if resp != nil && resp.HelperNs > 0 && resp.OpNs >= 0 {
 		opNs := min(resp.OpNs, resp.HelperNs)
-		j.Add(phaseHelper, time.Duration(resp.HelperNs-opNs))
+		if resp.HelperNs > opNs {
+			j.Add(phaseHelper, time.Duration(resp.HelperNs-opNs))
+		}
 		j.Add(op, time.Duration(opNs))
 	}
 	j.Mark(phaseMonitorCall)

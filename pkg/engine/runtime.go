@@ -332,8 +332,9 @@ func (r *Runtime) monitorNow(ctx context.Context, sb *Sandbox) (*monitor.Client,
 	args := h.monitorArgs(r.o.LogLevel)
 	sock := filepath.Join(sb.Dir, monitor.SocketName)
 	existing := &monitor.Client{Socket: sock}
-	if _, err := existing.Call(ctx, &monitor.Request{Op: monitor.OpState}); err == nil {
+	if st, err := existing.Call(ctx, &monitor.Request{Op: monitor.OpState}); err == nil {
 		// A monitor from an earlier, interrupted call: use it.
+		existing.SetDirect(st.Direct)
 		r.attachMonitor(sb.ID, existing)
 		timeline.Mark(ctx, phaseMonitorReuse)
 		return existing, nil

@@ -82,6 +82,17 @@ func (n *Native) Create(ctx context.Context, id, bundle string, opts CreateOpts)
 	return st.Pid, nil
 }
 
+// PrepareDirect prepares container id (spec, in bundle) for the monitor
+// to start its init itself (libct.PrepareCreate): false, with nothing
+// made, when it needs the helper's Create.
+func (n *Native) PrepareDirect(ctx context.Context, id, bundle string, spec *specs.Spec) (bool, error) {
+	return libct.PrepareCreate(ctx, n.Root, id, spec, bundle)
+}
+
+// CommitDirect records pid as the init of container id, started by the
+// monitor from what PrepareDirect made.
+func (n *Native) CommitDirect(id string, pid int) error { return libct.CommitCreate(n.Root, id, pid) }
+
 func (n *Native) load(id string) (*libct.Container, error) { return libct.Load(n.Root, id) }
 
 // Start implements Driver.

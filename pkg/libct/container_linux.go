@@ -57,6 +57,59 @@ var procNSName = map[specs.LinuxNamespaceType]string{
 // Create sets up a container from spec and leaves its init waiting for
 // Start. The calling process becomes the parent of the init.
 func Create(ctx context.Context, stateRoot, id string, spec *specs.Spec, bundle string, opts CreateOpts) (_ *Container, retErr error) {
+	p, err := prepare(ctx, stateRoot, id, spec, bundle)
+	if err != nil {
+		return nil, err
+	}
+	c := p.c
+	var proc *started
+	defer func() {
+		if retErr == nil {
+			return
+		}
+		if proc != nil {
+			proc.kill() // also closes c.Console and c.initConn
+		}
+		p.undo()
+	}()
+	fifoFile, err := os.OpenFile(filepath.Join(c.dir, fifoName), unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("exec fifo: %w", err)
+	}
+	defer fifoFile.Close()
+	ip := &initProcess{
+		launch: launch{bs: p.bs, extra: opts.ExtraFiles, fifo: fifoFile, stdio: stdio{opts.Stdin, opts.Stdout, opts.Stderr},
+			oom: p.oom(), cg: c.cg, idMaps: spec.Linux},
+		cfg:         p.config(opts),
+		consoleSock: opts.ConsoleSocket,
+	}
+	if proc, err = ip.start(ctx); err != nil {
+		return nil, err
+	}
+	c.initConn = proc.conn
+	c.Console = proc.console
+	c.st = p.stored(opts.NoPivot)
+	if err := c.record(proc.pid); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// prepared is a container made up to the start of its init: its state
+// dir with the exec fifo, its cgroup (Create, PrepareCreate).
+type prepared struct {
+	c                          *Container
+	spec                       *specs.Spec
+	id, bundle, rootfs, cgPath string
+	version                    int
+	bs                         bootstrap
+	newNS                      map[specs.LinuxNamespaceType]bool
+	owned                      []string
+}
+
+// prepare checks spec and makes the state dir, the cgroup and the exec
+// fifo; on failure nothing is left.
+func prepare(ctx context.Context, stateRoot, id string, spec *specs.Spec, bundle string) (_ *prepared, retErr error) {
 	if err := ValidateID(id); err != nil {
 		return nil, err
 	}
@@ -83,30 +136,18 @@ func Create(ctx context.Context, stateRoot, id string, spec *specs.Spec, bundle 
 		}
 		return nil, fmt.Errorf("container %q: state dir: %w", id, err)
 	}
-	c := &Container{root: stateRoot, dir: dir}
-	var proc *started
+	p := &prepared{c: &Container{root: stateRoot, dir: dir}, spec: spec, id: id, bundle: bundle, rootfs: rootfs, cgPath: cgPath,
+		version: cgroupVersion()}
 	defer func() {
-		if retErr == nil {
-			return
+		if retErr != nil {
+			p.undo()
 		}
-		if proc != nil {
-			proc.kill() // also closes c.Console and c.initConn
-		}
-		if c.cg != nil {
-			killCgroup(c.cg)
-			for i := 0; i < 50 && c.cg.Delete() != nil; i++ {
-				time.Sleep(10 * time.Millisecond)
-			}
-		}
-		os.RemoveAll(dir)
 	}()
-
-	version := cgroupVersion()
 	var res *specs.LinuxResources
 	if spec.Linux != nil {
 		res = withDeviceRules(spec.Linux.Resources, spec.Linux.Devices)
 	}
-	if c.cg, err = newCgroup(version, cgPath, res); err != nil {
+	if p.c.cg, err = newCgroup(p.version, cgPath, res); err != nil {
 		return nil, err
 	}
 	fifo := filepath.Join(dir, fifoName)
@@ -115,48 +156,59 @@ func Create(ctx context.Context, stateRoot, id string, spec *specs.Spec, bundle 
 	}
 	// mkfifo honours the umask; the init may write as any user.
 	os.Chmod(fifo, 0o622)
-	fifoFile, err := os.OpenFile(fifo, unix.O_PATH|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("exec fifo: %w", err)
-	}
-	defer fifoFile.Close()
+	p.bs, p.newNS, p.owned = createBootstrap(spec)
+	return p, nil
+}
 
-	bs, newNS, owned := createBootstrap(spec)
-	var oom *int
-	if spec.Process != nil {
-		oom = spec.Process.OOMScoreAdj
+// undo removes what prepare made, killing what runs in the cgroup.
+func (p *prepared) undo() {
+	if cg := p.c.cg; cg != nil {
+		killCgroup(cg)
+		for i := 0; i < 50 && cg.Delete() != nil; i++ {
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
-	p := &initProcess{
-		launch: launch{bs: bs, extra: opts.ExtraFiles, fifo: fifoFile, stdio: stdio{opts.Stdin, opts.Stdout, opts.Stderr},
-			oom: oom, cg: c.cg, idMaps: spec.Linux},
-		cfg:         createConfig(id, spec, rootfs, bundle, cgPath, opts, newNS),
-		consoleSock: opts.ConsoleSocket,
+	os.RemoveAll(p.c.dir)
+}
+
+// oom is the oom_score_adj of the init, or nil.
+func (p *prepared) oom() *int {
+	if p.spec.Process == nil {
+		return nil
 	}
-	if proc, err = p.start(ctx); err != nil {
-		return nil, err
-	}
-	c.initConn = proc.conn
-	c.Console = proc.console
-	start, _, err := procStat(proc.pid)
-	if err != nil {
-		return nil, fmt.Errorf("init exited during create: %w", errdefs.ErrInternal)
-	}
-	c.st = &stored{
+	return p.spec.Process.OOMScoreAdj
+}
+
+func (p *prepared) config(opts CreateOpts) *initConfig {
+	return createConfig(p.id, p.spec, p.rootfs, p.bundle, p.cgPath, opts, p.newNS)
+}
+
+// stored is the state of the container before its init's pid is known.
+func (p *prepared) stored(noPivot bool) *stored {
+	spec := p.spec
+	return &stored{
 		State: State{
-			OCIVersion: specs.Version, ID: id, Status: StatusCreated, Pid: proc.pid, PidStart: start,
-			Bundle: bundle, Rootfs: rootfs, Annotations: spec.Annotations, Created: time.Now().UTC(),
-			CgroupPath: cgPath, Owner: "",
+			OCIVersion: specs.Version, ID: p.id, Status: StatusCreated,
+			Bundle: p.bundle, Rootfs: p.rootfs, Annotations: spec.Annotations, Created: time.Now().UTC(),
+			CgroupPath: p.cgPath, Owner: "",
 		},
-		Spec: spec, NoPivot: opts.NoPivot, CgroupVersion: version, Namespaces: owned,
+		Spec: spec, NoPivot: noPivot, CgroupVersion: p.version, Namespaces: p.owned,
 	}
-	c.st.InitExe, _ = os.Readlink("/proc/" + strconv.Itoa(proc.pid) + "/exe")
-	if err := writeState(dir, c.st); err != nil {
-		return nil, err
+}
+
+// record writes the state of the container whose init is pid, and its
+// exec template.
+func (c *Container) record(pid int) error {
+	start, _, err := procStat(pid)
+	if err != nil {
+		return fmt.Errorf("init exited during create: %w", errdefs.ErrInternal)
 	}
-	if err := writeExecTemplate(dir, c.st, c.cg); err != nil {
-		return nil, err
+	c.st.Pid, c.st.PidStart = pid, start
+	c.st.InitExe, _ = os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
+	if err := writeState(c.dir, c.st); err != nil {
+		return err
 	}
-	return c, nil
+	return writeExecTemplate(c.dir, c.st, c.cg)
 }
 
 // createBootstrap is the C stage's bootstrap for a new container: the

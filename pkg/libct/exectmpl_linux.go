@@ -46,6 +46,10 @@ func ExecTemplateNames() [][2]string {
 		{"MSG_ERROR", "error"},
 		{"TYPE_READY", msgReady},
 		{"TYPE_ERROR", msgError},
+		{"CREATE_FILE", CreateTemplateFile},
+		{"CREATE_MAGIC", CreateTemplateMagic},
+		{"ENV_FIFO_FD", envFifoFd},
+		{"FIFO", fifoName},
 	}
 }
 
@@ -77,20 +81,40 @@ func execTemplate(st *stored, cg cgroupManager) ([]byte, bool, error) {
 	if err != nil {
 		return nil, false, fmt.Errorf("exec template: %w: %w", err, errdefs.ErrInternal)
 	}
-	var b bytes.Buffer
-	b.WriteString(ExecTemplateMagic + "\n")
-	section := func(n int, data []byte) {
-		b.WriteString(strconv.Itoa(n) + "\n")
-		b.Write(data)
+	b := newTemplate(ExecTemplateMagic)
+	b.section(bs.encode())
+	if err := b.lines(procs); err != nil {
+		return nil, false, err
 	}
-	raw := bs.encode()
-	section(len(raw), raw)
-	for _, p := range procs {
-		if strings.ContainsRune(p, '\n') {
-			return nil, false, fmt.Errorf("cgroup file %q: %w", p, errdefs.ErrInvalidArgument)
+	b.section(cfg)
+	return b.Bytes(), true, nil
+}
+
+// template writes the sections of a template (exec.tmpl, create.tmpl):
+// "<n>\n" then n bytes, or n lines.
+type template struct{ bytes.Buffer }
+
+func newTemplate(magic string) *template {
+	t := &template{}
+	t.WriteString(magic + "\n")
+	return t
+}
+
+func (t *template) section(data []byte) {
+	t.WriteString(strconv.Itoa(len(data)) + "\n")
+	t.Write(data)
+}
+
+// lines writes a section of lines (the cgroup.procs files).
+func (t *template) lines(ls []string) error {
+	for _, l := range ls {
+		if strings.ContainsRune(l, '\n') {
+			return fmt.Errorf("cgroup file %q: %w", l, errdefs.ErrInvalidArgument)
 		}
 	}
-	section(len(procs), []byte(strings.Join(append(procs, ""), "\n")))
-	section(len(cfg), cfg)
-	return b.Bytes(), true, nil
+	t.WriteString(strconv.Itoa(len(ls)) + "\n")
+	for _, l := range ls {
+		t.WriteString(l + "\n")
+	}
+	return nil
 }

@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -88,6 +89,10 @@ type Request struct {
 	Stdin     bool `json:"stdin,omitempty"`
 	StdinOnce bool `json:"stdinOnce,omitempty"`
 	Tty       bool `json:"tty,omitempty"`
+	// Direct: create starts the init itself from the create template
+	// of libct.PrepareCreate, not through a helper (no terminal); a
+	// monitor that cannot answers not_implemented.
+	Direct bool `json:"direct,omitempty"`
 	// Stdout and Stderr: the streams an attach wants.
 	Stdout    bool                  `json:"stdout,omitempty"`
 	Stderr    bool                  `json:"stderr,omitempty"`
@@ -117,6 +122,8 @@ type Response struct {
 	// State
 	Containers []ContainerState `json:"containers,omitempty"`
 	MonitorPid int              `json:"monitorPid,omitempty"`
+	// Direct: the monitor serves Request.Direct (state).
+	Direct bool `json:"direct,omitempty"`
 }
 
 // ContainerState is what the monitor knows of one container.
@@ -179,7 +186,17 @@ func ReadExitRecord(bundle string) (*ExitRecord, error) {
 // Client calls a pod's monitor.
 type Client struct {
 	Socket string
+	// direct: the monitor serves Request.Direct (one this binary spawned,
+	// or one whose state response said so), until it answers a direct
+	// create with not_implemented.
+	direct atomic.Bool
 }
+
+// Direct reports whether the monitor serves Request.Direct.
+func (c *Client) Direct() bool { return c.direct.Load() }
+
+// SetDirect records whether the monitor serves Request.Direct.
+func (c *Client) SetDirect(v bool) { c.direct.Store(v) }
 
 // Call sends req and returns the response; the error is typed.
 func (c *Client) Call(ctx context.Context, req *Request) (*Response, error) {

@@ -84,7 +84,9 @@ func Spawn(ctx context.Context, o SpawnOpts) (*Client, error) {
 	case rr := <-res:
 		msg := strings.TrimSpace(string(rr.b))
 		if msg == "ok" {
-			return &Client{Socket: filepath.Join(o.Dir, SocketName)}, nil
+			c := &Client{Socket: filepath.Join(o.Dir, SocketName)}
+			c.SetDirect(true)
+			return c, nil
 		}
 		var w errdefs.Wire
 		if json.Unmarshal(rr.b, &w) == nil && w.Message != "" {

@@ -77,6 +77,7 @@ static void conn_close(struct conn *c)
 		return;
 	helper_conn_gone(c);
 	exec_conn_gone(c);
+	xexec_conn_gone(c);
 	ctr_conn_gone(c);
 	attach_conn_gone(c);
 	for (struct conn **pp = &conns; *pp; pp = &(*pp)->next)
@@ -336,6 +337,9 @@ static int req_field(void *arg, const char *key, struct cm_json *j)
 		break;
 	case CM_REQ_TTY:
 		rc = cm_json_bool(j, &r->tty);
+		break;
+	case CM_REQ_DIRECT:
+		rc = cm_json_bool(j, &r->direct);
 		break;
 	case CM_REQ_STDOUT:
 		rc = cm_json_bool(j, &r->out);

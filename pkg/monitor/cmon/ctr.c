@@ -1,7 +1,8 @@
 /* ctr.c: the containers of the pod.
  *
  * A container is created by a helper, which leaves its init waiting for
- * the start; the monitor holds the read ends of its stdout and stderr
+ * the start, or, when the daemon asks for a direct create, by the monitor
+ * itself from the template libct prepared (xexec.c); the monitor holds the read ends of its stdout and stderr
  * pipes (and the write end of its stdin, for attach), or with a terminal
  * the pty master (its output is the stdout stream), and copies what they
  * carry to the CRI log and to the attachers (attach.c). When the init exits and its output is drained,
@@ -58,6 +59,8 @@ struct ctr {
 	int kill_sent;	       /* shutdown */
 	struct helper *parked; /* the create helper, waiting to do the start */
 	int own;	       /* started by the monitor itself (infra.c) */
+	int direct;	       /* its init started here (xexec.c), not by a helper */
+	int init_sock;	       /* direct: the init pipe, until the start */
 };
 
 static struct ctr *ctrs;
@@ -144,6 +147,7 @@ static void ctr_remove(struct ctr *c)
 	stream_close(&c->out);
 	stream_close(&c->err);
 	close_plain(&c->stdin_fd);
+	close_plain(&c->init_sock);
 	close_plain(&c->log_fd);
 	close_plain(&c->log_dir);
 	c->out.w.dead = c->err.w.dead = 1;
@@ -308,7 +312,10 @@ static void create_done(struct helper *h, struct conn *conn, void *arg, struct h
 		return;
 	}
 	c->pid = (pid_t)r->pid;
-	if (c->tty) {
+	if (c->direct) {
+		c->init_sock = r->fd;
+		r->fd = -1;
+	} else if (c->tty) {
 		/* The terminal's master: its output is the stdout stream. */
 		if (r->fd < 0) {
 			reply_err(conn, CM_E_INTERNAL, "container %s: no terminal from the helper", c->id);
@@ -336,7 +343,8 @@ static void create_done(struct helper *h, struct conn *conn, void *arg, struct h
 	/* StartContainer comes next: the helper can do it, which saves
 	 * starting another. Meanwhile the init stays its child: not for
 	 * long. */
-	helper_park(h, &c->parked);
+	if (h)
+		helper_park(h, &c->parked);
 	if (shutting_down())
 		shutdown_check();
 }
@@ -366,7 +374,7 @@ static struct ctr *ctr_alloc(const char *id, const char *bundle)
 	if (c == NULL)
 		return NULL;
 	c->w.kind = K_CTR;
-	c->log_fd = c->log_dir = c->stdin_fd = -1;
+	c->log_fd = c->log_dir = c->stdin_fd = c->init_sock = -1;
 	stream_init(&c->out, c, "stdout");
 	stream_init(&c->err, c, "stderr");
 	c->id = strdup(id);
@@ -417,7 +425,17 @@ static int create_pipes(struct conn *conn, struct ctr *c, int in)
 	}
 	int io[3] = {pi[0], po[1], pe[1]};
 	const char *extra[] = {"--bundle", c->bundle, NULL};
-	if (helper_spawn(H_CREATE, c->id, extra, NULL, 0, io, conn, create_done, c) == NULL) {
+	if (c->direct) {
+		int d = xcreate_spawn(c->id, io, conn, create_done, c);
+		if (d == 0) {
+			reply_err(conn, CM_E_NOT_IMPLEMENTED, "container %s: this monitor cannot start an init itself", c->id);
+			goto fail;
+		}
+		if (d < 0) {
+			reply_err(conn, errno_class(errno), "container %s: direct create: %s", c->id, strerror(errno));
+			goto fail;
+		}
+	} else if (helper_spawn(H_CREATE, c->id, extra, NULL, 0, io, conn, create_done, c) == NULL) {
 		reply_err(conn, errno_class(errno), "starting the monitor helper: %s", strerror(errno));
 		goto fail;
 	}
@@ -444,9 +462,12 @@ void op_create(struct conn *conn, struct req *r)
 		return reply_err(conn, CM_E_INVALID_ARGUMENT, "create needs an id and a bundle");
 	if (find_ctr(r->id))
 		return reply_err(conn, CM_E_ALREADY_EXISTS, "container %s exists in the monitor", r->id);
+	if (r->direct && r->tty)
+		return reply_err(conn, CM_E_INVALID_ARGUMENT, "container %s: a direct create has no terminal", r->id);
 	struct ctr *c = ctr_new(conn, r);
 	if (c == NULL)
 		return;
+	c->direct = r->direct;
 	if ((r->tty ? create_tty(conn, c) : create_pipes(conn, c, r->in)) < 0) {
 		close_plain(&c->log_fd);
 		close_plain(&c->log_dir);
@@ -483,6 +504,15 @@ void op_start(struct conn *conn, struct req *r)
 		return;
 	if (c->own)
 		return reply_err(conn, CM_E_FAILED_PRECONDITION, "%s is the pod's infra process: it runs from its start", c->id);
+	if (c->direct) {
+		if (c->init_sock < 0)
+			return reply_err(conn, CM_E_FAILED_PRECONDITION, "container %s is not created: it was started", c->id);
+		int sock = c->init_sock;
+		c->init_sock = -1;
+		if (xstart_spawn(c->id, c->pid, sock, conn, start_done, c) < 0)
+			reply_err(conn, errno_class(errno), "container %s: start: %s", c->id, strerror(errno));
+		return;
+	}
 	if (c->parked == NULL || helper_resume(c->parked, conn, start_done, c) < 0)
 		helper_run(conn, H_START, c->id, NULL, NULL, 0, start_done, c);
 }
@@ -620,7 +650,9 @@ void op_state(struct conn *conn, struct req *r)
 		}
 		cm_buf_str(&b, "],");
 	}
-	cm_buf_printf(&b, "\"" CM_RESP_MONITOR_PID "\":%d}", (int)getpid());
+	/* This monitor serves Request.Direct (it may still answer a create
+	 * with not_implemented). */
+	cm_buf_printf(&b, "\"" CM_RESP_DIRECT "\":true,\"" CM_RESP_MONITOR_PID "\":%d}", (int)getpid());
 	reply(conn, &b);
 }
 

@@ -100,6 +100,8 @@ int ep_add(int fd, struct watch *w, uint32_t ev)
 	return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &e);
 }
 
+void ep_del(int fd) { epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL); }
+
 void ep_mod(int fd, struct watch *w, uint32_t ev)
 {
 	struct epoll_event e = {.events = ev, .data.ptr = w};

@@ -7,7 +7,7 @@
  *   exitrec.c the exit record of a container (exit.json)
  *   attach.c  connections attached to a container's output
  *   exec.c    processes run in a container: ExecSync and Exec
- *   xexec.c   an exec's init started from the container's exec template
+ *   xexec.c   an exec's or a container's init started from a template
  *   infra.c   the infra process of a pod that shares its PID namespace
  *   crilog.c  the CRI log format;  util.c  buffers, JSON, time, logging
  *
@@ -62,6 +62,7 @@ void bury(struct watch *w);
 /* closefd removes fd from epoll, closes it and sets it to -1. */
 void closefd(int *fd);
 int ep_add(int fd, struct watch *w, uint32_t ev);
+void ep_del(int fd);
 void ep_mod(int fd, struct watch *w, uint32_t ev);
 /* earliest of two deadlines (ms, CLOCK_MONOTONIC); 0 is none. */
 int64_t earliest(int64_t a, int64_t b);
@@ -82,7 +83,7 @@ struct conn;
 struct req {
 	unsigned seen; /* 1 << CM_REQ_x for each field read */
 	char *op, *id, *bundle, *log_path;
-	int in, in_once, tty, out, err, all, force;
+	int in, in_once, tty, direct, out, err, all, force;
 	int64_t signal, timeout;
 	const char *process, *resources; /* raw JSON, inside the request line */
 	size_t process_len, resources_len;
@@ -253,13 +254,23 @@ int64_t exec_next_deadline(void);
 void exec_timers(int64_t now);
 void exec_free(struct watch *w);
 
-/* ---- direct exec (xexec.c): an exec's init started without a helper ---- */
+/* ---- direct exec and create (xexec.c): inits started without a helper ---- */
 /* xexec_spawn starts the init of a process in container id from the
  * container's exec template (pkg/libct/exectmpl_linux.go), with io as for
  * helper_spawn; done gets the result as from a helper (h NULL). 1: it
  * runs; 0: the container has no template (or this monitor cannot use
  * it): use the helper; -1: it failed, errno set. */
 int xexec_spawn(const char *id, const char *process, size_t plen, const int io[3], helper_done done, void *arg);
+/* xcreate_spawn starts the init of container id from its create template
+ * (pkg/libct/direct_linux.go) as xexec_spawn does; its result's fd is the
+ * init pipe, for xstart_spawn. 1: it runs; 0: this monitor cannot start
+ * an init itself; -1: it failed, errno set (ENOENT: no template). */
+int xcreate_spawn(const char *id, const int io[3], struct conn *conn, helper_done done, void *arg);
+/* xstart_spawn releases the init pid of container id created by
+ * xcreate_spawn (sock: its init pipe, taken in any case); done gets the
+ * result once it exec'd. 1, or -1 with errno. */
+int xstart_spawn(const char *id, pid_t pid, int sock, struct conn *conn, helper_done done, void *arg);
+void xexec_conn_gone(struct conn *c);
 /* xexec_poll_all reads what the inits wrote, before children are reaped. */
 void xexec_poll_all(void);
 int xexec_on_exit(pid_t pid, int st);

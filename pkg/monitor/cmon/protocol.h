@@ -40,6 +40,7 @@ enum cm_req_field {
 	CM_REQ_STDIN, /* "stdin": bool */
 	CM_REQ_STDIN_ONCE, /* "stdinOnce": bool */
 	CM_REQ_TTY, /* "tty": bool */
+	CM_REQ_DIRECT, /* "direct": bool */
 	CM_REQ_STDOUT, /* "stdout": bool */
 	CM_REQ_STDERR, /* "stderr": bool */
 	CM_REQ_SIGNAL, /* "signal": int64 */
@@ -62,6 +63,7 @@ static inline const char *cm_req_field_name(int id)
 		[CM_REQ_STDIN] = "stdin",
 		[CM_REQ_STDIN_ONCE] = "stdinOnce",
 		[CM_REQ_TTY] = "tty",
+		[CM_REQ_DIRECT] = "direct",
 		[CM_REQ_STDOUT] = "stdout",
 		[CM_REQ_STDERR] = "stderr",
 		[CM_REQ_SIGNAL] = "signal",
@@ -94,6 +96,7 @@ static inline int cm_req_field_id(const char *key)
 #define CM_RESP_TRUNCATED "truncated"
 #define CM_RESP_CONTAINERS "containers"
 #define CM_RESP_MONITOR_PID "monitorPid"
+#define CM_RESP_DIRECT "direct"
 
 /* Keys of monitor.ContainerState. */
 #define CM_STATE_ID "id"
@@ -199,6 +202,10 @@ static inline const char *cm_errno_class(int e, const char *fallback)
 #define CM_XT_MSG_ERROR "error"
 #define CM_XT_TYPE_READY "ready"
 #define CM_XT_TYPE_ERROR "error"
+#define CM_XT_CREATE_FILE "create.tmpl"
+#define CM_XT_CREATE_MAGIC "shim-create-template-1"
+#define CM_XT_ENV_FIFO_FD "_SHIM_FIFOFD"
+#define CM_XT_FIFO "exec.fifo"
 
 /* The plan of a pod's infra process (infra.go). */
 #define CM_IP_FILE "infra.plan"

@@ -13,7 +13,17 @@
  * runs on the event loop; it never blocks the monitor.
  *
  * Containers without a template (user namespaces, another OCI runtime)
- * and TTY execs go through the helper. */
+ * and TTY execs go through the helper.
+ *
+ * A container's own init starts the same way when the daemon asks for a
+ * direct create: libct's PrepareCreate wrote a create template (the
+ * bootstrap, the cgroup files, the memory cgroup's OOM count file,
+ * oom_score_adj, the whole init config; pkg/libct/direct_linux.go), and
+ * stage 0 gets the exec fifo as fd 5 too. The create ends at the init's
+ * "ready" (it waits on the fifo); the monitor keeps its end of the init
+ * pipe, and the start opens the fifo for reading, which releases the
+ * init: EOF on the pipe means the exec happened, an "error" frame that it
+ * failed. */
 #include "mon.h"
 
 #include <errno.h>
@@ -34,10 +44,22 @@
 #define MAX_INIT_FRAME (1 << 20)
 #define XEXEC_HANDSHAKE_MS 60000
 
+enum xmode {
+	X_EXEC,	  /* a process exec'd into a container */
+	X_CREATE, /* a container's init, up to its wait on the exec fifo */
+	X_START,  /* that init released, until its exec */
+};
+
+static const char *const xmode_names[] = {[X_EXEC] = CM_OP_EXEC, [X_CREATE] = CM_OP_CREATE, [X_START] = CM_OP_START};
+
 struct xexec {
 	struct watch w;
 	struct xexec *next;
+	enum xmode mode;
 	char *id;
+	struct conn *conn; /* X_CREATE, X_START: the request's (NULL: it went away) */
+	char *oom;	   /* X_CREATE: the OOM count file, for the result */
+	int fifo;   /* X_START: the exec fifo's read end */
 	int sock;     /* our end of the init pipe */
 	pid_t stage0; /* exits once it has forked the init */
 	pid_t pid;    /* the init, then the process; 0 until known */
@@ -60,7 +82,7 @@ static struct xexec *xexecs;
 
 struct tmpl {
 	char *buf;
-	const char *bs, *cfg;
+	const char *bs, *cfg, *oom, *oomadj; /* oom, oomadj: create only, NUL-terminated */
 	size_t bslen, cfglen;
 	const char *procs[64];
 	size_t nprocs;
@@ -81,13 +103,26 @@ static long section(const char **p, const char *end)
 	return n;
 }
 
-/* tmpl_parse checks the template's shape; the lines of cgroup files are
- * NUL-terminated in place. */
-static int tmpl_parse(struct tmpl *t, size_t len)
+/* short_section reads a section of at most max bytes that holds no NUL
+ * or newline, and returns it as a string ("" when empty); NULL when bad. */
+static char *short_section(const char **p, const char *end, long max)
+{
+	long n = section(p, end);
+	if (n < 0 || n > max || n > end - *p || memchr(*p, 0, (size_t)n) || memchr(*p, '\n', (size_t)n))
+		return NULL;
+	char *s = strndup(*p, (size_t)n);
+	*p += n;
+	return s;
+}
+
+/* tmpl_parse checks the template's shape (an exec's, or with create a
+ * create's); the lines of cgroup files are NUL-terminated in place. */
+static int tmpl_parse(struct tmpl *t, size_t len, int create)
 {
 	const char *p = t->buf, *end = t->buf + len;
-	size_t ml = strlen(CM_XT_MAGIC);
-	if (len < ml + 1 || memcmp(p, CM_XT_MAGIC, ml) != 0 || p[ml] != '\n')
+	const char *magic = create ? CM_XT_CREATE_MAGIC : CM_XT_MAGIC;
+	size_t ml = strlen(magic);
+	if (len < ml + 1 || memcmp(p, magic, ml) != 0 || p[ml] != '\n')
 		return -1;
 	p += ml + 1;
 	long n = section(&p, end);
@@ -107,6 +142,17 @@ static int tmpl_parse(struct tmpl *t, size_t len)
 		t->procs[t->nprocs++] = p;
 		p = nl + 1;
 	}
+	if (create) {
+		if ((t->oom = short_section(&p, end, MAX_PATH)) == NULL ||
+		    (t->oomadj = short_section(&p, end, 5)) == NULL)
+			return -1;
+		if (*t->oomadj) {
+			char *e;
+			long v = strtol(t->oomadj, &e, 10);
+			if (*e || v < -1000 || v > 1000)
+				return -1;
+		}
+	}
 	long m = section(&p, end);
 	if (m < 3 || m != end - p || p[0] != '{' || p[1] == '}')
 		return -1;
@@ -115,13 +161,22 @@ static int tmpl_parse(struct tmpl *t, size_t len)
 	return 0;
 }
 
-/* tmpl_load reads container id's template: 0, or -1 with errno (ENOENT:
- * the container has none). */
-static int tmpl_load(const char *id, struct tmpl *t)
+static void tmpl_free(struct tmpl *t)
+{
+	free(t->buf);
+	free((char *)t->oom);
+	free((char *)t->oomadj);
+	memset(t, 0, sizeof(*t));
+}
+
+/* tmpl_load reads container id's exec template (with create, its create
+ * template): 0, or -1 with errno (ENOENT: the container has none). */
+static int tmpl_load(const char *id, struct tmpl *t, int create)
 {
 	char path[MAX_PATH];
 	memset(t, 0, sizeof(*t));
-	if (snprintf(path, sizeof(path), "%s/%s/%s", cm_cfg.root, id, CM_XT_FILE) >= (int)sizeof(path)) {
+	if (snprintf(path, sizeof(path), "%s/%s/%s", cm_cfg.root, id, create ? CM_XT_CREATE_FILE : CM_XT_FILE) >=
+	    (int)sizeof(path)) {
 		errno = ENAMETOOLONG;
 		return -1;
 	}
@@ -148,9 +203,8 @@ static int tmpl_load(const char *id, struct tmpl *t)
 	int e = errno;
 	close(fd);
 	t->buf = b.p;
-	if (e != 0 || tmpl_parse(t, b.len) < 0) {
-		cm_buf_free(&b);
-		t->buf = NULL;
+	if (e != 0 || tmpl_parse(t, b.len, create) < 0) {
+		tmpl_free(t);
 		errno = e ? e : EINVAL;
 		return -1;
 	}
@@ -231,6 +285,7 @@ static void xexec_remove(struct xexec *x)
 			break;
 		}
 	closefd(&x->sock);
+	closefd(&x->fifo);
 	cm_buf_free(&x->in);
 	cm_buf_free(&x->cfg);
 	bury(&x->w);
@@ -240,6 +295,7 @@ void xexec_free(struct watch *w)
 {
 	struct xexec *x = (struct xexec *)w;
 	free(x->id);
+	free(x->oom);
 	free(x);
 }
 
@@ -251,15 +307,29 @@ static void finish(struct xexec *x, const char *err, size_t errlen)
 	if (err) {
 		r.err = err;
 		r.errlen = errlen;
-		if (x->pid > 0 && !x->pid_reaped)
+		/* A started init is the container's: reaped by ctr.c. */
+		if (x->pid > 0 && (x->mode == X_START ? !ctr_gone(x->id) : !x->pid_reaped))
 			kill(x->pid, SIGKILL);
 	} else {
 		r.pid = x->pid;
 		r.reaped = x->pid_reaped;
 		r.wstatus = x->pid_status;
+		if (x->mode != X_EXEC)
+			r.op_ns = r.helper_ns; /* no helper: all of it is the operation */
+		if (x->mode == X_CREATE) {
+			/* The init pipe goes with the container, for its start. */
+			ep_del(x->sock);
+			r.fd = x->sock;
+			x->sock = -1;
+			r.oom = x->oom;
+			x->oom = NULL;
+		}
 	}
 	/* err may point into x->in: x goes after the callback. */
-	x->cb(NULL, NULL, x->arg, &r);
+	x->cb(NULL, x->conn, x->arg, &r);
+	if (r.fd >= 0)
+		close(r.fd);
+	free(r.oom);
 	xexec_remove(x);
 }
 
@@ -281,7 +351,7 @@ static void __attribute__((format(printf, 3, 4))) fail(struct xexec *x, const ch
 	cm_buf_str(&b, "\",\"" CM_WIRE_MESSAGE "\":");
 	if (gone) {
 		char m2[1200];
-		snprintf(m2, sizeof(m2), "container %s exited while the exec started (%s)", x->id, msg);
+		snprintf(m2, sizeof(m2), "container %s exited during the %s (%s)", x->id, xmode_names[x->mode], msg);
 		cm_buf_jstr(&b, m2, strlen(m2));
 	} else
 		cm_buf_jstr(&b, msg, strlen(msg));
@@ -295,10 +365,11 @@ static void __attribute__((format(printf, 3, 4))) fail(struct xexec *x, const ch
 	cm_buf_free(&b);
 }
 
-/* fail_raw ends x with the init's own error (the JSON of an errdefs.Wire). */
+/* fail_raw ends x with the init's own error (the JSON of an errdefs.Wire).
+ * A failed exec of a container's init is the start's answer as it is. */
 static void fail_raw(struct xexec *x, const char *err, size_t len)
 {
-	if (ctr_gone(x->id))
+	if (x->mode != X_START && ctr_gone(x->id))
 		return fail(x, CM_E_FAILED_PRECONDITION, "%.*s", (int)(len > 900 ? 900 : len), err);
 	finish(x, err, len);
 }
@@ -335,7 +406,8 @@ static int sync_step(struct xexec *x)
 		x->pid_ns = cm_now_ns();
 		x->framing = 1;
 		if (cm_write_full(x->sock, x->cfg.p, x->cfg.len) < 0) {
-			fail(x, CM_E_INTERNAL, "exec %s: send the init config: %s", x->id, strerror(errno));
+			fail(x, CM_E_INTERNAL, "%s %s: send the init config: %s", xmode_names[x->mode], x->id,
+			     strerror(errno));
 			return -1;
 		}
 		cm_buf_free(&x->cfg);
@@ -381,56 +453,84 @@ static int frame_step(struct xexec *x)
 		return 0;
 	uint32_t n = le32(b->p);
 	if (n > MAX_INIT_FRAME) {
-		fail(x, CM_E_INTERNAL, "exec %s: init frame of %u bytes", x->id, n);
+		fail(x, CM_E_INTERNAL, "%s %s: init frame of %u bytes", xmode_names[x->mode], x->id, n);
 		return -1;
 	}
 	if (b->len < 4 + (size_t)n)
 		return 0;
 	struct initmsg m = {0};
 	int ok = cm_json_object(b->p + 4, n, initmsg_field, &m) == 0 && m.type;
-	if (ok && strcmp(m.type, CM_XT_TYPE_READY) == 0) {
+	if (ok && strcmp(m.type, CM_XT_TYPE_READY) == 0 && !x->ready) {
 		x->ready = 1;
 		x->ready_ns = cm_now_ns();
 		free(m.type);
 		consume(b, 4 + (size_t)n);
-		return 1;
+		if (x->mode != X_CREATE)
+			return 1;
+		/* The init waits on the exec fifo: created. */
+		if (x->pid_reaped || b->len > 0) {
+			fail(x, CM_E_INTERNAL, "create %s: container init exited while it got ready", x->id);
+			return -1;
+		}
+		cm_log(CM_DEBUG, "create %s: pid %d, direct: C stage %.1f ms, Go init %.1f ms", x->id, (int)x->pid,
+		       (double)(x->pid_ns - x->t0_ns) / 1e6, (double)(x->ready_ns - x->pid_ns) / 1e6);
+		finish(x, NULL, 0);
+		return -1;
 	}
 	if (ok && strcmp(m.type, CM_XT_TYPE_ERROR) == 0 && m.err)
 		fail_raw(x, m.err, m.errlen);
 	else
-		fail(x, CM_E_INTERNAL, "exec %s: unexpected message from the init: %.*s", x->id, (int)(n > 200 ? 200 : n),
-		     b->p + 4);
+		fail(x, CM_E_INTERNAL, "%s %s: unexpected message from the init: %.*s", xmode_names[x->mode], x->id,
+		     (int)(n > 200 ? 200 : n), b->p + 4);
 	free(m.type);
 	return -1;
+}
+
+/* start_eof: the init pipe of a released init closed: it exec'd, or it
+ * died; the byte it writes to the exec fifo first tells which. */
+static void start_eof(struct xexec *x)
+{
+	char c;
+	if (read(x->fifo, &c, 1) != 1)
+		return fail(x, CM_E_FAILED_PRECONDITION, "container %s: its init exited before the start", x->id);
+	char path[MAX_PATH];
+	snprintf(path, sizeof(path), "%s/%s/%s", cm_cfg.root, x->id, CM_XT_FIFO);
+	unlink(path);
+	cm_log(CM_DEBUG, "start %s: pid %d, direct: exec %.1f ms", x->id, (int)x->pid,
+	       (double)(cm_now_ns() - x->t0_ns) / 1e6);
+	finish(x, NULL, 0);
 }
 
 /* on_eof: the init pipe closed. After "ready" that is the execve. */
 static void on_eof(struct xexec *x)
 {
-	if (x->ready && x->in.len == 0) {
+	if (x->mode == X_START && x->in.len == 0)
+		start_eof(x);
+	else if (x->ready && x->in.len == 0) {
 		int64_t now = cm_now_ns();
 		cm_log(CM_DEBUG, "exec %s: pid %d, direct: C stage %.1f ms, Go init %.1f ms, execve %.1f ms", x->id,
 		       (int)x->pid, (double)(x->pid_ns - x->t0_ns) / 1e6, (double)(x->ready_ns - x->pid_ns) / 1e6,
 		       (double)(now - x->ready_ns) / 1e6);
 		finish(x, NULL, 0);
 	} else if (!x->framing)
-		fail(x, CM_E_INTERNAL, "exec %s: stage 0 exited before the init started (see monitor.log)", x->id);
+		fail(x, CM_E_INTERNAL, "%s %s: stage 0 exited before the init started (see monitor.log)",
+		     xmode_names[x->mode], x->id);
 	else
-		fail(x, CM_E_INTERNAL, "exec %s: container init exited before it was ready", x->id);
+		fail(x, CM_E_INTERNAL, "%s %s: container init exited before it was ready", xmode_names[x->mode], x->id);
 }
 
 static void xexec_read(struct xexec *x)
 {
 	for (;;) {
 		if (cm_buf_reserve(&x->in, 4096) < 0)
-			return fail(x, CM_E_INTERNAL, "exec %s: init pipe: out of memory", x->id);
+			return fail(x, CM_E_INTERNAL, "%s %s: init pipe: out of memory", xmode_names[x->mode], x->id);
 		ssize_t n = read(x->sock, x->in.p + x->in.len, x->in.cap - x->in.len);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EAGAIN)
 			return;
 		if (n < 0 && errno != ECONNRESET)
-			return fail(x, CM_E_INTERNAL, "exec %s: init pipe: %s", x->id, strerror(errno));
+			return fail(x, CM_E_INTERNAL, "%s %s: init pipe: %s", xmode_names[x->mode], x->id, strerror(errno));
 		if (n <= 0)
 			return on_eof(x);
 		x->in.len += (size_t)n;
@@ -459,7 +559,7 @@ void xexec_poll_all(void)
 int xexec_on_exit(pid_t pid, int st)
 {
 	for (struct xexec *x = xexecs; x; x = x->next) {
-		if (pid == x->pid) {
+		if (pid == x->pid && x->mode != X_START) {
 			x->pid_reaped = 1;
 			x->pid_status = st;
 			return 1;
@@ -470,6 +570,13 @@ int xexec_on_exit(pid_t pid, int st)
 		}
 	}
 	return 0;
+}
+
+void xexec_conn_gone(struct conn *c)
+{
+	for (struct xexec *x = xexecs; x; x = x->next)
+		if (x->conn == c)
+			x->conn = NULL;
 }
 
 int64_t xexec_next_deadline(void)
@@ -487,8 +594,8 @@ void xexec_timers(int64_t now)
 		if (now >= x->deadline) {
 			if (!x->stage0_reaped)
 				kill(x->stage0, SIGKILL);
-			fail(x, CM_E_DEADLINE_EXCEEDED, "exec %s: the init did not start in %d s", x->id,
-			     XEXEC_HANDSHAKE_MS / 1000);
+			fail(x, CM_E_DEADLINE_EXCEEDED, "%s %s: the init did not get ready in %d s", xmode_names[x->mode],
+			     x->id, XEXEC_HANDSHAKE_MS / 1000);
 		}
 	}
 }
@@ -497,40 +604,45 @@ void xexec_timers(int64_t now)
 
 /* exec_stage0 runs in the child: default signals, nothing blocked, fds
  * 0-2 the process's stdio (/dev/null for -1), 3 the init pipe, 4 the
- * binary; nothing else. */
-static void __attribute__((noreturn)) exec_stage0(const int io[3], int pipefd, int exe)
+ * binary, 5 the exec fifo of a create (fifo >= 0); nothing else. */
+static void __attribute__((noreturn)) exec_stage0(const int io[3], int pipefd, int exe, int fifo)
 {
 	sigset_t none;
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	for (int s = 1; s < NSIG; s++)
 		signal(s, SIG_DFL);
-	int src[5] = {io[0], io[1], io[2], pipefd, exe}, tmp[5];
-	for (int i = 0; i < 5; i++) {
+	int src[6] = {io[0], io[1], io[2], pipefd, exe, fifo}, tmp[6];
+	int n = fifo >= 0 ? 6 : 5;
+	for (int i = 0; i < n; i++) {
 		tmp[i] = src[i] >= 0 ? fcntl(src[i], F_DUPFD_CLOEXEC, 16) : open("/dev/null", O_RDWR | O_CLOEXEC);
 		if (tmp[i] < 0)
 			_exit(126);
 	}
-	for (int i = 0; i < 5; i++)
+	for (int i = 0; i < n; i++)
 		if (dup2(tmp[i], i) < 0)
 			_exit(126);
-	close_from(5, -1);
+	close_from(n, -1);
 	char *argv[] = {"shim", "init", NULL};
-	char *envp[] = {CM_XT_ENV_INIT_PIPE "=3", NULL};
+	char *envp[] = {CM_XT_ENV_INIT_PIPE "=3", fifo >= 0 ? CM_XT_ENV_FIFO_FD "=5" : NULL, NULL};
 	execve("/proc/self/fd/4", argv, envp);
 	dprintf(2, "shim monitor: exec the container init: %s\n", strerror(errno));
 	_exit(127);
 }
 
-/* config_frame is the init config with the process: a length-prefixed
- * JSON object. */
+/* config_frame is the init config, with the process of an exec added: a
+ * length-prefixed JSON object. */
 static int config_frame(struct cm_buf *f, const struct tmpl *t, const char *process, size_t plen)
 {
-	size_t n = strlen("{\"process\":") + plen + 1 + (t->cfglen - 1);
+	size_t n = process ? strlen("{\"process\":") + plen + 1 + (t->cfglen - 1) : t->cfglen;
 	if (n > MAX_INIT_FRAME)
 		return -1;
 	unsigned char h[4] = {(unsigned char)n, (unsigned char)(n >> 8), (unsigned char)(n >> 16), (unsigned char)(n >> 24)};
 	cm_buf_add(f, h, 4);
+	if (process == NULL) {
+		cm_buf_add(f, t->cfg, t->cfglen);
+		return f->failed ? -1 : 0;
+	}
 	cm_buf_str(f, "{\"process\":");
 	cm_buf_add(f, process, plen);
 	cm_buf_str(f, ",");
@@ -558,32 +670,115 @@ static int join_cgroup(const struct tmpl *t, pid_t pid)
 	return 0;
 }
 
-int xexec_spawn(const char *id, const char *process, size_t plen, const int io[3], helper_done done, void *arg)
+/* set_oom_adj writes oom_score_adj v of pid. Below the current value it
+ * needs CAP_SYS_RESOURCE: without it the value stays (logged once), as
+ * libct does. */
+static int set_oom_adj(pid_t pid, const char *v)
 {
-	struct tmpl t;
-	if (cm_cfg.binary || process == NULL)
+	static int warned;
+	char path[64], cur[16] = {0};
+	snprintf(path, sizeof(path), "/proc/%d/oom_score_adj", (int)pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, cur, sizeof(cur) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	long have = strtol(cur, NULL, 10), want = strtol(v, NULL, 10);
+	if (have == want)
 		return 0;
-	if (tmpl_load(id, &t) < 0) {
-		if (errno != ENOENT)
-			cm_log(CM_WARN, "exec %s: exec template: %s: the helper starts it", id, strerror(errno));
+	if ((fd = open(path, O_WRONLY | O_CLOEXEC)) < 0)
+		return -1;
+	int r = cm_write_full(fd, v, strlen(v)), e = errno;
+	close(fd);
+	if (r == 0)
+		return 0;
+	if ((e == EACCES || e == EPERM) && want < have) {
+		if (!warned++)
+			cm_log(CM_WARN, "oom_score_adj %ld below the current %ld needs CAP_SYS_RESOURCE: clamped to %ld",
+			       want, have, have);
 		return 0;
 	}
-	int exe = sealed_exe();
-	struct xexec *x = exe < 0 ? NULL : calloc(1, sizeof(*x));
-	if (x == NULL) {
-		free(t.buf);
-		return 0;
+	errno = e;
+	return -1;
+}
+
+static int open_in_state(const char *id, const char *name, int flags)
+{
+	char path[MAX_PATH];
+	if (snprintf(path, sizeof(path), "%s/%s/%s", cm_cfg.root, id, name) >= (int)sizeof(path)) {
+		errno = ENAMETOOLONG;
+		return -1;
 	}
+	return open(path, flags | O_CLOEXEC | O_NOFOLLOW);
+}
+
+static struct xexec *xexec_new(enum xmode mode, const char *id, struct conn *conn, helper_done done, void *arg)
+{
+	struct xexec *x = calloc(1, sizeof(*x));
+	if (x == NULL)
+		return NULL;
 	x->w.kind = K_XEXEC;
-	x->sock = -1;
+	x->mode = mode;
+	x->sock = x->fifo = -1;
+	x->conn = conn;
 	x->cb = done;
 	x->arg = arg;
 	x->t0_ns = cm_now_ns();
 	x->in.max = MAX_INIT_FRAME + 8;
-	x->id = strdup(id);
-	int sp[2] = {-1, -1}, e = 0;
-	if (x->id == NULL || config_frame(&x->cfg, &t, process, plen) < 0 ||
-	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
+	x->deadline = cm_now_ms() + XEXEC_HANDSHAKE_MS;
+	if ((x->id = strdup(id)) == NULL) {
+		free(x);
+		return NULL;
+	}
+	return x;
+}
+
+/* xexec_watch starts watching x's init pipe; on failure x is freed (its
+ * pipe closed) and errno set. */
+static int xexec_watch(struct xexec *x)
+{
+	fcntl(x->sock, F_SETFL, O_NONBLOCK);
+	if (ep_add(x->sock, &x->w, EPOLLIN) < 0) {
+		int e = errno;
+		closefd(&x->sock);
+		closefd(&x->fifo);
+		cm_buf_free(&x->cfg);
+		xexec_free(&x->w);
+		errno = e;
+		return -1;
+	}
+	x->next = xexecs;
+	xexecs = x;
+	return 0;
+}
+
+/* spawn starts an exec's or a create's init from the template: 1, 0 (the
+ * exec has no template or this monitor cannot use one: the helper does
+ * it), -1 with errno. */
+static int spawn(enum xmode mode, const char *id, const char *process, size_t plen, const int io[3], struct conn *conn,
+		 helper_done done, void *arg)
+{
+	struct tmpl t;
+	int create = mode == X_CREATE;
+	if (cm_cfg.binary)
+		return 0;
+	if (tmpl_load(id, &t, create) < 0) {
+		if (create)
+			return -1;
+		if (errno != ENOENT)
+			cm_log(CM_WARN, "exec %s: exec template: %s: the helper starts it", id, strerror(errno));
+		return 0;
+	}
+	int exe = sealed_exe(), fifo = -1, sp[2] = {-1, -1}, e = 0;
+	struct xexec *x = exe < 0 ? NULL : xexec_new(mode, id, conn, done, arg);
+	if (x == NULL) {
+		tmpl_free(&t);
+		return 0;
+	}
+	if ((create && ((fifo = open_in_state(id, CM_XT_FIFO, O_PATH)) < 0 || (*t.oom && !(x->oom = strdup(t.oom))))) ||
+	    config_frame(&x->cfg, &t, process, plen) < 0 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
 		e = errno ? errno : ENOMEM;
 		goto fail;
 	}
@@ -593,40 +788,71 @@ int xexec_spawn(const char *id, const char *process, size_t plen, const int io[3
 		goto fail;
 	}
 	if (x->stage0 == 0)
-		exec_stage0(io, sp[1], exe);
+		exec_stage0(io, sp[1], exe, fifo);
 	close(sp[1]);
 	sp[1] = -1;
+	if (fifo >= 0)
+		close(fifo);
+	fifo = -1;
 	x->sock = sp[0];
-	if (join_cgroup(&t, x->stage0) < 0 || cm_write_full(x->sock, t.bs, t.bslen) < 0) {
+	sp[0] = -1;
+	if ((create && *t.oomadj && set_oom_adj(x->stage0, t.oomadj) < 0) || join_cgroup(&t, x->stage0) < 0 ||
+	    cm_write_full(x->sock, t.bs, t.bslen) < 0) {
 		e = errno;
-		kill(x->stage0, SIGKILL);
-		goto fail; /* stage 0 is reaped as an orphan */
+		kill(x->stage0, SIGKILL); /* stage 0 is reaped as an orphan */
+		goto fail;
 	}
-	free(t.buf);
-	fcntl(x->sock, F_SETFL, O_NONBLOCK);
-	x->deadline = cm_now_ms() + XEXEC_HANDSHAKE_MS;
-	if (ep_add(x->sock, &x->w, EPOLLIN) < 0) {
-		e = errno;
+	tmpl_free(&t);
+	if (xexec_watch(x) < 0) {
 		kill(x->stage0, SIGKILL);
-		close(x->sock);
-		cm_buf_free(&x->cfg);
-		free(x->id);
-		free(x);
-		errno = e;
 		return -1;
 	}
-	x->next = xexecs;
-	xexecs = x;
-	cm_log(CM_DEBUG, "exec %s: stage 0 %d, direct", id, (int)x->stage0);
+	cm_log(CM_DEBUG, "%s %s: stage 0 %d, direct", xmode_names[mode], id, (int)x->stage0);
 	return 1;
 fail:
 	for (int i = 0; i < 2; i++)
 		if (sp[i] >= 0)
 			close(sp[i]);
+	if (fifo >= 0)
+		close(fifo);
+	closefd(&x->sock);
 	cm_buf_free(&x->cfg);
-	free(t.buf);
-	free(x->id);
-	free(x);
+	tmpl_free(&t);
+	xexec_free(&x->w);
 	errno = e;
 	return -1;
+}
+
+int xexec_spawn(const char *id, const char *process, size_t plen, const int io[3], helper_done done, void *arg)
+{
+	return process ? spawn(X_EXEC, id, process, plen, io, NULL, done, arg) : 0;
+}
+
+int xcreate_spawn(const char *id, const int io[3], struct conn *conn, helper_done done, void *arg)
+{
+	return spawn(X_CREATE, id, NULL, 0, io, conn, done, arg);
+}
+
+int xstart_spawn(const char *id, pid_t pid, int sock, struct conn *conn, helper_done done, void *arg)
+{
+	struct xexec *x = xexec_new(X_START, id, conn, done, arg);
+	if (x == NULL) {
+		close(sock);
+		errno = ENOMEM;
+		return -1;
+	}
+	x->sock = sock;
+	/* Opening the fifo for reading releases the init blocked opening it
+	 * for writing. */
+	if ((x->fifo = open_in_state(id, CM_XT_FIFO, O_RDONLY | O_NONBLOCK)) < 0) {
+		int e = errno;
+		closefd(&x->sock);
+		xexec_free(&x->w);
+		errno = e;
+		return -1;
+	}
+	x->pid = pid;
+	x->framing = x->ready = 1;
+	x->stage0_reaped = 1; /* there is none */
+	return xexec_watch(x) < 0 ? -1 : 1;
 }
