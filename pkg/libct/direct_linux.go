@@ -11,6 +11,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/log"
 )
 
 // A direct create: the container's init started by another process (the
@@ -45,7 +46,8 @@ const (
 // false, having made nothing, when the spec needs what only Create does:
 // a terminal, hooks the runtime runs, a user namespace, idmapped mounts.
 func PrepareCreate(ctx context.Context, stateRoot, id string, spec *specs.Spec, bundle string) (_ bool, retErr error) {
-	if directRefusal(spec) != "" {
+	if why := directRefusal(spec); why != "" {
+		log.G(ctx).WithField(log.FieldContainerID, id).Debugf("no direct create (%s): the helper creates", why)
 		return false, nil
 	}
 	p, err := prepare(ctx, stateRoot, id, spec, bundle)

@@ -5,8 +5,10 @@
 // finds containers running and learns the exits it missed.
 //
 // The monitor itself is C (package cmon), so that it costs a pod a few
-// hundred KB; the container operations that need pkg/libct or an OCI
-// runtime run in a short-lived Go helper it starts (HelperMain). This
+// hundred KB. It starts containers' inits and exec'd processes itself
+// from the templates libct writes (a direct create, a direct exec); the
+// other container operations, which need pkg/libct or an OCI runtime, run
+// in a short-lived Go helper it starts (HelperMain). This
 // package is the Go side: Spawn, the Client, the protocol types and the
 // helper.
 //

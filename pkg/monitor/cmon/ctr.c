@@ -2,8 +2,9 @@
  *
  * A container is created by a helper, which leaves its init waiting for
  * the start, or, when the daemon asks for a direct create, by the monitor
- * itself from the template libct prepared (xexec.c); the monitor holds the read ends of its stdout and stderr
- * pipes (and the write end of its stdin, for attach), or with a terminal
+ * itself from the template libct prepared (xexec.c). The monitor holds
+ * the read ends of its stdout and stderr pipes (and the write end of its
+ * stdin, for attach), or with a terminal
  * the pty master (its output is the stdout stream), and copies what they
  * carry to the CRI log and to the attachers (attach.c). When the init exits and its output is drained,
  * the exit goes to <bundle>/exit.json (with the OOM kill count of the
