@@ -169,18 +169,29 @@ static void tmpl_free(struct tmpl *t)
 	memset(t, 0, sizeof(*t));
 }
 
+/* state_path is the path of file name in container id's libct state dir: 0, or -1
+ * with errno. */
+static int state_path(char path[MAX_PATH], const char *id, const char *name)
+{
+	if (snprintf(path, MAX_PATH, "%s/%s/%s", cm_cfg.root, id, name) >= MAX_PATH) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return 0;
+}
+
+static int open_in_state(const char *id, const char *name, int flags)
+{
+	char path[MAX_PATH];
+	return state_path(path, id, name) < 0 ? -1 : open(path, flags | O_CLOEXEC | O_NOFOLLOW);
+}
+
 /* tmpl_load reads container id's exec template (with create, its create
  * template): 0, or -1 with errno (ENOENT: the container has none). */
 static int tmpl_load(const char *id, struct tmpl *t, int create)
 {
-	char path[MAX_PATH];
 	memset(t, 0, sizeof(*t));
-	if (snprintf(path, sizeof(path), "%s/%s/%s", cm_cfg.root, id, create ? CM_XT_CREATE_FILE : CM_XT_FILE) >=
-	    (int)sizeof(path)) {
-		errno = ENAMETOOLONG;
-		return -1;
-	}
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	int fd = open_in_state(id, create ? CM_XT_CREATE_FILE : CM_XT_FILE, O_RDONLY);
 	if (fd < 0)
 		return -1;
 	struct cm_buf b = {0};
@@ -495,8 +506,8 @@ static void start_eof(struct xexec *x)
 	if (read(x->fifo, &c, 1) != 1)
 		return fail(x, CM_E_FAILED_PRECONDITION, "container %s: its init exited before the start", x->id);
 	char path[MAX_PATH];
-	snprintf(path, sizeof(path), "%s/%s/%s", cm_cfg.root, x->id, CM_XT_FIFO);
-	unlink(path);
+	if (state_path(path, x->id, CM_XT_FIFO) == 0)
+		unlink(path); /* libct: no fifo, not "created" */
 	cm_log(CM_DEBUG, "start %s: pid %d, direct: exec %.1f ms", x->id, (int)x->pid,
 	       (double)(cm_now_ns() - x->t0_ns) / 1e6);
 	finish(x, NULL, 0);
@@ -703,16 +714,6 @@ static int set_oom_adj(pid_t pid, const char *v)
 	}
 	errno = e;
 	return -1;
-}
-
-static int open_in_state(const char *id, const char *name, int flags)
-{
-	char path[MAX_PATH];
-	if (snprintf(path, sizeof(path), "%s/%s/%s", cm_cfg.root, id, name) >= (int)sizeof(path)) {
-		errno = ENAMETOOLONG;
-		return -1;
-	}
-	return open(path, flags | O_CLOEXEC | O_NOFOLLOW);
 }
 
 static struct xexec *xexec_new(enum xmode mode, const char *id, struct conn *conn, helper_done done, void *arg)
