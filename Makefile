@@ -12,13 +12,15 @@ BIN       := bin/shim
 
 all: build
 
-# bin/shim embeds the lean monitor/init binary (cmd/shim-runtime).
+# bin/shim embeds the lean monitor binary (cmd/shim-runtime) and the
+# container init (cmd/shim-init).
 build: runtime
 	$(GO) build -trimpath -tags shim_embed -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/shim
 
-# The lean binary starts twice per container create and per exec (helper
-# and init): it is linked statically (glibc's and libseccomp's .a), so no
-# start pays for ld.so loading libc and libseccomp. netgo and osusergo keep
+# The lean binaries start often (the monitor once per pod, the init once
+# per container create and per exec): they are linked statically (glibc's
+# and libseccomp's .a), so no start pays for ld.so loading libc and
+# libseccomp. netgo and osusergo keep
 # glibc's NSS (getpwnam, getaddrinfo), which a static binary cannot load,
 # out of it. cgo needs gcc and the libseccomp headers and archive
 # (libseccomp-dev): installed first if missing.
@@ -27,6 +29,7 @@ RUNTIME_LDFLAGS := -s -w -linkmode external -extldflags "-static"
 runtime:
 	@hack/install-deps.sh build >/dev/null
 	$(GO) build -trimpath -tags $(RUNTIME_TAGS) -ldflags '$(RUNTIME_LDFLAGS)' -o cmd/shim/shim-runtime.bin ./cmd/shim-runtime
+	$(GO) build -trimpath -tags $(RUNTIME_TAGS),shim_init -ldflags '$(RUNTIME_LDFLAGS)' -o cmd/shim/shim-init.bin ./cmd/shim-init
 
 # Run shim on its embedded defaults (root; /var/lib/shim, /run/shim/shim.sock).
 run: build

@@ -23,8 +23,9 @@
 #                2.4 is built into _output/peer by hack/peer/build.sh on
 #                first use: several minutes)
 #   BENCH_MODES  modes in order (default "idle pull start start-shared-pid
-#                concurrent memory exec exec-stream stream-throughput"; idle
-#                runs first, on freshly started daemons)
+#                concurrent memory exec exec-stream stream-throughput
+#                rss-after"; idle runs first, on freshly started daemons,
+#                rss-after last, after the others)
 #   BENCH_N      rounds per runtime for pull, start, start-shared-pid and
 #                stream-throughput (default 10)
 #   BENCH_N_SLOW rounds per runtime for concurrent and memory (default 3)
@@ -40,7 +41,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 PEERS=${BENCH_PEERS:-1.6 2.4}
-MODES=${BENCH_MODES:-idle pull start start-shared-pid concurrent memory exec exec-stream stream-throughput}
+MODES=${BENCH_MODES:-idle pull start start-shared-pid concurrent memory exec exec-stream stream-throughput rss-after}
 N=${BENCH_N:-10}
 N_SLOW=${BENCH_N_SLOW:-3}
 N_EXEC=${BENCH_N_EXEC:-50}
@@ -235,6 +236,7 @@ for mode in $MODES; do
 	args=()
 	case $mode in
 	idle) sleep 2; args=(-n 5) ;; # the daemons just started, nothing pulled yet
+	rss-after) sleep 2; args=(-n 5) ;; # after every other mode, their pods removed
 	pull) args=(-n "$N" -image "$IMAGE") ;;
 	start | start-shared-pid) args=(-n "$N") ;;
 	concurrent) args=(-n "$N_SLOW" -pods "$PODS_CONCURRENT") ;;

@@ -6,9 +6,9 @@ import (
 	"testing"
 )
 
-// The lean binary starts twice per container create and per exec (helper
-// and init): every package it links adds to each start. These must stay
-// out; the reason is beside each.
+// The lean binary starts once per pod (the monitor) and for each helper
+// (container inits run cmd/shim-init): every package it links adds to
+// each start. These must stay out; the reason is beside each.
 var forbidden = []struct{ prefix, why string }{
 	{"google.golang.org/grpc", "gRPC belongs to the daemon (errdefs/errgrpc), not the runtime"},
 }

@@ -8,3 +8,9 @@ import _ "embed"
 //
 //go:embed shim-runtime.bin
 var embeddedRuntime []byte
+
+// embeddedInit is bin/shim-init, the container init, embedded by `make
+// build`.
+//
+//go:embed shim-init.bin
+var embeddedInit []byte

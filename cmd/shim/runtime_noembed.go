@@ -5,3 +5,6 @@ package main
 // embeddedRuntime is empty in a plain `go build`: monitors and container
 // inits then run this binary itself (bigger and slower to start).
 var embeddedRuntime []byte
+
+// embeddedInit is empty too: container inits run the monitor's binary.
+var embeddedInit []byte

@@ -36,10 +36,11 @@ var serveCommand = &cli.Command{
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
-		d, err := daemon.New(ctx, cfg, daemon.Options{Version: version(), RuntimeBinary: embeddedRuntime})
+		d, err := daemon.New(ctx, cfg, daemon.Options{Version: version(), RuntimeBinary: embeddedRuntime, InitBinary: embeddedInit})
 		if err != nil {
 			return err
 		}
+		dropStartupText()
 		log.G(ctx).Infof("serving CRI on %s", d.Address())
 		return d.Serve(ctx)
 	},

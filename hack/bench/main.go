@@ -16,7 +16,8 @@
 // RunPodSandbox -> CreateContainer -> StartContainer), start-shared-pid (the
 // same with one PID namespace per pod), concurrent (-pods
 // pods started at once, wall time), memory (PSS of the runtime's processes
-// per running pod), idle (the daemon's RSS and PSS with no pods), stats
+// per running pod), idle (the daemon's RSS and PSS with no pods; rss-after
+// the same at the end of a run), stats
 // (the CPU the runtime spends on kubelet's stats polling with -pods
 // containers running: see statsmode.go), exec (ExecSync of true),
 // exec-stream (Exec of true through the streaming server, SPDY),
@@ -151,7 +152,7 @@ func addTargetFlags(fs *flag.FlagSet) targetFlags {
 		endpoint:  fs.String("endpoint", "", "CRI endpoint of A: unix:///path"),
 		procs:     fs.String("runtime-procs", "", "memory: comma-separated executable names (or full paths) of A's own processes"),
 		match:     fs.String("proc-match", "", "memory: a string the command line or executable of A's processes contains (their children count too)"),
-		daemonPID: fs.Int("daemon-pid", 0, "pid of A's daemon: measured by idle, excluded from memory"),
+		daemonPID: fs.Int("daemon-pid", 0, "pid of A's daemon: measured by idle and rss-after, excluded from memory"),
 	}
 }
 
@@ -169,12 +170,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	b := &bench{Out: stdout, Text: stderr}
 	fs.StringVar(&b.Mode, "mode", "pull", "one of "+strings.Join(modeNames(), ", "))
 	fs.IntVar(&b.N, "n", 10, "measured rounds per endpoint")
-	fs.IntVar(&b.Warmup, "warmup", 1, "unmeasured rounds per endpoint first (not for idle)")
+	fs.IntVar(&b.Warmup, "warmup", 1, "unmeasured rounds per endpoint first (not for idle, rss-after)")
 	fs.StringVar(&b.Image, "image", "shim-test/bench:8x4m", "pull: the image")
 	fs.IntVar(&b.Pods, "pods", 0, "concurrent: pods started at once (default 50); memory, stats: pods running while measured (default 10, 100)")
 	fs.DurationVar(&b.Timeout, "timeout", 5*time.Minute, "limit of one round")
 	fs.DurationVar(&b.Settle, "settle", 2*time.Second, "memory: wait after the pods started")
-	fs.DurationVar(&b.Interval, "interval", 500*time.Millisecond, "idle: time between samples")
+	fs.DurationVar(&b.Interval, "interval", 500*time.Millisecond, "idle, rss-after: time between samples")
 	fs.StringVar(&b.ProcRoot, "proc", "/proc", "procfs mount")
 	fs.DurationVar(&b.Window, "window", time.Minute, "stats: length of the idle and of the polled window")
 	fs.DurationVar(&b.PollInterval, "poll-interval", 10*time.Second, "stats: time between two kubelet polls")
@@ -228,7 +229,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if b.Pods == 0 {
 		b.Pods = map[string]int{"concurrent": 50, "memory": 10, "stats": 100}[b.Mode]
 	}
-	if b.Mode == "idle" || b.Mode == "stats" {
+	if b.Mode == "idle" || b.Mode == "rss-after" || b.Mode == "stats" {
 		b.Warmup = 0 // stats: Setup makes one poll before the rounds
 	}
 	if b.Polls < 1 || b.Window <= 0 || b.PollInterval <= 0 {
@@ -292,7 +293,7 @@ func (b *bench) run(ctx context.Context, m mode, targets []*target) (retErr erro
 		if b.Mode == "stats" {
 			params["window"], params["poll_interval"], params["polls"] = b.Window.String(), b.PollInterval.String(), b.Polls
 		}
-	case "idle":
+	case "idle", "rss-after":
 		params["interval"] = b.Interval.String()
 	}
 	if err := b.emit(record{Type: "run", Time: time.Now().UTC().Format(time.RFC3339), Params: params, Targets: infos}); err != nil {

@@ -39,7 +39,10 @@ var modes = map[string]mode{
 	"concurrent": {Name: "concurrent", Primary: "wall_ms", Runtime: true, Setup: setupPods, Round: roundConcurrent},
 	"memory":     {Name: "memory", Primary: "pss_per_pod_kib", Runtime: true, Setup: setupMemory, Round: roundMemory},
 	"idle":       {Name: "idle", Primary: "rss_kib", Setup: setupIdle, Round: roundIdle},
-	"stats":      {Name: "stats", Primary: "poll_cpu_ms_per_s", Runtime: true, Setup: setupStats, Round: roundStats, Teardown: teardownStats},
+	// rss-after is idle's measure at the end of a run: the daemon's
+	// memory after the other modes, their pods removed.
+	"rss-after": {Name: "rss-after", Primary: "rss_kib", Setup: setupIdle, Round: roundIdle},
+	"stats":     {Name: "stats", Primary: "poll_cpu_ms_per_s", Runtime: true, Setup: setupStats, Round: roundStats, Teardown: teardownStats},
 	"exec": {Name: "exec", Primary: "exec_ms", Runtime: true, Setup: setupExec, Round: roundExecSync,
 		Teardown: teardownExec},
 	"exec-stream": {Name: "exec-stream", Primary: "exec_stream_ms", Runtime: true, Setup: setupExec,
@@ -332,7 +335,7 @@ func roundIdle(ctx context.Context, b *bench, t *target, round int) (sample, err
 		return sample{}, err
 	}
 	if pods > 0 {
-		fmt.Fprintf(b.Text, "bench: warning: %s runs %d pods; idle is not idle\n", t.Name, pods)
+		fmt.Fprintf(b.Text, "bench: warning: %s runs %d pods; %s is not idle\n", t.Name, pods, b.Mode)
 	}
 	u, err := readRollup(b.ProcRoot, t.DaemonPID)
 	if err != nil {

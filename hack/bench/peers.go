@@ -95,7 +95,7 @@ func addPeerFlags(fs *flag.FlagSet, l *peerList) {
 	fs.Var(peerFlag{l, "name"}, "name-b", "label of the current peer (default: the runtime name Version reports)")
 	fs.Var(peerFlag{l, "procs"}, "runtime-procs-b", "memory: comma-separated executable names (or full paths) of the current peer's own processes")
 	fs.Var(peerFlag{l, "match"}, "proc-match-b", "memory: a string the command line or executable of the current peer's processes contains (their children count too)")
-	fs.Var(peerFlag{l, "daemon-pid"}, "daemon-pid-b", "pid of the current peer's daemon: measured by idle, excluded from memory")
+	fs.Var(peerFlag{l, "daemon-pid"}, "daemon-pid-b", "pid of the current peer's daemon: measured by idle and rss-after, excluded from memory")
 }
 
 // targets turns the specs into targets labelled B, C, ...

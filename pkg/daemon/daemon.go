@@ -50,6 +50,9 @@ type Options struct {
 	// RuntimeBinary is the lean monitor/init binary (cmd/shim-runtime)
 	// embedded in the shim binary; empty: monitors run this executable.
 	RuntimeBinary []byte
+	// InitBinary is the container init binary (cmd/shim-init) embedded
+	// beside it; empty: monitors run the runtime binary as the init.
+	InitBinary []byte
 }
 
 // Daemon is a configured, running shim.
@@ -100,6 +103,10 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Daemon, retErr 
 	if err != nil {
 		return nil, err
 	}
+	initExe, err := unpackBinary(cfg.State, "shim-init", o.InitBinary)
+	if err != nil {
+		return nil, err
+	}
 	handlers := map[string]string{}
 	for name, h := range cfg.Runtime.Handlers {
 		handlers[name] = h.Binary
@@ -109,7 +116,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Daemon, retErr 
 	specOpts.AppArmorDefaultProfile = appArmorDefault(ctx, cfg.Runtime.AppArmorDefaultProfile)
 	d.lsm = lsmStatus{LSMSupport: libct.HostLSM(), AppArmorDefaultProfile: specOpts.AppArmorDefaultProfile}
 	rt, err := engine.RegisterRuntime(ctx, d.engine, engine.RuntimeOptions{
-		State: cfg.State, Root: cfg.Root, RuntimeExe: exe, DB: d.db, Images: d.images, Snapshotter: d.sn, Network: d.net,
+		State: cfg.State, Root: cfg.Root, RuntimeExe: exe, InitExe: initExe, DB: d.db, Images: d.images, Snapshotter: d.sn, Network: d.net,
 		Handlers: handlers, SandboxImage: cfg.Image.SandboxImage, LogLevel: cfg.LogLevel,
 		Spec: specOpts,
 	})

@@ -39,12 +39,21 @@ func runtimeExe(state string, embedded []byte) (string, error) {
 	if len(embedded) == 0 {
 		return os.Executable()
 	}
+	return unpackBinary(state, "shim-runtime", embedded)
+}
+
+// unpackBinary writes an embedded binary once per content to
+// <state>/bin/<name>-<hash> and returns its path ("" for none).
+func unpackBinary(state, name string, embedded []byte) (string, error) {
+	if len(embedded) == 0 {
+		return "", nil
+	}
 	// The embedded copy is only read here: let the kernel drop its pages
 	// from the daemon's memory afterwards (they are clean file pages).
 	defer dropPages(embedded)
 	sum := sha256.Sum256(embedded)
 	dir := filepath.Join(state, "bin")
-	path := filepath.Join(dir, "shim-runtime-"+hex.EncodeToString(sum[:8]))
+	path := filepath.Join(dir, name+"-"+hex.EncodeToString(sum[:8]))
 	if fileSum(path) == sum {
 		return path, nil
 	}

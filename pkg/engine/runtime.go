@@ -26,9 +26,12 @@ import (
 
 // RuntimeOptions configure the sandbox and container jobs.
 type RuntimeOptions struct {
-	State       string // state directory (tmpfs)
-	Root        string // root directory (on disk): image VOLUME data in <root>/volumes
-	RuntimeExe  string // binary run as monitor (and so as container init)
+	State      string // state directory (tmpfs)
+	Root       string // root directory (on disk): image VOLUME data in <root>/volumes
+	RuntimeExe string // binary run as monitor (and its helpers)
+	// InitExe is the binary a monitor runs as a container's init and an
+	// exec's (cmd/shim-init); "": RuntimeExe.
+	InitExe     string
 	DB          *bolt.DB
 	Images      *imagestore.Store
 	Snapshotter snapshot.Snapshotter
@@ -330,6 +333,9 @@ func (r *Runtime) monitorNow(ctx context.Context, sb *Sandbox) (*monitor.Client,
 		return nil, err
 	}
 	args := h.monitorArgs(r.o.LogLevel)
+	if r.o.InitExe != "" {
+		args = append(args, "--init-binary", r.o.InitExe)
+	}
 	sock := filepath.Join(sb.Dir, monitor.SocketName)
 	existing := &monitor.Client{Socket: sock}
 	if st, err := existing.Call(ctx, &monitor.Request{Op: monitor.OpState}); err == nil {

@@ -110,8 +110,63 @@ type initMsg struct {
 	Name  string        `json:"name,omitempty"`
 }
 
+// frameConn is an end of the init pipe as readFrame and writeFrame use it:
+// the parent's *net.UnixConn or the init's initEnd.
+type frameConn interface {
+	io.ReadWriter
+	ReadMsgUnix(b, oob []byte) (n, oobn, flags int, addr *net.UnixAddr, err error)
+	WriteMsgUnix(b, oob []byte, addr *net.UnixAddr) (n, oobn int, err error)
+}
+
+// initEnd is the Go init's end of the init pipe, used with blocking
+// system calls: the init needs no network poller, which net.FileConn
+// would start in every container start and exec.
+type initEnd int
+
+func (p initEnd) Read(b []byte) (int, error) {
+	for {
+		n, err := unix.Read(int(p), b)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		if n == 0 && len(b) > 0 {
+			return 0, io.EOF
+		}
+		return n, nil
+	}
+}
+
+func (p initEnd) Write(b []byte) (int, error) {
+	n, _, err := p.WriteMsgUnix(b, nil, nil)
+	return n, err
+}
+
+func (p initEnd) ReadMsgUnix(b, oob []byte) (n, oobn, flags int, addr *net.UnixAddr, err error) {
+	for {
+		n, oobn, flags, _, err = unix.Recvmsg(int(p), b, oob, unix.MSG_CMSG_CLOEXEC)
+		if err != unix.EINTR {
+			return n, oobn, flags, nil, err
+		}
+	}
+}
+
+func (p initEnd) WriteMsgUnix(b, oob []byte, _ *net.UnixAddr) (n, oobn int, err error) {
+	for {
+		n, err = unix.SendmsgN(int(p), b, oob, nil, 0)
+		if err != unix.EINTR {
+			if err == nil {
+				oobn = len(oob)
+			}
+			return n, oobn, err
+		}
+	}
+}
+
 // writeFrame writes a length-prefixed JSON frame, with fds attached.
-func writeFrame(c *net.UnixConn, v any, fds ...int) error {
+func writeFrame(c frameConn, v any, fds ...int) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
@@ -134,7 +189,7 @@ func writeFrame(c *net.UnixConn, v any, fds ...int) error {
 }
 
 // readFrame reads one frame into v and returns any fds attached to it.
-func readFrame(c *net.UnixConn, v any) ([]*os.File, error) {
+func readFrame(c frameConn, v any) ([]*os.File, error) {
 	var h [4]byte
 	oob := make([]byte, unix.CmsgSpace(4*maxFrameFds))
 	n, oobn, _, _, err := c.ReadMsgUnix(h[:], oob)

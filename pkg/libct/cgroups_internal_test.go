@@ -1,3 +1,5 @@
+//go:build !shim_init
+
 package libct
 
 import (

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -40,7 +39,7 @@ type initConfig struct {
 	// (-1: the init mounts it itself).
 	MountFds []int `json:"mountFds,omitempty"`
 
-	conn       *net.UnixConn
+	conn       frameConn
 	mountFiles []*os.File
 }
 
@@ -83,14 +82,11 @@ func Init() {
 		os.Exit(1)
 	}
 	unix.CloseOnExec(fd)
-	f := os.NewFile(uintptr(fd), "initpipe")
-	fc, err := net.FileConn(f)
-	f.Close()
-	if err != nil {
+	if err := unix.SetNonblock(fd, false); err != nil {
 		fmt.Fprintln(os.Stderr, "shim init: init pipe:", err)
 		os.Exit(1)
 	}
-	conn := fc.(*net.UnixConn)
+	conn := initEnd(fd)
 	fifoFd := -1
 	if s := os.Getenv(envFifoFd); s != "" {
 		fifoFd, _ = strconv.Atoi(s)
@@ -112,7 +108,7 @@ func Init() {
 }
 
 // initMain reads the init config and hands over to the init of its mode.
-func initMain(conn *net.UnixConn, fifoFd int) error {
+func initMain(conn frameConn, fifoFd int) error {
 	cfg, err := readInitConfig(conn)
 	if err != nil {
 		return err
@@ -126,11 +122,55 @@ func initMain(conn *net.UnixConn, fifoFd int) error {
 	return fmt.Errorf("init config: unknown mode %q: %w", cfg.Mode, errdefs.ErrInternal)
 }
 
+// initSpec is the part of the runtime spec the Go init reads: initConfig's
+// "spec" as the init decodes it. encoding/json builds the codecs of every
+// type a struct reaches when it first meets the struct, and the init is a
+// fresh process each time: decoding the whole specs.Spec cost each
+// container start about 1.5 ms more. A field of the spec the init starts
+// to read is added here too (TestInitConfigWire lists them).
+type initSpec struct {
+	Root        *specs.Root       `json:"root,omitempty"`
+	Mounts      []specs.Mount     `json:"mounts,omitempty"`
+	Hooks       *specs.Hooks      `json:"hooks,omitempty"`
+	Hostname    string            `json:"hostname,omitempty"`
+	Domainname  string            `json:"domainname,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+	Linux       *struct {
+		Devices           []specs.LinuxDevice `json:"devices,omitempty"`
+		Sysctl            map[string]string   `json:"sysctl,omitempty"`
+		Seccomp           *specs.LinuxSeccomp `json:"seccomp,omitempty"`
+		RootfsPropagation string              `json:"rootfsPropagation,omitempty"`
+		MaskedPaths       []string            `json:"maskedPaths,omitempty"`
+		ReadonlyPaths     []string            `json:"readonlyPaths,omitempty"`
+		MountLabel        string              `json:"mountLabel,omitempty"`
+	} `json:"linux,omitempty"`
+}
+
+// spec is the runtime spec with only what the init reads.
+func (s *initSpec) spec() *specs.Spec {
+	if s == nil {
+		return nil
+	}
+	out := &specs.Spec{Root: s.Root, Mounts: s.Mounts, Hooks: s.Hooks, Hostname: s.Hostname,
+		Domainname: s.Domainname, Annotations: s.Annotations}
+	if l := s.Linux; l != nil {
+		out.Linux = &specs.Linux{Devices: l.Devices, Sysctl: l.Sysctl, Seccomp: l.Seccomp,
+			RootfsPropagation: l.RootfsPropagation, MaskedPaths: l.MaskedPaths,
+			ReadonlyPaths: l.ReadonlyPaths, MountLabel: l.MountLabel}
+	}
+	return out
+}
+
 // readInitConfig reads the config the parent sends after the C stage, with
 // the detached mount trees it prepared.
-func readInitConfig(conn *net.UnixConn) (*initConfig, error) {
-	var cfg initConfig
-	files, err := readFrame(conn, &cfg)
+func readInitConfig(conn frameConn) (*initConfig, error) {
+	var in struct {
+		initConfig
+		Spec *initSpec `json:"spec,omitempty"` // hides initConfig.Spec
+	}
+	files, err := readFrame(conn, &in)
+	cfg := in.initConfig
+	cfg.Spec = in.Spec.spec()
 	var typeErr *json.UnmarshalTypeError
 	if errors.As(err, &typeErr) {
 		// The monitor puts the process in as the daemon sent it.
@@ -220,7 +260,7 @@ func planExec(cfg *initConfig, seccompSpec *specs.LinuxSeccomp) (*execPlan, erro
 }
 
 // reportReady tells the parent the init is ready to exec.
-func reportReady(conn *net.UnixConn) error {
+func reportReady(conn frameConn) error {
 	if err := writeFrame(conn, initMsg{Type: msgReady}); err != nil {
 		return fmt.Errorf("report ready: %w", err)
 	}
@@ -393,7 +433,7 @@ func closeExtraFds(from int) error {
 
 // setupConsole makes a pty in the container's /dev/pts, sends the master to
 // the parent and makes the slave the controlling terminal and stdio.
-func setupConsole(conn *net.UnixConn) error {
+func setupConsole(conn frameConn) error {
 	master, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open /dev/ptmx: %w", err)

@@ -2,14 +2,18 @@ package monitor
 
 import (
 	"context"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/shim-cri/shim/pkg/errdefs"
 	"github.com/shim-cri/shim/pkg/libct"
 )
@@ -160,5 +164,100 @@ func TestMonitorDirectCreate(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(p.root, "dc4")); !os.IsNotExist(err) {
 		t.Errorf("a refused prepare made a state dir: %v", err)
+	}
+}
+
+var (
+	initOnce sync.Once
+	initBin  string
+	initErr  error
+)
+
+// initBinary builds cmd/shim-init (the container init the daemon embeds)
+// once.
+func initBinary(t *testing.T) string {
+	initOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "shim-init-test")
+		if err != nil {
+			initErr = err
+			return
+		}
+		initBin = filepath.Join(dir, "shim-init")
+		out, err := exec.Command("go", "build", "-tags", "shim_init", "-o", initBin, "../../cmd/shim-init").CombinedOutput()
+		if err != nil {
+			initErr = errors.New(string(out))
+		}
+	})
+	if initErr != nil {
+		t.Fatalf("building shim-init: %v", initErr)
+	}
+	return initBin
+}
+
+// TestMonitorInitBinary: a monitor given --init-binary runs it, not its
+// own binary, as a direct create's init and a direct exec's; one whose
+// init binary cannot be opened leaves creates to the helper
+// (not_implemented, which the daemon retries through the helper).
+func TestMonitorInitBinary(t *testing.T) {
+	bin := initBinary(t)
+	p := spawnMonitor(t, "--init-binary", bin)
+	ctx := context.Background()
+	b := p.newBundle(t, "sleep", "100")
+	if err := b.Write(); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := libct.PrepareCreate(ctx, p.root, "ib1", b.Spec, b.Dir); err != nil || !ok {
+		t.Fatalf("prepare: %v %v", ok, err)
+	}
+	resp, err := p.c.Call(ctx, &Request{Op: OpCreate, ID: "ib1", Bundle: b.Dir, Direct: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := libct.CommitCreate(p.root, "ib1", resp.Pid); err != nil {
+		t.Fatal(err)
+	}
+	// Until the start the init is the init binary (through the
+	// monitor's detached overlay of its directory).
+	if exe, err := os.Readlink("/proc/" + strconv.Itoa(resp.Pid) + "/exe"); err != nil || filepath.Base(exe) != filepath.Base(bin) {
+		t.Errorf("the init runs %q (%v), want %s", exe, err, bin)
+	}
+	if _, err := p.c.Call(ctx, &Request{Op: OpStart, ID: "ib1"}); err != nil {
+		t.Fatal(err)
+	}
+	er, err := p.c.Call(ctx, &Request{Op: OpExecSync, ID: "ib1", Process: &specs.Process{Args: []string{"sh", "-c", "echo in; exit 3"}, Cwd: "/"}})
+	if err != nil || er.ExitCode != 3 || string(er.Stdout) != "in\n" {
+		t.Errorf("exec: %+v %v", er, err)
+	}
+	log := func() string {
+		b, _ := os.ReadFile(filepath.Join(p.dir, "monitor.log"))
+		return string(b)
+	}()
+	for _, want := range []string{"container inits run " + bin, "exec ib1: pid "} {
+		if !strings.Contains(log, want) {
+			t.Errorf("monitor log lacks %q", want)
+		}
+	}
+	if _, err := p.c.Call(ctx, &Request{Op: OpDelete, ID: "ib1", Force: true}); err != nil {
+		t.Fatal(err)
+	}
+
+	// An init binary that is not there: no direct create.
+	q := spawnMonitor(t, "--init-binary", filepath.Join(t.TempDir(), "missing"))
+	b2 := q.newBundle(t, "true")
+	if err := b2.Write(); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := libct.PrepareCreate(ctx, q.root, "ib2", b2.Spec, b2.Dir); err != nil || !ok {
+		t.Fatalf("prepare: %v %v", ok, err)
+	}
+	if _, err := q.c.Call(ctx, &Request{Op: OpCreate, ID: "ib2", Bundle: b2.Dir, Direct: true}); !errdefs.Is(err, errdefs.ErrNotImplemented) {
+		t.Errorf("direct create without the init binary: %v, want not implemented", err)
+	}
+	c, err := libct.Load(q.root, "ib2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Delete(ctx, true); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -324,6 +324,8 @@ static void set_flag(const char *name, char *val)
 		cm_cfg.root = val;
 	else if (strcmp(name, "runtime-binary") == 0)
 		cm_cfg.binary = *val ? val : NULL;
+	else if (strcmp(name, "init-binary") == 0)
+		cm_cfg.init = *val ? val : NULL;
 	else if (strcmp(name, "log-level") == 0)
 		cm_cfg.level = val;
 	else

@@ -39,9 +39,11 @@ struct watch {
 };
 
 /* The monitor's flags (`shim monitor --pod P --dir D --runtime-root R
- * [--runtime-binary B] [--log-level L]`) and the pod directory's fd. */
+ * [--runtime-binary B] [--init-binary I] [--log-level L]`) and the pod
+ * directory's fd. init is the binary a direct create or exec runs as the
+ * container init (NULL: the monitor's own). */
 struct cm_config {
-	char *pod, *dir, *root, *binary, *level;
+	char *pod, *dir, *root, *binary, *init, *level;
 	int dirfd;
 };
 extern struct cm_config cm_cfg;

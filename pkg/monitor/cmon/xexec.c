@@ -231,16 +231,23 @@ static int fsmount_ro(int fsfd)
 	return (int)syscall(SYS_fsmount, fsfd, FSMOUNT_CLOEXEC, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID);
 }
 
-/* overlay_exe opens /proc/self/exe through a private overlay mount of
- * its directory (over an empty tmpfs) that is in no mount table: writes
- * through it fail, and no copy is made. The same as libct's overlayExe. */
+/* overlay_exe opens the init binary (--init-binary, else /proc/self/exe)
+ * through a private overlay mount of its directory (over an empty tmpfs)
+ * that is in no mount table: writes through it fail, and no copy is made.
+ * The same as libct's overlayExe. */
 static int overlay_exe(void)
 {
 	char exe[MAX_PATH];
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-	if (n <= 0)
-		return -1;
-	exe[n] = 0;
+	const char *self = cm_cfg.init ? cm_cfg.init : "/proc/self/exe";
+	if (cm_cfg.init) {
+		if (snprintf(exe, sizeof(exe), "%s", cm_cfg.init) >= (int)sizeof(exe))
+			return errno = ENAMETOOLONG, -1;
+	} else {
+		ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+		if (n <= 0)
+			return -1;
+		exe[n] = 0;
+	}
 	char *slash = strrchr(exe, '/');
 	if (slash == NULL || slash == exe)
 		return errno = EINVAL, -1;
@@ -258,7 +265,7 @@ static int overlay_exe(void)
 		goto out;
 	fd = openat(mnt, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	struct stat a, b;
-	if (fd >= 0 && (fstat(fd, &a) < 0 || stat("/proc/self/exe", &b) < 0 || a.st_size != b.st_size)) {
+	if (fd >= 0 && (fstat(fd, &a) < 0 || stat(self, &b) < 0 || a.st_size != b.st_size)) {
 		close(fd);
 		fd = -1;
 		errno = ESTALE;
@@ -280,8 +287,10 @@ static int sealed_exe(void)
 	if (fd == -2) {
 		fd = overlay_exe();
 		if (fd < 0)
-			cm_log(CM_INFO, "execs go through the helper: no detached overlay of the runtime binary: %s",
-			       strerror(errno));
+			cm_log(CM_INFO, "execs go through the helper: no detached overlay of the init binary %s: %s",
+			       cm_cfg.init ? cm_cfg.init : "(the monitor's own)", strerror(errno));
+		else
+			cm_log(CM_DEBUG, "container inits run %s", cm_cfg.init ? cm_cfg.init : "the monitor's own binary");
 	}
 	return fd;
 }

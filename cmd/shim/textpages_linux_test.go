@@ -1,0 +1,51 @@
+package main
+
+import (
+	"bufio"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// textRSS is the resident KiB of this executable's code mapping.
+func textRSS(t *testing.T) int {
+	t.Helper()
+	exe, err := os.Readlink("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	in := false
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 6 && strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":") {
+			in = strings.HasPrefix(fields[1], "r-x") && fields[5] == exe
+			continue
+		}
+		if in && len(fields) == 3 && fields[0] == "Rss:" {
+			kib, _ := strconv.Atoi(fields[1])
+			return kib
+		}
+	}
+	t.Fatalf("no code mapping of %s in smaps", exe)
+	return 0
+}
+
+// TestDropStartupText: the binary's code pages leave the process's
+// resident memory, and what runs after maps back only what it touches.
+func TestDropStartupText(t *testing.T) {
+	before := textRSS(t)
+	dropStartupText()
+	after := textRSS(t)
+	t.Logf("code mapping resident: %d KiB before, %d KiB after", before, after)
+	// Without the drop nothing leaves: after >= before.
+	if before < 512 || after*4 > before*3 {
+		t.Errorf("code mapping resident: %d KiB before, %d KiB after: want under three quarters after", before, after)
+	}
+}
