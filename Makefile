@@ -30,6 +30,7 @@ runtime:
 	@hack/install-deps.sh build >/dev/null
 	$(GO) build -trimpath -tags $(RUNTIME_TAGS) -ldflags '$(RUNTIME_LDFLAGS)' -o cmd/shim/shim-runtime.bin ./cmd/shim-runtime
 	$(GO) build -trimpath -tags $(RUNTIME_TAGS),shim_init -ldflags '$(RUNTIME_LDFLAGS)' -o cmd/shim/shim-init.bin ./cmd/shim-init
+	sha256sum cmd/shim/shim-init.bin | cut -c1-16 > cmd/shim/shim-init.sum
 
 # Run shim on its embedded defaults (root; /var/lib/shim, /run/shim/shim.sock).
 run: build

@@ -8,3 +8,5 @@ var embeddedRuntime []byte
 
 // embeddedInit is empty too: container inits run the monitor's binary.
 var embeddedInit []byte
+
+var embeddedInitSum string

@@ -16,35 +16,43 @@ const (
 )
 
 var (
-	exeOnce sync.Once
-	exeFile *os.File
-	exeErr  error
+	exeOnce    sync.Once
+	exeFile    *os.File
+	exeErr     error
+	initBinary = "/proc/self/exe"
 )
 
-// sealedExe returns a sealed, read-only memfd copy of /proc/self/exe, made
-// once per process: the container init is executed from it so nothing in a
-// container can ever reach (and overwrite) the shim binary on the host
-// (runc CVE-2019-5736). The fd is close-on-exec; exec it through
+// SetInitBinary makes path the binary container inits and exec'd
+// processes run (it must link pkg/libct/nsenter and call Init for its
+// "init" command: cmd/shim-init); the default is this process's own
+// binary. Call it before the first Create, Run or Exec.
+func SetInitBinary(path string) { initBinary = path }
+
+// sealedExe returns the init binary (SetInitBinary) opened through a
+// read-only overlay, or a sealed memfd copy of it, made once per process:
+// the container init is executed from it so nothing in a container can
+// ever reach (and overwrite) the shim binary on the host (runc
+// CVE-2019-5736). The fd is close-on-exec; exec it through
 // /proc/self/fd/N, which the kernel resolves before closing it.
 func sealedExe() (*os.File, error) {
-	exeOnce.Do(func() { exeFile, exeErr = makeSealedExe() })
+	exeOnce.Do(func() { exeFile, exeErr = makeSealedExe(initBinary) })
 	return exeFile, exeErr
 }
 
-func makeSealedExe() (*os.File, error) {
-	if f, err := overlayExe(); err == nil {
+func makeSealedExe(path string) (*os.File, error) {
+	if f, err := overlayExe(path); err == nil {
 		return f, nil
 	}
-	return memfdExe()
+	return memfdExe(path)
 }
 
-// overlayExe opens /proc/self/exe through a private, read-only overlayfs
+// overlayExe opens path (a binary) through a private, read-only overlayfs
 // mount of its directory that is never attached to any mount table (new
 // mount API): the kernel refuses every write through it (EROFS), so the
 // binary cannot be changed through the init's /proc/<pid>/exe, and no copy
 // of the binary is made (runc 1.2 does the same).
-func overlayExe() (*os.File, error) {
-	exe, err := os.Readlink("/proc/self/exe")
+func overlayExe(path string) (*os.File, error) {
+	exe, err := filepath.EvalSymlinks(path)
 	if err != nil {
 		return nil, err
 	}
@@ -85,11 +93,11 @@ func overlayExe() (*os.File, error) {
 		return nil, err
 	}
 	f := os.NewFile(uintptr(fd), "shim-exe")
-	// It must be the same binary as the one running.
+	// It must be the same binary as the one named.
 	var a, b unix.Stat_t
-	if unix.Fstat(fd, &a) != nil || unix.Stat("/proc/self/exe", &b) != nil || a.Size != b.Size {
+	if unix.Fstat(fd, &a) != nil || unix.Stat(path, &b) != nil || a.Size != b.Size {
 		f.Close()
-		return nil, fmt.Errorf("overlay exe does not match /proc/self/exe")
+		return nil, fmt.Errorf("overlay exe does not match %s", path)
 	}
 	return f, nil
 }
@@ -110,10 +118,10 @@ func emptyMount() (int, error) {
 	return unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_RDONLY)
 }
 
-func memfdExe() (*os.File, error) {
-	src, err := os.Open("/proc/self/exe")
+func memfdExe(path string) (*os.File, error) {
+	src, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("open /proc/self/exe: %w", err)
+		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	defer src.Close()
 	fd, err := unix.MemfdCreate("shim-init", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING|mfdExec)
@@ -137,7 +145,7 @@ func memfdExe() (*os.File, error) {
 		n, err := unix.Sendfile(fd, int(src.Fd()), nil, int(st.Size()-off))
 		if err != nil {
 			dst.Close()
-			return nil, fmt.Errorf("copy /proc/self/exe: %w", err)
+			return nil, fmt.Errorf("copy %s: %w", path, err)
 		}
 		if n == 0 {
 			break

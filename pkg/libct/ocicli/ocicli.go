@@ -1,13 +1,16 @@
 // Package ocicli is `shim oci`, the runc-compatible OCI runtime CLI over
 // pkg/libct, and `shim init`, the container init libct re-executes. The
 // shim binary registers both (cmd/shim); tests build a minimal binary
-// with them (test/oci/shimbin).
+// with them (test/oci/shimbin). A shim binary that embeds cmd/shim-init
+// (`make build`) runs its containers' inits from that instead
+// (SetEmbeddedInit).
 package ocicli
 
 import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
 	"github.com/shim-cri/shim/pkg/libct"
@@ -76,7 +79,62 @@ func ociBefore(c *cli.Context) error {
 	if c.Bool("systemd-cgroup") {
 		return ociFail(fmt.Errorf("--systemd-cgroup: systemd cgroups are not supported; use cgroupfs paths: %w", errdefs.ErrNotImplemented))
 	}
+	if len(embeddedInit.content) > 0 {
+		path, err := installInit(c.String("root"))
+		if err != nil {
+			// This binary has the init too: slower to start, but it works.
+			logrus.WithError(err).Warn("container inits run this binary: the embedded init binary cannot be written")
+		} else {
+			libct.SetInitBinary(path)
+		}
+	}
 	return nil
+}
+
+var embeddedInit struct {
+	content []byte
+	sum     string
+}
+
+// SetEmbeddedInit gives `shim oci` the container init binary the shim
+// binary embeds (cmd/shim-init) and a digest naming it: written once to
+// <root>/.bin, it is what container inits and execs run instead of this
+// much bigger binary (whose Go start each would pay).
+func SetEmbeddedInit(content []byte, sum string) {
+	embeddedInit.content, embeddedInit.sum = content, sum
+}
+
+// installInit writes the embedded init binary to <root>/.bin/shim-init-<sum>
+// unless it is there, and returns its path.
+func installInit(root string) (string, error) {
+	if embeddedInit.sum == "" {
+		return "", errors.New("the embedded init binary has no digest")
+	}
+	// ".bin": no container id starts with a dot.
+	dir := filepath.Join(root, ".bin")
+	path := filepath.Join(dir, "shim-init-"+embeddedInit.sum)
+	if st, err := os.Stat(path); err == nil && st.Mode().IsRegular() && st.Size() == int64(len(embeddedInit.content)) {
+		return path, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	tmp, err := os.CreateTemp(dir, ".tmp-")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(embeddedInit.content)
+	if err == nil {
+		err = tmp.Chmod(0o500)
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", err
+	}
+	return path, os.Rename(tmp.Name(), path)
 }
 
 // ociFail logs err (so a caller reading --log sees it, as with runc) and

@@ -1,0 +1,53 @@
+package ocicli
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestInstallInit: the embedded init is written once under <root>/.bin,
+// read-only and executable by its owner, named by its digest, and
+// written again when what is there is not it.
+func TestInstallInit(t *testing.T) {
+	defer SetEmbeddedInit(embeddedInit.content, embeddedInit.sum)
+	root := t.TempDir()
+	SetEmbeddedInit([]byte("#!/bin/true\n"), "")
+	if _, err := installInit(root); err == nil {
+		t.Error("an init without a digest was installed")
+	}
+	SetEmbeddedInit([]byte("#!/bin/true\n"), "0123abcd")
+	path, err := installInit(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if path != filepath.Join(root, ".bin", "shim-init-0123abcd") {
+		t.Errorf("path %s", path)
+	}
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm() != 0o500 || st.Size() != 12 {
+		t.Fatalf("installed: %v %v", st, err)
+	}
+	// Present: kept as is (same inode).
+	again, err := installInit(root)
+	st2, _ := os.Stat(again)
+	if err != nil || again != path || !os.SameFile(st, st2) {
+		t.Errorf("second install: %s %v, rewritten: %v", again, err, !os.SameFile(st, st2))
+	}
+	// Not it (a truncated write): replaced.
+	if err := os.Chmod(path, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("#!"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := installInit(root); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "#!/bin/true\n" {
+		t.Errorf("after a bad copy: %q", b)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(root, ".bin")); len(ents) != 1 {
+		t.Errorf("left in bin: %v", ents)
+	}
+}
