@@ -21,6 +21,7 @@ import (
 	"github.com/shim-cri/shim/internal/capread"
 	"github.com/shim-cri/shim/pkg/errdefs"
 	"github.com/shim-cri/shim/pkg/execdrv"
+	"github.com/shim-cri/shim/pkg/libct"
 	"github.com/shim-cri/shim/pkg/log"
 )
 
@@ -52,6 +53,7 @@ type helperResult struct {
 type helperArgs struct {
 	op, id, bundle, pod   string
 	root, binary, level   string
+	init                  string
 	signal                int
 	all, force, tty       bool
 	ctl, data             int
@@ -61,7 +63,8 @@ type helperArgs struct {
 // HelperMain runs one container operation for the C monitor (pkg/monitor/cmon):
 //
 //	monitor-helper --op create|start|kill|delete|exec|update --id ID --pod POD
-//	    --runtime-root ROOT [--runtime-binary B] [--log-level L] --ctl-fd 3
+//	    --runtime-root ROOT [--runtime-binary B] [--init-binary I]
+//	    [--log-level L] --ctl-fd 3
 //	    [--data-fd 4] [--stdin-fd 5] [--stdout-fd 6] [--stderr-fd 7]
 //	    [--bundle DIR] [--signal N] [--all] [--force] [--tty]
 //
@@ -154,6 +157,7 @@ func parseHelperArgs(args []string) (*helperArgs, error) {
 	fs.StringVar(&a.pod, "pod", "", "pod id (for logs)")
 	fs.StringVar(&a.root, "runtime-root", "", "state root of the execution driver")
 	fs.StringVar(&a.binary, "runtime-binary", "", "external OCI runtime; empty: the native driver")
+	fs.StringVar(&a.init, "init-binary", "", "the native driver's container init binary; empty: this one")
 	fs.StringVar(&a.level, "log-level", "info", "log level")
 	fs.IntVar(&a.signal, "signal", 0, "signal (kill)")
 	fs.BoolVar(&a.all, "all", false, "every process (kill)")
@@ -193,6 +197,9 @@ func runHelper(a *helperArgs) helperResult {
 	defer cancel()
 	ctx = log.WithLogger(ctx, logrus.WithField(log.FieldPodID, a.pod).WithField(log.FieldContainerID, a.id))
 	var drv execdrv.Driver = execdrv.NewNative(a.root)
+	if a.init != "" {
+		libct.SetInitBinary(a.init)
+	}
 	if a.binary != "" {
 		drv = execdrv.NewOCIBinary(a.binary, a.root)
 	}

@@ -195,7 +195,8 @@ func initBinary(t *testing.T) string {
 }
 
 // TestMonitorInitBinary: a monitor given --init-binary runs it, not its
-// own binary, as a direct create's init and a direct exec's; one whose
+// own binary, as a direct create's init and a direct exec's, and has its
+// helpers run it for theirs; one whose
 // init binary cannot be opened leaves creates to the helper
 // (not_implemented, which the daemon retries through the helper).
 func TestMonitorInitBinary(t *testing.T) {
@@ -238,6 +239,18 @@ func TestMonitorInitBinary(t *testing.T) {
 		}
 	}
 	if _, err := p.c.Call(ctx, &Request{Op: OpDelete, ID: "ib1", Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	// Through the helper (libct's Create) too.
+	b3 := p.bundle(t, "sleep", "100")
+	resp, err = p.c.Call(ctx, &Request{Op: OpCreate, ID: "ib3", Bundle: b3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exe, err := os.Readlink("/proc/" + strconv.Itoa(resp.Pid) + "/exe"); err != nil || filepath.Base(exe) != filepath.Base(bin) {
+		t.Errorf("the helper's init runs %q (%v), want %s", exe, err, bin)
+	}
+	if _, err := p.c.Call(ctx, &Request{Op: OpDelete, ID: "ib3", Force: true}); err != nil {
 		t.Fatal(err)
 	}
 

@@ -137,6 +137,10 @@ static void helper_argv(const char **argv, enum hop op, const char *id, const ch
 		argv[a++] = "--runtime-binary";
 		argv[a++] = cm_cfg.binary;
 	}
+	if (cm_cfg.init) {
+		argv[a++] = "--init-binary";
+		argv[a++] = cm_cfg.init;
+	}
 	argv[a++] = "--log-level";
 	argv[a++] = cm_cfg.level;
 	argv[a++] = "--ctl-fd=3";
