@@ -2,6 +2,7 @@ package libct
 
 import (
 	"os"
+	"path/filepath"
 	"reflect"
 	"testing"
 
@@ -89,5 +90,25 @@ func TestInitConfigWire(t *testing.T) {
 	conn.Close()
 	if _, err := readFrame(end, &m); err == nil {
 		t.Error("read after the parent closed: no error")
+	}
+}
+
+// TestSealedExeFallback: an init binary that cannot be opened leaves the
+// inits to this binary (which has the init too), not to an error.
+func TestSealedExeFallback(t *testing.T) {
+	f, err := makeSealedExe(filepath.Join(t.TempDir(), "shim-init-missing"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var a, b unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &a); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Stat("/proc/self/exe", &b); err != nil {
+		t.Fatal(err)
+	}
+	if a.Size != b.Size {
+		t.Errorf("sealed exe of %d bytes, want this binary's %d", a.Size, b.Size)
 	}
 }

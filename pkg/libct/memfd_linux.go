@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/shim-cri/shim/pkg/log"
 	"golang.org/x/sys/unix"
 )
 
@@ -43,7 +44,13 @@ func makeSealedExe(path string) (*os.File, error) {
 	if f, err := overlayExe(path); err == nil {
 		return f, nil
 	}
-	return memfdExe(path)
+	f, err := memfdExe(path)
+	if err != nil && path != "/proc/self/exe" {
+		// This binary has the init too (slower to start).
+		log.L.WithError(err).Warnf("container inits run this binary: init binary %s", path)
+		return makeSealedExe("/proc/self/exe")
+	}
+	return f, err
 }
 
 // overlayExe opens path (a binary) through a private, read-only overlayfs
