@@ -1,33 +1,16 @@
 package main
 
 import (
-	"os/exec"
-	"strings"
 	"testing"
+
+	"github.com/shim-cri/shim/internal/depcheck"
 )
 
 // The lean binary starts once per pod (the monitor) and for each helper
-// (container inits run cmd/shim-init): every package it links adds to
-// each start. These must stay out; the reason is beside each.
-var forbidden = []struct{ prefix, why string }{
-	{"google.golang.org/grpc", "gRPC belongs to the daemon (errdefs/errgrpc), not the runtime"},
-}
-
+// (container inits run cmd/shim-init): these must stay out of it; the
+// reason is beside each.
 func TestLeanDeps(t *testing.T) {
-	// go test puts its own go first in PATH.
-	out, err := exec.Command("go", "list", "-deps", ".").Output()
-	if err != nil {
-		t.Fatalf("go list -deps: %v", err)
-	}
-	deps := strings.Fields(string(out))
-	if len(deps) < 10 {
-		t.Fatalf("go list -deps listed only %q", deps)
-	}
-	for _, d := range deps {
-		for _, f := range forbidden {
-			if d == f.prefix || strings.HasPrefix(d, f.prefix+"/") {
-				t.Errorf("cmd/shim-runtime links %s: %s", d, f.why)
-			}
-		}
-	}
+	depcheck.Forbid(t, "", []depcheck.Rule{
+		{Prefix: "google.golang.org/grpc", Why: "gRPC belongs to the daemon (errdefs/errgrpc), not the runtime"},
+	})
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/shim-cri/shim/pkg/config"
 	"github.com/shim-cri/shim/pkg/daemon"
 	"github.com/shim-cri/shim/pkg/log"
+	"github.com/shim-cri/shim/pkg/monitor/cmon"
 )
 
 var serveCommand = &cli.Command{
@@ -40,7 +41,7 @@ var serveCommand = &cli.Command{
 		if err != nil {
 			return err
 		}
-		dropStartupText()
+		cmon.DropText()
 		log.G(ctx).Infof("serving CRI on %s", d.Address())
 		return d.Serve(ctx)
 	},

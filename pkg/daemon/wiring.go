@@ -13,6 +13,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 
+	"github.com/shim-cri/shim/internal/binfile"
 	"github.com/shim-cri/shim/pkg/config"
 	"github.com/shim-cri/shim/pkg/errdefs"
 	"github.com/shim-cri/shim/pkg/netdrv"
@@ -57,32 +58,7 @@ func unpackBinary(state, name string, embedded []byte) (string, error) {
 	if fileSum(path) == sum {
 		return path, nil
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", err
-	}
-	tmp, err := os.CreateTemp(dir, ".tmp-")
-	if err != nil {
-		return "", err
-	}
-	defer os.Remove(tmp.Name())
-	// Small writes keep the page cache in small folios: a monitor then
-	// maps only the pages of the binary it touches, not 2 MiB around each.
-	for b := embedded; len(b) > 0; {
-		n := min(len(b), 64<<10)
-		if _, err := tmp.Write(b[:n]); err != nil {
-			tmp.Close()
-			return "", err
-		}
-		b = b[n:]
-	}
-	if err := tmp.Chmod(0o500); err != nil {
-		tmp.Close()
-		return "", err
-	}
-	if err := tmp.Close(); err != nil {
-		return "", err
-	}
-	return path, os.Rename(tmp.Name(), path)
+	return binfile.Write(dir, filepath.Base(path), embedded)
 }
 
 // fileSum hashes a file without holding it in memory.

@@ -21,32 +21,41 @@ import (
 	"github.com/shim-cri/shim/pkg/libct/testbundle"
 )
 
-var (
-	buildOnce sync.Once
-	shimBin   string
-	buildErr  error
-)
+// built is a binary the tests build once per run.
+type built struct {
+	once sync.Once
+	path string
+	err  error
+}
 
-func shimBinary(t *testing.T) string {
-	buildOnce.Do(func() {
+// get builds pkg (relative to this directory) into name with the go build
+// flags given, once, and returns its path.
+func (b *built) get(t *testing.T, name, pkg string, flags ...string) string {
+	t.Helper()
+	b.once.Do(func() {
 		dir, err := os.MkdirTemp("", "shim-monitor-test")
 		if err != nil {
-			buildErr = err
+			b.err = err
 			return
 		}
-		shimBin = filepath.Join(dir, "shim")
-		// SHIM_MONITOR_BUILDFLAGS="-asan" runs the tests on a monitor
-		// built with AddressSanitizer (make monitor-asan).
-		args := append([]string{"build", "-o", shimBin}, strings.Fields(os.Getenv("SHIM_MONITOR_BUILDFLAGS"))...)
-		out, err := exec.Command("go", append(args, "../../cmd/shim")...).CombinedOutput()
-		if err != nil {
-			buildErr = errors.New(string(out))
+		b.path = filepath.Join(dir, name)
+		args := append(append([]string{"build", "-o", b.path}, flags...), pkg)
+		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+			b.err = errors.New(string(out))
 		}
 	})
-	if buildErr != nil {
-		t.Fatalf("building shim: %v", buildErr)
+	if b.err != nil {
+		t.Fatalf("building %s: %v", name, b.err)
 	}
-	return shimBin
+	return b.path
+}
+
+var shimBuilt built
+
+func shimBinary(t *testing.T) string {
+	// SHIM_MONITOR_BUILDFLAGS="-asan" runs the tests on a monitor built
+	// with AddressSanitizer (make monitor-asan).
+	return shimBuilt.get(t, "shim", "../../cmd/shim", strings.Fields(os.Getenv("SHIM_MONITOR_BUILDFLAGS"))...)
 }
 
 type testPod struct {

@@ -2,14 +2,11 @@ package monitor
 
 import (
 	"context"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
@@ -167,31 +164,12 @@ func TestMonitorDirectCreate(t *testing.T) {
 	}
 }
 
-var (
-	initOnce sync.Once
-	initBin  string
-	initErr  error
-)
+var initBuilt built
 
 // initBinary builds cmd/shim-init (the container init the daemon embeds)
 // once.
 func initBinary(t *testing.T) string {
-	initOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "shim-init-test")
-		if err != nil {
-			initErr = err
-			return
-		}
-		initBin = filepath.Join(dir, "shim-init")
-		out, err := exec.Command("go", "build", "-tags", "shim_init", "-o", initBin, "../../cmd/shim-init").CombinedOutput()
-		if err != nil {
-			initErr = errors.New(string(out))
-		}
-	})
-	if initErr != nil {
-		t.Fatalf("building shim-init: %v", initErr)
-	}
-	return initBin
+	return initBuilt.get(t, "shim-init", "../../cmd/shim-init", "-tags", "shim_init")
 }
 
 // TestMonitorInitBinary: a monitor given --init-binary runs it, not its

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/shim-cri/shim/internal/binfile"
 	"github.com/shim-cri/shim/pkg/errdefs"
 	"github.com/shim-cri/shim/pkg/libct"
 	"github.com/sirupsen/logrus"
@@ -116,25 +117,7 @@ func installInit(root string) (string, error) {
 	if st, err := os.Stat(path); err == nil && st.Mode().IsRegular() && st.Size() == int64(len(embeddedInit.content)) {
 		return path, nil
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", err
-	}
-	tmp, err := os.CreateTemp(dir, ".tmp-")
-	if err != nil {
-		return "", err
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(embeddedInit.content)
-	if err == nil {
-		err = tmp.Chmod(0o500)
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return "", err
-	}
-	return path, os.Rename(tmp.Name(), path)
+	return binfile.Write(dir, filepath.Base(path), embeddedInit.content)
 }
 
 // ociFail logs err (so a caller reading --log sees it, as with runc) and

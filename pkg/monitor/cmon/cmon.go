@@ -19,4 +19,14 @@
 package cmon
 
 // #cgo CFLAGS: -Wall -Wextra -O2
+// int cm_drop_text(void);
 import "C"
+
+// DropText unmaps the executable's code and read-only data from this
+// process: clean file pages, mapped again (4 KB ones, no huge mappings)
+// as they are run or read. The daemon calls it once it has started
+// (cmd/shim): start-up (package initialisation, recovery) runs code no
+// request runs again, whose pages would otherwise count in its resident
+// memory for as long as it runs. The monitor does the same in C. It
+// returns how many segments it dropped.
+func DropText() int { return int(C.cm_drop_text()) }

@@ -420,7 +420,7 @@ static void listen_socket(void)
 static int small_text_cb(struct dl_phdr_info *info, size_t size, void *data)
 {
 	(void)size;
-	(void)data;
+	int *n = data;
 	uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
 	for (int i = 0; i < info->dlpi_phnum; i++) {
 		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
@@ -431,14 +431,26 @@ static int small_text_cb(struct dl_phdr_info *info, size_t size, void *data)
 		if (end <= start)
 			continue;
 		madvise((void *)start, end - start, MADV_NOHUGEPAGE);
-		madvise((void *)start, end - start, MADV_DONTNEED);
+		if (madvise((void *)start, end - start, MADV_DONTNEED) == 0)
+			(*n)++;
 	}
 	return 1;
 }
 
+/* cm_drop_text unmaps the executable's code and read-only data from this
+ * process (clean file pages, mapped again as they are used): the monitor
+ * when it starts, the daemon once it has started (cmon.DropText). It
+ * returns how many segments it dropped. */
+int cm_drop_text(void)
+{
+	int n = 0;
+	dl_iterate_phdr(small_text_cb, &n);
+	return n;
+}
+
 static void __attribute__((noreturn)) monitor_main(void)
 {
-	dl_iterate_phdr(small_text_cb, NULL);
+	cm_drop_text();
 	read_args();
 	/* Big buffers (ExecSync output) are mapped and unmapped, never kept
 	 * in the heap: a monitor lives as long as its pod. */
