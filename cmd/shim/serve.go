@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/sirupsen/logrus"
@@ -41,6 +42,10 @@ var serveCommand = &cli.Command{
 		if err != nil {
 			return err
 		}
+		// What start-up allocated and no longer uses goes back to the
+		// kernel (a collection now, which also reads the stacks' maps
+		// of the binary), then the binary's pages start-up mapped.
+		debug.FreeOSMemory()
 		cmon.DropText()
 		log.G(ctx).Infof("serving CRI on %s", d.Address())
 		return d.Serve(ctx)
