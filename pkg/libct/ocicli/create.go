@@ -111,6 +111,7 @@ func doCreate(c *cli.Context) (*libct.Container, error) {
 		return nil, fmt.Errorf("process.terminal is true: --console-socket is required: %w", errdefs.ErrInvalidArgument)
 	}
 	ctx := log.WithFields(context.Background(), logrus.Fields{log.FieldContainerID: id})
+	useEmbeddedInit(rootOf(c))
 	ct, err := libct.Create(ctx, rootOf(c), id, spec, bundle, opts)
 	if err != nil {
 		return nil, err

@@ -125,6 +125,7 @@ func doExec(c *cli.Context) error {
 	if !c.Bool("detach") {
 		signal.Notify(sigs)
 	}
+	useEmbeddedInit(rootOf(c))
 	proc, err := ct.Exec(context.Background(), p, opts)
 	if err != nil {
 		return err

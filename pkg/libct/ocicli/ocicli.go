@@ -80,16 +80,22 @@ func ociBefore(c *cli.Context) error {
 	if c.Bool("systemd-cgroup") {
 		return ociFail(fmt.Errorf("--systemd-cgroup: systemd cgroups are not supported; use cgroupfs paths: %w", errdefs.ErrNotImplemented))
 	}
-	if len(embeddedInit.content) > 0 {
-		path, err := installInit(c.String("root"))
-		if err != nil {
-			// This binary has the init too: slower to start, but it works.
-			logrus.WithError(err).Warn("container inits run this binary: the embedded init binary cannot be written")
-		} else {
-			libct.SetInitBinary(path)
-		}
-	}
 	return nil
+}
+
+// useEmbeddedInit has libct run container inits and execs from the
+// embedded init binary (create, run and exec call it first).
+func useEmbeddedInit(root string) {
+	if len(embeddedInit.content) == 0 {
+		return
+	}
+	path, err := installInit(root)
+	if err != nil {
+		// This binary has the init too: slower to start, but it works.
+		logrus.WithError(err).Warn("container inits run this binary: the embedded init binary cannot be written")
+		return
+	}
+	libct.SetInitBinary(path)
 }
 
 var embeddedInit struct {
