@@ -20,10 +20,10 @@ build: runtime
 # The lean binaries start often (the monitor once per pod, the init once
 # per container create and per exec): they are linked statically (glibc's
 # and libseccomp's .a), so no start pays for ld.so loading libc and
-# libseccomp. netgo and osusergo keep
-# glibc's NSS (getpwnam, getaddrinfo), which a static binary cannot load,
-# out of it. cgo needs gcc and the libseccomp headers and archive
-# (libseccomp-dev): installed first if missing.
+# libseccomp. netgo and osusergo keep glibc's NSS (getpwnam, getaddrinfo),
+# which a static binary cannot load, out of them. cgo needs gcc and the
+# libseccomp headers and archive (libseccomp-dev): installed first if
+# missing. shim-init.sum names the init binary for `shim oci`.
 RUNTIME_TAGS    := netgo,osusergo
 RUNTIME_LDFLAGS := -s -w -linkmode external -extldflags "-static"
 runtime:

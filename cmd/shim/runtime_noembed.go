@@ -9,4 +9,5 @@ var embeddedRuntime []byte
 // embeddedInit is empty too: container inits run the monitor's binary.
 var embeddedInit []byte
 
+// embeddedInitSum is empty with it.
 var embeddedInitSum string

@@ -174,9 +174,9 @@ func initBinary(t *testing.T) string {
 
 // TestMonitorInitBinary: a monitor given --init-binary runs it, not its
 // own binary, as a direct create's init and a direct exec's, and has its
-// helpers run it for theirs; one whose
-// init binary cannot be opened leaves creates to the helper
-// (not_implemented, which the daemon retries through the helper).
+// helpers run it for theirs; one whose init binary cannot be opened
+// leaves creates to the helper (not_implemented, which the daemon retries
+// through the helper), whose inits then run the monitor's own binary.
 func TestMonitorInitBinary(t *testing.T) {
 	bin := initBinary(t)
 	p := spawnMonitor(t, "--init-binary", bin)
@@ -249,6 +249,16 @@ func TestMonitorInitBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := c.Delete(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = q.c.Call(ctx, &Request{Op: OpCreate, ID: "ib2", Bundle: b2.Dir})
+	if err != nil {
+		t.Fatalf("create through the helper without the init binary: %v", err)
+	}
+	if exe, err := os.Readlink("/proc/" + strconv.Itoa(resp.Pid) + "/exe"); err != nil || filepath.Base(exe) != filepath.Base(shimBinary(t)) {
+		t.Errorf("the helper's init runs %q (%v), want the monitor's own binary", exe, err)
+	}
+	if _, err := q.c.Call(ctx, &Request{Op: OpDelete, ID: "ib2", Force: true}); err != nil {
 		t.Fatal(err)
 	}
 }
