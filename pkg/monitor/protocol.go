@@ -19,7 +19,6 @@
 package monitor
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -216,8 +215,9 @@ func (c *Client) Call(ctx context.Context, req *Request) (*Response, error) {
 		return nil, fmt.Errorf("monitor %s: %w: %w", req.Op, err, errdefs.ErrUnavailable)
 	}
 	var resp Response
-	dec := json.NewDecoder(bufio.NewReaderSize(conn, 64<<10))
-	if err := dec.Decode(&resp); err != nil {
+	// The decoder buffers (and grows its buffer for a big ExecSync
+	// output); a reader of its own per call was 64 KiB of garbage.
+	if err := json.NewDecoder(conn).Decode(&resp); err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
