@@ -9,8 +9,10 @@
 // init and exec'd processes (the C constructor in pkg/libct/nsenter clones
 // them with CLONE_PARENT), so a long-lived caller can reap them with Wait.
 // Any binary that calls Create or Exec must link pkg/libct/nsenter and
-// dispatch its "init" argument to Init, because libct re-executes a sealed
-// memfd copy of /proc/self/exe as the container init.
+// dispatch its "init" argument to Init: libct executes that binary (or the
+// one SetInitBinary names, cmd/shim-init) as the container init, through a
+// detached read-only overlay of its directory (a sealed memfd copy where
+// overlayfs cannot be used).
 //
 // This is shim's internal code, not a stable public API.
 package libct

@@ -413,10 +413,12 @@ static void listen_socket(void)
 
 /* small_text_cb: for the read-only segments of the executable (the first
  * object dl_iterate_phdr reports), no huge mappings, and drop the ones made
- * so far. The binary is mostly Go the monitor never runs, but its page
- * cache may hold 2 MB folios: one read of a string constant then maps (and
+ * so far. The binary is mostly code the process never runs (the monitor
+ * runs no Go; the daemon's start-up code runs once), and its page cache
+ * may hold 2 MB folios: one read of a string constant then maps (and
  * charges) 2 MB. Refaults map 4 KB pages (and their fault-around). Pages
- * shared with a writable segment are left alone. */
+ * shared with a writable segment are left alone; *data counts the
+ * segments dropped. */
 static int small_text_cb(struct dl_phdr_info *info, size_t size, void *data)
 {
 	(void)size;
