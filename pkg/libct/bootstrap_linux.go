@@ -46,6 +46,7 @@ type bootstrap struct {
 	userMap     bool
 	timeOffsets string
 	hold        bool // stage 0 keeps the namespaces and waits (HoldNamespaces)
+	cinit       bool // the init runs a plan in C (cplan_linux.go)
 }
 
 func (b *bootstrap) encode() []byte {
@@ -71,6 +72,9 @@ func (b *bootstrap) encode() []byte {
 	}
 	if b.hold {
 		rec(bsHold, nil)
+	}
+	if b.cinit {
+		rec(bsCInit, nil)
 	}
 	out := make([]byte, 8, 8+body.Len())
 	binary.LittleEndian.PutUint32(out[0:], bsMagic)

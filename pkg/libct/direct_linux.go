@@ -63,7 +63,7 @@ func PrepareCreate(ctx context.Context, stateRoot, id string, spec *specs.Spec, 
 	if err := writeState(p.c.dir, p.c.st); err != nil {
 		return false, err
 	}
-	b, err := p.createTemplate()
+	b, err := p.createTemplate(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -100,14 +100,25 @@ func directRefusal(spec *specs.Spec) string {
 	return ""
 }
 
-func (p *prepared) createTemplate() ([]byte, error) {
+func (p *prepared) createTemplate(ctx context.Context) ([]byte, error) {
 	procs, err := p.c.cg.ProcsFiles()
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := json.Marshal(p.config(CreateOpts{}))
-	if err != nil {
-		return nil, fmt.Errorf("create template: %w: %w", err, errdefs.ErrInternal)
+	icfg := p.config(CreateOpts{})
+	bs := p.bs
+	var cfg []byte
+	why := "the C init is off"
+	if !cinitOff.Load() {
+		cfg, why = renderCPlan(icfg)
+	}
+	if why == "" {
+		bs.cinit = true
+	} else {
+		log.G(ctx).WithField(log.FieldContainerID, p.id).Debugf("the Go init runs (%s)", why)
+		if cfg, err = json.Marshal(icfg); err != nil {
+			return nil, fmt.Errorf("create template: %w: %w", err, errdefs.ErrInternal)
+		}
 	}
 	var oom string
 	if v := p.oom(); v != nil {
@@ -117,7 +128,7 @@ func (p *prepared) createTemplate() ([]byte, error) {
 		oom = strconv.Itoa(*v)
 	}
 	b := newTemplate(CreateTemplateMagic)
-	b.section(p.bs.encode())
+	b.section(bs.encode())
 	if err := b.lines(procs); err != nil {
 		return nil, err
 	}

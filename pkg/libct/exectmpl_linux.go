@@ -50,6 +50,7 @@ func ExecTemplateNames() [][2]string {
 		{"CREATE_MAGIC", CreateTemplateMagic},
 		{"ENV_FIFO_FD", envFifoFd},
 		{"FIFO", fifoName},
+		{"PLAN_MAGIC", cplanMagic},
 	}
 }
 

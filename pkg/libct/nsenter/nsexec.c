@@ -19,7 +19,9 @@
 // id maps, and namespaces owned by it). Nothing of a container runs in it.
 //
 // The clone child returns from the constructor into the Go runtime, which
-// runs `shim init` and reads the rest of its configuration from the pipe.
+// runs `shim init` and reads the rest of its configuration from the pipe;
+// with a T_CINIT record it runs the daemon's plan in C instead (cinit.c)
+// and never starts the Go runtime.
 //
 // Wire format (little endian, host order): see bootstrap.go.
 
@@ -56,6 +58,7 @@ enum {
 	T_USERMAP = 3,
 	T_TIMEOFFSETS = 4,
 	T_HOLD = 5,
+	T_CINIT = 6,
 };
 
 /* sync bytes, stage0 -> parent */
@@ -67,6 +70,8 @@ enum {
 #define SYNC_USERMAP_ACK 'u'
 
 static int pipefd = -1;
+
+void shim_cinit(int pipefd, int fifo) __attribute__((noreturn));
 
 /* 1 in the cloned init once stage 0 is done; read by Go (nsenter.Stage). */
 int shim_nsexec_stage = 0;
@@ -202,6 +207,7 @@ __attribute__((constructor)) static void shim_nsexec(void)
 	uint32_t cloneflags = 0;
 	int usermap = 0;
 	int hold = 0;
+	int cinit = 0;
 	char *timeoffsets = NULL;
 	size_t timeoffsets_len = 0;
 	struct nsjoin joins[MAX_NS];
@@ -253,6 +259,9 @@ __attribute__((constructor)) static void shim_nsexec(void)
 			break;
 		case T_HOLD:
 			hold = 1;
+			break;
+		case T_CINIT:
+			cinit = 1;
 			break;
 		default:
 			bail("unknown bootstrap record %u", type);
@@ -332,6 +341,12 @@ __attribute__((constructor)) static void shim_nsexec(void)
 		/* The init: continue into the Go runtime. */
 		prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 		shim_nsexec_stage = 1;
+		if (cinit) {
+			/* The whole init in C, from the daemon's plan: no Go
+			 * runtime starts (cinit.c). */
+			const char *f = getenv("_SHIM_FIFOFD");
+			shim_cinit(pipefd, f && *f ? atoi(f) : -1);
+		}
 		return;
 	}
 	char msg[5];

@@ -206,6 +206,7 @@ static inline const char *cm_errno_class(int e, const char *fallback)
 #define CM_XT_CREATE_MAGIC "shim-create-template-1"
 #define CM_XT_ENV_FIFO_FD "_SHIM_FIFOFD"
 #define CM_XT_FIFO "exec.fifo"
+#define CM_XT_PLAN_MAGIC "SHIMCPLAN1"
 
 /* The plan of a pod's infra process (infra.go). */
 #define CM_IP_FILE "infra.plan"

@@ -18,7 +18,8 @@
  * A container's own init starts the same way when the daemon asks for a
  * direct create: libct's PrepareCreate wrote a create template (the
  * bootstrap, the cgroup files, the memory cgroup's OOM count file,
- * oom_score_adj, the whole init config; pkg/libct/direct_linux.go), and
+ * oom_score_adj, the whole init config, or the C init's plan when the
+ * spec allows one: pkg/libct/direct_linux.go, cplan_linux.go), and
  * stage 0 gets the exec fifo as fd 5 too. The create ends at the init's
  * "ready" (it waits on the fifo); the monitor keeps its end of the init
  * pipe, and the start opens the fifo for reading, which releases the
@@ -154,7 +155,10 @@ static int tmpl_parse(struct tmpl *t, size_t len, int create)
 		}
 	}
 	long m = section(&p, end);
-	if (m < 3 || m != end - p || p[0] != '{' || p[1] == '}')
+	/* The config: the Go init's JSON, or (create) the C init's plan. */
+	size_t pl = strlen(CM_XT_PLAN_MAGIC);
+	int plan = create && m > (long)pl && m == end - p && memcmp(p, CM_XT_PLAN_MAGIC, pl) == 0;
+	if (!plan && (m < 3 || m != end - p || p[0] != '{' || p[1] == '}'))
 		return -1;
 	t->cfg = p;
 	t->cfglen = (size_t)m;
@@ -492,7 +496,7 @@ static int frame_step(struct xexec *x)
 			fail(x, CM_E_INTERNAL, "create %s: container init exited while it got ready", x->id);
 			return -1;
 		}
-		cm_log(CM_DEBUG, "create %s: pid %d, direct: fork and cgroup %.1f ms, C stage %.1f ms, Go init %.1f ms", x->id,
+		cm_log(CM_DEBUG, "create %s: pid %d, direct: fork and cgroup %.1f ms, C stage %.1f ms, init %.1f ms", x->id,
 		       (int)x->pid, (double)(x->cg_ns - x->t0_ns) / 1e6, (double)(x->pid_ns - x->cg_ns) / 1e6,
 		       (double)(x->ready_ns - x->pid_ns) / 1e6);
 		finish(x, NULL, 0);
