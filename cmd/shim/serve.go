@@ -7,10 +7,12 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 
+	"github.com/shim-cri/shim/internal/memtrim"
 	"github.com/shim-cri/shim/pkg/config"
 	"github.com/shim-cri/shim/pkg/daemon"
 	"github.com/shim-cri/shim/pkg/log"
@@ -47,6 +49,12 @@ var serveCommand = &cli.Command{
 		// of the binary), then the binary's pages start-up mapped.
 		debug.FreeOSMemory()
 		cmon.DropText()
+		// And again after each burst of work, once it is over.
+		go memtrim.Run(ctx, time.Second, &memtrim.Policy{Burst: 16 << 20, Quiet: 256 << 10}, func() {
+			debug.FreeOSMemory()
+			cmon.DropText()
+			log.G(ctx).Debug("burst over: free heap and code pages returned")
+		})
 		log.G(ctx).Infof("serving CRI on %s", d.Address())
 		return d.Serve(ctx)
 	},

@@ -2,6 +2,7 @@ package libct
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
@@ -17,6 +18,7 @@ import (
 	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/log"
 	"golang.org/x/sys/unix"
 )
 
@@ -70,6 +72,28 @@ var cinitOff atomic.Bool
 // SetCInit turns the C init on (the default) or off: off, every direct
 // create runs the Go init.
 func SetCInit(on bool) { cinitOff.Store(!on) }
+
+// cplanFor is the C init's plan for cfg, or nil (the C init is off, or
+// the spec needs the Go init: the reason is logged).
+func cplanFor(ctx context.Context, cfg *initConfig) []byte {
+	why := "the C init is off"
+	var plan []byte
+	if !cinitOff.Load() {
+		plan, why = renderCPlan(cfg)
+	}
+	if why != "" {
+		log.G(ctx).WithField(log.FieldContainerID, cfg.ID).Debugf("the Go init runs (%s)", why)
+		return nil
+	}
+	return plan
+}
+
+// writePlan sends the plan as the init's config frame.
+func writePlan(c frameConn, plan []byte) error {
+	buf := binary.LittleEndian.AppendUint32(make([]byte, 0, 4+len(plan)), uint32(len(plan)))
+	_, err := c.Write(append(buf, plan...))
+	return err
+}
 
 // bsCInit is the bootstrap record that makes the cloned init run the plan.
 const bsCInit = 6

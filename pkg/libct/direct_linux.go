@@ -107,18 +107,11 @@ func (p *prepared) createTemplate(ctx context.Context) ([]byte, error) {
 	}
 	icfg := p.config(CreateOpts{})
 	bs := p.bs
-	var cfg []byte
-	why := "the C init is off"
-	if !cinitOff.Load() {
-		cfg, why = renderCPlan(icfg)
-	}
-	if why == "" {
+	cfg := cplanFor(ctx, icfg)
+	if cfg != nil {
 		bs.cinit = true
-	} else {
-		log.G(ctx).WithField(log.FieldContainerID, p.id).Debugf("the Go init runs (%s)", why)
-		if cfg, err = json.Marshal(icfg); err != nil {
-			return nil, fmt.Errorf("create template: %w: %w", err, errdefs.ErrInternal)
-		}
+	} else if cfg, err = json.Marshal(icfg); err != nil {
+		return nil, fmt.Errorf("create template: %w: %w", err, errdefs.ErrInternal)
 	}
 	var oom string
 	if v := p.oom(); v != nil {

@@ -12,7 +12,9 @@
 // dispatch its "init" argument to Init: libct executes that binary (or the
 // one SetInitBinary names, cmd/shim-init) as the container init, through a
 // detached read-only overlay of its directory (a sealed memfd copy where
-// overlayfs cannot be used).
+// overlayfs cannot be used). A direct create (PrepareCreate) whose spec the
+// C init covers runs no Go in the init at all: the daemon renders a plan
+// (cplan_linux.go) that nsenter's C stage carries out (nsenter/cinit.c).
 //
 // This is shim's internal code, not a stable public API.
 package libct

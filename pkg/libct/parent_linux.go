@@ -281,11 +281,18 @@ func (s *started) awaitReady(ctx context.Context, consoleSock *os.File, onHooks 
 type initProcess struct {
 	launch
 	cfg         *initConfig
+	plan        []byte // the C init's plan (the bootstrap says so), or nil
 	consoleSock *os.File
 }
 
 func (p *initProcess) start(ctx context.Context) (*started, error) {
 	return p.launch.run(ctx, func(s *started) error {
+		if p.plan != nil {
+			if err := writePlan(s.conn, p.plan); err != nil {
+				return fmt.Errorf("send init plan: %w", ctxErr(ctx, err))
+			}
+			return s.awaitReady(ctx, nil, nil)
+		}
 		cfg := p.cfg
 		cfg.InitPid = s.pid
 		plan, err := prepareMounts(ctx, cfg.Spec, cfg.Bundle, s.pid, cfg.UserNS)
