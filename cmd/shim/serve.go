@@ -50,7 +50,7 @@ var serveCommand = &cli.Command{
 		debug.FreeOSMemory()
 		cmon.DropText()
 		// And again after each burst of work, once it is over.
-		go memtrim.Run(ctx, time.Second, &memtrim.Policy{Burst: 16 << 20, Quiet: 256 << 10}, func() {
+		go memtrim.Run(ctx, time.Second, &memtrim.Policy{Burst: 16 << 20, Growth: 8 << 20, Quiet: 256 << 10}, func() {
 			debug.FreeOSMemory()
 			cmon.DropText()
 			log.G(ctx).Debug("burst over: free heap and code pages returned")

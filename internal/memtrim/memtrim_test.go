@@ -10,11 +10,11 @@ import (
 // TestPolicy: one trim after a burst once it is quiet; none during the
 // burst, none for a steady trickle, none again until the next burst.
 func TestPolicy(t *testing.T) {
-	p := &Policy{Burst: 1000, Quiet: 10}
-	var allocs uint64
+	p := &Policy{Burst: 1000, Growth: 100, Quiet: 10}
+	var allocs, rss uint64 = 0, 50
 	step := func(n uint64) bool {
 		allocs += n
-		return p.Tick(allocs)
+		return p.Tick(allocs, rss)
 	}
 	if step(0) {
 		t.Fatal("trim at the first tick")
@@ -33,7 +33,7 @@ func TestPolicy(t *testing.T) {
 	if !step(0) {
 		t.Fatal("no trim once quiet after the burst")
 	}
-	p.Trimmed(allocs)
+	p.Trimmed(allocs, rss)
 	for i := 0; i < 10; i++ {
 		if step(1) {
 			t.Fatalf("a second trim without a burst at tick %d", i)
@@ -43,6 +43,17 @@ func TestPolicy(t *testing.T) {
 	if !step(10) {
 		t.Fatal("no trim after the second burst")
 	}
+	p.Trimmed(allocs, rss)
+	// Resident memory that grew (code mapped back, a live heap) with
+	// few allocations is a burst too.
+	rss += 99
+	if step(1) {
+		t.Fatal("trim before the resident set grew by Growth")
+	}
+	rss++
+	if !step(1) {
+		t.Fatal("no trim once the resident set grew by Growth")
+	}
 }
 
 // TestRun: Run trims after real allocations, then stops with its context.
@@ -51,7 +62,7 @@ func TestRun(t *testing.T) {
 	var trims atomic.Int32
 	done := make(chan struct{})
 	go func() {
-		Run(ctx, 10*time.Millisecond, &Policy{Burst: 4 << 20, Quiet: 1 << 20}, func() { trims.Add(1) })
+		Run(ctx, 10*time.Millisecond, &Policy{Burst: 4 << 20, Growth: 1 << 30, Quiet: 1 << 20}, func() { trims.Add(1) })
 		close(done)
 	}()
 	time.Sleep(30 * time.Millisecond)
@@ -67,5 +78,8 @@ func TestRun(t *testing.T) {
 	<-done
 	if trims.Load() == 0 {
 		t.Fatal("no trim after 8 MiB allocated")
+	}
+	if Resident() == 0 {
+		t.Error("no resident set read from /proc/self/statm")
 	}
 }
