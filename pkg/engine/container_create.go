@@ -207,7 +207,7 @@ func (r *Runtime) prepareDirect(ctx context.Context, j *Job, sb *Sandbox, c *Con
 	if !ok {
 		return nil, nil
 	}
-	if ok, err := nd.PrepareDirect(ctx, c.ID, c.Bundle, spec); err != nil || !ok {
+	if ok, err := nd.PrepareDirect(ctx, c.ID, c.Bundle, spec, mon.CInit()); err != nil || !ok {
 		return nil, err
 	}
 	// Until the monitor has the init, the monitor's delete (the rollback

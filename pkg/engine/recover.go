@@ -57,7 +57,7 @@ func (r *Runtime) recover(ctx context.Context) error {
 		cancel()
 		switch {
 		case err == nil:
-			c.SetDirect(st.Direct)
+			c.SetState(st)
 			r.attachMonitor(sb.ID, c)
 			r.reconcilePod(ctx, sb.ID)
 			r.dropUnknown(ctx, c, st)

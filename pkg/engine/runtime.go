@@ -340,7 +340,7 @@ func (r *Runtime) monitorNow(ctx context.Context, sb *Sandbox) (*monitor.Client,
 	existing := &monitor.Client{Socket: sock}
 	if st, err := existing.Call(ctx, &monitor.Request{Op: monitor.OpState}); err == nil {
 		// A monitor from an earlier, interrupted call: use it.
-		existing.SetDirect(st.Direct)
+		existing.SetState(st)
 		r.attachMonitor(sb.ID, existing)
 		timeline.Mark(ctx, phaseMonitorReuse)
 		return existing, nil

@@ -85,8 +85,8 @@ func (n *Native) Create(ctx context.Context, id, bundle string, opts CreateOpts)
 // PrepareDirect prepares container id (spec, in bundle) for the monitor
 // to start its init itself (libct.PrepareCreate): false, with nothing
 // made, when it needs the helper's Create.
-func (n *Native) PrepareDirect(ctx context.Context, id, bundle string, spec *specs.Spec) (bool, error) {
-	return libct.PrepareCreate(ctx, n.Root, id, spec, bundle)
+func (n *Native) PrepareDirect(ctx context.Context, id, bundle string, spec *specs.Spec, cinit bool) (bool, error) {
+	return libct.PrepareCreate(ctx, n.Root, id, spec, bundle, cinit)
 }
 
 // CommitDirect records pid as the init of container id, started by the

@@ -83,7 +83,7 @@ func Create(ctx context.Context, stateRoot, id string, spec *specs.Spec, bundle 
 		cfg:         p.config(opts),
 		consoleSock: opts.ConsoleSocket,
 	}
-	ip.plan = cplanFor(ctx, ip.cfg)
+	ip.plan = cplanFor(ctx, ip.cfg, true)
 	ip.bs.cinit = ip.plan != nil
 	if proc, err = ip.start(ctx); err != nil {
 		return nil, err

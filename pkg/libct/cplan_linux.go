@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"unsafe"
 
 	"github.com/moby/sys/mountinfo"
@@ -66,19 +65,13 @@ const (
 	cpCwd         = 26 // str
 )
 
-// cinitOff turns the C init off (SetCInit).
-var cinitOff atomic.Bool
-
-// SetCInit turns the C init on (the default) or off: off, every direct
-// create runs the Go init.
-func SetCInit(on bool) { cinitOff.Store(!on) }
-
-// cplanFor is the C init's plan for cfg, or nil (the C init is off, or
-// the spec needs the Go init: the reason is logged).
-func cplanFor(ctx context.Context, cfg *initConfig) []byte {
-	why := "the C init is off"
+// cplanFor is the C init's plan for cfg, or nil (the init binary may
+// predate the C init (!allowed), or the spec needs the Go init: the reason
+// is logged).
+func cplanFor(ctx context.Context, cfg *initConfig, allowed bool) []byte {
+	why := "the init binary may predate the C init"
 	var plan []byte
-	if !cinitOff.Load() {
+	if allowed {
 		plan, why = renderCPlan(cfg)
 	}
 	if why != "" {

@@ -45,7 +45,9 @@ const (
 // PrepareCreate prepares container id for a direct create. It reports
 // false, having made nothing, when the spec needs what only Create does:
 // a terminal, hooks the runtime runs, a user namespace, idmapped mounts.
-func PrepareCreate(ctx context.Context, stateRoot, id string, spec *specs.Spec, bundle string) (_ bool, retErr error) {
+// With cinit (the init binary that will run it knows the C init) the
+// template holds the C init's plan when the spec allows one.
+func PrepareCreate(ctx context.Context, stateRoot, id string, spec *specs.Spec, bundle string, cinit bool) (_ bool, retErr error) {
 	if why := directRefusal(spec); why != "" {
 		log.G(ctx).WithField(log.FieldContainerID, id).Debugf("no direct create (%s): the helper creates", why)
 		return false, nil
@@ -63,7 +65,7 @@ func PrepareCreate(ctx context.Context, stateRoot, id string, spec *specs.Spec, 
 	if err := writeState(p.c.dir, p.c.st); err != nil {
 		return false, err
 	}
-	b, err := p.createTemplate(ctx)
+	b, err := p.createTemplate(ctx, cinit)
 	if err != nil {
 		return false, err
 	}
@@ -100,14 +102,14 @@ func directRefusal(spec *specs.Spec) string {
 	return ""
 }
 
-func (p *prepared) createTemplate(ctx context.Context) ([]byte, error) {
+func (p *prepared) createTemplate(ctx context.Context, cinit bool) ([]byte, error) {
 	procs, err := p.c.cg.ProcsFiles()
 	if err != nil {
 		return nil, err
 	}
 	icfg := p.config(CreateOpts{})
 	bs := p.bs
-	cfg := cplanFor(ctx, icfg)
+	cfg := cplanFor(ctx, icfg, cinit)
 	if cfg != nil {
 		bs.cinit = true
 	} else if cfg, err = json.Marshal(icfg); err != nil {

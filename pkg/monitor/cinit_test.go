@@ -80,10 +80,9 @@ func runReport(t *testing.T, p *testPod, id string, cinit bool) string {
 	out := t.TempDir()
 	os.Chmod(out, 0o777)
 	s := cinitSpec(t, p, out)
-	libct.SetCInit(cinit)
-	defer libct.SetCInit(true)
 	bundle := filepath.Dir(s.Root.Path)
-	if ok, err := libct.PrepareCreate(ctx, p.root, id, s, bundle); err != nil || !ok {
+	// Off: for a monitor whose init binary may predate the C init.
+	if ok, err := libct.PrepareCreate(ctx, p.root, id, s, bundle, cinit); err != nil || !ok {
 		t.Fatalf("prepare: %v %v", ok, err)
 	}
 	tmpl, _ := os.ReadFile(filepath.Join(p.root, id, libct.CreateTemplateFile))
@@ -123,6 +122,9 @@ func runReport(t *testing.T, p *testPod, id string, cinit bool) string {
 func TestCInitSame(t *testing.T) {
 	bin := initBinary(t)
 	p := spawnMonitor(t, "--init-binary", bin)
+	if st, err := p.c.Call(context.Background(), &Request{Op: OpState}); err != nil || !st.CInit || !p.c.CInit() {
+		t.Fatalf("the monitor does not say its inits run C init plans: %+v %v", st, err)
+	}
 	goInit := runReport(t, p, "go1", false)
 	cInit := runReport(t, p, "c1", true)
 	for _, want := range []string{"uid=1000", "groups=5", "NoNewPrivs:\t1", "Seccomp:\t2", "/out ", "/etc/bound ",
@@ -161,12 +163,10 @@ func TestCInitError(t *testing.T) {
 		if err := b.Write(); err != nil {
 			t.Fatal(err)
 		}
-		libct.SetCInit(cinit)
 		id := map[bool]string{false: "ego", true: "ec"}[cinit]
-		if ok, err := libct.PrepareCreate(ctx, p.root, id, b.Spec, b.Dir); err != nil || !ok {
+		if ok, err := libct.PrepareCreate(ctx, p.root, id, b.Spec, b.Dir, cinit); err != nil || !ok {
 			t.Fatalf("prepare: %v %v", ok, err)
 		}
-		libct.SetCInit(true)
 		_, err := p.c.Call(ctx, &Request{Op: OpCreate, ID: id, Bundle: b.Dir, Direct: true})
 		if !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(err.Error(), "/no/such/binary") {
 			t.Errorf("C init %v: create of a missing binary: %v, want not found", cinit, err)

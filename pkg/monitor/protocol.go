@@ -125,6 +125,9 @@ type Response struct {
 	MonitorPid int              `json:"monitorPid,omitempty"`
 	// Direct: the monitor serves Request.Direct (state).
 	Direct bool `json:"direct,omitempty"`
+	// CInit: the inits this monitor starts run the C init's plans (state;
+	// a monitor of an older binary runs an older init binary).
+	CInit bool `json:"cinit,omitempty"`
 }
 
 // ContainerState is what the monitor knows of one container.
@@ -191,6 +194,9 @@ type Client struct {
 	// or one whose state response said so), until it answers a direct
 	// create with not_implemented.
 	direct atomic.Bool
+	// cinit: the monitor's inits run the C init's plans (one this binary
+	// spawned, or one whose state response said so).
+	cinit atomic.Bool
 }
 
 // Direct reports whether the monitor serves Request.Direct.
@@ -198,6 +204,15 @@ func (c *Client) Direct() bool { return c.direct.Load() }
 
 // SetDirect records whether the monitor serves Request.Direct.
 func (c *Client) SetDirect(v bool) { c.direct.Store(v) }
+
+// CInit reports whether the monitor's inits run the C init's plans.
+func (c *Client) CInit() bool { return c.cinit.Load() }
+
+// SetState records what the monitor's state response says it can do.
+func (c *Client) SetState(st *Response) {
+	c.direct.Store(st.Direct)
+	c.cinit.Store(st.CInit)
+}
 
 // Call sends req and returns the response; the error is typed.
 func (c *Client) Call(ctx context.Context, req *Request) (*Response, error) {

@@ -86,6 +86,7 @@ func Spawn(ctx context.Context, o SpawnOpts) (*Client, error) {
 		if msg == "ok" {
 			c := &Client{Socket: filepath.Join(o.Dir, SocketName)}
 			c.SetDirect(true)
+			c.cinit.Store(true)
 			return c, nil
 		}
 		var w errdefs.Wire

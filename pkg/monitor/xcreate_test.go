@@ -33,7 +33,7 @@ func TestMonitorDirectCreate(t *testing.T) {
 		if err := b.Write(); err != nil {
 			t.Fatal(err)
 		}
-		ok, err := libct.PrepareCreate(ctx, p.root, id, b.Spec, b.Dir)
+		ok, err := libct.PrepareCreate(ctx, p.root, id, b.Spec, b.Dir, true)
 		if err != nil || !ok {
 			t.Fatalf("prepare %s: %v %v", id, ok, err)
 		}
@@ -156,7 +156,7 @@ func TestMonitorDirectCreate(t *testing.T) {
 		t.Errorf("direct create with a terminal: %v", err)
 	}
 	b4.Spec.Process.Terminal = true
-	if ok, err := libct.PrepareCreate(ctx, p.root, "dc4", b4.Spec, b4.Dir); ok || err != nil {
+	if ok, err := libct.PrepareCreate(ctx, p.root, "dc4", b4.Spec, b4.Dir, true); ok || err != nil {
 		t.Errorf("prepare of a spec with a terminal: %v %v, want false", ok, err)
 	}
 	if _, err := os.Stat(filepath.Join(p.root, "dc4")); !os.IsNotExist(err) {
@@ -185,7 +185,7 @@ func TestMonitorInitBinary(t *testing.T) {
 	if err := b.Write(); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := libct.PrepareCreate(ctx, p.root, "ib1", b.Spec, b.Dir); err != nil || !ok {
+	if ok, err := libct.PrepareCreate(ctx, p.root, "ib1", b.Spec, b.Dir, true); err != nil || !ok {
 		t.Fatalf("prepare: %v %v", ok, err)
 	}
 	resp, err := p.c.Call(ctx, &Request{Op: OpCreate, ID: "ib1", Bundle: b.Dir, Direct: true})
@@ -238,7 +238,7 @@ func TestMonitorInitBinary(t *testing.T) {
 	if err := b2.Write(); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := libct.PrepareCreate(ctx, q.root, "ib2", b2.Spec, b2.Dir); err != nil || !ok {
+	if ok, err := libct.PrepareCreate(ctx, q.root, "ib2", b2.Spec, b2.Dir, true); err != nil || !ok {
 		t.Fatalf("prepare: %v %v", ok, err)
 	}
 	if _, err := q.c.Call(ctx, &Request{Op: OpCreate, ID: "ib2", Bundle: b2.Dir, Direct: true}); !errdefs.Is(err, errdefs.ErrNotImplemented) {

@@ -652,8 +652,8 @@ void op_state(struct conn *conn, struct req *r)
 		cm_buf_str(&b, "],");
 	}
 	/* This monitor serves Request.Direct (it may still answer a create
-	 * with not_implemented). */
-	cm_buf_printf(&b, "\"" CM_RESP_DIRECT "\":true,\"" CM_RESP_MONITOR_PID "\":%d}", (int)getpid());
+	 * with not_implemented), and its inits run the C init's plans. */
+	cm_buf_printf(&b, "\"" CM_RESP_DIRECT "\":true,\"" CM_RESP_CINIT "\":true,\"" CM_RESP_MONITOR_PID "\":%d}", (int)getpid());
 	reply(conn, &b);
 }
 

@@ -97,6 +97,7 @@ static inline int cm_req_field_id(const char *key)
 #define CM_RESP_CONTAINERS "containers"
 #define CM_RESP_MONITOR_PID "monitorPid"
 #define CM_RESP_DIRECT "direct"
+#define CM_RESP_CINIT "cinit"
 
 /* Keys of monitor.ContainerState. */
 #define CM_STATE_ID "id"
