@@ -643,12 +643,16 @@ static void op_exec(struct rd *r, struct proc *pr)
 	if (na == 0 || na > 1 << 16)
 		fail(0, CP_E_INVALID_ARGUMENT, "process args are empty");
 	pr->argv = calloc(na + 1, sizeof(char *));
+	if (pr->argv == NULL)
+		fail(ENOMEM, CP_E_INTERNAL, "process args");
 	for (uint32_t i = 0; i < na; i++)
 		pr->argv[i] = get_str(r);
 	uint32_t ne = get_u32(r);
 	if (ne > 1 << 16)
 		fail(0, CP_E_INVALID_ARGUMENT, "process env too large");
 	pr->envp = calloc(ne + 2, sizeof(char *));
+	if (pr->envp == NULL)
+		fail(ENOMEM, CP_E_INTERNAL, "process env");
 	int home = 0;
 	for (uint32_t i = 0; i < ne; i++) {
 		pr->envp[i] = get_str(r);
@@ -713,6 +717,8 @@ static void op_creds(struct rd *r)
 	if (ng > 65536)
 		fail(0, CP_E_INVALID_ARGUMENT, "too many groups");
 	gid_t *groups = calloc(ng + 1, sizeof(gid_t));
+	if (groups == NULL)
+		fail(ENOMEM, CP_E_INTERNAL, "groups");
 	for (uint32_t i = 0; i < ng; i++)
 		groups[i] = get_u32(r);
 	uint64_t held = held_caps();
