@@ -56,7 +56,7 @@ func TestRenderCPlan(t *testing.T) {
 		{"shared root", func(c *initConfig) { c.Spec.Linux.RootfsPropagation = "rshared" }, "propagation"},
 		{"missing bind source", func(c *initConfig) {
 			c.Spec.Mounts = append(c.Spec.Mounts, specs.Mount{Destination: "/x", Type: "bind", Source: "/no/such/dir"})
-		}, "bind source"},
+		}, "bind mount source"},
 		{"idmapped", func(c *initConfig) {
 			c.Spec.Mounts = append(c.Spec.Mounts, specs.Mount{Destination: "/x", Type: "bind", Source: "/", Options: []string{"idmap"}})
 		}, "prepared mount"},

@@ -116,17 +116,28 @@ func CPlanHeader() []byte {
 	for _, o := range cplanOps {
 		fmt.Fprintf(&b, "#define CP_OP_%s %d\n", o[0], o[1])
 	}
-	b.WriteString("\n")
+	b.WriteString(CErrorClasses("CP"))
+	b.WriteString("\n#endif\n")
+	return b.Bytes()
+}
+
+// CErrorClasses is the C definitions of the error classes for a generated
+// header: PREFIX_E_<CLASS> for each class and prefix_errno_class, the
+// errno→class map (errdefs.OSClass).
+func CErrorClasses(prefix string) string {
+	var b strings.Builder
+	b.WriteString("\n/* Error classes (errdefs). */\n")
 	for _, c := range errdefs.ClassNames() {
-		fmt.Fprintf(&b, "#define CP_E_%s %q\n", strings.ToUpper(c), c)
+		fmt.Fprintf(&b, "#define %s_E_%s %q\n", prefix, strings.ToUpper(c), c)
 	}
-	b.WriteString("\n/* cp_errno_class is the class of an errno (errdefs.OSClass), or fallback. */\n")
-	b.WriteString("static inline const char *cp_errno_class(int e, const char *fallback)\n{\n\tswitch (e) {\n")
+	fn := strings.ToLower(prefix) + "_errno_class"
+	fmt.Fprintf(&b, "\n/* %s is the class of an errno (errdefs.OSClass), or fallback. */\n", fn)
+	fmt.Fprintf(&b, "static inline const char *%s(int e, const char *fallback)\n{\n\tswitch (e) {\n", fn)
 	for _, c := range errdefs.OSClasses() {
 		fmt.Fprintf(&b, "\tcase %s:\n\t\treturn %q;\n", unix.ErrnoName(c.Errno), c.Class)
 	}
-	b.WriteString("\t}\n\treturn fallback;\n}\n\n#endif\n")
-	return b.Bytes()
+	b.WriteString("\t}\n\treturn fallback;\n}\n")
+	return b.String()
 }
 
 // planWriter encodes a plan; a string with a NUL in it spoils the plan
@@ -302,17 +313,10 @@ func (w *planWriter) mountOne(cfg *initConfig, m specs.Mount, dest string, pm pa
 	case "cgroup", "cgroup2":
 		return w.cgroup(cfg, dest, pm)
 	}
-	isDir := true
-	source := m.Source
-	if pm.isBind {
-		if !filepath.IsAbs(source) {
-			source = filepath.Join(cfg.Bundle, source)
-		}
-		var st unix.Stat_t
-		if err := unix.Stat(source, &st); err != nil {
-			return "bind source " + source + ": " + err.Error()
-		}
-		isDir = st.Mode&unix.S_IFMT == unix.S_IFDIR
+	source, isDir, err := mountSource(cfg.Bundle, m, pm)
+	if err != nil {
+		// The Go init reports it.
+		return err.Error()
 	}
 	w.op(cpDest, boolU32(isDir), dest)
 	if pm.isBind {
@@ -404,23 +408,7 @@ func (w *planWriter) cgroup(cfg *initConfig, dest string, pm parsedMount) string
 
 // devices: setupDev without a user namespace.
 func (w *planWriter) devices(spec *specs.Spec) string {
-	devs := map[string]specs.LinuxDevice{}
-	var order []string
-	add := func(d specs.LinuxDevice) {
-		p := filepath.Clean("/" + d.Path)
-		if _, ok := devs[p]; !ok {
-			order = append(order, p)
-		}
-		devs[p] = d
-	}
-	for _, d := range defaultDevices {
-		mode := os.FileMode(0o666)
-		d.FileMode = &mode
-		add(d)
-	}
-	for _, d := range spec.Linux.Devices {
-		add(d)
-	}
+	order, devs := specDevices(spec)
 	for _, p := range order {
 		d := devs[p]
 		var typ uint32

@@ -21,9 +21,10 @@ var defaultDevices = []specs.LinuxDevice{
 	{Path: "/dev/tty", Type: "c", Major: 5, Minor: 0},
 }
 
-func setupDev(root *os.File, spec *specs.Spec, userns bool) error {
-	devs := map[string]specs.LinuxDevice{}
-	var order []string
+// specDevices lists the devices a container's /dev gets: the default
+// ones, then the spec's (a path given twice: the last one), by clean path.
+func specDevices(spec *specs.Spec) (order []string, devs map[string]specs.LinuxDevice) {
+	devs = map[string]specs.LinuxDevice{}
 	add := func(d specs.LinuxDevice) {
 		p := filepath.Clean("/" + d.Path)
 		if _, ok := devs[p]; !ok {
@@ -41,6 +42,11 @@ func setupDev(root *os.File, spec *specs.Spec, userns bool) error {
 			add(d)
 		}
 	}
+	return order, devs
+}
+
+func setupDev(root *os.File, spec *specs.Spec, userns bool) error {
+	order, devs := specDevices(spec)
 	for _, p := range order {
 		if err := createDevice(root, p, devs[p], userns); err != nil {
 			return err

@@ -203,17 +203,9 @@ func mountOne(root *os.File, cfg *initConfig, i int, m specs.Mount, dest string,
 	if f := cfg.preparedMount(i); f != nil {
 		return movePrepared(root, f, dest, pm)
 	}
-	isDir := true
-	source := m.Source
-	if pm.isBind {
-		if !filepath.IsAbs(source) {
-			source = filepath.Join(cfg.Bundle, source)
-		}
-		var st unix.Stat_t
-		if err := unix.Stat(source, &st); err != nil {
-			return fmt.Errorf("bind mount source %s: %w: %w", source, err, errdefs.ErrNotFound)
-		}
-		isDir = st.Mode&unix.S_IFMT == unix.S_IFDIR
+	source, isDir, err := mountSource(cfg.Bundle, m, pm)
+	if err != nil {
+		return err
 	}
 	target, err := openDest(root, dest, isDir)
 	if err != nil {
@@ -248,6 +240,23 @@ func mountOne(root *os.File, cfg *initConfig, i int, m specs.Mount, dest string,
 		}
 	}
 	return applyMountAttrs(root, dest, pm)
+}
+
+// mountSource is m's source (a bind's relative to the bundle) and whether
+// the mount is of a directory (a bind's source, which must exist).
+func mountSource(bundle string, m specs.Mount, pm parsedMount) (string, bool, error) {
+	if !pm.isBind {
+		return m.Source, true, nil
+	}
+	source := m.Source
+	if !filepath.IsAbs(source) {
+		source = filepath.Join(bundle, source)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(source, &st); err != nil {
+		return "", false, fmt.Errorf("bind mount source %s: %w: %w", source, err, errdefs.ErrNotFound)
+	}
+	return source, st.Mode&unix.S_IFMT == unix.S_IFDIR, nil
 }
 
 // movePrepared attaches a bind mount the parent prepared as a detached

@@ -12,7 +12,6 @@ import (
 
 	"github.com/shim-cri/shim/pkg/errdefs"
 	"github.com/shim-cri/shim/pkg/libct"
-	"golang.org/x/sys/unix"
 )
 
 // CHeaderFile is the generated header, relative to this package.
@@ -87,16 +86,7 @@ static inline int cm_req_field_id(const char *key)
 	b.WriteString("\n/* Attach frames: the stream (one byte), the length (big-endian uint32), the data. */\n")
 	fmt.Fprintf(&b, "#define CM_FRAME_STDOUT %d\n#define CM_FRAME_STDERR %d\n#define CM_FRAME_HEADER %d\n",
 		FrameStdout, FrameStderr, FrameHeader)
-	b.WriteString("\n/* Error classes (errdefs). */\n")
-	for _, c := range errdefs.ClassNames() {
-		define(&b, "CM_E_"+macro(c), c)
-	}
-	b.WriteString("\n/* cm_errno_class is the class of an errno (errdefs.OSClass), or fallback. */\n")
-	b.WriteString("static inline const char *cm_errno_class(int e, const char *fallback)\n{\n\tswitch (e) {\n")
-	for _, c := range errdefs.OSClasses() {
-		fmt.Fprintf(&b, "\tcase %s:\n\t\treturn %q;\n", unix.ErrnoName(c.Errno), c.Class)
-	}
-	b.WriteString("\t}\n\treturn fallback;\n}\n")
+	b.WriteString(libct.CErrorClasses("CM"))
 	b.WriteString("\n/* The exec template and the init pipe (pkg/libct/exectmpl_linux.go). */\n")
 	for _, n := range libct.ExecTemplateNames() {
 		define(&b, "CM_XT_"+n[0], n[1])

@@ -42,47 +42,12 @@
 #include <unistd.h>
 
 #include "cinit_gen.h"
+#include "nsenter.h"
 
 #define MAX_PLAN (4u << 20)
 #define MAX_LATE 16
 
 static int cpipe = -1;
-
-static int cwrite_full(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-static int cread_full(int fd, void *buf, size_t len)
-{
-	char *p = buf;
-	while (len > 0) {
-		ssize_t n = read(fd, p, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		if (n == 0) {
-			errno = EPIPE;
-			return -1;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
 
 /* json_str appends s as a JSON string to out (of cap bytes, at *n). */
 static void json_str(char *out, size_t cap, size_t *n, const char *s)
@@ -116,9 +81,9 @@ static int send_frame(const char *json, size_t len)
 	uint32_t l = (uint32_t)len;
 	char hdr[4];
 	memcpy(hdr, &l, 4);
-	if (cwrite_full(cpipe, hdr, 4) < 0)
+	if (shim_write_full(cpipe, hdr, 4) < 0)
 		return -1;
-	return cwrite_full(cpipe, json, len);
+	return shim_write_full(cpipe, json, len);
 }
 
 /* fail reports an error of class (the errno's class when err is one the
@@ -483,7 +448,7 @@ static void op_sysctl(const char *key, const char *val)
 	int fd = (int)syscall(SYS_openat2, procfd, rel, &how, sizeof(how));
 	if (fd < 0)
 		fail(errno, CP_E_INVALID_ARGUMENT, "sysctl \"%s\"", key);
-	if (cwrite_full(fd, val, strlen(val)) < 0)
+	if (shim_write_full(fd, val, strlen(val)) < 0)
 		fail(errno, CP_E_INVALID_ARGUMENT, "sysctl \"%s\"=\"%s\"", key, val);
 	close(fd);
 }
@@ -792,26 +757,24 @@ static void wait_start(int fifo)
 	int w = open(fdpath(fifo), O_WRONLY | O_CLOEXEC);
 	if (w < 0)
 		fail(errno, CP_E_INTERNAL, "open exec fifo");
-	if (cwrite_full(w, "0", 1) < 0)
+	if (shim_write_full(w, "0", 1) < 0)
 		fail(errno, CP_E_INTERNAL, "write exec fifo");
 	close(w);
 	close(fifo);
 }
 
-/* shim_cinit runs the plan read from the init pipe; it never returns. */
-void shim_cinit(int pipefd, int fifo) __attribute__((noreturn));
 void shim_cinit(int pipefd, int fifo)
 {
 	cpipe = pipefd;
 	uint32_t len;
-	if (cread_full(cpipe, &len, 4) < 0)
+	if (shim_read_full(cpipe, &len, 4) < 0)
 		fail(errno, CP_E_INTERNAL, "read init plan");
 	if (len > MAX_PLAN || len < sizeof(CP_MAGIC) - 1)
 		fail(0, CP_E_INTERNAL, "init plan of %u bytes", len);
 	char *buf = malloc(len);
 	if (buf == NULL)
 		fail(ENOMEM, CP_E_INTERNAL, "init plan");
-	if (cread_full(cpipe, buf, len) < 0)
+	if (shim_read_full(cpipe, buf, len) < 0)
 		fail(errno, CP_E_INTERNAL, "read init plan");
 	if (memcmp(buf, CP_MAGIC, sizeof(CP_MAGIC) - 1) != 0)
 		fail(0, CP_E_INTERNAL, "init plan: bad magic");

@@ -33,6 +33,7 @@
 #define CP_OP_CREDS 25
 #define CP_OP_CWD 26
 
+/* Error classes (errdefs). */
 #define CP_E_INVALID_ARGUMENT "invalid_argument"
 #define CP_E_NOT_FOUND "not_found"
 #define CP_E_ALREADY_EXISTS "already_exists"

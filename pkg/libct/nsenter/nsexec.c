@@ -41,6 +41,8 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "nsenter.h"
+
 #ifndef CLONE_NEWTIME
 #define CLONE_NEWTIME 0x00000080
 #endif
@@ -71,12 +73,11 @@ enum {
 
 static int pipefd = -1;
 
-void shim_cinit(int pipefd, int fifo) __attribute__((noreturn));
 
 /* 1 in the cloned init once stage 0 is done; read by Go (nsenter.Stage). */
 int shim_nsexec_stage = 0;
 
-static int write_full(int fd, const void *buf, size_t len)
+int shim_write_full(int fd, const void *buf, size_t len)
 {
 	const char *p = buf;
 	while (len > 0) {
@@ -92,7 +93,7 @@ static int write_full(int fd, const void *buf, size_t len)
 	return 0;
 }
 
-static int read_full(int fd, void *buf, size_t len)
+int shim_read_full(int fd, void *buf, size_t len)
 {
 	char *p = buf;
 	while (len > 0) {
@@ -135,8 +136,8 @@ static void bail(const char *fmt, ...)
 		hdr[0] = SYNC_ERR;
 		memcpy(hdr + 1, &e, 4);
 		memcpy(hdr + 5, &l, 4);
-		if (write_full(pipefd, hdr, sizeof(hdr)) == 0)
-			write_full(pipefd, msg, (size_t)n);
+		if (shim_write_full(pipefd, hdr, sizeof(hdr)) == 0)
+			shim_write_full(pipefd, msg, (size_t)n);
 	} else {
 		fprintf(stderr, "shim nsexec: %.*s\n", n, msg);
 	}
@@ -171,7 +172,7 @@ static void write_file(const char *path, const char *data, size_t len)
 	int fd = open(path, O_WRONLY | O_CLOEXEC);
 	if (fd < 0)
 		bail("open %s", path);
-	if (write_full(fd, data, len) < 0)
+	if (shim_write_full(fd, data, len) < 0)
 		bail("write %s", path);
 	close(fd);
 }
@@ -192,7 +193,7 @@ __attribute__((constructor)) static void shim_nsexec(void)
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 
 	uint32_t hdr[2];
-	if (read_full(pipefd, hdr, sizeof(hdr)) < 0)
+	if (shim_read_full(pipefd, hdr, sizeof(hdr)) < 0)
 		bail("read bootstrap header");
 	if (hdr[0] != SHIM_MAGIC)
 		bail("bad bootstrap magic %#x", hdr[0]);
@@ -201,7 +202,7 @@ __attribute__((constructor)) static void shim_nsexec(void)
 	char *buf = malloc(hdr[1] + 1);
 	if (buf == NULL)
 		bail("malloc");
-	if (read_full(pipefd, buf, hdr[1]) < 0)
+	if (shim_read_full(pipefd, buf, hdr[1]) < 0)
 		bail("read bootstrap");
 
 	uint32_t cloneflags = 0;
@@ -301,9 +302,9 @@ __attribute__((constructor)) static void shim_nsexec(void)
 			char c = SYNC_USERMAP;
 			/* the parent must be able to open /proc/<pid>/uid_map */
 			prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
-			if (write_full(pipefd, &c, 1) < 0)
+			if (shim_write_full(pipefd, &c, 1) < 0)
 				bail("sync usermap");
-			if (read_full(pipefd, &c, 1) < 0)
+			if (shim_read_full(pipefd, &c, 1) < 0)
 				bail("sync usermap ack");
 			prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 			if (c != SYNC_USERMAP_ACK)
@@ -324,7 +325,7 @@ __attribute__((constructor)) static void shim_nsexec(void)
 
 	if (hold) {
 		char c = SYNC_HELD;
-		if (write_full(pipefd, &c, 1) < 0)
+		if (shim_write_full(pipefd, &c, 1) < 0)
 			_exit(1);
 		for (;;) {
 			ssize_t n = read(pipefd, &c, 1);
@@ -353,7 +354,7 @@ __attribute__((constructor)) static void shim_nsexec(void)
 	int32_t p = (int32_t)child;
 	msg[0] = SYNC_PID;
 	memcpy(msg + 1, &p, 4);
-	if (write_full(pipefd, msg, sizeof(msg)) < 0) {
+	if (shim_write_full(pipefd, msg, sizeof(msg)) < 0) {
 		kill(child, SIGKILL);
 		_exit(1);
 	}
