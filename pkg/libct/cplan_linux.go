@@ -411,15 +411,8 @@ func (w *planWriter) devices(spec *specs.Spec) string {
 	order, devs := specDevices(spec)
 	for _, p := range order {
 		d := devs[p]
-		var typ uint32
-		switch d.Type {
-		case "c", "u":
-			typ = unix.S_IFCHR
-		case "b":
-			typ = unix.S_IFBLK
-		case "p":
-			typ = unix.S_IFIFO
-		default:
+		typ := deviceType(d.Type)
+		if typ == 0 {
 			return "device type " + d.Type
 		}
 		mode := uint32(0o666)

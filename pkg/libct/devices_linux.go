@@ -80,16 +80,22 @@ func setupDev(root *os.File, spec *specs.Spec, userns bool) error {
 	return nil
 }
 
-func createDevice(root *os.File, path string, d specs.LinuxDevice, userns bool) error {
-	var typ uint32
-	switch d.Type {
+// deviceType is the file type of a spec device's type (0: none).
+func deviceType(t string) uint32 {
+	switch t {
 	case "c", "u":
-		typ = unix.S_IFCHR
+		return unix.S_IFCHR
 	case "b":
-		typ = unix.S_IFBLK
+		return unix.S_IFBLK
 	case "p":
-		typ = unix.S_IFIFO
-	default:
+		return unix.S_IFIFO
+	}
+	return 0
+}
+
+func createDevice(root *os.File, path string, d specs.LinuxDevice, userns bool) error {
+	typ := deviceType(d.Type)
+	if typ == 0 {
 		return fmt.Errorf("device %s: type %q: %w", path, d.Type, errdefs.ErrInvalidArgument)
 	}
 	dir, base := filepath.Split(path)
