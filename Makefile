@@ -15,7 +15,7 @@ all: build
 # bin/shim embeds the lean monitor binary (cmd/shim-runtime) and the
 # container init (cmd/shim-init).
 build: runtime
-	$(GO) build -trimpath -tags shim_embed -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/shim
+	$(GO) build -trimpath -tags shim_embed,urfave_cli_no_docs -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/shim
 
 # The lean binaries start often (the monitor once per pod, the init once
 # per container create and per exec): they are linked statically (glibc's
@@ -23,14 +23,21 @@ build: runtime
 # libseccomp. netgo and osusergo keep glibc's NSS (getpwnam, getaddrinfo),
 # which a static binary cannot load, out of them. cgo needs gcc and the
 # libseccomp headers and archive (libseccomp-dev): installed first if
-# missing. shim-init.sum names the init binary for `shim oci`.
-RUNTIME_TAGS    := netgo,osusergo
+# missing. shim-init.sum and shim-runtime.sum name the binaries `shim oci`
+# installs in its state directory; embedded.h gives their names and sizes
+# to the C constructor that hands `shim oci` to the lean one
+# (internal/ocilean). urfave_cli_no_docs: no man-page generator.
+RUNTIME_TAGS    := netgo,osusergo,urfave_cli_no_docs
 RUNTIME_LDFLAGS := -s -w -linkmode external -extldflags "-static"
 runtime:
 	@hack/install-deps.sh build >/dev/null
 	$(GO) build -trimpath -tags $(RUNTIME_TAGS) -ldflags '$(RUNTIME_LDFLAGS)' -o cmd/shim/shim-runtime.bin ./cmd/shim-runtime
 	$(GO) build -trimpath -tags $(RUNTIME_TAGS),shim_init -ldflags '$(RUNTIME_LDFLAGS)' -o cmd/shim/shim-init.bin ./cmd/shim-init
 	sha256sum cmd/shim/shim-init.bin | cut -c1-16 > cmd/shim/shim-init.sum
+	sha256sum cmd/shim/shim-runtime.bin | cut -c1-16 > cmd/shim/shim-runtime.sum
+	printf '#define SHIM_RUNTIME_SUM "%s"\n#define SHIM_RUNTIME_SIZE %sLL\n#define SHIM_INIT_SUM "%s"\n#define SHIM_INIT_SIZE %sLL\n' \
+		$$(cat cmd/shim/shim-runtime.sum) $$(stat -c %s cmd/shim/shim-runtime.bin) \
+		$$(cat cmd/shim/shim-init.sum) $$(stat -c %s cmd/shim/shim-init.bin) > internal/ocilean/embedded.h
 
 # Run shim on its embedded defaults (root; /var/lib/shim, /run/shim/shim.sock).
 run: build

@@ -12,7 +12,8 @@
 # Needs root, containerd, the loopback registry with the test images
 # (hack/registry.sh start; go run ./hack/testimages --registry 127.0.0.1:5000)
 # and crictl (hack/install-deps.sh builds it into _output/bin).
-# Environment: E2E_DIR, SHIM_BIN (prebuilt shim), CONTAINERD, CRICTL,
+# Environment: E2E_DIR, SHIM_BIN (prebuilt shim), EXPECT_LEAN (1: SHIM_BIN
+# is `make build`'s, check the hand-over to the lean binary), CONTAINERD, CRICTL,
 # BUSYBOX_IMAGE, KEEP=1 (leave the dir for inspection).
 set -euo pipefail
 
@@ -162,6 +163,16 @@ out=$(cri exec "$ctr" /bin/sh -c 'echo exec-ok; ps -o args | grep "[s]leep 3600"
 grep -q -- "create .*$ctr" "$dir/calls.log" || fail "no 'shim oci create' of $ctr in $dir/calls.log"
 list=$("$shim" oci --root "$dir/oci-root/k8s.io" list -q)
 [[ $list == *"$ctr"* && $list == *"$pod"* ]] || fail "shim oci list: $list"
+
+# A shim built by `make build` embeds the lean runtime binary
+# (EXPECT_LEAN=1): the first `shim oci` command installed it beside the
+# init in the state dir, and every later one ran there (the lean binary
+# says so at --debug).
+if [[ ${EXPECT_LEAN:-} == 1 ]]; then
+	ls "$dir/oci-root/k8s.io/.bin/"shim-runtime-* >/dev/null 2>&1 || fail "no lean runtime binary in $dir/oci-root/k8s.io/.bin: $(ls "$dir/oci-root/k8s.io/.bin" 2>&1)"
+	dbg=$("$shim" oci --root "$dir/oci-root/k8s.io" --debug list -q 2>&1 >/dev/null)
+	[[ $dbg == *"the lean runtime binary"* ]] || fail "shim oci did not run in the lean runtime binary: $dbg"
+fi
 
 echo "== stop and remove" >&2
 cri stop "$ctr" >/dev/null || fail "stop"

@@ -1,7 +1,8 @@
 // Command shim-runtime is the lean part of shim that runs beside every pod:
 // the per-pod monitor (C, in the constructor of pkg/monitor/cmon), its
-// short-lived helper, and the container init. It links only what those
-// need, so each starts fast and small. `make build` embeds it in bin/shim
+// short-lived helper, the container init, and the commands of `shim oci`,
+// which the shim binary hands to it (internal/ocilean). It links only what
+// those need, so each starts fast and small. `make build` embeds it in bin/shim
 // (see cmd/shim/runtime_embed.go); the daemon unpacks it once into its
 // state directory, so shim still ships as one file.
 package main
@@ -13,6 +14,7 @@ import (
 
 	"github.com/shim-cri/shim/pkg/libct"
 	_ "github.com/shim-cri/shim/pkg/libct/nsenter"
+	"github.com/shim-cri/shim/pkg/libct/ocicli"
 	"github.com/shim-cri/shim/pkg/monitor"
 	_ "github.com/shim-cri/shim/pkg/monitor/cmon"
 )
@@ -22,12 +24,15 @@ func main() {
 	// helpers and inits do not need its bookkeeping.
 	runtime.MemProfileRate = 0
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "shim-runtime: internal binary of shim: monitor | monitor-helper | init")
+		fmt.Fprintln(os.Stderr, "shim-runtime: internal binary of shim: monitor | monitor-helper | init | oci")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
 	case "init":
 		libct.Init()
+	case "oci":
+		// `shim oci`, handed over by the shim binary (internal/ocilean).
+		ocicli.Main()
 	case "monitor-helper":
 		os.Exit(monitor.HelperMain(os.Args[2:]))
 	case "monitor":

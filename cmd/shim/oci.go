@@ -12,5 +12,10 @@ import (
 var ociCommand = ocicli.Command()
 
 // `shim oci` runs container inits from the embedded init binary (when
-// `make build` embedded one), not from this binary.
-func init() { ocicli.SetEmbeddedInit(embeddedInit, strings.TrimSpace(embeddedInitSum)) }
+// `make build` embedded one), not from this binary, and installs the
+// embedded runtime binary for the next `shim oci` command
+// (internal/ocilean).
+func init() {
+	ocicli.SetEmbeddedInit(embeddedInit, strings.TrimSpace(embeddedInitSum))
+	ocicli.SetEmbeddedRuntime(embeddedRuntime, strings.TrimSpace(embeddedRuntimeSum))
+}

@@ -2,7 +2,13 @@
 
 package main
 
-import _ "embed"
+import (
+	_ "embed"
+
+	// Hands `shim oci` to the lean runtime binary (installed by
+	// pkg/libct/ocicli) before this binary's Go start.
+	_ "github.com/shim-cri/shim/internal/ocilean"
+)
 
 // embeddedRuntime is bin/shim-runtime, embedded by `make build`.
 //
@@ -19,3 +25,8 @@ var embeddedInit []byte
 //
 //go:embed shim-init.sum
 var embeddedInitSum string
+
+// embeddedRuntimeSum names the runtime binary for `shim oci`.
+//
+//go:embed shim-runtime.sum
+var embeddedRuntimeSum string

@@ -9,5 +9,5 @@ var embeddedRuntime []byte
 // embeddedInit is empty too: container inits run the monitor's binary.
 var embeddedInit []byte
 
-// embeddedInitSum is empty with it.
-var embeddedInitSum string
+// embeddedInitSum and embeddedRuntimeSum are empty with them.
+var embeddedInitSum, embeddedRuntimeSum string

@@ -64,3 +64,82 @@ func TestCgroup2Paths(t *testing.T) {
 		t.Errorf("cgroup dir left behind")
 	}
 }
+
+// TestCgroup1Delete: on a v1 host Delete removes a leaf cgroup from every
+// hierarchy with one rmdir each, one with a child cgroup through
+// cgroup1's walk, and refuses one with a process in it (and removes it
+// once the process is gone).
+func TestCgroup1Delete(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root")
+	}
+	if cgroupVersion() != 1 {
+		t.Skip("needs a cgroup v1 (legacy or hybrid) host")
+	}
+	base := "/shim-v1test-" + strconv.Itoa(os.Getpid())
+	mk := func(name string) (cgroupManager, []string) {
+		cg, err := newCgroup(1, base+name, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files, err := cg.ProcsFiles()
+		if err != nil || len(files) < 2 {
+			t.Fatalf("procs files %v %v", files, err)
+		}
+		dirs := make([]string, len(files))
+		for i, f := range files {
+			dirs[i] = filepath.Dir(f)
+		}
+		t.Cleanup(func() {
+			for _, d := range dirs {
+				os.Remove(filepath.Join(d, "child"))
+				os.Remove(d)
+			}
+		})
+		return cg, dirs
+	}
+	gone := func(what string, dirs []string) {
+		t.Helper()
+		for _, d := range dirs {
+			if _, err := os.Stat(d); !os.IsNotExist(err) {
+				t.Errorf("%s: %s is still there (%v)", what, d, err)
+			}
+		}
+	}
+
+	leaf, dirs := mk("-leaf")
+	if err := leaf.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	gone("leaf", dirs)
+	if err := leaf.Delete(); err != nil {
+		t.Errorf("second delete: %v", err)
+	}
+
+	parent, dirs := mk("-parent")
+	if err := os.Mkdir(filepath.Join(dirs[len(dirs)-1], "child"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := parent.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	gone("with a child", dirs)
+
+	busy, dirs := mk("-busy")
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := busy.Add(cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	if err := busy.Delete(); err == nil {
+		t.Error("a cgroup with a process in it was deleted")
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if err := busy.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	gone("after its process", dirs)
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/containerd/cgroups/v3/cgroup2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/shim-cri/shim/pkg/errdefs"
+	"golang.org/x/sys/unix"
 )
 
 // cgroupVersion is 2 on a unified host, 1 on a legacy or hybrid one.
@@ -148,7 +149,24 @@ func (c *cg1) Pids() ([]int, error) {
 	}
 	return out, nil
 }
+
+// Delete removes the cgroup from every hierarchy. The cgroup libct makes
+// has no children, and once its processes are gone one rmdir in each
+// hierarchy removes it; cgroup1's Delete, which walks each hierarchy's
+// directory for processes first (a stat of every control file), is what
+// is left to do when one does not (children, a process still there).
 func (c *cg1) Delete() error {
+	if files, err := c.ProcsFiles(); err == nil {
+		gone := true
+		for _, f := range files {
+			if err := unix.Rmdir(filepath.Dir(f)); err != nil && err != unix.ENOENT {
+				gone = false
+			}
+		}
+		if gone {
+			return nil
+		}
+	}
 	err := c.c.Delete()
 	if err != nil && errors.Is(err, os.ErrNotExist) {
 		return nil

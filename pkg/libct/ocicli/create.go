@@ -148,14 +148,13 @@ var ociRun = &cli.Command{
 			// leaves behind) is reaped here.
 			unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 		}
+		var sigs chan os.Signal
+		if !c.Bool("detach") {
+			sigs = forwardSignals()
+		}
 		ct, err := doCreate(c)
 		if err != nil {
 			return ociFail(err)
-		}
-		var sigs chan os.Signal
-		if !c.Bool("detach") {
-			sigs = make(chan os.Signal, 32)
-			signal.Notify(sigs)
 		}
 		if err := ct.Start(ctx); err != nil {
 			ct.Delete(ctx, true)
@@ -173,6 +172,17 @@ var ociRun = &cli.Command{
 		}
 		return nil
 	},
+}
+
+// forwardSignals has every signal this process gets delivered to the
+// channel it returns, for forwardAndWait. run and exec call it before
+// they create anything: a signal during the create (^C) is then held and
+// forwarded once the process runs, instead of ending this process and
+// leaving a created container behind.
+func forwardSignals() chan os.Signal {
+	sigs := make(chan os.Signal, 32)
+	signal.Notify(sigs)
+	return sigs
 }
 
 // forwardAndWait forwards signals to pid and reaps children until pid

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
 	"time"
@@ -121,9 +120,9 @@ func doExec(c *cli.Context) error {
 	if !c.Bool("detach") {
 		unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 	}
-	sigs := make(chan os.Signal, 32)
+	var sigs chan os.Signal
 	if !c.Bool("detach") {
-		signal.Notify(sigs)
+		sigs = forwardSignals()
 	}
 	useEmbeddedInit(rootOf(c))
 	proc, err := ct.Exec(context.Background(), p, opts)

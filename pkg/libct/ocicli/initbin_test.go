@@ -13,11 +13,11 @@ func TestInstallInit(t *testing.T) {
 	defer SetEmbeddedInit(embeddedInit.content, embeddedInit.sum)
 	root := t.TempDir()
 	SetEmbeddedInit([]byte("#!/bin/true\n"), "")
-	if _, err := installInit(root); err == nil {
+	if _, err := install(root, "shim-init-", embeddedInit); err == nil {
 		t.Error("an init without a digest was installed")
 	}
 	SetEmbeddedInit([]byte("#!/bin/true\n"), "0123abcd")
-	path, err := installInit(root)
+	path, err := install(root, "shim-init-", embeddedInit)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +29,7 @@ func TestInstallInit(t *testing.T) {
 		t.Fatalf("installed: %v %v", st, err)
 	}
 	// Present: kept as is (same inode).
-	again, err := installInit(root)
+	again, err := install(root, "shim-init-", embeddedInit)
 	st2, _ := os.Stat(again)
 	if err != nil || again != path || !os.SameFile(st, st2) {
 		t.Errorf("second install: %s %v, rewritten: %v", again, err, !os.SameFile(st, st2))
@@ -41,7 +41,7 @@ func TestInstallInit(t *testing.T) {
 	if err := os.WriteFile(path, []byte("#!"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := installInit(root); err != nil {
+	if _, err := install(root, "shim-init-", embeddedInit); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(path); string(b) != "#!/bin/true\n" {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/shim-cri/shim/internal/binfile"
 	"github.com/shim-cri/shim/pkg/errdefs"
@@ -38,12 +39,15 @@ var initCommand = &cli.Command{
 	},
 }
 
+// DefaultRoot is the state directory of `shim oci` without --root.
+const DefaultRoot = "/run/shim/oci"
+
 // ociCommand is the runc-compatible OCI runtime CLI over pkg/libct.
 var ociCommand = &cli.Command{
 	Name:  "oci",
 	Usage: "runc-compatible OCI runtime CLI",
 	Flags: []cli.Flag{
-		&cli.StringFlag{Name: "root", Value: "/run/shim/oci", Usage: "state directory"},
+		&cli.StringFlag{Name: "root", Value: DefaultRoot, Usage: "state directory"},
 		&cli.StringFlag{Name: "log", Usage: "log file (default stderr)"},
 		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
 		&cli.BoolFlag{Name: "systemd-cgroup", Usage: "use systemd cgroups (not supported)"},
@@ -80,16 +84,27 @@ func ociBefore(c *cli.Context) error {
 	if c.Bool("systemd-cgroup") {
 		return ociFail(fmt.Errorf("--systemd-cgroup: systemd cgroups are not supported; use cgroupfs paths: %w", errdefs.ErrNotImplemented))
 	}
+	if leanInit != "" {
+		logrus.Debugf("shim oci: the lean runtime binary (init %s)", leanInit)
+	} else {
+		installLean(c.String("root"))
+	}
 	return nil
 }
 
 // useEmbeddedInit has libct run container inits and execs from the
-// embedded init binary (create, run and exec call it first).
+// embedded init binary (create, run and exec call it first), or from the
+// one the shim binary named when it handed this command to the lean
+// runtime binary (LeanMain).
 func useEmbeddedInit(root string) {
+	if leanInit != "" {
+		libct.SetInitBinary(leanInit)
+		return
+	}
 	if len(embeddedInit.content) == 0 {
 		return
 	}
-	path, err := installInit(root)
+	path, err := install(root, "shim-init-", embeddedInit)
 	if err != nil {
 		// This binary has the init too: slower to start, but it works.
 		logrus.WithError(err).Warn("container inits run this binary: the embedded init binary cannot be written")
@@ -98,32 +113,90 @@ func useEmbeddedInit(root string) {
 	libct.SetInitBinary(path)
 }
 
-var embeddedInit struct {
+// embedded is a binary the shim binary embeds and the start of its
+// SHA-256, which names its file.
+type embedded struct {
 	content []byte
 	sum     string
 }
+
+var embeddedInit, embeddedRuntime embedded
 
 // SetEmbeddedInit gives `shim oci` the container init binary the shim
 // binary embeds (cmd/shim-init) and a digest naming it: written once to
 // <root>/.bin, it is what container inits and execs run instead of this
 // much bigger binary (whose Go start each would pay).
 func SetEmbeddedInit(content []byte, sum string) {
-	embeddedInit.content, embeddedInit.sum = content, sum
+	embeddedInit = embedded{content, sum}
 }
 
-// installInit writes the embedded init binary to <root>/.bin/shim-init-<sum>
-// unless it is there, and returns its path.
-func installInit(root string) (string, error) {
-	if embeddedInit.sum == "" {
-		return "", errors.New("the embedded init binary has no digest")
+// SetEmbeddedRuntime gives `shim oci` the lean runtime binary the shim
+// binary embeds (cmd/shim-runtime, which has this command too, LeanMain)
+// and a digest naming it. Every `shim oci` command the shim binary runs
+// itself writes it (and the init) to <root>/.bin unless they are there;
+// from then on the shim binary's C constructor (internal/ocilean) hands
+// each `shim oci` command to it before the big binary's Go runtime and
+// packages start (about 30 ms a command).
+func SetEmbeddedRuntime(content []byte, sum string) {
+	embeddedRuntime = embedded{content, sum}
+}
+
+// installLean writes the lean runtime and the init binaries to
+// <root>/.bin for the next `shim oci` command; a failure only costs that
+// command the big binary's start, so it is logged, not returned.
+func installLean(root string) {
+	if len(embeddedRuntime.content) == 0 || len(embeddedInit.content) == 0 {
+		return
+	}
+	for _, b := range []struct {
+		prefix string
+		bin    embedded
+	}{{"shim-init-", embeddedInit}, {"shim-runtime-", embeddedRuntime}} {
+		if _, err := install(root, b.prefix, b.bin); err != nil {
+			logrus.WithError(err).Warn("shim oci commands start the shim binary: the lean runtime binary cannot be written")
+			return
+		}
+	}
+}
+
+// install writes bin to <root>/.bin/<prefix><sum> unless it is there, and
+// returns its path.
+func install(root, prefix string, bin embedded) (string, error) {
+	if bin.sum == "" {
+		return "", errors.New("the embedded " + strings.TrimSuffix(prefix, "-") + " binary has no digest")
 	}
 	// ".bin": no container id starts with a dot.
 	dir := filepath.Join(root, ".bin")
-	path := filepath.Join(dir, "shim-init-"+embeddedInit.sum)
-	if st, err := os.Stat(path); err == nil && st.Mode().IsRegular() && st.Size() == int64(len(embeddedInit.content)) {
+	path := filepath.Join(dir, prefix+bin.sum)
+	if st, err := os.Stat(path); err == nil && st.Mode().IsRegular() && st.Size() == int64(len(bin.content)) {
 		return path, nil
 	}
-	return binfile.Write(dir, filepath.Base(path), embeddedInit.content)
+	return binfile.Write(dir, filepath.Base(path), bin.content)
+}
+
+// LeanInitEnv names the init binary for a `shim oci` command the shim
+// binary handed to the lean runtime binary (internal/ocilean sets it).
+const LeanInitEnv = "_SHIM_OCI_INIT"
+
+var leanInit string
+
+// Main runs the `oci` and `init` commands in a binary of their own: the
+// lean runtime binary (cmd/shim-runtime) and test builds. In the lean
+// binary the shim binary's C constructor has named the init binary in
+// LeanInitEnv, which is taken out of the environment the container's
+// processes inherit.
+func Main() {
+	leanInit = os.Getenv(LeanInitEnv)
+	os.Unsetenv(LeanInitEnv)
+	app := &cli.App{
+		Name:     "shim",
+		Usage:    "runc-compatible OCI runtime (shim oci)",
+		Commands: []*cli.Command{ociCommand, initCommand},
+	}
+	if err := app.Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "shim:", err)
+		os.Exit(1)
+	}
 }
 
 // ociFail logs err (so a caller reading --log sees it, as with runc) and
