@@ -3,7 +3,9 @@ package ocicli
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
+	"time"
 )
 
 // TestInstallInit: the embedded init is written once under <root>/.bin,
@@ -49,5 +51,31 @@ func TestInstallInit(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(filepath.Join(root, ".bin")); len(ents) != 1 {
 		t.Errorf("left in bin: %v", ents)
+	}
+
+	// Another version's: removed once it is older than the grace (a
+	// command of that version may be about to run it), kept before; the
+	// runtime binary's files are not the init's.
+	bin := filepath.Join(root, ".bin")
+	old := time.Now().Add(-2 * binaryGrace)
+	for _, n := range []string{"shim-init-0ld", "shim-init-recent", "shim-runtime-0ld"} {
+		if err := os.WriteFile(filepath.Join(bin, n), nil, 0o500); err != nil {
+			t.Fatal(err)
+		}
+		if n != "shim-init-recent" {
+			os.Chtimes(filepath.Join(bin, n), old, old)
+		}
+	}
+	SetEmbeddedInit([]byte("#!/bin/true\n"), "4567cdef")
+	if _, err := install(root, "shim-init-", embeddedInit); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	ents, _ := os.ReadDir(bin)
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if want := []string{"shim-init-0123abcd", "shim-init-4567cdef", "shim-init-recent", "shim-runtime-0ld"}; !slices.Equal(names, want) {
+		t.Errorf("after installing another version: %v, want %v", names, want)
 	}
 }

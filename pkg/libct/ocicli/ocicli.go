@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/shim-cri/shim/internal/binfile"
 	"github.com/shim-cri/shim/pkg/errdefs"
@@ -171,7 +172,37 @@ func install(root, prefix string, bin embedded) (string, error) {
 	if st, err := os.Stat(path); err == nil && st.Mode().IsRegular() && st.Size() == int64(len(bin.content)) {
 		return path, nil
 	}
-	return binfile.Write(dir, filepath.Base(path), bin.content)
+	path, err := binfile.Write(dir, filepath.Base(path), bin.content)
+	if err == nil {
+		pruneBinaries(dir, prefix, filepath.Base(path), time.Now().Add(-binaryGrace))
+	}
+	return path, err
+}
+
+// binaryGrace is how long another version's binary is kept after this
+// one installed its own: a command of that version may be about to run
+// it. One that finds it gone installs it again.
+const binaryGrace = time.Minute
+
+// pruneBinaries removes the binaries with prefix other than keep, last
+// written before cutoff: what other versions of shim installed (the state
+// dir is on tmpfs by default, so each would hold its size in memory).
+// Running processes keep what they execute.
+func pruneBinaries(dir, prefix, keep string, cutoff time.Time) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), prefix) || e.Name() == keep {
+			continue
+		}
+		if info, err := e.Info(); err == nil && info.ModTime().Before(cutoff) {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err == nil {
+				logrus.Debugf("shim oci: removed %s (another version's)", e.Name())
+			}
+		}
+	}
 }
 
 // LeanInitEnv names the init binary for a `shim oci` command the shim
