@@ -172,6 +172,12 @@ if [[ ${EXPECT_LEAN:-} == 1 ]]; then
 	ls "$dir/oci-root/k8s.io/.bin/"shim-runtime-* >/dev/null 2>&1 || fail "no lean runtime binary in $dir/oci-root/k8s.io/.bin: $(ls "$dir/oci-root/k8s.io/.bin" 2>&1)"
 	dbg=$("$shim" oci --root "$dir/oci-root/k8s.io" --debug list -q 2>&1 >/dev/null)
 	[[ $dbg == *"the lean runtime binary"* ]] || fail "shim oci did not run in the lean runtime binary: $dbg"
+	# One that someone else could have written is not run.
+	lean=$(ls "$dir/oci-root/k8s.io/.bin/"shim-runtime-*)
+	chmod g+w "$lean"
+	dbg=$("$shim" oci --root "$dir/oci-root/k8s.io" --debug list -q 2>&1 >/dev/null)
+	chmod g-w "$lean"
+	[[ $dbg != *"the lean runtime binary"* ]] || fail "shim oci ran a group-writable lean runtime binary"
 fi
 
 echo "== stop and remove" >&2

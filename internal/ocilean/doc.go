@@ -12,7 +12,8 @@
 // runtime` embedded, from embedded.h, which it writes), checks that the
 // directory and both files are the user's and writable by no one else and
 // that the files have the embedded sizes, and executes the runtime binary
-// with the same arguments and the init's path in ocicli.LeanInitEnv. In
+// it checked (execveat of the file it opened) with the same arguments and
+// the init's path in ocicli.LeanInitEnv. In
 // any other case (no embedded.h, a flag it does not know, --help, nothing
 // installed, an exec failure) it returns and the big binary runs the
 // command as before.

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "ocilean.h"
@@ -52,51 +53,63 @@ const char *shim_oci_lean_root(int argc, char **argv) {
 }
 
 #ifdef SHIM_RUNTIME_SUM
-// trusted: dirfd/name (or the directory itself when name is NULL) is
-// this user's, not writable by anyone else, and a regular file of size
-// bytes (a directory when name is NULL).
-static int trusted(int dirfd, const char *name, long long size) {
+// owned: st is this user's and writable by no one else.
+static int owned(const struct stat *st) { return st->st_uid == geteuid() && !(st->st_mode & 022); }
+
+// open_trusted opens dirfd/name (a regular file of size bytes, owned) for
+// execveat, or returns -1. The checks and the exec are of one inode.
+static int open_trusted(int dirfd, const char *name, long long size) {
+	int fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
 	struct stat st;
-	if (fstatat(dirfd, name ? name : "", &st, name ? AT_SYMLINK_NOFOLLOW : AT_EMPTY_PATH) < 0)
-		return 0;
-	if (st.st_uid != geteuid() || (st.st_mode & 022))
-		return 0;
-	if (!name)
-		return S_ISDIR(st.st_mode);
-	return S_ISREG(st.st_mode) && st.st_size == size;
+	if (fstat(fd, &st) < 0 || !owned(&st) || !S_ISREG(st.st_mode) || st.st_size != size) {
+		close(fd);
+		return -1;
+	}
+	return fd;
 }
 
 __attribute__((constructor)) static void shim_oci_lean(int argc, char **argv, char **envp) {
 	const char *root = shim_oci_lean_root(argc, argv);
 	if (!root)
 		return;
-	char dir[4096], runtime[4200], init[4200];
+	char dir[4096], init[4200];
 	if (snprintf(dir, sizeof(dir), "%s/.bin", root) >= (int)sizeof(dir))
 		return;
-	int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (dirfd < 0)
 		return; // not installed yet: the Go command installs it
-	int ok = trusted(dirfd, NULL, 0) && trusted(dirfd, "shim-runtime-" SHIM_RUNTIME_SUM, SHIM_RUNTIME_SIZE) &&
-		 trusted(dirfd, "shim-init-" SHIM_INIT_SUM, SHIM_INIT_SIZE);
+	struct stat st;
+	int runtime = -1;
+	if (fstat(dirfd, &st) == 0 && owned(&st) && S_ISDIR(st.st_mode)) {
+		int initfd = open_trusted(dirfd, "shim-init-" SHIM_INIT_SUM, SHIM_INIT_SIZE);
+		if (initfd >= 0) {
+			close(initfd);
+			runtime = open_trusted(dirfd, "shim-runtime-" SHIM_RUNTIME_SUM, SHIM_RUNTIME_SIZE);
+		}
+	}
 	close(dirfd);
-	if (!ok)
+	if (runtime < 0)
 		return;
-	snprintf(runtime, sizeof(runtime), "%s/shim-runtime-%s", dir, SHIM_RUNTIME_SUM);
 	snprintf(init, sizeof(init), "%s=%s/shim-init-%s", SHIM_OCI_INIT_ENV, dir, SHIM_INIT_SUM);
 	size_t n = 0;
 	while (envp[n])
 		n++;
 	char **env = calloc(n + 2, sizeof(char *));
-	if (!env)
+	if (!env) {
+		close(runtime);
 		return;
+	}
 	size_t k = 0;
 	for (size_t i = 0; i < n; i++)
 		if (strncmp(envp[i], SHIM_OCI_INIT_ENV "=", sizeof(SHIM_OCI_INIT_ENV)) != 0)
 			env[k++] = envp[i];
 	env[k++] = init;
 	env[k] = NULL;
-	execve(runtime, argv, env);
+	syscall(SYS_execveat, runtime, "", argv, env, AT_EMPTY_PATH);
 	// It could not be run: the Go command runs it itself.
+	close(runtime);
 	free(env);
 }
 #endif
