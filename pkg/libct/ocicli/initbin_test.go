@@ -1,11 +1,14 @@
 package ocicli
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/urfave/cli/v2"
 )
 
 // TestInstallInit: the embedded init is written once under <root>/.bin,
@@ -53,12 +56,12 @@ func TestInstallInit(t *testing.T) {
 		t.Errorf("left in bin: %v", ents)
 	}
 
-	// Another version's: removed once it is older than the grace (a
-	// command of that version may be about to run it), kept before; the
-	// runtime binary's files are not the init's.
+	// Another version's (and an interrupted write's): removed once it
+	// is older than the grace (a command of that version may be about to
+	// run it), kept before; the runtime binary's files are not the init's.
 	bin := filepath.Join(root, ".bin")
 	old := time.Now().Add(-2 * binaryGrace)
-	for _, n := range []string{"shim-init-0ld", "shim-init-recent", "shim-runtime-0ld"} {
+	for _, n := range []string{"shim-init-0ld", "shim-init-recent", "shim-runtime-0ld", ".tmp-0ld"} {
 		if err := os.WriteFile(filepath.Join(bin, n), nil, 0o500); err != nil {
 			t.Fatal(err)
 		}
@@ -77,5 +80,33 @@ func TestInstallInit(t *testing.T) {
 	}
 	if want := []string{"shim-init-0123abcd", "shim-init-4567cdef", "shim-init-recent", "shim-runtime-0ld"}; !slices.Equal(names, want) {
 		t.Errorf("after installing another version: %v, want %v", names, want)
+	}
+}
+
+// TestInstallLean: a command the shim binary runs itself installs the
+// lean runtime and the init binaries in an existing state directory, and
+// makes no state directory that is not there (a mistyped --root).
+func TestInstallLean(t *testing.T) {
+	defer SetEmbeddedInit(embeddedInit.content, embeddedInit.sum)
+	defer SetEmbeddedRuntime(embeddedRuntime.content, embeddedRuntime.sum)
+	SetEmbeddedInit([]byte("#!/bin/true\n"), "0123abcd")
+	SetEmbeddedRuntime([]byte("#!/bin/true\n#\n"), "4567cdef")
+	app := &cli.App{Name: "shim", Commands: []*cli.Command{ociCommand}, Writer: io.Discard,
+		ExitErrHandler: func(*cli.Context, error) {}}
+	base := t.TempDir()
+	missing := filepath.Join(base, "missing")
+	app.Run([]string{"shim", "oci", "--root", missing, "list"})
+	if _, err := os.Stat(missing); !os.IsNotExist(err) {
+		t.Errorf("list made the state dir %s (%v)", missing, err)
+	}
+	root := filepath.Join(base, "root")
+	if err := os.Mkdir(root, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	app.Run([]string{"shim", "oci", "--root", root, "list"})
+	for _, n := range []string{"shim-init-0123abcd", "shim-runtime-4567cdef"} {
+		if st, err := os.Stat(filepath.Join(root, ".bin", n)); err != nil || st.Mode().Perm() != 0o500 {
+			t.Errorf("%s: %v %v", n, st, err)
+		}
 	}
 }

@@ -87,8 +87,10 @@ func ociBefore(c *cli.Context) error {
 	}
 	if leanInit != "" {
 		logrus.Debugf("shim oci: the lean runtime binary (init %s)", leanInit)
-	} else {
-		installLean(c.String("root"))
+	} else if root := c.String("root"); dirExists(root) || c.Args().First() == "create" || c.Args().First() == "run" {
+		// Not for a state directory that is not there (a mistyped
+		// --root): only a create makes it.
+		installLean(root)
 	}
 	return nil
 }
@@ -96,7 +98,7 @@ func ociBefore(c *cli.Context) error {
 // useEmbeddedInit has libct run container inits and execs from the
 // embedded init binary (create, run and exec call it first), or from the
 // one the shim binary named when it handed this command to the lean
-// runtime binary (LeanMain).
+// runtime binary (Main).
 func useEmbeddedInit(root string) {
 	if leanInit != "" {
 		libct.SetInitBinary(leanInit)
@@ -132,7 +134,7 @@ func SetEmbeddedInit(content []byte, sum string) {
 }
 
 // SetEmbeddedRuntime gives `shim oci` the lean runtime binary the shim
-// binary embeds (cmd/shim-runtime, which has this command too, LeanMain)
+// binary embeds (cmd/shim-runtime, which has this command too, Main)
 // and a digest naming it. Every `shim oci` command the shim binary runs
 // itself writes it (and the init) to <root>/.bin unless they are there;
 // from then on the shim binary's C constructor (internal/ocilean) hands
@@ -184,17 +186,18 @@ func install(root, prefix string, bin embedded) (string, error) {
 // it. One that finds it gone installs it again.
 const binaryGrace = time.Minute
 
-// pruneBinaries removes the binaries with prefix other than keep, last
-// written before cutoff: what other versions of shim installed (the state
-// dir is on tmpfs by default, so each would hold its size in memory).
-// Running processes keep what they execute.
+// pruneBinaries removes the binaries with prefix other than keep, and
+// the temporary files of interrupted writes, last written before cutoff:
+// what other versions of shim installed (the state dir is on tmpfs by
+// default, so each would hold its size in memory). Running processes keep
+// what they execute.
 func pruneBinaries(dir, prefix, keep string, cutoff time.Time) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return
 	}
 	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), prefix) || e.Name() == keep {
+		if !(strings.HasPrefix(e.Name(), prefix) || strings.HasPrefix(e.Name(), ".tmp-")) || e.Name() == keep {
 			continue
 		}
 		if info, err := e.Info(); err == nil && info.ModTime().Before(cutoff) {
@@ -203,6 +206,11 @@ func pruneBinaries(dir, prefix, keep string, cutoff time.Time) {
 			}
 		}
 	}
+}
+
+func dirExists(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.IsDir()
 }
 
 // LeanInitEnv names the init binary for a `shim oci` command the shim
