@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/shim-cri/shim/pkg/libct/ocicli"
+	"github.com/urfave/cli/v2"
 )
 
 // TestLeanRoot: the constructor finds the state directory of every
@@ -48,5 +49,23 @@ func TestConstants(t *testing.T) {
 	}
 	if initEnv != ocicli.LeanInitEnv {
 		t.Errorf("C init variable %q, ocicli's %q", initEnv, ocicli.LeanInitEnv)
+	}
+}
+
+// TestKnowsEveryGlobalFlag: each of `shim oci`'s global flags is one the
+// constructor knows, as a flag with a value or without (a flag added to
+// ocicli and not here would send every command that uses it through the
+// big binary's Go start).
+func TestKnowsEveryGlobalFlag(t *testing.T) {
+	for _, f := range ocicli.Command().Flags {
+		for _, name := range f.Names() {
+			args := []string{"shim", "oci", "--" + name, "list"}
+			if _, isBool := f.(*cli.BoolFlag); !isBool {
+				args = []string{"shim", "oci", "--" + name, "v", "list"}
+			}
+			if _, ok := leanRoot(args); !ok {
+				t.Errorf("global flag --%s: %q not handed over", name, args)
+			}
+		}
 	}
 }
