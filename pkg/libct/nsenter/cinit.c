@@ -123,23 +123,27 @@ struct rd {
 	uint16_t op;
 };
 
+/* take returns the next n bytes of the record (not copied). */
+static const char *take(struct rd *r, size_t n)
+{
+	if ((size_t)(r->end - r->p) < n)
+		fail(0, CP_E_INTERNAL, "plan op %u: truncated", r->op);
+	const char *s = r->p;
+	r->p += n;
+	return s;
+}
+
 static uint32_t get_u32(struct rd *r)
 {
 	uint32_t v;
-	if (r->end - r->p < 4)
-		fail(0, CP_E_INTERNAL, "plan op %u: truncated", r->op);
-	memcpy(&v, r->p, 4);
-	r->p += 4;
+	memcpy(&v, take(r, sizeof(v)), sizeof(v));
 	return v;
 }
 
 static uint64_t get_u64(struct rd *r)
 {
 	uint64_t v;
-	if (r->end - r->p < 8)
-		fail(0, CP_E_INTERNAL, "plan op %u: truncated", r->op);
-	memcpy(&v, r->p, 8);
-	r->p += 8;
+	memcpy(&v, take(r, sizeof(v)), sizeof(v));
 	return v;
 }
 
@@ -147,11 +151,7 @@ static uint64_t get_u64(struct rd *r)
 static const char *get_bytes(struct rd *r, uint32_t *n)
 {
 	*n = get_u32(r);
-	if ((size_t)(r->end - r->p) < *n)
-		fail(0, CP_E_INTERNAL, "plan op %u: truncated", r->op);
-	const char *s = r->p;
-	r->p += *n;
-	return s;
+	return take(r, *n);
 }
 
 /* get_str returns a NUL-terminated copy of a string of the record. */
