@@ -22,7 +22,7 @@ import (
 	"strconv"
 	"sync"
 
-	"github.com/containerd/cgroups/v3"
+	"github.com/opencontainers/cgroups"
 	"golang.org/x/sys/unix"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
@@ -156,7 +156,7 @@ type Reader interface {
 
 // New returns the reader for this host's cgroups.
 func New() (Reader, error) {
-	if cgroups.Mode() == cgroups.Unified {
+	if cgroups.IsCgroup2UnifiedMode() {
 		return NewV2("/sys/fs/cgroup"), nil
 	}
 	return HostV1()

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd/cgroups/v3"
+	"github.com/opencontainers/cgroups"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
 )
@@ -295,7 +295,7 @@ func TestHostCgroup(t *testing.T) {
 	if s.Pids == nil || s.Pids.Procs != 1 {
 		t.Errorf("procs %+v", s.Pids)
 	}
-	t.Logf("host cgroup v%d (mode %v): cpu %+v memory %+v pids %+v", r.Version(), cgroups.Mode(), s.CPU, s.Memory, s.Pids)
+	t.Logf("host cgroup v%d (unified %v): cpu %+v memory %+v pids %+v", r.Version(), cgroups.IsCgroup2UnifiedMode(), s.CPU, s.Memory, s.Pids)
 }
 
 func BenchmarkRead(b *testing.B) {

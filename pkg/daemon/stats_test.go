@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd/cgroups/v3"
+	"github.com/opencontainers/cgroups"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -29,7 +29,7 @@ const mib = 1 << 20
 // cgroupFile is a file of a container's or pod's cgroup: ctl is the v1
 // controller; on a v2 host every file is in the one hierarchy.
 func cgroupFile(ctl, cgroup, name string) string {
-	if cgroups.Mode() == cgroups.Unified {
+	if cgroups.IsCgroup2UnifiedMode() {
 		return filepath.Join("/sys/fs/cgroup", cgroup, name)
 	}
 	return filepath.Join("/sys/fs/cgroup", ctl, cgroup, name)
@@ -194,7 +194,7 @@ func sendOverPods(t *testing.T, nsA, ipA, nsB string, n int) {
 // first container of a pod under it was created) from every hierarchy.
 func removeCgroupTree(top string) {
 	roots := []string{"/sys/fs/cgroup"}
-	if cgroups.Mode() != cgroups.Unified {
+	if !cgroups.IsCgroup2UnifiedMode() {
 		roots, _ = filepath.Glob("/sys/fs/cgroup/*")
 	}
 	for _, r := range roots {
@@ -313,7 +313,7 @@ func TestStatsAgainstKernel(t *testing.T) {
 		if ddAnon < 64*mib || int64(ws) < ddAnon || int64(m.RssBytes.Value) < ddAnon {
 			t.Errorf("dd's RssAnon %d, working set %d, rss %d", ddAnon, ws, m.RssBytes.Value)
 		}
-		if s.Swap == nil && cgroups.Mode() != cgroups.Unified {
+		if s.Swap == nil && !cgroups.IsCgroup2UnifiedMode() {
 			if _, err := os.Stat(cgroupFile("memory", cg(memC), "memory.memsw.usage_in_bytes")); err == nil {
 				t.Error("no swap stats on a host with swap accounting")
 			}
@@ -404,7 +404,7 @@ func TestStatsAgainstKernel(t *testing.T) {
 			t.Errorf("pod a has %d processes, its cgroups %d", got, wantProcs)
 		}
 		// Pod a's own cgroup holds all of its containers.
-		if cgroups.Mode() != cgroups.Unified {
+		if !cgroups.IsCgroup2UnifiedMode() {
 			busy := d.ctrStats(t, busyC).Cpu.UsageCoreNanoSeconds.Value
 			podCPU := uint64(readCgroupInt(t, "cpuacct", parent, "cpuacct.usage"))
 			if got := ps.Linux.Cpu.UsageCoreNanoSeconds.Value; got > podCPU || got < busy/2 {
@@ -644,7 +644,7 @@ func TestStatsAgainstKernel(t *testing.T) {
 		if _, err := d.rs.UpdatePodSandboxResources(bg, req); err != nil {
 			t.Fatal(err)
 		}
-		if cgroups.Mode() == cgroups.Unified {
+		if cgroups.IsCgroup2UnifiedMode() {
 			b, _ := os.ReadFile(cgroupFile("", parent, "cpu.max"))
 			if strings.TrimSpace(string(b)) != "160000 100000" || readCgroupInt(t, "", parent, "memory.max") != 528*mib {
 				t.Errorf("pod cgroup cpu.max %q memory.max %d", b, readCgroupInt(t, "", parent, "memory.max"))
@@ -676,7 +676,7 @@ func TestStatsAgainstKernel(t *testing.T) {
 			{&runtimeapi.UpdatePodSandboxResourcesRequest{PodSandboxId: podA, Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: -1}}, codes.InvalidArgument},
 			{&runtimeapi.UpdatePodSandboxResourcesRequest{PodSandboxId: podA, Resources: &runtimeapi.LinuxContainerResources{CpuShares: 1}}, codes.InvalidArgument},
 		}
-		if cgroups.Mode() != cgroups.Unified {
+		if !cgroups.IsCgroup2UnifiedMode() {
 			// Below what the pod uses (its 64 MiB holder): a v1 kernel
 			// refuses (v2 would OOM-kill instead).
 			cases = append(cases, refused{&runtimeapi.UpdatePodSandboxResourcesRequest{PodSandboxId: podA,
@@ -687,7 +687,7 @@ func TestStatsAgainstKernel(t *testing.T) {
 				t.Errorf("%v: %v, want %v", tc.req, err, tc.code)
 			}
 		}
-		if v := readCgroupInt(t, "memory", parent, "memory.limit_in_bytes"); cgroups.Mode() != cgroups.Unified && v != 528*mib {
+		if v := readCgroupInt(t, "memory", parent, "memory.limit_in_bytes"); !cgroups.IsCgroup2UnifiedMode() && v != 528*mib {
 			t.Errorf("a refused update changed the limit to %d", v)
 		}
 	})

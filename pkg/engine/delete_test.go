@@ -9,16 +9,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/containerd/cgroups/v3"
-	"github.com/containerd/cgroups/v3/cgroup1"
-	"github.com/containerd/cgroups/v3/cgroup2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/libct"
 	"github.com/shim-cri/shim/pkg/monitor"
 )
 
@@ -98,34 +97,21 @@ func inCgroup(t *testing.T, path string) *exec.Cmd {
 	if path == "" {
 		return cmd
 	}
-	if cgroups.Mode() == cgroups.Unified {
-		m, err := cgroup2.NewManager("/sys/fs/cgroup", path, &cgroup2.Resources{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			m.Kill()
-			for i := 0; i < 500 && m.Delete() != nil; i++ {
-				time.Sleep(10 * time.Millisecond)
-			}
-		})
-		if err := m.AddProc(uint64(cmd.Process.Pid)); err != nil {
-			t.Fatal(err)
-		}
-		return cmd
-	}
-	cg, err := cgroup1.New(cgroup1.StaticPath(path), &specs.LinuxResources{})
+	spec := &specs.Spec{Linux: &specs.Linux{CgroupsPath: path}}
+	procs, err := libct.CreateCgroup(spec, "x")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		cmd.Process.Kill()
-		for i := 0; i < 500 && cg.Delete() != nil; i++ {
-			time.Sleep(10 * time.Millisecond)
+		if err := libct.RemoveCgroup(context.Background(), spec, "x"); err != nil {
+			t.Errorf("remove cgroup %s: %v", path, err)
 		}
 	})
-	if err := cg.Add(cgroup1.Process{Pid: cmd.Process.Pid}); err != nil {
-		t.Fatal(err)
+	for _, f := range procs {
+		if err := os.WriteFile(f, []byte(strconv.Itoa(cmd.Process.Pid)), 0); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return cmd
 }

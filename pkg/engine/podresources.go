@@ -2,19 +2,15 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
 
-	"github.com/containerd/cgroups/v3"
-	"github.com/containerd/cgroups/v3/cgroup1"
-	"github.com/containerd/cgroups/v3/cgroup2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
 	"github.com/shim-cri/shim/pkg/execdrv/specgen"
+	"github.com/shim-cri/shim/pkg/libct"
 )
 
 // UpdatePodResourcesRequest is UpdatePodSandboxResources: the pod-level
@@ -91,27 +87,14 @@ func podTotal(res, overhead *runtimeapi.LinuxContainerResources) *runtimeapi.Lin
 	return t
 }
 
-// applyCgroup writes resources to an existing cgroup with containerd's
-// cgroups library (v1 or v2, as the host has).
+// applyCgroup writes resources to an existing cgroup (libct's managers:
+// v1 or v2, as the host has).
 func applyCgroup(path string, res *specs.LinuxResources) error {
-	if cgroups.Mode() == cgroups.Unified {
-		if _, err := os.Stat("/sys/fs/cgroup" + path); err != nil {
-			return fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err)
-		}
-		m, err := cgroup2.Load(path)
-		if err != nil {
-			return err
-		}
-		return classify(m.Update(cgroup2.ToResources(res)))
-	}
-	c, err := cgroup1.Load(cgroup1.StaticPath(path))
-	if errors.Is(err, cgroup1.ErrCgroupDeleted) {
+	err := libct.UpdateCgroup(path, res)
+	if errdefs.IsNotFound(err) {
 		return fmt.Errorf("it does not exist: %w", errdefs.ErrFailedPrecondition)
 	}
-	if err != nil {
-		return err
-	}
-	return classify(c.Update(res))
+	return classify(err)
 }
 
 // classify gives a kernel refusal its class: by its errno (EBUSY, a memory

@@ -6,29 +6,46 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strconv"
+	"strings"
 	"testing"
 
+	"github.com/opencontainers/cgroups"
+	"github.com/opencontainers/cgroups/fs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
-// TestCgroup2Paths runs the v2 manager on this host's cgroup2 mount (on a
-// hybrid host it has no controllers, but the core files work: procs,
-// freeze, kill, delete).
+// TestCgroup2Paths runs the v2 manager on this host's cgroup2 mount. On a
+// hybrid host (the library manages v2 only at /sys/fs/cgroup) the test
+// runs itself again in a mount namespace where the cgroup2 mount is bound
+// over /sys/fs/cgroup: it has no controllers there, but the core files
+// work (procs, freeze, kill, delete).
 func TestCgroup2Paths(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root")
 	}
-	mp := "/sys/fs/cgroup/unified"
-	var st unix.Statfs_t
-	if cgroupVersion() == 2 {
-		mp = cgroup2Root
-	} else if unix.Statfs(mp, &st) != nil || st.Type != unix.CGROUP2_SUPER_MAGIC {
-		t.Skip("needs a host with a cgroup2 mount (unified or /sys/fs/cgroup/unified)")
+	mp := cgroup2Root
+	if cgroupVersion() != 2 {
+		var st unix.Statfs_t
+		if unix.Statfs("/sys/fs/cgroup/unified", &st) != nil || st.Type != unix.CGROUP2_SUPER_MAGIC {
+			t.Skip("needs a host with a cgroup2 mount (unified or /sys/fs/cgroup/unified)")
+		}
+		exe, err := os.Executable()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
+			`mount --bind /sys/fs/cgroup/unified /sys/fs/cgroup && exec "$0" -test.run '^TestCgroup2Paths$' -test.v`, exe).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "v2 manager on a unified mount") {
+			t.Fatalf("in a mount namespace with cgroup2 at /sys/fs/cgroup: %v\n%s", err, out)
+		}
+		return
 	}
+	t.Log("v2 manager on a unified mount")
 	path := "/shim-v2test-" + strconv.Itoa(os.Getpid())
-	cg, err := newCgroup2(mp, path, &specs.LinuxResources{})
+	cg, err := newCgroup(2, path, &specs.LinuxResources{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +84,7 @@ func TestCgroup2Paths(t *testing.T) {
 
 // TestCgroup1Delete: on a v1 host Delete removes a leaf cgroup from every
 // hierarchy with one rmdir each, one with a child cgroup through
-// cgroup1's walk, and refuses one with a process in it (and removes it
+// the library's walk, and refuses one with a process in it (and removes it
 // once the process is gone).
 func TestCgroup1Delete(t *testing.T) {
 	if os.Getuid() != 0 {
@@ -142,4 +159,22 @@ func TestCgroup1Delete(t *testing.T) {
 		t.Fatal(err)
 	}
 	gone("after its process", dirs)
+}
+
+// TestV1Paths: the v1 directories libct computes are the library's own.
+func TestV1Paths(t *testing.T) {
+	if cgroupVersion() != 1 {
+		t.Skip("needs a cgroup v1 (legacy or hybrid) host")
+	}
+	got, err := v1Paths("/shim/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := fs.NewManager(&cgroups.Cgroup{Path: "/shim/x", Resources: &cgroups.Resources{}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := m.GetPaths(); !reflect.DeepEqual(got, want) {
+		t.Errorf("paths\n %v\nthe library's\n %v", got, want)
+	}
 }

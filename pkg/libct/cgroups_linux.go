@@ -28,6 +28,81 @@ type cgroupManager interface {
 	Delete() error
 }
 
+// pendingCgroup is a cgroup being made by another goroutine (makeCgroup):
+// each method waits for it, and fails as its making failed.
+type pendingCgroup struct {
+	done chan struct{}
+	cg   cgroupManager
+	err  error
+}
+
+func makeCgroup(version int, path string, r *specs.LinuxResources) *pendingCgroup {
+	p := &pendingCgroup{done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		p.cg, p.err = newCgroup(version, path, r)
+	}()
+	return p
+}
+
+func (p *pendingCgroup) wait() error {
+	<-p.done
+	return p.err
+}
+
+func (p *pendingCgroup) Add(pid int) error {
+	if err := p.wait(); err != nil {
+		return err
+	}
+	return p.cg.Add(pid)
+}
+func (p *pendingCgroup) ProcsFiles() ([]string, error) {
+	if err := p.wait(); err != nil {
+		return nil, err
+	}
+	return p.cg.ProcsFiles()
+}
+func (p *pendingCgroup) Update(r *specs.LinuxResources) error {
+	if err := p.wait(); err != nil {
+		return err
+	}
+	return p.cg.Update(r)
+}
+func (p *pendingCgroup) Freeze() error {
+	if err := p.wait(); err != nil {
+		return err
+	}
+	return p.cg.Freeze()
+}
+func (p *pendingCgroup) Thaw() error {
+	if err := p.wait(); err != nil {
+		return err
+	}
+	return p.cg.Thaw()
+}
+func (p *pendingCgroup) Frozen() bool { return p.wait() == nil && p.cg.Frozen() }
+func (p *pendingCgroup) Pids() ([]int, error) {
+	if err := p.wait(); err != nil {
+		return nil, err
+	}
+	return p.cg.Pids()
+}
+func (p *pendingCgroup) Stats() (*Stats, error) {
+	if err := p.wait(); err != nil {
+		return nil, err
+	}
+	return p.cg.Stats()
+}
+
+// Delete of a cgroup whose making failed has nothing to remove (newCgroup
+// leaves nothing).
+func (p *pendingCgroup) Delete() error {
+	if p.wait() != nil {
+		return nil
+	}
+	return p.cg.Delete()
+}
+
 // cgroupfs paths only; a systemd "slice:prefix:name" is not supported yet.
 func CgroupPath(spec *specs.Spec, id string) (string, error) {
 	p := ""
@@ -96,6 +171,12 @@ func withDeviceRules(r *specs.LinuxResources, devs []specs.LinuxDevice) *specs.L
 func cgroupErrClass(err error) error {
 	if errors.Is(err, os.ErrNotExist) {
 		return errdefs.ErrNotImplemented
+	}
+	// The cgroups library turns v1's EBUSY for a memory limit below
+	// what the kernel can reclaim into an error of its own, without the
+	// errno: "unable to set memory limit to N (current usage: ...)".
+	if strings.Contains(err.Error(), "unable to set memory limit to ") {
+		return errdefs.ErrFailedPrecondition
 	}
 	return errdefs.OSClass(err, errdefs.ErrInvalidArgument)
 }
@@ -213,6 +294,20 @@ func specCgroup(spec *specs.Spec, id string) (cgroupManager, error) {
 		return nil, nil
 	}
 	return cg, err
+}
+
+// UpdateCgroup writes resources to the existing cgroup at path (a pod's,
+// which kubelet made); one that does not exist is ErrNotFound. Device
+// rules are left as they are unless res has some.
+func UpdateCgroup(path string, res *specs.LinuxResources) error {
+	if err := validateResources(res); err != nil {
+		return err
+	}
+	cg, err := loadCgroup(cgroupVersion(), path)
+	if err != nil {
+		return err
+	}
+	return cg.Update(res)
 }
 
 // CreateCgroup makes the cgroup a spec names for a process libct does not

@@ -52,7 +52,7 @@ func PrepareCreate(ctx context.Context, stateRoot, id string, spec *specs.Spec, 
 		log.G(ctx).WithField(log.FieldContainerID, id).Debugf("no direct create (%s): the helper creates", why)
 		return false, nil
 	}
-	p, err := prepare(ctx, stateRoot, id, spec, bundle)
+	p, err := prepare(ctx, stateRoot, id, spec, bundle, false)
 	if err != nil {
 		return false, err
 	}

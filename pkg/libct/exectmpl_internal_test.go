@@ -3,6 +3,7 @@ package libct
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -73,6 +74,14 @@ func TestExecTemplate(t *testing.T) {
 	}
 	if _, has := cfg["process"]; has || cfg["mode"] != modeExec || cfg["initPid"] != 4242.0 || cfg["seccomp"] == nil || cfg["userNS"] != false {
 		t.Errorf("config %s", raw)
+	}
+	// What the init reads is what initConfig itself would have written.
+	want, _ := json.Marshal(&initConfig{Mode: modeExec, ID: "c1", Seccomp: spec.Linux.Seccomp, InitPid: 4242, CgroupPath: "/shim/c1"})
+	var got, wantCfg initConfig
+	json.Unmarshal(raw, &got)
+	json.Unmarshal(want, &wantCfg)
+	if !bytes.Equal(raw, want) || !reflect.DeepEqual(got, wantCfg) {
+		t.Errorf("config %s, initConfig's %s", raw, want)
 	}
 
 	spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/shim-cri/shim/pkg/errdefs"
 )
 
@@ -76,7 +77,7 @@ func execTemplate(st *stored, cg cgroupManager) ([]byte, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	cfg, err := json.Marshal(&initConfig{
+	cfg, err := json.Marshal(&execConfig{
 		Mode: modeExec, ID: st.ID, Seccomp: st.Spec.Linux.Seccomp, InitPid: st.Pid, CgroupPath: st.CgroupPath,
 	})
 	if err != nil {
@@ -89,6 +90,24 @@ func execTemplate(st *stored, cg cgroupManager) ([]byte, bool, error) {
 	}
 	b.section(cfg)
 	return b.Bytes(), true, nil
+}
+
+// execConfig is the initConfig of an exec template: the fields it sets
+// and those initConfig always writes, under initConfig's names. Not
+// initConfig itself: encoding/json builds the encoder of every type a
+// struct reaches, and initConfig reaches the whole spec (about 1 ms of a
+// create here, whose spec is coded by specjson).
+type execConfig struct {
+	Mode        string              `json:"mode"`
+	ID          string              `json:"id"`
+	ExtraFiles  int                 `json:"extraFiles"`
+	NewMountNS  bool                `json:"newMountNS"`
+	NewUTSNS    bool                `json:"newUTSNS"`
+	NewCgroupNS bool                `json:"newCgroupNS"`
+	UserNS      bool                `json:"userNS"`
+	Seccomp     *specs.LinuxSeccomp `json:"seccomp,omitempty"`
+	CgroupPath  string              `json:"cgroupPath,omitempty"`
+	InitPid     int                 `json:"initPid,omitempty"`
 }
 
 // template writes the sections of a template (exec.tmpl, create.tmpl):

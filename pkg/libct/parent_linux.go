@@ -82,6 +82,9 @@ type launch struct {
 	oom    *int          // oom_score_adj of stage 0 (inherited by the init), or nil
 	cg     cgroupManager // the cgroup stage 0 joins before the C stage runs, or nil
 	idMaps *specs.Linux  // uid and gid mappings, written when the C stage asks
+	// onPid, if set, is called with the init's pid as soon as it is
+	// known, before the exchange with the init (which it runs beside).
+	onPid func(pid int)
 }
 
 // started is a Go init this process started and is the parent of.
@@ -190,6 +193,13 @@ func (l *launch) bootstrap(ctx context.Context, conn *net.UnixConn, stage0 int) 
 		}
 	}
 	if l.cg != nil {
+		if p, ok := l.cg.(*pendingCgroup); ok {
+			// Made beside the init's start (Create): its error is
+			// the create's, with its own class.
+			if err := p.wait(); err != nil {
+				return 0, err
+			}
+		}
 		if err := l.cg.Add(stage0); err != nil {
 			return 0, fmt.Errorf("add init to cgroup: %w: %w", err, errdefs.ErrInternal)
 		}
@@ -349,6 +359,9 @@ func (l *launch) run(ctx context.Context, exchange func(*started) error) (*start
 	s, err := l.start(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if l.onPid != nil {
+		l.onPid(s.pid)
 	}
 	stop := s.cancelOn(ctx)
 	defer stop()

@@ -10,7 +10,9 @@ import (
 	"strconv"
 	"strings"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/shim-cri/shim/pkg/errdefs"
+	"github.com/shim-cri/shim/pkg/libct/specjson"
 	"golang.org/x/sys/unix"
 )
 
@@ -52,9 +54,25 @@ func validID(id string) bool {
 
 func stateDir(root, id string) string { return filepath.Join(root, id) }
 
+// storedWire is the state file: stored, its spec coded by specjson (the
+// spec is most of the file, and encoding/json's first use of its types
+// in a process costs milliseconds: every command reads the state once).
+type storedWire struct {
+	stored
+	Spec json.RawMessage `json:"spec"`
+}
+
 // writeState writes the state file (writeAtomic).
 func writeState(dir string, st *stored) error {
-	b, err := json.Marshal(st)
+	w := storedWire{stored: *st, Spec: json.RawMessage("null")}
+	if st.Spec != nil {
+		b, err := specjson.Encode(st.Spec)
+		if err != nil {
+			return fmt.Errorf("encode state: %w: %w", err, errdefs.ErrInternal)
+		}
+		w.Spec = b
+	}
+	b, err := json.Marshal(&w)
 	if err != nil {
 		return fmt.Errorf("encode state: %w", errdefs.ErrInternal)
 	}
@@ -100,9 +118,16 @@ func readState(root, id string) (*stored, error) {
 	if _, err := buf.ReadFrom(&limitedReader{f, maxStateSize}); err != nil {
 		return nil, fmt.Errorf("container %q: read state: %w: %w", id, err, errdefs.ErrDataLoss)
 	}
-	var st stored
-	if err := json.Unmarshal(buf.Bytes(), &st); err != nil {
+	var w storedWire
+	if err := json.Unmarshal(buf.Bytes(), &w); err != nil {
 		return nil, fmt.Errorf("container %q: corrupt state: %w: %w", id, err, errdefs.ErrDataLoss)
+	}
+	st := w.stored
+	if len(w.Spec) > 0 && string(w.Spec) != "null" {
+		st.Spec = new(specs.Spec)
+		if err := specjson.Decode(w.Spec, st.Spec); err != nil {
+			return nil, fmt.Errorf("container %q: corrupt state: %w: %w", id, err, errdefs.ErrDataLoss)
+		}
 	}
 	return &st, nil
 }

@@ -51,6 +51,10 @@ type CreateOpts struct {
 	NoPivot bool
 	// NoNewKeyring keeps the caller's session keyring.
 	NoNewKeyring bool
+	// OnPid, if set, is called with the init's pid once it is known,
+	// while the init sets the container up: the caller's work to do
+	// beside it (it must not block).
+	OnPid func(pid int)
 }
 
 // ExecOpts are the caller's choices for Exec.

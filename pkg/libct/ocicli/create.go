@@ -2,17 +2,18 @@ package ocicli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"sync"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/shim-cri/shim/pkg/errdefs"
 	"github.com/shim-cri/shim/pkg/libct"
+	"github.com/shim-cri/shim/pkg/libct/specjson"
 	"github.com/shim-cri/shim/pkg/log"
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
@@ -31,7 +32,7 @@ var createFlags = []cli.Flag{
 var ociCreate = &cli.Command{
 	Name: "create", Usage: "create a container", ArgsUsage: "<id>", Flags: createFlags,
 	Action: func(c *cli.Context) error {
-		_, err := doCreate(c)
+		_, err := doCreate(c, nil)
 		return ociFail(err)
 	},
 }
@@ -42,9 +43,12 @@ func readSpec(bundle string) (*specs.Spec, error) {
 		return nil, fmt.Errorf("read bundle config: %w: %w", err, errdefs.ErrNotFound)
 	}
 	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 16<<20))
+	if err != nil {
+		return nil, fmt.Errorf("read bundle config: %w", err)
+	}
 	var spec specs.Spec
-	dec := json.NewDecoder(io.LimitReader(f, 16<<20))
-	if err := dec.Decode(&spec); err != nil {
+	if err := specjson.Decode(b, &spec); err != nil {
 		return nil, fmt.Errorf("parse config.json: %w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	return &spec, nil
@@ -77,7 +81,9 @@ func writePidFile(path string, pid int) error {
 	return os.Rename(tmp, abs)
 }
 
-func doCreate(c *cli.Context) (*libct.Container, error) {
+// doCreate creates the container of the command line; onPid, if set, is
+// CreateOpts.OnPid.
+func doCreate(c *cli.Context, onPid func(int)) (*libct.Container, error) {
 	id, err := needID(c)
 	if err != nil {
 		return nil, err
@@ -94,7 +100,7 @@ func doCreate(c *cli.Context) (*libct.Container, error) {
 	}
 	opts := libct.CreateOpts{
 		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
-		NoPivot: c.Bool("no-pivot"), NoNewKeyring: c.Bool("no-new-keyring"),
+		NoPivot: c.Bool("no-pivot"), NoNewKeyring: c.Bool("no-new-keyring"), OnPid: onPid,
 	}
 	for i := 0; i < c.Int("preserve-fds"); i++ {
 		opts.ExtraFiles = append(opts.ExtraFiles, os.NewFile(uintptr(3+i), "preserved"))
@@ -148,14 +154,17 @@ var ociRun = &cli.Command{
 			// leaves behind) is reaped here.
 			unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 		}
-		var sigs chan os.Signal
+		var sigs *signalForwarder
+		var onPid func(int)
 		if !c.Bool("detach") {
 			sigs = forwardSignals()
+			onPid = func(int) { sigs.installRest() }
 		}
-		ct, err := doCreate(c)
+		ct, err := doCreate(c, onPid)
 		if err != nil {
 			return ociFail(err)
 		}
+		sigs.wait()
 		if err := ct.Start(ctx); err != nil {
 			ct.Delete(ctx, true)
 			return ociFail(err)
@@ -174,24 +183,53 @@ var ociRun = &cli.Command{
 	},
 }
 
-// forwardSignals has every signal this process gets delivered to the
-// channel it returns, for forwardAndWait. run and exec call it before
-// they create anything: a signal during the create (^C) is then held and
-// forwarded once the process runs, instead of ending this process and
-// leaving a created container behind. Installing the handlers is one
-// hand-off to the Go runtime's signal thread per signal (about 2 ms
-// here), so it runs beside the create, which does not wait for it; a
-// signal in its first milliseconds has its default action, as one before
-// signal.Notify returned always had.
-func forwardSignals() chan os.Signal {
-	sigs := make(chan os.Signal, 32)
-	go signal.Notify(sigs)
-	return sigs
+// signalForwarder holds the signals run and exec forward to the
+// container's process (forwardAndWait).
+type signalForwarder struct {
+	sigs      chan os.Signal
+	installed chan struct{} // closed once every signal is held
+	once      sync.Once
+}
+
+// forwardSignals holds the signals that end a process (^C, SIGTERM,
+// SIGHUP, SIGQUIT) from now on: run and exec call it before they create
+// anything, so one during the create is forwarded once the process runs,
+// instead of ending this process and leaving a created container behind,
+// as runc does. The other signals are held by installRest, which runs
+// beside the create: installing a handler is one hand-off to the Go
+// runtime's signal thread per signal (about 2 ms for all of them here).
+func forwardSignals() *signalForwarder {
+	f := &signalForwarder{sigs: make(chan os.Signal, 32), installed: make(chan struct{})}
+	signal.Notify(f.sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT)
+	return f
+}
+
+// installRest holds every other signal, in the background; wait waits
+// for it.
+func (f *signalForwarder) installRest() {
+	f.once.Do(func() {
+		go func() {
+			signal.Notify(f.sigs)
+			close(f.installed)
+		}()
+	})
+}
+
+// wait begins installRest if nothing has, and waits until every signal is
+// held; a nil forwarder (detached) has nothing to wait for.
+func (f *signalForwarder) wait() {
+	if f == nil {
+		return
+	}
+	f.installRest()
+	<-f.installed
 }
 
 // forwardAndWait forwards signals to pid and reaps children until pid
 // exits; it returns the exit code (128+signal for a signal death).
-func forwardAndWait(ct *libct.Container, pid int, sigs chan os.Signal) int {
+func forwardAndWait(ct *libct.Container, pid int, f *signalForwarder) int {
+	f.wait()
+	sigs := f.sigs
 	done := make(chan int, 1)
 	go func() {
 		for {

@@ -120,9 +120,10 @@ func doExec(c *cli.Context) error {
 	if !c.Bool("detach") {
 		unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 	}
-	var sigs chan os.Signal
+	var sigs *signalForwarder
 	if !c.Bool("detach") {
 		sigs = forwardSignals()
+		sigs.installRest()
 	}
 	useEmbeddedInit(rootOf(c))
 	proc, err := ct.Exec(context.Background(), p, opts)
@@ -144,7 +145,7 @@ func doExec(c *cli.Context) error {
 // attachAndWait connects a terminal (when there is one) to our stdio,
 // forwards signals to pid and waits for it: its exit code, once the
 // terminal's output is drained (for a second at most).
-func attachAndWait(ct *libct.Container, pid int, console *os.File, sigs chan os.Signal) int {
+func attachAndWait(ct *libct.Container, pid int, console *os.File, sigs *signalForwarder) int {
 	var copyDone chan struct{}
 	if console != nil {
 		copyDone = make(chan struct{})

@@ -46,8 +46,13 @@ func TestDropText(t *testing.T) {
 	}
 	after := textRSS(t)
 	t.Logf("code mapping resident: %d KiB before, %d KiB after", before, after)
-	// Without the drop nothing leaves: after >= before.
-	if before < 512 || after*4 > before*3 {
-		t.Errorf("code mapping resident: %d KiB before, %d KiB after: want under three quarters after", before, after)
+	// Without the drop nothing leaves: after >= before. How much stays
+	// away depends on the page cache: a refault maps the whole large
+	// folio it hits (up to 2 MB of the file here), and this test binary's
+	// code is about two of them, both of which the test's own code
+	// touches again (the daemon's binary is 44 MB: most of it stays
+	// away, README's idle RSS).
+	if before < 512 || after >= before {
+		t.Errorf("code mapping resident: %d KiB before, %d KiB after: want less after", before, after)
 	}
 }
