@@ -3,6 +3,8 @@
 package libct
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/cgroups/fs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/shim-cri/shim/pkg/errdefs"
 	"golang.org/x/sys/unix"
 )
 
@@ -183,5 +186,69 @@ func TestV1Paths(t *testing.T) {
 	delete(want, "")
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("paths\n %v\nthe library's\n %v", got, want)
+	}
+}
+
+// TestToResources: the spec's resources in the library's form; what a
+// version cannot apply is refused (never dropped), shares become the v2
+// weight, and no device rules leave the devices alone.
+func TestToResources(t *testing.T) {
+	u64 := func(v uint64) *uint64 { return &v }
+	i64 := func(v int64) *int64 { return &v }
+	u32 := func(v uint32) *uint32 { return &v }
+	yes := true
+	v2only := map[string]*specs.LinuxResources{
+		"kernelTCP":        {Memory: &specs.LinuxMemory{KernelTCP: i64(1 << 20)}},
+		"swappiness":       {Memory: &specs.LinuxMemory{Swappiness: u64(10)}},
+		"disableOOMKiller": {Memory: &specs.LinuxMemory{DisableOOMKiller: &yes}},
+		"realtime":         {CPU: &specs.LinuxCPU{RealtimeRuntime: i64(1000)}},
+		"leafWeight":       {BlockIO: &specs.LinuxBlockIO{LeafWeight: new(uint16)}},
+		"device leaf":      {BlockIO: &specs.LinuxBlockIO{WeightDevice: []specs.LinuxWeightDevice{{LeafWeight: func() *uint16 { v := uint16(10); return &v }()}}}},
+		"classID":          {Network: &specs.LinuxNetwork{ClassID: u32(7)}},
+	}
+	*v2only["leafWeight"].BlockIO.LeafWeight = 10
+	for name, r := range v2only {
+		if _, err := toResources(2, r); !errdefs.Is(err, errdefs.ErrNotImplemented) {
+			t.Errorf("%s on v2: %v, want not implemented", name, err)
+		}
+		if _, err := toResources(1, r); err != nil {
+			t.Errorf("%s on v1: %v", name, err)
+		}
+	}
+	for _, v := range []int{1, 2} {
+		if _, err := toResources(v, &specs.LinuxResources{Memory: &specs.LinuxMemory{Kernel: i64(1 << 20)}}); !errdefs.Is(err, errdefs.ErrNotImplemented) {
+			t.Errorf("memory.kernel on v%d: %v", v, err)
+		}
+		for _, devs := range [][]specs.LinuxDeviceCgroup{nil, {}} {
+			if out, err := toResources(v, &specs.LinuxResources{Devices: devs, Unified: map[string]string{}}); err != nil || !out.SkipDevices || out.Unified != nil {
+				t.Errorf("v%d devices %v: %+v %v", v, devs, out, err)
+			}
+		}
+	}
+	out, err := toResources(2, &specs.LinuxResources{CPU: &specs.LinuxCPU{Shares: u64(1024)}})
+	if err != nil || out.CpuWeight == 0 || out.CpuWeight != cgroups.ConvertCPUSharesToCgroupV2Value(1024) {
+		t.Errorf("shares on v2: %+v %v", out, err)
+	}
+	if out, _ := toResources(1, &specs.LinuxResources{CPU: &specs.LinuxCPU{Shares: u64(1024)}}); out.CpuShares != 1024 || out.CpuWeight != 0 {
+		t.Errorf("shares on v1: %+v", out)
+	}
+}
+
+// TestCgroupErrClass: libct's own refusals keep their class; the library's
+// memory-limit refusals (no errno) are failed preconditions.
+func TestCgroupErrClass(t *testing.T) {
+	for err, want := range map[error]error{
+		fmt.Errorf("x: %w", errdefs.ErrNotImplemented):                                  errdefs.ErrNotImplemented,
+		errors.New("unable to set memory limit to 1 (current usage: 2, peak usage: 3)"): errdefs.ErrFailedPrecondition,
+		errors.New("rejecting memory limit 1 <= usage 2"):                               errdefs.ErrFailedPrecondition,
+		fmt.Errorf("write: %w", unix.EINVAL):                                            errdefs.ErrInvalidArgument,
+		fmt.Errorf("write: %w", os.ErrNotExist):                                         errdefs.ErrNotImplemented,
+	} {
+		if got := cgroupErrClass(err); got != want {
+			t.Errorf("%v: %v, want %v", err, got, want)
+		}
+	}
+	if err := UpdateCgroup("/shim-nope", &specs.LinuxResources{Devices: []specs.LinuxDeviceCgroup{{Allow: true}}}); !errdefs.Is(err, errdefs.ErrNotImplemented) {
+		t.Errorf("device rules through UpdateCgroup: %v", err)
 	}
 }

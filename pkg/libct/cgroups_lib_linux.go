@@ -62,7 +62,8 @@ func newManager(version int, mountpoint, path string, r *cgroups.Resources) (cgr
 
 // v1Paths are the directories of the v1 cgroup at path (absolute: from
 // each hierarchy's root), keyed as the library's v1 manager names its
-// controllers, from one read of the mount table and of /proc/self/cgroup.
+// controllers, from the mount table (read once per process) and
+// /proc/self/cgroup (read twice).
 // (The library's own lookup probes each controller's default directory
 // with four system calls: about 1.3 ms here.) Named hierarchies other
 // than systemd's have no controller in the library and are left out; a
@@ -124,7 +125,11 @@ func newCgroupAt(version int, mountpoint, path string, r *specs.LinuxResources) 
 		if err == nil {
 			err = setKernelTCP(version, m, r)
 		}
+		if err == nil {
+			err = checkBurst(version, m, r)
+		}
 		if err != nil {
+			// What Apply made: the directories, empty.
 			m.Destroy()
 		}
 	}
@@ -180,6 +185,9 @@ func (c *cgroup) Update(r *specs.LinuxResources) error {
 		if err = c.m.Set(res); err == nil {
 			err = setKernelTCP(c.version, c.m, r)
 		}
+		if err == nil {
+			err = checkBurst(c.version, c.m, r)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("update cgroup: %w: %w", err, cgroupErrClass(err))
@@ -192,6 +200,10 @@ func (c *cgroup) Update(r *specs.LinuxResources) error {
 // thread), as runc does.
 func (c *cgroup) Freeze() error {
 	if err := c.m.Freeze(cgroups.Frozen); err != nil {
+		if !errdefs.Classified(err) {
+			// v1: still FREEZING after the library's retries.
+			return fmt.Errorf("freeze cgroup %s: %w: %w", c.path, err, errdefs.ErrUnavailable)
+		}
 		return fmt.Errorf("freeze: %w", err)
 	}
 	return nil
@@ -202,7 +214,15 @@ func (c *cgroup) Thaw() error {
 	}
 	return nil
 }
+
+// Frozen reads the freezer once (the library's v1 GetFreezerState waits
+// while a cgroup is FREEZING, without bound: state and list must not).
 func (c *cgroup) Frozen() bool {
+	if c.version == 1 {
+		dir := c.m.GetPaths()["freezer"]
+		b, err := os.ReadFile(filepath.Join(dir, "freezer.state"))
+		return dir != "" && err == nil && strings.TrimSpace(string(b)) == "FROZEN"
+	}
 	s, err := c.m.GetFreezerState()
 	return err == nil && s == cgroups.Frozen
 }
@@ -262,18 +282,25 @@ func (c *cgroup) Stats() (*Stats, error) {
 	return &s, nil
 }
 
-// toResources is the library's form of the spec's resources. What it
-// cannot apply is refused: the kernel memory limit (gone from the kernel),
-// memory.use_hierarchy off (always on since 5.x), the kernel TCP limit on
-// v2 (no such knob).
+// toResources is the library's form of the spec's resources. What the
+// library or the kernel cannot apply is refused, never dropped: the kernel
+// memory limit (gone from the kernel), memory.use_hierarchy off (always on
+// since 5.x); on v2, which has no such knobs, the kernel TCP limit,
+// swappiness, disabling the OOM killer, real-time CPU time, blkio leaf
+// weights and the network class and priorities. The v1 CPU burst is
+// checked once the cgroup exists (checkBurst). Shares become the v2
+// weight here (the library leaves that to its caller).
 func toResources(version int, r *specs.LinuxResources) (*cgroups.Resources, error) {
 	out := &cgroups.Resources{}
 	if r == nil {
 		r = &specs.LinuxResources{}
 	}
+	no := func(what string) (*cgroups.Resources, error) {
+		return nil, fmt.Errorf("%s: cgroup v%d has no such setting: %w", what, version, errdefs.ErrNotImplemented)
+	}
 	// No rules (an update without devices, a spec without a linux
 	// section): the devices stay as they are.
-	out.SkipDevices = r.Devices == nil
+	out.SkipDevices = len(r.Devices) == 0
 	for _, d := range r.Devices {
 		rule := &devices.Rule{Major: devices.Wildcard, Minor: devices.Wildcard, Permissions: devices.Permissions(d.Access), Allow: d.Allow}
 		switch d.Type {
@@ -298,8 +325,15 @@ func toResources(version int, r *specs.LinuxResources) (*cgroups.Resources, erro
 		if m.Kernel != nil {
 			return nil, fmt.Errorf("memory.kernel: kernel memory limits are gone from the kernel: %w", errdefs.ErrNotImplemented)
 		}
-		if m.KernelTCP != nil && version == 2 {
-			return nil, fmt.Errorf("memory.kernelTCP: cgroup v2 has no kernel TCP limit: %w", errdefs.ErrNotImplemented)
+		if version == 2 {
+			switch {
+			case m.KernelTCP != nil:
+				return no("memory.kernelTCP")
+			case m.Swappiness != nil:
+				return no("memory.swappiness")
+			case m.DisableOOMKiller != nil && *m.DisableOOMKiller:
+				return no("memory.disableOOMKiller")
+			}
 		}
 		if m.UseHierarchy != nil && !*m.UseHierarchy {
 			return nil, fmt.Errorf("memory.useHierarchy false: the kernel always uses the hierarchy: %w", errdefs.ErrNotImplemented)
@@ -312,7 +346,13 @@ func toResources(version int, r *specs.LinuxResources) (*cgroups.Resources, erro
 		out.MemoryCheckBeforeUpdate = m.CheckBeforeUpdate != nil && *m.CheckBeforeUpdate
 	}
 	if c := r.CPU; c != nil {
+		if version == 2 && (deref(c.RealtimeRuntime) != 0 || deref(c.RealtimePeriod) != 0) {
+			return no("cpu.realtimeRuntime and realtimePeriod")
+		}
 		out.CpuShares = deref(c.Shares)
+		if version == 2 && out.CpuShares != 0 {
+			out.CpuWeight = cgroups.ConvertCPUSharesToCgroupV2Value(out.CpuShares)
+		}
 		out.CpuQuota = deref(c.Quota)
 		out.CpuBurst = c.Burst
 		out.CpuPeriod = deref(c.Period)
@@ -327,6 +367,9 @@ func toResources(version int, r *specs.LinuxResources) (*cgroups.Resources, erro
 	if b := r.BlockIO; b != nil {
 		out.BlkioWeight, out.BlkioLeafWeight = deref(b.Weight), deref(b.LeafWeight)
 		for _, d := range b.WeightDevice {
+			if version == 2 && deref(d.LeafWeight) != 0 {
+				return no("blockIO.weightDevice leafWeight")
+			}
 			out.BlkioWeightDevice = append(out.BlkioWeightDevice, cgroups.NewWeightDevice(d.Major, d.Minor, deref(d.Weight), deref(d.LeafWeight)))
 		}
 		throttle := func(ds []specs.LinuxThrottleDevice) []*cgroups.ThrottleDevice {
@@ -340,11 +383,17 @@ func toResources(version int, r *specs.LinuxResources) (*cgroups.Resources, erro
 		out.BlkioThrottleWriteBpsDevice = throttle(b.ThrottleWriteBpsDevice)
 		out.BlkioThrottleReadIOPSDevice = throttle(b.ThrottleReadIOPSDevice)
 		out.BlkioThrottleWriteIOPSDevice = throttle(b.ThrottleWriteIOPSDevice)
+		if version == 2 && out.BlkioLeafWeight != 0 {
+			return no("blockIO.leafWeight")
+		}
 	}
 	for _, h := range r.HugepageLimits {
 		out.HugetlbLimit = append(out.HugetlbLimit, &cgroups.HugepageLimit{Pagesize: h.Pagesize, Limit: h.Limit})
 	}
 	if n := r.Network; n != nil {
+		if version == 2 && (deref(n.ClassID) != 0 || len(n.Priorities) > 0) {
+			return no("network.classID and priorities")
+		}
 		out.NetClsClassid = deref(n.ClassID)
 		for _, p := range n.Priorities {
 			out.NetPrioIfpriomap = append(out.NetPrioIfpriomap, &cgroups.IfPrioMap{Interface: p.Name, Priority: int64(p.Priority)})
@@ -356,7 +405,7 @@ func toResources(version int, r *specs.LinuxResources) (*cgroups.Resources, erro
 			out.Rdma[k] = cgroups.LinuxRdma{HcaHandles: v.HcaHandles, HcaObjects: v.HcaObjects}
 		}
 	}
-	if r.Unified != nil {
+	if len(r.Unified) > 0 {
 		out.Unified = r.Unified
 	}
 	return out, nil
@@ -374,6 +423,18 @@ func setKernelTCP(version int, m cgroups.Manager, r *specs.LinuxResources) error
 	}
 	v := strconv.FormatInt(*r.Memory.KernelTCP, 10)
 	return cgroups.WriteFile(dir, "memory.kmem.tcp.limit_in_bytes", strings.TrimSpace(v))
+}
+
+// checkBurst refuses a v1 CPU burst on a kernel without the knob, which
+// the library skips without a word.
+func checkBurst(version int, m cgroups.Manager, r *specs.LinuxResources) error {
+	if version != 1 || r == nil || r.CPU == nil || deref(r.CPU.Burst) == 0 {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(m.GetPaths()["cpu"], "cpu.cfs_burst_us")); err != nil {
+		return fmt.Errorf("cpu.burst: this kernel has no cpu.cfs_burst_us: %w", errdefs.ErrNotImplemented)
+	}
+	return nil
 }
 
 func deref[T any](p *T) T {

@@ -169,13 +169,18 @@ func withDeviceRules(r *specs.LinuxResources, devs []specs.LinuxDevice) *specs.L
 // (EBUSY: a memory limit below the usage), and a value the kernel refused
 // (EINVAL, ERANGE, ...).
 func cgroupErrClass(err error) error {
+	if c := errdefs.Of(err); c != nil {
+		return c // libct's own refusals keep their class
+	}
 	if errors.Is(err, os.ErrNotExist) {
 		return errdefs.ErrNotImplemented
 	}
 	// The cgroups library turns v1's EBUSY for a memory limit below
 	// what the kernel can reclaim into an error of its own, without the
-	// errno: "unable to set memory limit to N (current usage: ...)".
-	if strings.Contains(err.Error(), "unable to set memory limit to ") {
+	// errno ("unable to set memory limit to N (current usage: ...)"), and
+	// refuses a v2 limit under the usage when asked to check first
+	// ("rejecting memory limit ..."): both a failed precondition.
+	if msg := err.Error(); strings.Contains(msg, "unable to set memory limit to ") || strings.Contains(msg, "rejecting memory") {
 		return errdefs.ErrFailedPrecondition
 	}
 	return errdefs.OSClass(err, errdefs.ErrInvalidArgument)
@@ -298,10 +303,13 @@ func specCgroup(spec *specs.Spec, id string) (cgroupManager, error) {
 
 // UpdateCgroup writes resources to the existing cgroup at path (a pod's,
 // which kubelet made); one that does not exist is ErrNotFound. Device
-// rules are left as they are unless res has some.
+// rules cannot be changed this way (refused).
 func UpdateCgroup(path string, res *specs.LinuxResources) error {
 	if err := validateResources(res); err != nil {
 		return err
+	}
+	if res != nil && len(res.Devices) > 0 {
+		return fmt.Errorf("cgroup %s: device rules cannot be updated: %w", path, errdefs.ErrNotImplemented)
 	}
 	cg, err := loadCgroup(cgroupVersion(), path)
 	if err != nil {

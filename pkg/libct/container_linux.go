@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strconv"
 	"sync"
@@ -83,11 +84,16 @@ func Create(ctx context.Context, stateRoot, id string, spec *specs.Spec, bundle 
 		cfg:         p.config(opts),
 		consoleSock: opts.ConsoleSocket,
 	}
+	if pc, ok := c.cg.(*pendingCgroup); ok {
+		ip.cfg.cgroupMade = func() { pc.wait() }
+	}
 	ip.plan = cplanFor(ctx, ip.cfg, true)
 	ip.bs.cinit = ip.plan != nil
 	// The state is recorded while the init sets the container up (its
 	// pid is all the record needs): on another CPU, off the create's
-	// path. A failed create removes it with the state dir.
+	// path. Until Create returns, another process may see the container
+	// "created" with an init that is not ready (a start waits on its exec
+	// fifo); a failed create removes it with the state dir.
 	var recorded chan error
 	ip.onPid = func(pid int) {
 		c.st = p.stored(opts.NoPivot)
@@ -551,6 +557,21 @@ func (c *Container) Update(r *specs.LinuxResources) error {
 	}
 	if c.status() == StatusStopped {
 		return fmt.Errorf("container %q is stopped: %w", c.st.ID, errdefs.ErrFailedPrecondition)
+	}
+	if len(r.Devices) > 0 {
+		// containerd's runc shim sends the spec's resources whole:
+		// the same rules are kept; others cannot be applied to a
+		// running container here (runc ignores them).
+		var old []specs.LinuxDeviceCgroup
+		if c.st.Spec.Linux != nil && c.st.Spec.Linux.Resources != nil {
+			old = c.st.Spec.Linux.Resources.Devices
+		}
+		if !reflect.DeepEqual(r.Devices, old) {
+			return fmt.Errorf("container %q: device rules cannot be updated: %w", c.st.ID, errdefs.ErrNotImplemented)
+		}
+		same := *r
+		same.Devices = nil
+		r = &same
 	}
 	cg, err := c.cgroup()
 	if err != nil {

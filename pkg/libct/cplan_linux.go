@@ -391,6 +391,9 @@ func (w *planWriter) cgroup(cfg *initConfig, dest string, pm parsedMount) string
 		} else {
 			src := filepath.Join(mi.Mountpoint, cfg.CgroupPath)
 			w.op(cpDest, 1, sub)
+			if cfg.cgroupMade != nil {
+				cfg.cgroupMade()
+			}
 			if _, err := os.Stat(src); err != nil {
 				// The Go init skips it too (having made the directory).
 				continue

@@ -41,6 +41,10 @@ type initConfig struct {
 
 	conn       frameConn
 	mountFiles []*os.File
+	// cgroupMade, when set, waits until the container's cgroup exists
+	// (Create makes it beside the rest): the C init's plan binds its
+	// directories only once they are there.
+	cgroupMade func()
 }
 
 // preparedMount returns (and hands over) the detached tree the parent

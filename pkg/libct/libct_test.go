@@ -353,23 +353,38 @@ func TestMemoryLimitOOMKill(t *testing.T) {
 	}
 }
 
+// TestCgroupLimitsApplied: the limits are in the container's cgroup, which
+// it sees at /sys/fs/cgroup: in a cgroup namespace, and without one (its
+// directories bound there: Create makes the cgroup beside the rest, and
+// the C init's plan must wait for it).
 func TestCgroupLimitsApplied(t *testing.T) {
 	needRoot(t)
-	b := sh(t, "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/cpu/cpu.cfs_quota_us")
-	lim := int64(64 << 20)
-	pids := int64(42)
-	shares := uint64(512)
-	quota := int64(50000)
-	period := uint64(100000)
-	b.Spec.Linux.Resources.Memory = &specs.LinuxMemory{Limit: &lim}
-	b.Spec.Linux.Resources.Pids = &specs.LinuxPids{Limit: &pids}
-	b.Spec.Linux.Resources.CPU = &specs.LinuxCPU{Shares: &shares, Quota: &quota, Period: &period}
 	if cgroupV2() {
 		t.Skip("needs a cgroup v1 host (checks v1 files; cgroup v2 limits are tested in TestCgroup2Paths)")
 	}
-	out, _ := run(t, b)
-	if out != "67108864\n42\n512\n50000\n" {
-		t.Fatalf("got %q", out)
+	for _, cgroupNS := range []bool{true, false} {
+		b := sh(t, "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+		lim := int64(64 << 20)
+		pids := int64(42)
+		shares := uint64(512)
+		quota := int64(50000)
+		period := uint64(100000)
+		b.Spec.Linux.Resources.Memory = &specs.LinuxMemory{Limit: &lim}
+		b.Spec.Linux.Resources.Pids = &specs.LinuxPids{Limit: &pids}
+		b.Spec.Linux.Resources.CPU = &specs.LinuxCPU{Shares: &shares, Quota: &quota, Period: &period}
+		if !cgroupNS {
+			var ns []specs.LinuxNamespace
+			for _, n := range b.Spec.Linux.Namespaces {
+				if n.Type != specs.CgroupNamespace {
+					ns = append(ns, n)
+				}
+			}
+			b.Spec.Linux.Namespaces = ns
+		}
+		out, _ := run(t, b)
+		if out != "67108864\n42\n512\n50000\n" {
+			t.Fatalf("cgroup namespace %v: got %q", cgroupNS, out)
+		}
 	}
 }
 
@@ -617,6 +632,28 @@ func TestUpdateAndStats(t *testing.T) {
 	bad := int64(-5)
 	if err := x.c.Update(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &bad}}); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("update with a negative limit: %v", err)
+	}
+	// Device rules: the spec's own are kept (containerd's runc shim sends
+	// the resources whole), others are refused; none, or an empty list,
+	// leave them alone.
+	same := *x.c.Spec().Linux.Resources
+	same.Memory = &specs.LinuxMemory{Limit: &lim}
+	if err := x.c.Update(&same); err != nil {
+		t.Errorf("update with the spec's device rules: %v", err)
+	}
+	other := specs.LinuxResources{Devices: []specs.LinuxDeviceCgroup{{Allow: true, Access: "rwm"}}}
+	if err := x.c.Update(&other); !errdefs.Is(err, errdefs.ErrNotImplemented) {
+		t.Errorf("update allowing every device: %v", err)
+	}
+	if err := x.c.Update(&specs.LinuxResources{Devices: []specs.LinuxDeviceCgroup{}}); err != nil {
+		t.Errorf("update with no device rules: %v", err)
+	}
+	if !cgroupV2() {
+		st, _ := x.c.State()
+		b, err := os.ReadFile("/sys/fs/cgroup/devices" + st.CgroupPath + "/devices.list")
+		if list := string(b); err != nil || strings.Contains(list, "a *:* rwm") || !strings.Contains(list, "c 1:3 rwm") {
+			t.Errorf("devices after the updates: %q %v", list, err)
+		}
 	}
 }
 

@@ -8,11 +8,13 @@
 // Decode gives what encoding/json's Decoder gives for the document's
 // first value (runc reads config.json that way: what follows is not
 // read). The generated decoder takes only the documents it reads exactly
-// as encoding/json would (every key spelled as the spec's types spell it,
-// no field this version of the spec lacks, valid UTF-8, no lone surrogate
-// escapes); anything else (a key in another case, which encoding/json
-// matches; a newer runtime's field; a value it refuses) goes to
-// encoding/json, which also gives the error.
+// as encoding/json would (valid JSON, every key spelled as the spec's
+// types spell it, no field this version of the spec lacks, no surrogate
+// escape, no empty object); anything else (a key in another case, which
+// encoding/json matches; a newer runtime's field; a value it refuses)
+// goes to encoding/json, which also gives the error. One difference is
+// left: a key given twice for a map (encoding/json merges the two maps,
+// the generated code keeps the last).
 package specjson
 
 // The generated code names easyjson's root package only for its two
@@ -56,7 +58,10 @@ func Decode(b []byte, out *specs.Spec) error {
 // encoding/json.
 func decodeFast(b []byte, out *specs.Spec) bool {
 	*out = specs.Spec{}
-	if !utf8.Valid(b) || loneSurrogate(b) {
+	// json.Valid: the generated lexer takes numbers with leading zeros
+	// (0644 as 644) and raw control characters in strings, which
+	// encoding/json refuses. It is a scan, no reflection.
+	if !utf8.Valid(b) || loneSurrogate(b) || emptyObject(b) || !json.Valid(b) {
 		return false
 	}
 	l := jlexer.Lexer{Data: b}
@@ -80,8 +85,30 @@ func loneSurrogate(b []byte) bool {
 	return false
 }
 
-// Encode encodes s as encoding/json does (HTML characters escaped, the
-// spec's omitempty fields left out).
+// emptyObject reports a "{}" (blanks allowed inside), in a string or not:
+// the generated code decodes an empty object into a nil map, encoding/json
+// into an empty one.
+func emptyObject(b []byte) bool {
+	for i := bytes.IndexByte(b, '{'); i >= 0; {
+		j := i + 1
+		for j < len(b) && (b[j] == ' ' || b[j] == '\t' || b[j] == '\n' || b[j] == '\r') {
+			j++
+		}
+		if j < len(b) && b[j] == '}' {
+			return true
+		}
+		k := bytes.IndexByte(b[j:], '{')
+		if k < 0 {
+			break
+		}
+		i = j + k
+	}
+	return false
+}
+
+// Encode encodes s so that encoding/json decodes the same spec (HTML
+// characters escaped and omitempty honoured as encoding/json does; map
+// keys in no particular order).
 func Encode(s *specs.Spec) ([]byte, error) {
 	var w jwriter.Writer
 	(*spec)(s).MarshalEasyJSON(&w)

@@ -105,6 +105,9 @@ func TestDecodeLeftToStd(t *testing.T) {
 		"trailing garbage":    `{"ociVersion":"1.0.2"} x`,
 		"not an object":       `[1]`,
 		"surrogate pair":      `{"ociVersion":"1.0.2","hostname":"\ud83d\ude00"}`,
+		"leading zero":        `{"ociVersion":"1.0.2","process":{"user":{"umask":0022}}}`,
+		"control character":   "{\"ociVersion\":\"1.0.2\",\"hostname\":\"a\tb\"}",
+		"empty map":           `{"ociVersion":"1.0.2","annotations":{ },"linux":{"resources":{"unified":{}}}}`,
 	}
 	for name, doc := range docs {
 		want, wantErr := std(t, []byte(doc))
