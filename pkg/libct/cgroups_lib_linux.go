@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/opencontainers/cgroups"
 	_ "github.com/opencontainers/cgroups/devices" // the device controllers (v1 and v2)
@@ -46,12 +47,11 @@ type cgroup struct {
 	path    string
 }
 
-// newManager is the library's manager of the cgroup at path (on v2 under
-// mountpoint).
-func newManager(version int, mountpoint, path string, r *cgroups.Resources) (cgroups.Manager, error) {
+// newManager is the library's manager of the cgroup at path.
+func newManager(version int, path string, r *cgroups.Resources) (cgroups.Manager, error) {
 	c := &cgroups.Cgroup{Path: path, Resources: r}
 	if version == 2 {
-		return fs2.NewManager(c, filepath.Join(mountpoint, path))
+		return fs2.NewManager(c, filepath.Join(cgroup2Root, path))
 	}
 	paths, err := v1Paths(path)
 	if err != nil {
@@ -62,8 +62,9 @@ func newManager(version int, mountpoint, path string, r *cgroups.Resources) (cgr
 
 // v1Paths are the directories of the v1 cgroup at path (absolute: from
 // each hierarchy's root), keyed as the library's v1 manager names its
-// controllers, from the mount table (read once per process) and
-// /proc/self/cgroup (read twice).
+// controllers: under each hierarchy's mount point, which v1Mounts reads
+// once per process (the mount table and /proc/self/cgroup; the library
+// reads the mount table once per process too).
 // (The library's own lookup probes each controller's default directory
 // with four system calls: about 1.3 ms here.) Named hierarchies other
 // than systemd's have no controller in the library and are left out; a
@@ -74,6 +75,20 @@ func newManager(version int, mountpoint, path string, r *cgroups.Resources) (cgr
 // µs), on every create and exec. TestV1Paths checks the rest is the
 // library's own.
 func v1Paths(path string) (map[string]string, error) {
+	mounts, err := v1Mounts()
+	if err != nil {
+		return nil, err
+	}
+	paths := make(map[string]string, len(mounts))
+	for key, mnt := range mounts {
+		paths[key] = filepath.Join(mnt, path)
+	}
+	return paths, nil
+}
+
+// v1Mounts maps each v1 controller the library manages to its hierarchy's
+// mount point.
+var v1Mounts = sync.OnceValues(func() (map[string]string, error) {
 	mounts, err := cgroups.GetCgroupMounts(false)
 	if err != nil {
 		return nil, err
@@ -82,7 +97,7 @@ func v1Paths(path string) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	paths := make(map[string]string)
+	out := make(map[string]string)
 	for _, m := range mounts {
 		for _, sub := range m.Subsystems {
 			key := sub
@@ -92,20 +107,16 @@ func v1Paths(path string) (map[string]string, error) {
 				}
 				key = cgroups.CgroupNamePrefix + sub
 			}
-			paths[key] = filepath.Join(m.Mountpoint, path)
+			out[key] = m.Mountpoint
 		}
 	}
-	if paths["devices"] == "" {
+	if out["devices"] == "" {
 		return nil, fmt.Errorf("no devices cgroup hierarchy: %w", errdefs.ErrNotImplemented)
 	}
-	return paths, nil
-}
+	return out, nil
+})
 
 func newCgroup(version int, path string, r *specs.LinuxResources) (cgroupManager, error) {
-	return newCgroupAt(version, cgroup2Root, path, r)
-}
-
-func newCgroupAt(version int, mountpoint, path string, r *specs.LinuxResources) (*cgroup, error) {
 	res, err := toResources(version, r)
 	if err != nil {
 		return nil, fmt.Errorf("create cgroup %s: %w", path, err)
@@ -114,7 +125,7 @@ func newCgroupAt(version int, mountpoint, path string, r *specs.LinuxResources) 
 	// Apply writes no rule, Set then skips the controller.
 	skip := res.SkipDevices
 	res.SkipDevices = false
-	m, err := newManager(version, mountpoint, path, res)
+	m, err := newManager(version, path, res)
 	if err == nil {
 		// -1: make the directories (and on v1 the cpuset's parents),
 		// join nothing; the init joins through ProcsFiles.
@@ -140,7 +151,7 @@ func newCgroupAt(version int, mountpoint, path string, r *specs.LinuxResources) 
 }
 
 func loadCgroup(version int, path string) (cgroupManager, error) {
-	m, err := newManager(version, cgroup2Root, path, &cgroups.Resources{})
+	m, err := newManager(version, path, &cgroups.Resources{})
 	if err != nil {
 		return nil, fmt.Errorf("load cgroup %s: %w", path, err)
 	}
@@ -421,8 +432,7 @@ func setKernelTCP(version int, m cgroups.Manager, r *specs.LinuxResources) error
 	if dir == "" {
 		return fmt.Errorf("memory.kernelTCP: no memory hierarchy: %w", errdefs.ErrNotImplemented)
 	}
-	v := strconv.FormatInt(*r.Memory.KernelTCP, 10)
-	return cgroups.WriteFile(dir, "memory.kmem.tcp.limit_in_bytes", strings.TrimSpace(v))
+	return cgroups.WriteFile(dir, "memory.kmem.tcp.limit_in_bytes", strconv.FormatInt(*r.Memory.KernelTCP, 10))
 }
 
 // checkBurst refuses a v1 CPU burst on a kernel without the knob, which
