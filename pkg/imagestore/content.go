@@ -354,6 +354,30 @@ func (c *Content) Sync() error {
 	return unix.Syncfs(int(d.Fd()))
 }
 
+// SyncBlobs flushes the blobs dgsts (each there) and their directories.
+func (c *Content) SyncBlobs(dgsts []digest.Digest) error {
+	dirs := map[string]bool{}
+	for _, d := range dgsts {
+		p := c.Path(d)
+		dirs[filepath.Dir(p)] = true
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		err = f.Sync()
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	for d := range dirs {
+		if err := syncDir(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Close closes the ingest, keeping any partial data for a later resume.
 func (w *Ingest) Close() error {
 	if w.closed {

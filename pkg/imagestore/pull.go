@@ -186,13 +186,11 @@ func (s *Store) storeManifests(ctx context.Context, img *Image, blobs []fetched,
 		}
 	}
 	syncStart := time.Now()
-	if err := s.sn.Sync(ctx); err != nil {
-		return fmt.Errorf("flushing layers: %w", err)
+	what, err := s.flush(ctx, img)
+	if err != nil {
+		return err
 	}
-	if err := s.content.Sync(); err != nil {
-		return fmt.Errorf("flushing blobs: %w", err)
-	}
-	progress("flushed to disk in %s", time.Since(syncStart).Round(time.Millisecond))
+	progress("flushed to disk in %s: %s", time.Since(syncStart).Round(time.Millisecond), what)
 	return nil
 }
 

@@ -63,9 +63,10 @@ type Store struct {
 	gcMu     sync.Mutex     // held by GC; taken briefly to register in-flight work
 	inflight map[string]int // blob digests and snapshot keys a pull is using
 
-	usage  usageCache
-	pulls  flight[*Image]
-	layers flight[struct{}]
+	usage     usageCache
+	unflushed unflushedLayers
+	pulls     flight[*Image]
+	layers    flight[struct{}]
 
 	life   sync.Mutex     // guards closed and adding to ops
 	closed bool           //

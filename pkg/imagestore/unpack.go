@@ -171,13 +171,14 @@ func (p *layerPull) unpackLayer(ctx context.Context, i int, parent string) (retE
 	if err != nil {
 		return err
 	}
-	n, implicit, err := applyCompressed(ctx, dir, src, l, p.caps.Whiteouts, p.s.cfg.MaxUnpackedLayerSize)
+	res, err := applyCompressed(ctx, dir, src, l, p.caps.Whiteouts, p.s.cfg.MaxUnpackedLayerSize)
 	if ferr := finish(err); ferr != nil {
 		err = ferr
 	}
 	if err != nil {
 		return fmt.Errorf("layer %s: %w", l.Digest, err)
 	}
+	n, implicit := res.Bytes, res.Implicit
 	unpacked := time.Since(start)
 
 	if p.caps.DiffLayers && i > 0 {
@@ -192,6 +193,13 @@ func (p *layerPull) unpackLayer(ctx context.Context, i int, parent string) (retE
 		// they do in the parent chain.
 		opts = append(opts, snapshot.WithParent(parent), snapshot.WithInheritDirs(implicit))
 	}
+	// Recorded before the commit makes the layer visible to other pulls:
+	// whichever records an image using it first flushes it (flush).
+	flushNames := res.Flush
+	if !p.caps.DiffLayers {
+		flushNames = nil // the parent's copy is this snapshot's too
+	}
+	p.s.unflushed.add(key, flushNames)
 	if err := p.s.sn.Commit(ctx, key, active, opts...); err != nil {
 		if errdefs.IsAlreadyExists(err) && p.committed(ctx, key) {
 			// Committed meanwhile by another pull: use that one.
@@ -397,22 +405,21 @@ func (c *capReader) Read(p []byte) (int, error) {
 // into dir (at most max uncompressed bytes), reads the stream to its end
 // and checks the diff ID. Nothing of a failed layer is kept: the caller
 // removes the snapshot it unpacked into.
-func applyCompressed(ctx context.Context, dir string, r io.Reader, l Layer, mode snapshot.WhiteoutMode, max int64) (int64, []string, error) {
+func applyCompressed(ctx context.Context, dir string, r io.Reader, l Layer, mode snapshot.WhiteoutMode, max int64) (snapshot.ApplyResult, error) {
 	dec, err := decompressorFor(l.MediaType)
 	if err != nil {
-		return 0, nil, err
+		return snapshot.ApplyResult{}, err
 	}
 	// Decompressors read a few KiB at a time; read the source (and so
 	// write the ingest) in big chunks instead.
 	rc, err := dec(bufio.NewReaderSize(r, 1<<20))
 	if err != nil {
-		return 0, nil, fmt.Errorf("decompressing: %w: %w", err, errdefs.ErrFailedPrecondition)
+		return snapshot.ApplyResult{}, fmt.Errorf("decompressing: %w: %w", err, errdefs.ErrFailedPrecondition)
 	}
 	defer rc.Close()
 	h := l.DiffID.Algorithm().Hash()
 	tr := io.TeeReader(&capReader{r: rc, left: max, max: max}, h)
 	res, err := snapshot.ApplyLayer(ctx, dir, tr, mode)
-	n := res.Bytes
 	if err != nil {
 		switch {
 		case errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT):
@@ -420,21 +427,22 @@ func applyCompressed(ctx context.Context, dir string, r io.Reader, l Layer, mode
 		case !errdefs.Classified(err):
 			err = fmt.Errorf("%w: %w", err, errdefs.ErrFailedPrecondition)
 		}
-		return n, nil, err
+		return snapshot.ApplyResult{Bytes: res.Bytes}, err
 	}
 	// The tar may end before the stream: hash the rest (and let the
 	// compressed stream reach EOF so its digest is checked).
 	rest, err := io.Copy(io.Discard, tr)
+	res.Bytes += rest
 	if errors.Is(err, errLayerTooBig) {
-		return n + rest, nil, err
+		return snapshot.ApplyResult{Bytes: res.Bytes}, err
 	}
 	if err != nil {
-		return n, nil, fmt.Errorf("reading layer: %w: %w", err, errdefs.ErrUnavailable)
+		return snapshot.ApplyResult{Bytes: res.Bytes}, fmt.Errorf("reading layer: %w: %w", err, errdefs.ErrUnavailable)
 	}
 	if got := digest.NewDigest(l.DiffID.Algorithm(), h); got != l.DiffID {
-		return n, nil, fmt.Errorf("uncompressed layer has digest %s, config says %s: %w", got, l.DiffID, errdefs.ErrFailedPrecondition)
+		return snapshot.ApplyResult{Bytes: res.Bytes}, fmt.Errorf("uncompressed layer has digest %s, config says %s: %w", got, l.DiffID, errdefs.ErrFailedPrecondition)
 	}
-	return n + rest, res.Implicit, nil
+	return res, nil
 }
 
 type decompressor func(io.Reader) (io.ReadCloser, error)

@@ -78,7 +78,23 @@ type ApplyResult struct {
 	// a directory must take its attributes from the parent chain:
 	// snapshot.WithInheritDirs at Commit does that.
 	Implicit []string
+	// Flush lists everything the layer wrote ("." first, then its other
+	// directories, then its regular files; names as in Implicit) when
+	// that is all of it and no more than MaxFlushEntries: fsyncing each
+	// (Snapshotter.SyncEntries) makes the layer durable without flushing
+	// the whole filesystem, and so without waiting for every other
+	// writer's data on it. nil for a layer with any other entry (a
+	// symlink, hard link, device node, fifo or whiteout file: an fsync
+	// cannot reach each of them), with more entries, or applied with
+	// WhiteoutRemove (whose removals reach into the copied parent).
+	Flush []string
 }
+
+// MaxFlushEntries is the most entries ApplyResult.Flush lists: an fsync
+// per entry costs about 0.1 ms for a small file not yet written back
+// (5000 of them: 370-540 ms, one syncfs 65-80 ms here), so a layer of many
+// small files is flushed with the filesystem instead.
+const MaxFlushEntries = 64
 
 // maxLayerEntries caps the entries of one layer (a small compressed layer
 // can hold millions of headers).
@@ -86,26 +102,61 @@ const maxLayerEntries = 4 << 20
 
 // ApplyLayer is Apply, also reporting the implicit directories.
 func ApplyLayer(ctx context.Context, dir string, r io.Reader, mode WhiteoutMode) (ApplyResult, error) {
-	n, implicit, err := applyTar(ctx, dir, r, mode)
-	return ApplyResult{Bytes: n, Implicit: implicit}, err
-}
-
-func applyTar(ctx context.Context, dir string, r io.Reader, mode WhiteoutMode) (int64, []string, error) {
 	if mode != WhiteoutOverlay && mode != WhiteoutRemove {
-		return 0, nil, fmt.Errorf("apply: whiteout mode %d: %w", mode, errdefs.ErrInvalidArgument)
+		return ApplyResult{}, fmt.Errorf("apply: whiteout mode %d: %w", mode, errdefs.ErrInvalidArgument)
 	}
 	rootfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return 0, nil, &os.PathError{Op: "open", Path: dir, Err: err}
+		return ApplyResult{}, &os.PathError{Op: "open", Path: dir, Err: err}
 	}
 	defer unix.Close(rootfd)
 
-	cr := &countingReader{r: r}
 	a := &applier{ctx: ctx, root: rootfd, mode: mode, buf: make([]byte, copyBufferSize),
 		explicit: map[string]bool{}, parents: map[string]bool{}}
 	if mode == WhiteoutRemove {
 		a.written = make(map[string]struct{})
+	} else {
+		a.files = make(map[string]struct{})
 	}
+	n, implicit, err := a.applyTar(r)
+	if err != nil {
+		return ApplyResult{Bytes: n}, err
+	}
+	return ApplyResult{Bytes: n, Implicit: implicit, Flush: a.flushList()}, nil
+}
+
+// flushList is ApplyResult.Flush.
+func (a *applier) flushList() []string {
+	if a.files == nil {
+		return nil
+	}
+	dirs := make([]string, 0, len(a.parents)+len(a.explicit))
+	for d := range a.parents {
+		dirs = append(dirs, d)
+	}
+	for d := range a.explicit {
+		if !a.parents[d] && d != "." {
+			dirs = append(dirs, d)
+		}
+	}
+	files := make([]string, 0, len(a.files))
+	for f := range a.files {
+		if !a.explicit[f] && !a.parents[f] {
+			files = append(files, f)
+		}
+	}
+	sort.Strings(dirs)
+	sort.Strings(files)
+	out := append([]string{"."}, dirs...)
+	return append(out, files...)
+}
+
+// notFlushable records an entry ApplyResult.Flush cannot cover.
+func (a *applier) notFlushable() { a.files = nil }
+
+func (a *applier) applyTar(r io.Reader) (int64, []string, error) {
+	ctx := a.ctx
+	cr := &countingReader{r: r}
 	tr := tar.NewReader(cr)
 	for entries := 0; ; entries++ {
 		if err := ctx.Err(); err != nil {
@@ -160,6 +211,7 @@ type applier struct {
 	mode    WhiteoutMode
 	buf     []byte
 	written map[string]struct{} // names this layer wrote (WhiteoutRemove only)
+	files   map[string]struct{} // regular files written, while ApplyResult.Flush can list all (nil once it cannot)
 	dirs    []dirTime           // directory times, set after all entries
 
 	explicit map[string]bool // directories the layer has an entry for
@@ -281,6 +333,18 @@ func (a *applier) entry(tr *tar.Reader, hdr *tar.Header) error {
 	}
 	if a.written != nil {
 		a.written[name] = struct{}{}
+	}
+	if a.files != nil {
+		switch hdr.Typeflag {
+		case tar.TypeDir:
+		case tar.TypeSymlink, tar.TypeLink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+			a.notFlushable()
+		default:
+			a.files[name] = struct{}{}
+		}
+		if a.files != nil && len(a.files)+len(a.parents)+len(a.explicit) >= MaxFlushEntries {
+			a.notFlushable() // "." makes one more
+		}
 	}
 	return nil
 }
@@ -532,6 +596,7 @@ func (a *applier) whiteout(dir, base string, hdr *tar.Header) error {
 	if target == "" || target == "." || target == ".." {
 		return invalid("whiteout %q names no entry", base)
 	}
+	a.notFlushable()
 	if a.mode == WhiteoutRemove {
 		pfd, err := fsutil.OpenDirInRoot(a.root, dir)
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {

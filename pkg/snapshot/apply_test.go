@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -664,5 +665,59 @@ func TestApplyArgs(t *testing.T) {
 	}
 	if _, err := Apply(context.Background(), t.TempDir(), strings.NewReader(strings.Repeat("x", 1024)), WhiteoutRemove); !errdefs.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("garbage stream: %v", err)
+	}
+}
+
+// TestApplyFlushList checks ApplyResult.Flush: every directory and
+// regular file a layer of only those wrote, and nil for a layer an fsync
+// per entry cannot cover or that has too many entries.
+func TestApplyFlushList(t *testing.T) {
+	requireRoot(t)
+	many := []tt.Entry{}
+	for i := range MaxFlushEntries {
+		many = append(many, tt.File(fmt.Sprintf("f%d", i), "x"))
+	}
+	fewer := many[:MaxFlushEntries-1]
+	for _, c := range []struct {
+		name    string
+		mode    WhiteoutMode
+		entries []tt.Entry
+		want    []string
+	}{
+		{"files and dirs", WhiteoutOverlay, []tt.Entry{
+			tt.Dir("etc"), tt.File("etc/os-release", "ID=x\n"), tt.File("usr/lib/x/big", "data"),
+			tt.Dir("empty"), tt.Opaque("etc"),
+		}, []string{".", "empty", "etc", "usr", "usr/lib", "usr/lib/x", "etc/os-release", "usr/lib/x/big"}},
+		{"a file replaced by a directory", WhiteoutOverlay, []tt.Entry{tt.File("a", "x"), tt.Dir("a"), tt.File("a/b", "y")},
+			[]string{".", "a", "a/b"}},
+		{"root entry", WhiteoutOverlay, []tt.Entry{tt.Dir("."), tt.File("f", "x")}, []string{".", "f"}},
+		{"empty layer", WhiteoutOverlay, nil, []string{"."}},
+		{"largest listed", WhiteoutOverlay, fewer, nil}, // filled in below
+		{"too many", WhiteoutOverlay, many, nil},
+		{"symlink", WhiteoutOverlay, []tt.Entry{tt.File("f", "x"), tt.Symlink("l", "f")}, nil},
+		{"hard link", WhiteoutOverlay, []tt.Entry{tt.File("f", "x"), tt.Link("l", "f")}, nil},
+		{"fifo", WhiteoutOverlay, []tt.Entry{tt.Fifo("p")}, nil},
+		{"whiteout", WhiteoutOverlay, []tt.Entry{tt.File("f", "x"), tt.Whiteout("", "gone")}, nil},
+		{"whiteout remove mode", WhiteoutRemove, []tt.Entry{tt.File("f", "x")}, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if c.name == "largest listed" {
+				c.want = []string{"."}
+				for i := range MaxFlushEntries - 1 {
+					c.want = append(c.want, fmt.Sprintf("f%d", i))
+				}
+				sort.Strings(c.want[1:])
+			}
+			res, err := ApplyLayer(context.Background(), t.TempDir(), bytes.NewReader(tt.Tar(c.entries...)), c.mode)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(res.Flush, c.want) {
+				t.Errorf("Flush = %q, want %q", res.Flush, c.want)
+			}
+			if (res.Flush == nil) != (c.want == nil) {
+				t.Errorf("Flush nil = %v, want %v", res.Flush == nil, c.want == nil)
+			}
+		})
 	}
 }

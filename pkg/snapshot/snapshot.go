@@ -170,6 +170,10 @@ type Snapshotter interface {
 	Usage(ctx context.Context, key string) (Usage, error)
 	// Sync flushes the data of every snapshot to disk.
 	Sync(ctx context.Context) error
+	// SyncEntries flushes the listed entries of key (regular files and
+	// directories, names relative to its root: ApplyResult.Flush of the
+	// layer unpacked into it) to disk.
+	SyncEntries(ctx context.Context, key string, names []string) error
 	// Cleanup removes on-disk data that no snapshot record refers to
 	// (left by a crash between the steps of Prepare/Commit/Remove).
 	Cleanup(ctx context.Context) error

@@ -1,6 +1,7 @@
 package fsutil
 
 import (
+	"errors"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -31,6 +32,81 @@ func SyncFS(path string) error {
 	defer unix.Close(fd)
 	if err := unix.Syncfs(fd); err != nil {
 		return &os.PathError{Op: "syncfs", Path: path, Err: err}
+	}
+	return nil
+}
+
+// syncWorkers is how many fsyncs SyncEntries runs at once: concurrent
+// fsyncs share the journal commits of filesystems that group them.
+const syncWorkers = 8
+
+// SyncEntries fsyncs each entry of names (slash separated, relative to
+// root, resolved inside it) that is a regular file or a directory: its
+// data, its inode and, for a directory, its entries. A name that is gone
+// (removed again by a later entry of its layer) is skipped, as its
+// directory's fsync covers the removal.
+func SyncEntries(root string, names []string) error {
+	rootfd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: root, Err: err}
+	}
+	defer unix.Close(rootfd)
+	work := make(chan string)
+	errs := make(chan error, syncWorkers)
+	for range syncWorkers {
+		go func() {
+			var first error
+			for name := range work {
+				if err := syncEntry(rootfd, name); err != nil && first == nil {
+					first = err
+				}
+			}
+			errs <- first
+		}()
+	}
+	for _, name := range names {
+		work <- name
+	}
+	close(work)
+	var first error
+	for range syncWorkers {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func syncEntry(rootfd int, name string) error {
+	dir, base := splitPath(name)
+	if base == "" || base == "." {
+		return unix.Fsync(rootfd)
+	}
+	pfd, err := OpenDirInRoot(rootfd, dir)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(pfd)
+	fd, err := unix.Openat(pfd, base, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err == unix.ENOENT {
+		return nil
+	}
+	if err != nil {
+		return &os.PathError{Op: "open", Path: name, Err: err}
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return &os.PathError{Op: "fstat", Path: name, Err: err}
+	}
+	if t := st.Mode & unix.S_IFMT; t != unix.S_IFREG && t != unix.S_IFDIR {
+		return &os.PathError{Op: "fsync", Path: name, Err: unix.EINVAL}
+	}
+	if err := unix.Fsync(fd); err != nil {
+		return &os.PathError{Op: "fsync", Path: name, Err: err}
 	}
 	return nil
 }

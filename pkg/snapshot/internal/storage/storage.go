@@ -488,6 +488,23 @@ func (s *Snapshotter) Sync(ctx context.Context) error {
 	return fsutil.SyncFS(s.dir)
 }
 
+// SyncEntries implements snapshot.Snapshotter: an fsync of each listed
+// entry of key's own fs directory.
+func (s *Snapshotter) SyncEntries(ctx context.Context, key string, names []string) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	var rec *record
+	if err := s.view(func(m *mtx) error {
+		r, err := m.get(key)
+		rec = r
+		return err
+	}); err != nil {
+		return err
+	}
+	return fsutil.SyncEntries(filepath.Join(s.idDir(rec.ID), "fs"), names)
+}
+
 // Usage implements snapshot.Snapshotter: the blocks and inodes of the
 // snapshot's own fs directory, each hard-linked inode counted once.
 func (s *Snapshotter) Usage(ctx context.Context, key string) (snapshot.Usage, error) {

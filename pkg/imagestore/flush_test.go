@@ -1,0 +1,101 @@
+package imagestore
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/shim-cri/shim/pkg/snapshot"
+)
+
+// TestPullFlush: a pull flushes what it wrote entry by entry when every
+// layer listed its entries (overlay), and the filesystem when one did not
+// (more than snapshot.MaxFlushEntries entries) or the driver copies
+// parents (native); a layer another pull committed and has not flushed
+// yet is flushed by the first pull that records an image using it.
+func TestPullFlush(t *testing.T) {
+	reg := newTestRegistry(t)
+	small := layerOf(t, map[string]string{"etc/": "", "etc/os-release": "ID=a\n"}, "gzip")
+	other := layerOf(t, map[string]string{"bin/tool": "x"}, "zstd")
+	files := map[string]string{}
+	for i := range snapshot.MaxFlushEntries {
+		files[fmt.Sprintf("f/%d", i)] = "x"
+	}
+	many := layerOf(t, files, "gzip")
+	reg.push(t, "lib/small:1", imageOf(t, "", small, other))
+	reg.push(t, "lib/many:1", imageOf(t, "", small, many))
+	reg.push(t, "lib/shared:1", imageOf(t, "", small))
+
+	pull := func(s *testStore, ref string) string {
+		t.Helper()
+		flushed := ""
+		_, err := s.Pull(ctx, reg.host+"/"+ref, nil, func(format string, args ...any) {
+			if msg, ok := strings.CutPrefix(fmt.Sprintf(format, args...), "flushed to disk in "); ok {
+				_, flushed, _ = strings.Cut(msg, ": ")
+			}
+		})
+		if err != nil {
+			t.Fatalf("pull %s: %v", ref, err)
+		}
+		if n := len(s.unflushed.m); n != 0 {
+			t.Errorf("after pulling %s, %d layers are left unflushed", ref, n)
+		}
+		return flushed
+	}
+
+	s := newStore(t, "overlay", "")
+	// ".", "etc", "etc/os-release"; ".", "bin", "bin/tool".
+	if got, want := pull(s, "lib/small:1"), "6 entries of 2 layers and 2 blobs"; got != want {
+		t.Errorf("small layers flushed %q, want %q", got, want)
+	}
+	if got, want := pull(s, "lib/many:1"), "the filesystem"; got != want {
+		t.Errorf("a layer of %d files flushed %q, want %q", snapshot.MaxFlushEntries, got, want)
+	}
+
+	// As if another pull had just committed the small layer and not yet
+	// flushed it.
+	diffID, err := small.DiffID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.unflushed.add(diffID.String(), []string{".", "etc", "etc/os-release"})
+	if got, want := pull(s, "lib/shared:1"), "3 entries of 1 layers and 1 blobs"; got != want {
+		t.Errorf("a shared unflushed layer flushed %q, want %q", got, want)
+	}
+	s.unflushed.add(diffID.String(), nil)
+	if got, want := pull(s, "lib/shared:1"), "the filesystem"; got != want {
+		t.Errorf("a shared unflushed layer without its entries flushed %q, want %q", got, want)
+	}
+
+	if got, want := pull(newStore(t, "native", ""), "lib/small:1"), "the filesystem"; got != want {
+		t.Errorf("native driver flushed %q, want %q", got, want)
+	}
+}
+
+// TestUnflushedLayers: a flush forgets only the commits it covered.
+func TestUnflushedLayers(t *testing.T) {
+	var u unflushedLayers
+	u.add("a", []string{"."})
+	u.add("b", nil)
+	got := u.of([]string{"a", "b", "c"})
+	if len(got) != 2 || got["a"].names[0] != "." || got["b"].names != nil {
+		t.Fatalf("of = %+v", got)
+	}
+	u.add("a", []string{".", "x"}) // committed again (removed and re-pulled)
+	u.flushed(got)
+	if l, ok := u.m["a"]; !ok || len(l.names) != 2 {
+		t.Errorf("a's new commit was forgotten by the flush of its old one: %+v", u.m)
+	}
+	if _, ok := u.m["b"]; ok {
+		t.Error("b is still unflushed after its flush")
+	}
+	mark := u.mark()
+	u.add("c", nil)
+	u.flushedUpTo(mark)
+	if _, ok := u.m["a"]; ok {
+		t.Error("a is still unflushed after a whole-filesystem flush")
+	}
+	if _, ok := u.m["c"]; !ok {
+		t.Error("c, committed after the filesystem flush started, was forgotten")
+	}
+}

@@ -1,0 +1,34 @@
+package fsutil
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestSyncEntries: files and directories are flushed, names gone since are
+// skipped, and anything else is an error (ApplyResult.Flush never lists
+// it: a layer with one is flushed with its filesystem).
+func TestSyncEntries(t *testing.T) {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "d/e"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "d/f"), []byte("x"), 0o000); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("d/f", filepath.Join(root, "l")); err != nil {
+		t.Fatal(err)
+	}
+	if err := SyncEntries(root, []string{".", "d", "d/e", "d/f", "gone", "d/gone", "gone/f"}); err != nil {
+		t.Errorf("SyncEntries: %v", err)
+	}
+	for _, bad := range []string{"l"} {
+		if err := SyncEntries(root, []string{"d/f", bad}); err == nil {
+			t.Errorf("SyncEntries(%q) = nil, want an error", bad)
+		}
+	}
+	if err := SyncEntries(filepath.Join(root, "gone"), []string{"."}); err == nil {
+		t.Error("SyncEntries of a missing root = nil, want an error")
+	}
+}
