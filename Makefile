@@ -26,8 +26,9 @@ build: runtime
 # missing. shim-init.sum and shim-runtime.sum name the binaries `shim oci`
 # installs in its state directory; embedded.h gives their names and sizes
 # to the C constructor that hands `shim oci` to the lean one
-# (internal/ocilean). urfave_cli_no_docs: no man-page generator.
-RUNTIME_TAGS    := netgo,osusergo,urfave_cli_no_docs
+# (internal/ocilean). No urfave/cli in them (internal/cmdline parses
+# `shim oci`), so no urfave_cli_no_docs.
+RUNTIME_TAGS    := netgo,osusergo
 RUNTIME_LDFLAGS := -s -w -linkmode external -extldflags "-static"
 runtime:
 	@hack/install-deps.sh build >/dev/null

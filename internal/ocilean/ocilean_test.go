@@ -3,8 +3,8 @@ package ocilean
 import (
 	"testing"
 
+	"github.com/shim-cri/shim/internal/cmdline"
 	"github.com/shim-cri/shim/pkg/libct/ocicli"
-	"github.com/urfave/cli/v2"
 )
 
 // TestLeanRoot: the constructor finds the state directory of every
@@ -53,18 +53,25 @@ func TestConstants(t *testing.T) {
 }
 
 // TestKnowsEveryGlobalFlag: each of `shim oci`'s global flags is one the
-// constructor knows, as a flag with a value or without (a flag added to
-// ocicli and not here would send every command that uses it through the
-// big binary's Go start).
+// constructor knows, as a flag with a value or without, as ocicli does (a
+// flag added to ocicli and not here would send every command that uses
+// it through the big binary's Go start; one the two read differently
+// would have the lean binary run in another state directory).
 func TestKnowsEveryGlobalFlag(t *testing.T) {
 	for _, f := range ocicli.Command().Flags {
 		for _, name := range f.Names() {
+			// A flag without a value leaves "list" the subcommand.
 			args := []string{"shim", "oci", "--" + name, "list"}
-			if _, isBool := f.(*cli.BoolFlag); !isBool {
-				args = []string{"shim", "oci", "--" + name, "v", "list"}
+			want := ocicli.DefaultRoot
+			if f.Kind != cmdline.Bool {
+				// One with a value takes the next argument, whatever it is.
+				args = []string{"shim", "oci", "--" + name, "--root=/next", "list"}
+				if name == "root" {
+					want = "--root=/next"
+				}
 			}
-			if _, ok := leanRoot(args); !ok {
-				t.Errorf("global flag --%s: %q not handed over", name, args)
+			if root, ok := leanRoot(args); !ok || root != want {
+				t.Errorf("global flag --%s: %q: root %q, handed over %v; want %q", name, args, root, ok, want)
 			}
 		}
 	}

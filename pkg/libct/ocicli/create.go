@@ -11,27 +11,27 @@ import (
 	"sync"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/shim-cri/shim/internal/cmdline"
 	"github.com/shim-cri/shim/pkg/errdefs"
 	"github.com/shim-cri/shim/pkg/libct"
 	"github.com/shim-cri/shim/pkg/libct/specjson"
 	"github.com/shim-cri/shim/pkg/log"
 	"github.com/sirupsen/logrus"
-	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 )
 
-var createFlags = []cli.Flag{
-	&cli.StringFlag{Name: "bundle", Aliases: []string{"b"}, Usage: "bundle directory (default: cwd)"},
-	&cli.StringFlag{Name: "console-socket", Usage: "unix socket that receives the pty master"},
-	&cli.StringFlag{Name: "pid-file", Usage: "file to write the init pid to"},
-	&cli.BoolFlag{Name: "no-pivot", Usage: "use MS_MOVE and chroot instead of pivot_root"},
-	&cli.BoolFlag{Name: "no-new-keyring", Usage: "keep the caller's session keyring"},
-	&cli.IntFlag{Name: "preserve-fds", Usage: "pass this many fds after stdio to the container"},
+var createFlags = []cmdline.Flag{
+	{Name: "bundle", Aliases: []string{"b"}, Usage: "bundle directory (default: cwd)"},
+	{Name: "console-socket", Usage: "unix socket that receives the pty master"},
+	{Name: "pid-file", Usage: "file to write the init pid to"},
+	{Name: "no-pivot", Kind: cmdline.Bool, Usage: "use MS_MOVE and chroot instead of pivot_root"},
+	{Name: "no-new-keyring", Kind: cmdline.Bool, Usage: "keep the caller's session keyring"},
+	{Name: "preserve-fds", Kind: cmdline.Int64, Usage: "pass this many fds after stdio to the container"},
 }
 
-var ociCreate = &cli.Command{
+var ociCreate = &cmdline.Command{
 	Name: "create", Usage: "create a container", ArgsUsage: "<id>", Flags: createFlags,
-	Action: func(c *cli.Context) error {
+	Action: func(c *cmdline.Context) error {
 		_, err := doCreate(c, nil)
 		return ociFail(err)
 	},
@@ -83,7 +83,7 @@ func writePidFile(path string, pid int) error {
 
 // doCreate creates the container of the command line; onPid, if set, is
 // CreateOpts.OnPid.
-func doCreate(c *cli.Context, onPid func(int)) (*libct.Container, error) {
+func doCreate(c *cmdline.Context, onPid func(int)) (*libct.Container, error) {
 	id, err := needID(c)
 	if err != nil {
 		return nil, err
@@ -102,7 +102,7 @@ func doCreate(c *cli.Context, onPid func(int)) (*libct.Container, error) {
 		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
 		NoPivot: c.Bool("no-pivot"), NoNewKeyring: c.Bool("no-new-keyring"), OnPid: onPid,
 	}
-	for i := 0; i < c.Int("preserve-fds"); i++ {
+	for i := int64(0); i < c.Int64("preserve-fds"); i++ {
 		opts.ExtraFiles = append(opts.ExtraFiles, os.NewFile(uintptr(3+i), "preserved"))
 	}
 	if p := c.String("console-socket"); p != "" {
@@ -130,9 +130,9 @@ func doCreate(c *cli.Context, onPid func(int)) (*libct.Container, error) {
 	return ct, nil
 }
 
-var ociStart = &cli.Command{
+var ociStart = &cmdline.Command{
 	Name: "start", Usage: "start a created container", ArgsUsage: "<id>",
-	Action: func(c *cli.Context) error {
+	Action: func(c *cmdline.Context) error {
 		ct, err := loadContainer(c)
 		if err != nil {
 			return ociFail(err)
@@ -141,13 +141,13 @@ var ociStart = &cli.Command{
 	},
 }
 
-var ociRun = &cli.Command{
+var ociRun = &cmdline.Command{
 	Name: "run", Usage: "create and start a container", ArgsUsage: "<id>",
-	Flags: append(append([]cli.Flag(nil), createFlags...),
-		&cli.BoolFlag{Name: "detach", Aliases: []string{"d"}, Usage: "do not wait for the container"},
-		&cli.BoolFlag{Name: "keep", Usage: "do not delete the container after it exits"},
+	Flags: append(append([]cmdline.Flag(nil), createFlags...),
+		cmdline.Flag{Name: "detach", Aliases: []string{"d"}, Kind: cmdline.Bool, Usage: "do not wait for the container"},
+		cmdline.Flag{Name: "keep", Kind: cmdline.Bool, Usage: "do not delete the container after it exits"},
 	),
-	Action: func(c *cli.Context) error {
+	Action: func(c *cmdline.Context) error {
 		ctx := context.Background()
 		if !c.Bool("detach") {
 			// Become the subreaper so the init (and anything it
@@ -177,7 +177,7 @@ var ociRun = &cli.Command{
 			ct.Delete(ctx, true)
 		}
 		if code != 0 {
-			return cli.Exit("", code)
+			return cmdline.Exit("", code)
 		}
 		return nil
 	},

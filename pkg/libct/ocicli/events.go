@@ -6,9 +6,9 @@ import (
 	"os"
 	"time"
 
+	"github.com/shim-cri/shim/internal/cmdline"
 	"github.com/shim-cri/shim/pkg/errdefs"
 	"github.com/shim-cri/shim/pkg/libct"
-	"github.com/urfave/cli/v2"
 )
 
 // runc's `events --stats` shape (the subset libct measures).
@@ -63,13 +63,13 @@ func toOCIStats(s *libct.Stats) *ociStats {
 	return &o
 }
 
-var ociEvents = &cli.Command{
+var ociEvents = &cmdline.Command{
 	Name: "events", Usage: "print container statistics", ArgsUsage: "<id>",
-	Flags: []cli.Flag{
-		&cli.BoolFlag{Name: "stats", Usage: "print one stats event and exit"},
-		&cli.DurationFlag{Name: "interval", Value: 5 * time.Second},
+	Flags: []cmdline.Flag{
+		{Name: "stats", Kind: cmdline.Bool, Usage: "print one stats event and exit"},
+		{Name: "interval", Kind: cmdline.Duration, Default: "5s"},
 	},
-	Action: func(c *cli.Context) error {
+	Action: func(c *cmdline.Context) error {
 		ct, err := loadContainer(c)
 		if err != nil {
 			return ociFail(err)

@@ -12,34 +12,34 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/shim-cri/shim/internal/capread"
+	"github.com/shim-cri/shim/internal/cmdline"
 	"github.com/shim-cri/shim/pkg/errdefs"
 	"github.com/shim-cri/shim/pkg/libct"
-	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 )
 
-var ociExec = &cli.Command{
+var ociExec = &cmdline.Command{
 	Name: "exec", Usage: "run a process in a running container", ArgsUsage: "<id> [command args...]",
-	Flags: []cli.Flag{
-		&cli.StringFlag{Name: "process", Aliases: []string{"p"}, Usage: "process.json"},
-		&cli.BoolFlag{Name: "tty", Aliases: []string{"t"}},
-		&cli.BoolFlag{Name: "detach", Aliases: []string{"d"}},
-		&cli.StringFlag{Name: "pid-file"},
-		&cli.StringFlag{Name: "console-socket"},
-		&cli.StringFlag{Name: "cwd"},
-		&cli.StringSliceFlag{Name: "env", Aliases: []string{"e"}},
-		&cli.StringFlag{Name: "user", Aliases: []string{"u"}, Usage: "uid[:gid]"},
-		&cli.StringSliceFlag{Name: "additional-gids", Aliases: []string{"g"}},
-		&cli.StringSliceFlag{Name: "cap", Aliases: []string{"c"}},
-		&cli.BoolFlag{Name: "no-new-privs"},
-		&cli.IntFlag{Name: "preserve-fds"},
-		&cli.StringFlag{Name: "apparmor", Usage: "AppArmor profile (applied, or refused where the host cannot)"},
-		&cli.StringFlag{Name: "process-label", Usage: "SELinux label (applied, or refused where the host cannot)"},
+	Flags: []cmdline.Flag{
+		{Name: "process", Aliases: []string{"p"}, Usage: "process.json"},
+		{Name: "tty", Aliases: []string{"t"}, Kind: cmdline.Bool},
+		{Name: "detach", Aliases: []string{"d"}, Kind: cmdline.Bool},
+		{Name: "pid-file"},
+		{Name: "console-socket"},
+		{Name: "cwd"},
+		{Name: "env", Aliases: []string{"e"}, Kind: cmdline.Strings},
+		{Name: "user", Aliases: []string{"u"}, Usage: "uid[:gid]"},
+		{Name: "additional-gids", Aliases: []string{"g"}, Kind: cmdline.Strings},
+		{Name: "cap", Aliases: []string{"c"}, Kind: cmdline.Strings},
+		{Name: "no-new-privs", Kind: cmdline.Bool},
+		{Name: "preserve-fds", Kind: cmdline.Int64},
+		{Name: "apparmor", Usage: "AppArmor profile (applied, or refused where the host cannot)"},
+		{Name: "process-label", Usage: "SELinux label (applied, or refused where the host cannot)"},
 	},
-	Action: func(c *cli.Context) error { return ociFail(doExec(c)) },
+	Action: func(c *cmdline.Context) error { return ociFail(doExec(c)) },
 }
 
-func doExec(c *cli.Context) error {
+func doExec(c *cmdline.Context) error {
 	ct, err := loadContainer(c)
 	if err != nil {
 		return err
@@ -57,12 +57,12 @@ func doExec(c *cli.Context) error {
 	} else {
 		base := *ct.Spec().Process
 		p = &base
-		p.Args = c.Args().Tail()
+		p.Args = c.Args()[1:]
 		if len(p.Args) == 0 {
 			return fmt.Errorf("exec: no command: %w", errdefs.ErrInvalidArgument)
 		}
 		p.Terminal = c.Bool("tty")
-		p.Env = append(append([]string(nil), p.Env...), c.StringSlice("env")...)
+		p.Env = append(append([]string(nil), p.Env...), c.Strings("env")...)
 		if cwd := c.String("cwd"); cwd != "" {
 			p.Cwd = cwd
 		}
@@ -81,14 +81,14 @@ func doExec(c *cli.Context) error {
 				p.User.GID = uint32(g)
 			}
 		}
-		for _, g := range c.StringSlice("additional-gids") {
+		for _, g := range c.Strings("additional-gids") {
 			n, err := strconv.ParseUint(g, 10, 32)
 			if err != nil {
 				return fmt.Errorf("--additional-gids %q: %w", g, errdefs.ErrInvalidArgument)
 			}
 			p.User.AdditionalGids = append(p.User.AdditionalGids, uint32(n))
 		}
-		if caps := c.StringSlice("cap"); len(caps) > 0 && p.Capabilities != nil {
+		if caps := c.Strings("cap"); len(caps) > 0 && p.Capabilities != nil {
 			cp := *p.Capabilities
 			cp.Bounding = append(append([]string(nil), cp.Bounding...), caps...)
 			cp.Effective = append(append([]string(nil), cp.Effective...), caps...)
@@ -106,7 +106,7 @@ func doExec(c *cli.Context) error {
 		}
 	}
 	opts := libct.ExecOpts{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
-	for i := 0; i < c.Int("preserve-fds"); i++ {
+	for i := int64(0); i < c.Int64("preserve-fds"); i++ {
 		opts.ExtraFiles = append(opts.ExtraFiles, os.NewFile(uintptr(3+i), "preserved"))
 	}
 	if sock := c.String("console-socket"); sock != "" {
@@ -137,7 +137,7 @@ func doExec(c *cli.Context) error {
 		return nil
 	}
 	if code := attachAndWait(ct, proc.Pid, proc.Console, sigs); code != 0 {
-		return cli.Exit("", code)
+		return cmdline.Exit("", code)
 	}
 	return nil
 }

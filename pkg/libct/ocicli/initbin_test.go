@@ -1,14 +1,14 @@
 package ocicli
 
 import (
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/urfave/cli/v2"
+	"github.com/shim-cri/shim/internal/cmdline"
 )
 
 // TestInstallInit: the embedded init is written once under <root>/.bin,
@@ -91,11 +91,9 @@ func TestInstallLean(t *testing.T) {
 	defer SetEmbeddedRuntime(embeddedRuntime.content, embeddedRuntime.sum)
 	SetEmbeddedInit([]byte("#!/bin/true\n"), "0123abcd")
 	SetEmbeddedRuntime([]byte("#!/bin/true\n#\n"), "4567cdef")
-	app := &cli.App{Name: "shim", Commands: []*cli.Command{ociCommand}, Writer: io.Discard,
-		ExitErrHandler: func(*cli.Context, error) {}}
 	base := t.TempDir()
 	missing := filepath.Join(base, "missing")
-	app.Run([]string{"shim", "oci", "--root", missing, "list"})
+	Run([]string{"--root", missing, "list"})
 	if _, err := os.Stat(missing); !os.IsNotExist(err) {
 		t.Errorf("list made the state dir %s (%v)", missing, err)
 	}
@@ -103,10 +101,25 @@ func TestInstallLean(t *testing.T) {
 	if err := os.Mkdir(root, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	app.Run([]string{"shim", "oci", "--root", root, "list"})
+	Run([]string{"--root", root, "list"})
 	for _, n := range []string{"shim-init-0123abcd", "shim-runtime-4567cdef"} {
 		if st, err := os.Stat(filepath.Join(root, ".bin", n)); err != nil || st.Mode().Perm() != 0o500 {
 			t.Errorf("%s: %v %v", n, st, err)
+		}
+	}
+}
+
+// TestHelp: each command's flags parse (their defaults are valid) and its
+// help names it.
+func TestHelp(t *testing.T) {
+	for _, cmd := range append([]*cmdline.Command{nil}, ociCommand.Commands...) {
+		args, path := []string{"oci", "--help"}, "shim oci"
+		if cmd != nil {
+			args, path = []string{"oci", cmd.Name, "--help"}, "shim oci "+cmd.Name
+		}
+		var stdout, stderr strings.Builder
+		if status := cmdline.Run(mainCommand, args, &stdout, &stderr); status != 0 || !strings.HasPrefix(stdout.String(), "NAME:\n   "+path+" - ") || stderr.Len() != 0 {
+			t.Errorf("%q: status %d, stderr %q, help:\n%s", args, status, stderr.String(), stdout.String())
 		}
 	}
 }

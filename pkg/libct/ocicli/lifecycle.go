@@ -6,9 +6,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/shim-cri/shim/internal/cmdline"
 	"github.com/shim-cri/shim/pkg/errdefs"
 	"github.com/shim-cri/shim/pkg/libct"
-	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 )
 
@@ -33,15 +33,15 @@ func parseSignal(s string) (unix.Signal, error) {
 	return 0, fmt.Errorf("unknown signal %q: %w", s, errdefs.ErrInvalidArgument)
 }
 
-var ociKill = &cli.Command{
+var ociKill = &cmdline.Command{
 	Name: "kill", Usage: "signal a container", ArgsUsage: "<id> [signal]",
-	Flags: []cli.Flag{&cli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "signal every process in the container"}},
-	Action: func(c *cli.Context) error {
+	Flags: []cmdline.Flag{{Name: "all", Aliases: []string{"a"}, Kind: cmdline.Bool, Usage: "signal every process in the container"}},
+	Action: func(c *cmdline.Context) error {
 		ct, err := loadContainer(c)
 		if err != nil {
 			return ociFail(err)
 		}
-		sig, err := parseSignal(c.Args().Get(1))
+		sig, err := parseSignal(c.Arg(1))
 		if err != nil {
 			return ociFail(err)
 		}
@@ -49,10 +49,10 @@ var ociKill = &cli.Command{
 	},
 }
 
-var ociDelete = &cli.Command{
+var ociDelete = &cmdline.Command{
 	Name: "delete", Usage: "delete a container", ArgsUsage: "<id>",
-	Flags: []cli.Flag{&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "kill a running container first"}},
-	Action: func(c *cli.Context) error {
+	Flags: []cmdline.Flag{{Name: "force", Aliases: []string{"f"}, Kind: cmdline.Bool, Usage: "kill a running container first"}},
+	Action: func(c *cmdline.Context) error {
 		ct, err := loadContainer(c)
 		if err != nil {
 			if c.Bool("force") && errdefs.IsNotFound(err) {
@@ -72,9 +72,9 @@ var ociDelete = &cli.Command{
 	},
 }
 
-var ociPause = &cli.Command{
+var ociPause = &cmdline.Command{
 	Name: "pause", Usage: "freeze a container", ArgsUsage: "<id>",
-	Action: func(c *cli.Context) error {
+	Action: func(c *cmdline.Context) error {
 		ct, err := loadContainer(c)
 		if err != nil {
 			return ociFail(err)
@@ -83,9 +83,9 @@ var ociPause = &cli.Command{
 	},
 }
 
-var ociResume = &cli.Command{
+var ociResume = &cmdline.Command{
 	Name: "resume", Usage: "thaw a paused container", ArgsUsage: "<id>",
-	Action: func(c *cli.Context) error {
+	Action: func(c *cmdline.Context) error {
 		ct, err := loadContainer(c)
 		if err != nil {
 			return ociFail(err)

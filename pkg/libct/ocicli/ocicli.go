@@ -1,9 +1,10 @@
 // Package ocicli is `shim oci`, the runc-compatible OCI runtime CLI over
-// pkg/libct, and `shim init`, the container init libct re-executes. The
-// shim binary registers both (cmd/shim); tests build a minimal binary
-// with them (test/oci/shimbin). A shim binary that embeds cmd/shim-init
-// (`make build`) runs its containers' inits from that instead
-// (SetEmbeddedInit).
+// pkg/libct, and `shim init`, the container init libct re-executes. Its
+// command line is internal/cmdline's. The shim binary hands `shim oci`'s
+// arguments to Run (cmd/shim); the lean runtime binary (cmd/shim-runtime)
+// and a minimal test binary (test/oci/shimbin) run Main. A shim binary
+// that embeds cmd/shim-init (`make build`) runs its containers' inits from
+// that instead (SetEmbeddedInit).
 package ocicli
 
 import (
@@ -15,26 +16,31 @@ import (
 	"time"
 
 	"github.com/shim-cri/shim/internal/binfile"
+	"github.com/shim-cri/shim/internal/cmdline"
 	"github.com/shim-cri/shim/pkg/errdefs"
 	"github.com/shim-cri/shim/pkg/libct"
 	"github.com/sirupsen/logrus"
-	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 )
 
 // Command returns the "oci" command.
-func Command() *cli.Command { return ociCommand }
+func Command() *cmdline.Command { return ociCommand }
 
-// InitCommand returns the hidden "init" command: pkg/libct re-executes a
+// mainCommand is a binary of `shim oci` and `shim init` (Main, Run).
+var mainCommand = &cmdline.Command{
+	Name:     "shim",
+	Usage:    "runc-compatible OCI runtime (shim oci)",
+	Commands: []*cmdline.Command{ociCommand, initCommand},
+}
+
+// initCommand is the hidden "init" command: pkg/libct re-executes a
 // sealed copy of the binary as "<binary> init" after the C stage in
 // pkg/libct/nsenter has set up the namespaces. It never returns on success.
-func InitCommand() *cli.Command { return initCommand }
-
-var initCommand = &cli.Command{
+var initCommand = &cmdline.Command{
 	Name:   "init",
 	Hidden: true,
 	Usage:  "internal: container init (started by pkg/libct)",
-	Action: func(c *cli.Context) error {
+	Action: func(*cmdline.Context) error {
 		libct.Init()
 		return nil
 	},
@@ -43,27 +49,28 @@ var initCommand = &cli.Command{
 // DefaultRoot is the state directory of `shim oci` without --root.
 const DefaultRoot = "/run/shim/oci"
 
-// ociCommand is the runc-compatible OCI runtime CLI over pkg/libct.
-var ociCommand = &cli.Command{
+// ociCommand is the runc-compatible OCI runtime CLI over pkg/libct. Its
+// flags are those internal/ocilean's C parser knows (TestKnowsEveryGlobalFlag).
+var ociCommand = &cmdline.Command{
 	Name:  "oci",
 	Usage: "runc-compatible OCI runtime CLI",
-	Flags: []cli.Flag{
-		&cli.StringFlag{Name: "root", Value: DefaultRoot, Usage: "state directory"},
-		&cli.StringFlag{Name: "log", Usage: "log file (default stderr)"},
-		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
-		&cli.BoolFlag{Name: "systemd-cgroup", Usage: "use systemd cgroups (not supported)"},
-		&cli.BoolFlag{Name: "debug"},
-		&cli.StringFlag{Name: "criu", Hidden: true},
-		&cli.StringFlag{Name: "rootless", Hidden: true},
+	Flags: []cmdline.Flag{
+		{Name: "root", Default: DefaultRoot, Usage: "state directory"},
+		{Name: "log", Usage: "log file (default stderr)"},
+		{Name: "log-format", Default: "text", Usage: "text or json"},
+		{Name: "systemd-cgroup", Kind: cmdline.Bool, Usage: "use systemd cgroups (not supported)"},
+		{Name: "debug", Kind: cmdline.Bool},
+		{Name: "criu", Hidden: true},
+		{Name: "rootless", Hidden: true},
 	},
 	Before: ociBefore,
-	Subcommands: []*cli.Command{
+	Commands: []*cmdline.Command{
 		ociCreate, ociStart, ociRun, ociState, ociKill, ociDelete, ociExec, ociList,
 		ociPause, ociResume, ociUpdate, ociEvents, ociPs, ociFeatures,
 	},
 }
 
-func ociBefore(c *cli.Context) error {
+func ociBefore(c *cmdline.Context) error {
 	logrus.SetOutput(os.Stderr)
 	if c.Bool("debug") {
 		logrus.SetLevel(logrus.DebugLevel)
@@ -71,7 +78,7 @@ func ociBefore(c *cli.Context) error {
 	if p := c.String("log"); p != "" {
 		f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND|unix.O_CLOEXEC, 0o644)
 		if err != nil {
-			return cli.Exit(fmt.Sprintf("open log %s: %v", p, err), 1)
+			return cmdline.Exit(fmt.Sprintf("open log %s: %v", p, err), 1)
 		}
 		logrus.SetOutput(f)
 	}
@@ -80,14 +87,14 @@ func ociBefore(c *cli.Context) error {
 		logrus.SetFormatter(&logrus.JSONFormatter{})
 	case "text", "":
 	default:
-		return cli.Exit("unknown --log-format "+c.String("log-format"), 1)
+		return cmdline.Exit("unknown --log-format "+c.String("log-format"), 1)
 	}
 	if c.Bool("systemd-cgroup") {
 		return ociFail(fmt.Errorf("--systemd-cgroup: systemd cgroups are not supported; use cgroupfs paths: %w", errdefs.ErrNotImplemented))
 	}
 	if leanInit != "" {
 		logrus.Debugf("shim oci: the lean runtime binary (init %s)", leanInit)
-	} else if root := c.String("root"); dirExists(root) || c.Args().First() == "create" || c.Args().First() == "run" {
+	} else if root := c.String("root"); dirExists(root) || c.Arg(0) == "create" || c.Arg(0) == "run" {
 		// Not for a state directory that is not there (a mistyped
 		// --root): only a create makes it.
 		installLean(root)
@@ -227,15 +234,18 @@ var leanInit string
 func Main() {
 	leanInit = os.Getenv(LeanInitEnv)
 	os.Unsetenv(LeanInitEnv)
-	app := &cli.App{
-		Name:     "shim",
-		Usage:    "runc-compatible OCI runtime (shim oci)",
-		Commands: []*cli.Command{ociCommand, initCommand},
+	if code := cmdline.Run(mainCommand, os.Args[1:], os.Stdout, os.Stderr); code != 0 {
+		os.Exit(code)
 	}
-	if err := app.Run(os.Args); err != nil {
-		fmt.Fprintln(os.Stderr, "shim:", err)
-		os.Exit(1)
-	}
+}
+
+// Help is the usage `shim oci --help` prints.
+func Help() string { return cmdline.Help(mainCommand.Name+" "+ociCommand.Name, ociCommand) }
+
+// Run runs `shim oci` with args (those after "oci") in the shim binary
+// (cmd/shim) and returns its exit status.
+func Run(args []string) int {
+	return cmdline.Run(mainCommand, append([]string{"oci"}, args...), os.Stdout, os.Stderr)
 }
 
 // ociFail logs err (so a caller reading --log sees it, as with runc) and
@@ -244,26 +254,26 @@ func ociFail(err error) error {
 	if err == nil {
 		return nil
 	}
-	var ec cli.ExitCoder
-	if errors.As(err, &ec) {
+	var exit *cmdline.ExitError
+	if errors.As(err, &exit) {
 		return err
 	}
 	logrus.WithField("class", errdefs.Class(err)).Error(err.Error())
 	if logrus.StandardLogger().Out != os.Stderr {
 		fmt.Fprintln(os.Stderr, "shim oci:", err)
 	}
-	return cli.Exit("", 1)
+	return cmdline.Exit("", 1)
 }
 
-func needID(c *cli.Context) (string, error) {
-	id := c.Args().First()
+func needID(c *cmdline.Context) (string, error) {
+	id := c.Arg(0)
 	if id == "" {
 		return "", fmt.Errorf("container id is required: %w", errdefs.ErrInvalidArgument)
 	}
 	return id, nil
 }
 
-func loadContainer(c *cli.Context) (*libct.Container, error) {
+func loadContainer(c *cmdline.Context) (*libct.Container, error) {
 	id, err := needID(c)
 	if err != nil {
 		return nil, err
@@ -276,11 +286,6 @@ func loadContainer(c *cli.Context) (*libct.Container, error) {
 	return ct, err
 }
 
-func rootOf(c *cli.Context) string {
-	for _, ctx := range c.Lineage() {
-		if ctx.Command != nil && ctx.Command.Name == "oci" {
-			return ctx.String("root")
-		}
-	}
-	return c.String("root")
-}
+// rootOf is the state directory: the --root of `shim oci`, which its
+// subcommands' contexts find in their parent's.
+func rootOf(c *cmdline.Context) string { return c.String("root") }

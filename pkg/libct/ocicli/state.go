@@ -9,8 +9,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/shim-cri/shim/internal/cmdline"
 	"github.com/shim-cri/shim/pkg/libct"
-	"github.com/urfave/cli/v2"
 )
 
 type ociStateJSON struct {
@@ -36,9 +36,9 @@ func printJSON(v any) error {
 	return enc.Encode(v)
 }
 
-var ociState = &cli.Command{
+var ociState = &cmdline.Command{
 	Name: "state", Usage: "print a container's state as JSON", ArgsUsage: "<id>",
-	Action: func(c *cli.Context) error {
+	Action: func(c *cmdline.Context) error {
 		ct, err := loadContainer(c)
 		if err != nil {
 			return ociFail(err)
@@ -51,13 +51,13 @@ var ociState = &cli.Command{
 	},
 }
 
-var ociList = &cli.Command{
+var ociList = &cmdline.Command{
 	Name: "list", Aliases: []string{"ls"}, Usage: "list containers",
-	Flags: []cli.Flag{
-		&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Value: "table"},
-		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}},
+	Flags: []cmdline.Flag{
+		{Name: "format", Aliases: []string{"f"}, Default: "table"},
+		{Name: "quiet", Aliases: []string{"q"}, Kind: cmdline.Bool},
 	},
-	Action: func(c *cli.Context) error {
+	Action: func(c *cmdline.Context) error {
 		ids, err := libct.List(rootOf(c))
 		if err != nil {
 			return ociFail(err)
@@ -89,10 +89,10 @@ var ociList = &cli.Command{
 	},
 }
 
-var ociPs = &cli.Command{
+var ociPs = &cmdline.Command{
 	Name: "ps", Usage: "list a container's processes", ArgsUsage: "<id> [ps options]",
-	Flags: []cli.Flag{&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Value: "table"}},
-	Action: func(c *cli.Context) error {
+	Flags: []cmdline.Flag{{Name: "format", Aliases: []string{"f"}, Default: "table"}},
+	Action: func(c *cmdline.Context) error {
 		ct, err := loadContainer(c)
 		if err != nil {
 			return ociFail(err)
@@ -116,7 +116,7 @@ var ociPs = &cli.Command{
 	},
 }
 
-var ociFeatures = &cli.Command{
+var ociFeatures = &cmdline.Command{
 	Name: "features", Usage: "print the features this runtime supports (JSON)",
-	Action: func(c *cli.Context) error { return printJSON(libct.Features()) },
+	Action: func(c *cmdline.Context) error { return printJSON(libct.Features()) },
 }

@@ -9,20 +9,20 @@ import (
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/shim-cri/shim/internal/cmdline"
 	"github.com/shim-cri/shim/pkg/errdefs"
-	"github.com/urfave/cli/v2"
 )
 
-var ociUpdate = &cli.Command{
+var ociUpdate = &cmdline.Command{
 	Name: "update", Usage: "update a container's resources", ArgsUsage: "<id>",
-	Flags: []cli.Flag{
-		&cli.StringFlag{Name: "resources", Aliases: []string{"r"}, Usage: "LinuxResources JSON file, - for stdin"},
-		&cli.StringFlag{Name: "memory"}, &cli.StringFlag{Name: "memory-reservation"}, &cli.StringFlag{Name: "memory-swap"},
-		&cli.Uint64Flag{Name: "cpu-shares"}, &cli.Int64Flag{Name: "cpu-quota"}, &cli.Uint64Flag{Name: "cpu-period"},
-		&cli.StringFlag{Name: "cpuset-cpus"}, &cli.StringFlag{Name: "cpuset-mems"},
-		&cli.Int64Flag{Name: "pids-limit"}, &cli.UintFlag{Name: "blkio-weight"},
+	Flags: []cmdline.Flag{
+		{Name: "resources", Aliases: []string{"r"}, Usage: "LinuxResources JSON file, - for stdin"},
+		{Name: "memory"}, {Name: "memory-reservation"}, {Name: "memory-swap"},
+		{Name: "cpu-shares", Kind: cmdline.Uint64}, {Name: "cpu-quota", Kind: cmdline.Int64}, {Name: "cpu-period", Kind: cmdline.Uint64},
+		{Name: "cpuset-cpus"}, {Name: "cpuset-mems"},
+		{Name: "pids-limit", Kind: cmdline.Int64}, {Name: "blkio-weight", Kind: cmdline.Uint64},
 	},
-	Action: func(c *cli.Context) error { return ociFail(doUpdate(c)) },
+	Action: func(c *cmdline.Context) error { return ociFail(doUpdate(c)) },
 }
 
 func parseBytes(s string) (int64, error) {
@@ -45,7 +45,7 @@ func parseBytes(s string) (int64, error) {
 	return n * mult, nil
 }
 
-func doUpdate(c *cli.Context) error {
+func doUpdate(c *cmdline.Context) error {
 	ct, err := loadContainer(c)
 	if err != nil {
 		return err
@@ -112,7 +112,7 @@ func doUpdate(c *cli.Context) error {
 		r.Pids = &specs.LinuxPids{Limit: &v}
 	}
 	if c.IsSet("blkio-weight") {
-		v := uint16(c.Uint("blkio-weight"))
+		v := uint16(c.Uint64("blkio-weight"))
 		r.BlockIO = &specs.LinuxBlockIO{Weight: &v}
 	}
 	return ct.Update(r)
