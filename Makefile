@@ -13,9 +13,12 @@ BIN       := bin/shim
 all: build
 
 # bin/shim embeds the lean monitor binary (cmd/shim-runtime) and the
-# container init (cmd/shim-init).
+# container init (cmd/shim-init). It is linked statically like them: it
+# needs no libseccomp.so on the node, and each `shim oci` command, which
+# its C constructor hands to the lean binary, does not wait for ld.so
+# (0.6-0.9 ms of each here). netgo and osusergo as below.
 build: runtime
-	$(GO) build -trimpath -tags shim_embed,urfave_cli_no_docs -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/shim
+	$(GO) build -trimpath -tags shim_embed,urfave_cli_no_docs,netgo,osusergo -ldflags '$(LDFLAGS) -linkmode external -extldflags "-static"' -o $(BIN) ./cmd/shim
 
 # The lean binaries start often (the monitor once per pod, the init once
 # per container create and per exec): they are linked statically (glibc's
