@@ -494,15 +494,22 @@ func (s *Snapshotter) SyncEntries(ctx context.Context, key string, names []strin
 	if err := s.check(); err != nil {
 		return err
 	}
-	var rec *record
-	if err := s.view(func(m *mtx) error {
-		r, err := m.get(key)
-		rec = r
-		return err
-	}); err != nil {
+	rec, err := s.get(key)
+	if err != nil {
 		return err
 	}
 	return fsutil.SyncEntries(filepath.Join(s.idDir(rec.ID), "fs"), names)
+}
+
+// get reads key's record.
+func (s *Snapshotter) get(key string) (*record, error) {
+	var rec *record
+	err := s.view(func(m *mtx) error {
+		r, err := m.get(key)
+		rec = r
+		return err
+	})
+	return rec, err
 }
 
 // Usage implements snapshot.Snapshotter: the blocks and inodes of the
@@ -511,12 +518,8 @@ func (s *Snapshotter) Usage(ctx context.Context, key string) (snapshot.Usage, er
 	if err := s.check(); err != nil {
 		return snapshot.Usage{}, err
 	}
-	var rec *record
-	if err := s.view(func(m *mtx) error {
-		r, err := m.get(key)
-		rec = r
-		return err
-	}); err != nil {
+	rec, err := s.get(key)
+	if err != nil {
 		return snapshot.Usage{}, err
 	}
 	u, err := DiskUsage(ctx, filepath.Join(s.idDir(rec.ID), "fs"))
