@@ -354,12 +354,19 @@ func (c *Content) Sync() error {
 	return unix.Syncfs(int(d.Fd()))
 }
 
-// SyncBlobs flushes the blobs dgsts (each there) and their directories.
+// SyncBlobs flushes the blobs dgsts (each there) and the directories from
+// theirs up to the store's root (a first blob of an algorithm made its
+// directory).
 func (c *Content) SyncBlobs(dgsts []digest.Digest) error {
 	dirs := map[string]bool{}
 	for _, d := range dgsts {
 		p := c.Path(d)
-		dirs[filepath.Dir(p)] = true
+		for dir := filepath.Dir(p); !dirs[dir]; dir = filepath.Dir(dir) {
+			dirs[dir] = true
+			if dir == c.root || len(dir) <= len(c.root) {
+				break
+			}
+		}
 		f, err := os.Open(p)
 		if err != nil {
 			return err

@@ -31,18 +31,56 @@ type unflushedLayers struct {
 
 type unflushedLayer struct {
 	names []string
-	seq   uint64 // when it was added: a later add is another commit of the key
+	seq   uint64 // of its last begin: a later begin is another commit of the key
+	// committing counts the commits of the key running: a commit
+	// writes too (snapshot.WithInheritDirs), so a flush of the whole
+	// filesystem covers only the commits that ended before it started.
+	committing int
+	done       uint64 // when its last commit ended (0: none has)
 }
 
-// add records the unflushed layer key, before its commit makes it visible.
-func (u *unflushedLayers) add(key string, names []string) {
+// begin records a commit of key about to start, before the commit makes
+// the layer visible to other pulls; end records its end.
+func (u *unflushedLayers) begin(key string, names []string) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.m == nil {
 		u.m = map[string]unflushedLayer{}
 	}
 	u.seq++
-	u.m[key] = unflushedLayer{names: names, seq: u.seq}
+	l := u.m[key]
+	l.names, l.seq = names, u.seq
+	l.committing++
+	u.m[key] = l
+}
+
+// end records that a commit of key ended, committed or not (another pull
+// committed the key first, or it failed). A key no commit of which
+// succeeded is forgotten once none runs.
+func (u *unflushedLayers) end(key string, committed bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	l, ok := u.m[key]
+	if !ok {
+		return
+	}
+	l.committing--
+	if committed {
+		u.seq++
+		l.done = u.seq
+	}
+	if l.committing == 0 && l.done == 0 {
+		delete(u.m, key)
+		return
+	}
+	u.m[key] = l
+}
+
+// forget drops key, whose snapshot GC removed.
+func (u *unflushedLayers) forget(key string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	delete(u.m, key)
 }
 
 // of returns the unflushed layers among keys.
@@ -58,19 +96,20 @@ func (u *unflushedLayers) of(keys []string) map[string]unflushedLayer {
 	return out
 }
 
-// flushed forgets the layers flushed, unless committed again since.
+// flushed forgets the layers flushed entry by entry (each committed, as
+// the pull that flushed them found them), unless committed again since.
 func (u *unflushedLayers) flushed(layers map[string]unflushedLayer) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	for k, l := range layers {
-		if u.m[k].seq == l.seq {
+		if cur := u.m[k]; cur.seq == l.seq && cur.committing == 0 {
 			delete(u.m, k)
 		}
 	}
 }
 
 // mark is where a flush of the whole filesystem starts: flushedUpTo
-// forgets every layer added before it.
+// forgets every layer whose commits all ended before it.
 func (u *unflushedLayers) mark() uint64 {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -81,7 +120,7 @@ func (u *unflushedLayers) flushedUpTo(mark uint64) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	for k, l := range u.m {
-		if l.seq <= mark {
+		if l.committing == 0 && l.done != 0 && l.done <= mark {
 			delete(u.m, k)
 		}
 	}

@@ -58,11 +58,15 @@ func TestPullFlush(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.unflushed.add(diffID.String(), []string{".", "etc", "etc/os-release"})
+	committed := func(key string, names []string) {
+		s.unflushed.begin(key, names)
+		s.unflushed.end(key, true)
+	}
+	committed(diffID.String(), []string{".", "etc", "etc/os-release"})
 	if got, want := pull(s, "lib/shared:1"), "3 entries of 1 layers and 1 blobs"; got != want {
 		t.Errorf("a shared unflushed layer flushed %q, want %q", got, want)
 	}
-	s.unflushed.add(diffID.String(), nil)
+	committed(diffID.String(), nil)
 	if got, want := pull(s, "lib/shared:1"), "the filesystem"; got != want {
 		t.Errorf("a shared unflushed layer without its entries flushed %q, want %q", got, want)
 	}
@@ -72,30 +76,63 @@ func TestPullFlush(t *testing.T) {
 	}
 }
 
-// TestUnflushedLayers: a flush forgets only the commits it covered.
+// TestUnflushedLayers: a flush forgets only the commits it covered: a
+// flush of the whole filesystem not one still running when it started
+// (the commit writes the layer's inherited directory attributes), one
+// entry by entry not one begun since.
 func TestUnflushedLayers(t *testing.T) {
 	var u unflushedLayers
-	u.add("a", []string{"."})
-	u.add("b", nil)
+	commit := func(key string, names []string) {
+		u.begin(key, names)
+		u.end(key, true)
+	}
+	has := func(key string) bool { _, ok := u.m[key]; return ok }
+
+	commit("a", []string{"."})
+	commit("b", nil)
 	got := u.of([]string{"a", "b", "c"})
 	if len(got) != 2 || got["a"].names[0] != "." || got["b"].names != nil {
 		t.Fatalf("of = %+v", got)
 	}
-	u.add("a", []string{".", "x"}) // committed again (removed and re-pulled)
+	commit("a", []string{".", "x"}) // committed again (removed and pulled again)
 	u.flushed(got)
-	if l, ok := u.m["a"]; !ok || len(l.names) != 2 {
+	if !has("a") || len(u.m["a"].names) != 2 {
 		t.Errorf("a's new commit was forgotten by the flush of its old one: %+v", u.m)
 	}
-	if _, ok := u.m["b"]; ok {
+	if has("b") {
 		t.Error("b is still unflushed after its flush")
 	}
+
+	u.begin("c", nil) // committing while the filesystem flush starts
 	mark := u.mark()
-	u.add("c", nil)
+	u.end("c", true)
+	commit("d", nil) // after it started
 	u.flushedUpTo(mark)
-	if _, ok := u.m["a"]; ok {
+	if has("a") {
 		t.Error("a is still unflushed after a whole-filesystem flush")
 	}
-	if _, ok := u.m["c"]; !ok {
-		t.Error("c, committed after the filesystem flush started, was forgotten")
+	for _, k := range []string{"c", "d"} {
+		if !has(k) {
+			t.Errorf("%s, whose commit ended after the filesystem flush started, was forgotten", k)
+		}
+	}
+
+	// A commit that lost to another pull's keeps that pull's; one that
+	// failed alone leaves nothing.
+	u.begin("e", []string{"."})
+	u.begin("e", []string{"."})
+	u.end("e", true)
+	u.end("e", false)
+	if !has("e") {
+		t.Error("e, committed by one of two pulls, was forgotten")
+	}
+	u.begin("f", nil)
+	u.end("f", false)
+	if has("f") {
+		t.Error("f, never committed, is listed")
+	}
+	u.forget("e")
+	if has("e") {
+		t.Error("e is listed after forget")
 	}
 }

@@ -103,6 +103,9 @@ func (s *Store) gcSnapshots(ctx context.Context, keep map[string]bool) (int, err
 				}
 				return removed, fmt.Errorf("removing snapshot %s: %w", i.Key, err)
 			}
+			// No pull holds it (nor can start to while GC runs): a
+			// layer committed by a pull that failed later.
+			s.unflushed.forget(i.Key)
 			removed++
 			progress = true
 		}

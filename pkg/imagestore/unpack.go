@@ -186,7 +186,7 @@ func (p *layerPull) unpackLayer(ctx context.Context, i int, parent string) (retE
 			return err
 		}
 	}
-	// The pull flushes everything once, before it records the image.
+	// Flushed before an image using it is recorded (Store.flush).
 	opts := []snapshot.Opt{snapshot.WithoutSync()}
 	if p.caps.DiffLayers && parent != "" {
 		// Unpacked alone, the layer's implicit directories must look as
@@ -199,8 +199,10 @@ func (p *layerPull) unpackLayer(ctx context.Context, i int, parent string) (retE
 	if !p.caps.DiffLayers {
 		flushNames = nil // the parent's copy is this snapshot's too
 	}
-	p.s.unflushed.add(key, flushNames)
-	if err := p.s.sn.Commit(ctx, key, active, opts...); err != nil {
+	p.s.unflushed.begin(key, flushNames)
+	err = p.s.sn.Commit(ctx, key, active, opts...)
+	p.s.unflushed.end(key, err == nil)
+	if err != nil {
 		if errdefs.IsAlreadyExists(err) && p.committed(ctx, key) {
 			// Committed meanwhile by another pull: use that one.
 			if rerr := p.s.sn.Remove(ctx, active); rerr != nil && !errdefs.IsNotFound(rerr) {

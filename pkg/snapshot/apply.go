@@ -297,6 +297,7 @@ func (a *applier) entry(tr *tar.Reader, hdr *tar.Header) error {
 	for d := path.Dir(name); d != "." && d != "/" && !a.parents[d]; d = path.Dir(d) {
 		a.parents[d] = true
 	}
+	a.checkFlushCap()
 	if hdr.Uid < 0 || hdr.Uid > maxID || hdr.Gid < 0 || hdr.Gid > maxID {
 		return invalid("owner %d:%d out of range", hdr.Uid, hdr.Gid)
 	}
@@ -341,12 +342,28 @@ func (a *applier) entry(tr *tar.Reader, hdr *tar.Header) error {
 			a.notFlushable()
 		default:
 			a.files[name] = struct{}{}
-		}
-		if a.files != nil && len(a.files)+len(a.parents)+len(a.explicit) >= MaxFlushEntries {
-			a.notFlushable() // "." makes one more
+			a.checkFlushCap()
 		}
 	}
 	return nil
+}
+
+// checkFlushCap gives up listing the layer's entries once they are more
+// than MaxFlushEntries, "." included (a name both a file and a directory
+// counts twice).
+func (a *applier) checkFlushCap() {
+	if a.files == nil {
+		return
+	}
+	n := 1 + len(a.files) + len(a.parents)
+	for d := range a.explicit {
+		if !a.parents[d] && d != "." {
+			n++
+		}
+	}
+	if n > MaxFlushEntries {
+		a.notFlushable()
+	}
 }
 
 func hasSparseRecords(hdr *tar.Header) bool {

@@ -128,7 +128,10 @@ func FuzzApply(f *testing.F) {
 		s := newSandbox(t)
 		before := treeState(t, s.tmp, s.root)
 		forbidden := forbiddenInodes(t, s.out)
-		_, _ = Apply(context.Background(), s.root, bytes.NewReader(fuzzTar(data, s.out)), mode)
+		res, err := ApplyLayer(context.Background(), s.root, bytes.NewReader(fuzzTar(data, s.out)), mode)
+		if err == nil {
+			checkFlushCovers(t, s.root, res)
+		}
 		if d := diffState(before, treeState(t, s.tmp, s.root)); len(d) > 0 {
 			t.Fatalf("outside the root changed:\n%s", strings.Join(d, "\n"))
 		}

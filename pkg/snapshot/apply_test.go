@@ -678,6 +678,15 @@ func TestApplyFlushList(t *testing.T) {
 		many = append(many, tt.File(fmt.Sprintf("f%d", i), "x"))
 	}
 	fewer := many[:MaxFlushEntries-1]
+	// A directory with an entry of its own and files in it counts once.
+	underDir := []tt.Entry{tt.Dir("d")}
+	for i := range MaxFlushEntries - 2 {
+		underDir = append(underDir, tt.File(fmt.Sprintf("d/f%d", i), "x"))
+	}
+	var opaques []tt.Entry
+	for i := range MaxFlushEntries {
+		opaques = append(opaques, tt.Opaque(fmt.Sprintf("o%d", i)))
+	}
 	for _, c := range []struct {
 		name    string
 		mode    WhiteoutMode
@@ -694,6 +703,8 @@ func TestApplyFlushList(t *testing.T) {
 		{"empty layer", WhiteoutOverlay, nil, []string{"."}},
 		{"largest listed", WhiteoutOverlay, fewer, nil}, // filled in below
 		{"too many", WhiteoutOverlay, many, nil},
+		{"listed directory with files", WhiteoutOverlay, underDir, nil}, // filled in below
+		{"too many opaque directories", WhiteoutOverlay, opaques, nil},
 		{"symlink", WhiteoutOverlay, []tt.Entry{tt.File("f", "x"), tt.Symlink("l", "f")}, nil},
 		{"hard link", WhiteoutOverlay, []tt.Entry{tt.File("f", "x"), tt.Link("l", "f")}, nil},
 		{"fifo", WhiteoutOverlay, []tt.Entry{tt.Fifo("p")}, nil},
@@ -708,10 +719,19 @@ func TestApplyFlushList(t *testing.T) {
 				}
 				sort.Strings(c.want[1:])
 			}
-			res, err := ApplyLayer(context.Background(), t.TempDir(), bytes.NewReader(tt.Tar(c.entries...)), c.mode)
+			if c.name == "listed directory with files" {
+				c.want = []string{".", "d"}
+				for i := range MaxFlushEntries - 2 {
+					c.want = append(c.want, fmt.Sprintf("d/f%d", i))
+				}
+				sort.Strings(c.want[2:])
+			}
+			dir := t.TempDir()
+			res, err := ApplyLayer(context.Background(), dir, bytes.NewReader(tt.Tar(c.entries...)), c.mode)
 			if err != nil {
 				t.Fatal(err)
 			}
+			checkFlushCovers(t, dir, res)
 			if !slices.Equal(res.Flush, c.want) {
 				t.Errorf("Flush = %q, want %q", res.Flush, c.want)
 			}
@@ -719,5 +739,37 @@ func TestApplyFlushList(t *testing.T) {
 				t.Errorf("Flush nil = %v, want %v", res.Flush == nil, c.want == nil)
 			}
 		})
+	}
+}
+
+// checkFlushCovers fails unless res.Flush, when it lists entries, lists
+// every file and directory in dir and dir holds nothing else.
+func checkFlushCovers(t testing.TB, dir string, res ApplyResult) {
+	t.Helper()
+	if res.Flush == nil {
+		return
+	}
+	listed := map[string]bool{}
+	for _, n := range res.Flush {
+		listed[n] = true
+	}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		switch {
+		case !d.Type().IsRegular() && !d.IsDir():
+			t.Errorf("Flush lists entries, but the layer wrote %s of type %v", rel, d.Type())
+		case !listed[filepath.ToSlash(rel)]:
+			t.Errorf("Flush does not list %s", rel)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -59,6 +59,7 @@ func Run(t *testing.T, newSnapshotter NewFunc) {
 		{"MountLayers", true, testMountLayers},
 		{"LayerMetadata", true, testLayerMetadata},
 		{"Chain128", true, testChain128},
+		{"SyncEntries", true, testSyncEntries},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.root && os.Getuid() != 0 {
@@ -836,4 +837,25 @@ func testChain128(e *env) {
 	if got := e.readFile(filepath.Join(c, "f000")); got != "changed" {
 		e.Errorf("write on a 128-layer container rootfs: %q", got)
 	}
+}
+
+// testSyncEntries: the entries a layer's ApplyResult.Flush lists are
+// found in the committed snapshot (an error would fail the pull); a
+// missing key is NotFound.
+func testSyncEntries(e *env) {
+	dir := e.writable(e.prepare("extract", ""))
+	res, err := snapshot.ApplyLayer(e.ctx, dir, bytes.NewReader(tt.Tar(tt.Dir("etc"), tt.File("etc/x", "1"), tt.File("usr/bin/y", "2"))), e.caps.Whiteouts)
+	if err != nil {
+		e.Fatal(err)
+	}
+	e.commit("layer", "extract")
+	names := res.Flush
+	if names == nil {
+		names = []string{".", "etc", "usr", "usr/bin", "etc/x", "usr/bin/y"} // WhiteoutRemove lists none
+	}
+	e.ok(e.sn.SyncEntries(e.ctx, "layer", names))
+	if err := e.sn.SyncEntries(e.ctx, "layer", []string{"etc/x", "x/../../../etc/passwd-not-here"}); err != nil {
+		e.Errorf("SyncEntries of a name not there (resolved inside the snapshot) = %v", err)
+	}
+	e.wantClass("SyncEntries of a missing key", e.sn.SyncEntries(e.ctx, "missing", []string{"."}), errdefs.ErrNotFound)
 }

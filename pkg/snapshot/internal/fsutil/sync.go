@@ -1,10 +1,14 @@
 package fsutil
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/shim-cri/shim/pkg/errdefs"
 )
 
 // SyncDir fsyncs the directory at path, making its entries (creates,
@@ -44,8 +48,8 @@ const syncWorkers = 8
 // root, resolved inside it) that is a regular file or a directory: its
 // data, its inode and, for a directory, its entries. A name that is gone
 // (removed again by a later entry of its layer) is skipped, as its
-// directory's fsync covers the removal.
-func SyncEntries(root string, names []string) error {
+// directory's fsync covers the removal. ctx is checked between entries.
+func SyncEntries(ctx context.Context, root string, names []string) error {
 	rootfd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return &os.PathError{Op: "open", Path: root, Err: err}
@@ -64,11 +68,15 @@ func SyncEntries(root string, names []string) error {
 			errs <- first
 		}()
 	}
+	var cancelled error
 	for _, name := range names {
+		if cancelled = ctx.Err(); cancelled != nil {
+			break
+		}
 		work <- name
 	}
 	close(work)
-	var first error
+	first := cancelled
 	for range syncWorkers {
 		if err := <-errs; err != nil && first == nil {
 			first = err
@@ -103,7 +111,9 @@ func syncEntry(rootfd int, name string) error {
 		return &os.PathError{Op: "fstat", Path: name, Err: err}
 	}
 	if t := st.Mode & unix.S_IFMT; t != unix.S_IFREG && t != unix.S_IFDIR {
-		return &os.PathError{Op: "fsync", Path: name, Err: unix.EINVAL}
+		// ApplyResult.Flush lists none: a layer with one is flushed
+		// with its filesystem.
+		return fmt.Errorf("fsync %s: mode %o, not a file or directory: %w", name, st.Mode, errdefs.ErrInternal)
 	}
 	if err := unix.Fsync(fd); err != nil {
 		return &os.PathError{Op: "fsync", Path: name, Err: err}

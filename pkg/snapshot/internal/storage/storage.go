@@ -498,7 +498,7 @@ func (s *Snapshotter) SyncEntries(ctx context.Context, key string, names []strin
 	if err != nil {
 		return err
 	}
-	return fsutil.SyncEntries(filepath.Join(s.idDir(rec.ID), "fs"), names)
+	return fsutil.SyncEntries(ctx, filepath.Join(s.idDir(rec.ID), "fs"), names)
 }
 
 // get reads key's record.
