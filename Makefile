@@ -18,7 +18,7 @@ all: build
 # its C constructor hands to the lean binary, does not wait for ld.so
 # (0.6-0.9 ms of each here). netgo and osusergo as below.
 build: runtime
-	$(GO) build -trimpath -tags shim_embed,urfave_cli_no_docs,netgo,osusergo -ldflags '$(LDFLAGS) -linkmode external -extldflags "-static"' -o $(BIN) ./cmd/shim
+	$(GO) build -trimpath -tags shim_embed,urfave_cli_no_docs,$(RUNTIME_TAGS) -ldflags '$(LDFLAGS) $(STATIC_LDFLAGS)' -o $(BIN) ./cmd/shim
 
 # The lean binaries start often (the monitor once per pod, the init once
 # per container create and per exec): they are linked statically (glibc's
@@ -32,7 +32,8 @@ build: runtime
 # (internal/ocilean). No urfave/cli in them (internal/cmdline parses
 # `shim oci`), so no urfave_cli_no_docs.
 RUNTIME_TAGS    := netgo,osusergo
-RUNTIME_LDFLAGS := -s -w -linkmode external -extldflags "-static"
+STATIC_LDFLAGS  := -linkmode external -extldflags "-static"
+RUNTIME_LDFLAGS := -s -w $(STATIC_LDFLAGS)
 runtime:
 	@hack/install-deps.sh build >/dev/null
 	$(GO) build -trimpath -tags $(RUNTIME_TAGS) -ldflags '$(RUNTIME_LDFLAGS)' -o cmd/shim/shim-runtime.bin ./cmd/shim-runtime
