@@ -32,6 +32,10 @@ func (r *Runtime) startContainer(ctx context.Context, j *Job, id string) (struct
 		return struct{}{}, err
 	}
 	j.Mark(phaseValidate)
+	c.mu.Lock()
+	c.starting = true
+	c.mu.Unlock()
+	defer r.startEnded(c)
 	resp, err := mon.Call(ctx, &monitor.Request{Op: monitor.OpStart, ID: c.ID})
 	if err != nil {
 		// The start may have happened before the call failed (a deadline,
@@ -53,6 +57,7 @@ func (r *Runtime) startContainer(ctx context.Context, j *Job, id string) (struct
 	}
 	j.Mark(phaseRecord)
 	r.emit(c, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
+	r.startEnded(c)
 	r.refresh(ctx, c) // it may have exited already
 	j.Mark(phaseRefresh)
 	c.mu.Lock()
@@ -60,6 +65,19 @@ func (r *Runtime) startContainer(ctx context.Context, j *Job, id string) (struct
 	c.mu.Unlock()
 	j.Logf("started")
 	return struct{}{}, nil
+}
+
+// startEnded ends c's start: an exit recorded while it ran is announced
+// now, after CONTAINER_STARTED (a process that exits at once must not be
+// seen stopped before started). Idempotent.
+func (r *Runtime) startEnded(c *Container) {
+	c.mu.Lock()
+	pending := c.stopPending
+	c.starting, c.stopPending = false, false
+	c.mu.Unlock()
+	if pending {
+		r.emit(c, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
+	}
 }
 
 // started reports whether the runtime shows c running or already exited

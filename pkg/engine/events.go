@@ -173,7 +173,14 @@ func (r *Runtime) exited(ctx context.Context, id string, rec *monitor.ExitRecord
 			r.updateSandbox(sb, func(sb *Sandbox) { sb.State, sb.InfraPid = SandboxNotReady, 0 })
 		}
 	}
-	if changed {
+	if !changed {
+		return
+	}
+	c.mu.Lock()
+	later := c.starting
+	c.stopPending = later
+	c.mu.Unlock()
+	if !later {
 		r.emit(c, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
 	}
 }

@@ -111,6 +111,9 @@ type Container struct {
 	config  *runtimeapi.ContainerConfig
 	mu      sync.Mutex // guards the state fields, which exits change outside jobs
 	removed bool       // deleted: no more writes
+	// starting: a start job runs; an exit seen meanwhile sets stopPending
+	// and the start emits CONTAINER_STOPPED after CONTAINER_STARTED.
+	starting, stopPending bool
 	// The phases of its create and start jobs: in memory only (a
 	// restarted daemon has none).
 	created, started *timeline.Timeline
