@@ -410,9 +410,10 @@ func (w *Ingest) close() error {
 	return err
 }
 
-// Put stores a small blob from memory (manifests, configs). Concurrent
-// Puts of the same blob are fine: each writes its own temp file and the
-// rename is atomic.
+// Put stores a small blob from memory (manifests, configs), unflushed: it
+// is durable after SyncBlobs or Sync (a pull flushes once, before it
+// records the image). Concurrent Puts of the same blob are fine: each
+// writes its own temp file and the rename is atomic.
 func (c *Content) Put(dgst digest.Digest, data []byte) error {
 	if err := dgst.Validate(); err != nil {
 		return fmt.Errorf("digest %q: %w: %w", dgst, err, errdefs.ErrInvalidArgument)
@@ -430,9 +431,6 @@ func (c *Content) Put(dgst digest.Digest, data []byte) error {
 	defer os.Remove(f.Name())
 	_, err = f.Write(data)
 	if err == nil {
-		err = f.Sync()
-	}
-	if err == nil {
 		err = f.Chmod(0o444)
 	}
 	if cerr := f.Close(); err == nil {
@@ -441,11 +439,7 @@ func (c *Content) Put(dgst digest.Digest, data []byte) error {
 	if err != nil {
 		return err
 	}
-	dst := c.Path(dgst)
-	if err := os.Rename(f.Name(), dst); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(dst))
+	return os.Rename(f.Name(), c.Path(dgst))
 }
 
 func syncDir(dir string) error {

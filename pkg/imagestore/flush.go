@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sync"
 
-	digest "github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/shim-cri/shim/pkg/snapshot"
@@ -127,7 +126,7 @@ func (u *unflushedLayers) flushedUpTo(mark uint64) {
 }
 
 // flush makes every layer and blob of img durable before img is recorded:
-// the layers still unflushed entry by entry, with the layer blobs, when
+// the layers still unflushed entry by entry, with the image's blobs, when
 // each listed its entries and they are few; else the whole filesystem
 // (syncfs), which also waits for every other writer's data on it. It
 // says which it did.
@@ -162,10 +161,7 @@ func (s *Store) flush(ctx context.Context, img *Image) (string, error) {
 			return nil
 		})
 	}
-	blobs := make([]digest.Digest, len(img.Layers))
-	for i, l := range img.Layers {
-		blobs[i] = l.Digest
-	}
+	blobs := img.Blobs() // the manifests and the config too (Put)
 	g.Go(func() error {
 		if err := s.content.SyncBlobs(blobs); err != nil {
 			return fmt.Errorf("flushing blobs: %w", err)

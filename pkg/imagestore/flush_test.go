@@ -44,8 +44,9 @@ func TestPullFlush(t *testing.T) {
 	}
 
 	s := newStore(t, "overlay", "")
-	// ".", "etc", "etc/os-release"; ".", "bin", "bin/tool".
-	if got, want := pull(s, "lib/small:1"), "6 entries of 2 layers and 2 blobs"; got != want {
+	// ".", "etc", "etc/os-release"; ".", "bin", "bin/tool"; the blobs of
+	// both layers, the manifest and the config.
+	if got, want := pull(s, "lib/small:1"), "6 entries of 2 layers and 4 blobs"; got != want {
 		t.Errorf("small layers flushed %q, want %q", got, want)
 	}
 	if got, want := pull(s, "lib/many:1"), "the filesystem"; got != want {
@@ -63,7 +64,7 @@ func TestPullFlush(t *testing.T) {
 		s.unflushed.end(key, true)
 	}
 	committed(diffID.String(), []string{".", "etc", "etc/os-release"})
-	if got, want := pull(s, "lib/shared:1"), "3 entries of 1 layers and 1 blobs"; got != want {
+	if got, want := pull(s, "lib/shared:1"), "3 entries of 1 layers and 3 blobs"; got != want {
 		t.Errorf("a shared unflushed layer flushed %q, want %q", got, want)
 	}
 	committed(diffID.String(), nil)
