@@ -69,6 +69,7 @@ func (r *Runtime) deleteContainer(ctx context.Context, c *Container) error {
 		delete(r.ctrNames, c.Name)
 	}
 	r.mu.Unlock()
+	r.startEnded(c)
 	r.emit(c, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
 	return nil
 }

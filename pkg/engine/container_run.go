@@ -56,7 +56,12 @@ func (r *Runtime) startContainer(ctx context.Context, j *Job, id string) (struct
 		return struct{}{}, err
 	}
 	j.Mark(phaseRecord)
-	r.emit(c, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
+	c.mu.Lock()
+	removed := c.removed // by a pod's removal meanwhile: it announced the end
+	c.mu.Unlock()
+	if !removed {
+		r.emit(c, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
+	}
 	r.startEnded(c)
 	r.refresh(ctx, c) // it may have exited already
 	j.Mark(phaseRefresh)
@@ -69,7 +74,9 @@ func (r *Runtime) startContainer(ctx context.Context, j *Job, id string) (struct
 
 // startEnded ends c's start: an exit recorded while it ran is announced
 // now, after CONTAINER_STARTED (a process that exits at once must not be
-// seen stopped before started). Idempotent.
+// seen stopped before started). A removal during the start (a pod's,
+// which does not wait for the container's jobs) ends it too, before
+// CONTAINER_DELETED. Idempotent.
 func (r *Runtime) startEnded(c *Container) {
 	c.mu.Lock()
 	pending := c.stopPending

@@ -1,12 +1,21 @@
 package engine
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/shim-cri/shim/pkg/errdefs"
 	"github.com/shim-cri/shim/pkg/monitor"
 )
 
@@ -65,5 +74,114 @@ func TestExitDuringStart(t *testing.T) {
 		if got := next(); got != want {
 			t.Fatalf("event %v, want %v", got, want)
 		}
+	}
+}
+
+// startMonitor answers a pod's monitor socket: every request succeeds,
+// but a start first runs onStart and fails if it returns an error.
+func startMonitor(t *testing.T, r *Runtime, podID string, onStart func() error) {
+	t.Helper()
+	dir := filepath.Join(r.o.State, "pods", podID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, monitor.SocketName)
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				line, err := bufio.NewReader(conn).ReadBytes('\n')
+				if err != nil {
+					return
+				}
+				var req monitor.Request
+				json.Unmarshal(line, &req)
+				var resp monitor.Response
+				if req.Op == monitor.OpStart {
+					if err := onStart(); err != nil {
+						w := errdefs.ToWire(err)
+						resp.Error = &w
+					}
+				}
+				json.NewEncoder(conn).Encode(&resp)
+			}()
+		}
+	}()
+	r.monitors[podID] = &podMonitor{client: &monitor.Client{Socket: sock}, cancel: func() {}}
+}
+
+// TestStartJobEvents drives StartContainer's job with the exit arriving
+// while the monitor answers the start: STOPPED follows STARTED; a start
+// that fails announces the exit alone; a pod removal during the start
+// announces the exit before DELETED.
+func TestStartJobEvents(t *testing.T) {
+	ctx := context.Background()
+	exit := &monitor.ExitRecord{Exit: monitor.Exit{Code: 4}, FinishedAt: time.Now()}
+	const (
+		started = runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT
+		stopped = runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT
+		deleted = runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT
+	)
+	for _, tc := range []struct {
+		name    string
+		fail    bool // the start fails after the exit was seen
+		remove  bool // the container is removed while the start runs
+		wantErr bool
+		want    []runtimeapi.ContainerEventType
+	}{
+		{"exits at once", false, false, false, []runtimeapi.ContainerEventType{started, stopped}},
+		{"start fails", true, false, true, []runtimeapi.ContainerEventType{stopped}},
+		{"removed meanwhile", false, true, false, []runtimeapi.ContainerEventType{stopped, deleted}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := testRuntime(t)
+			ch, unsub := r.Events()
+			defer unsub()
+			podID := newID()[:8]
+			id := newID()
+			c := &Container{ID: id, SandboxID: podID, State: ContainerCreated,
+				Bundle: filepath.Join(r.o.State, "pods", podID, "ctrs", id), Snapshot: "ctr-" + id}
+			r.mu.Lock()
+			r.containers[id] = c
+			r.mu.Unlock()
+			startMonitor(t, r, podID, func() error {
+				r.exited(ctx, id, exit)
+				if tc.remove {
+					if err := r.deleteContainer(ctx, c); err != nil {
+						t.Errorf("remove during the start: %v", err)
+					}
+				}
+				if tc.fail {
+					return fmt.Errorf("start failed: %w", errdefs.ErrUnavailable)
+				}
+				return nil
+			})
+			j := &Job{logger: logrus.NewEntry(logrus.StandardLogger())}
+			_, err := r.startContainer(ctx, j, id)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("start: %v", err)
+			}
+			var got []runtimeapi.ContainerEventType
+			for done := false; !done; {
+				select {
+				case ev := <-ch:
+					got = append(got, ev.ContainerEventType)
+				default:
+					done = true
+				}
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("events %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
