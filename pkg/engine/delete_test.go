@@ -41,6 +41,14 @@ func startFakeMonitor(t *testing.T, sock, id string, proc *exec.Cmd) *fakeMonito
 		m.exited = true
 		m.mu.Unlock()
 	}()
+	serveMonitor(t, sock, m.answer)
+	return m
+}
+
+// serveMonitor answers the monitor socket sock the way the C monitor's
+// protocol goes (a request line of JSON, a JSON response) with handle.
+func serveMonitor(t *testing.T, sock string, handle func(monitor.Request) monitor.Response) {
+	t.Helper()
 	l, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
@@ -52,20 +60,22 @@ func startFakeMonitor(t *testing.T, sock, id string, proc *exec.Cmd) *fakeMonito
 			if err != nil {
 				return
 			}
-			go m.serve(conn)
+			go func() {
+				defer conn.Close()
+				line, err := bufio.NewReader(conn).ReadBytes('\n')
+				if err != nil {
+					return
+				}
+				var req monitor.Request
+				json.Unmarshal(line, &req)
+				resp := handle(req)
+				json.NewEncoder(conn).Encode(&resp)
+			}()
 		}
 	}()
-	return m
 }
 
-func (m *fakeMonitor) serve(conn net.Conn) {
-	defer conn.Close()
-	line, err := bufio.NewReader(conn).ReadBytes('\n')
-	if err != nil {
-		return
-	}
-	var req monitor.Request
-	json.Unmarshal(line, &req)
+func (m *fakeMonitor) answer(req monitor.Request) monitor.Response {
 	m.mu.Lock()
 	exited := m.exited
 	m.mu.Unlock()
@@ -83,7 +93,7 @@ func (m *fakeMonitor) serve(conn net.Conn) {
 		}
 		resp.Containers = []monitor.ContainerState{cs}
 	}
-	json.NewEncoder(conn).Encode(&resp)
+	return resp
 }
 
 // inCgroup starts sleep in a new cgroup at path (nil: no cgroup).

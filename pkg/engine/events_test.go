@@ -1,11 +1,8 @@
 package engine
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -86,36 +83,16 @@ func startMonitor(t *testing.T, r *Runtime, podID string, onStart func() error) 
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, monitor.SocketName)
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			conn, err := l.Accept()
-			if err != nil {
-				return
+	serveMonitor(t, sock, func(req monitor.Request) monitor.Response {
+		var resp monitor.Response
+		if req.Op == monitor.OpStart {
+			if err := onStart(); err != nil {
+				w := errdefs.ToWire(err)
+				resp.Error = &w
 			}
-			go func() {
-				defer conn.Close()
-				line, err := bufio.NewReader(conn).ReadBytes('\n')
-				if err != nil {
-					return
-				}
-				var req monitor.Request
-				json.Unmarshal(line, &req)
-				var resp monitor.Response
-				if req.Op == monitor.OpStart {
-					if err := onStart(); err != nil {
-						w := errdefs.ToWire(err)
-						resp.Error = &w
-					}
-				}
-				json.NewEncoder(conn).Encode(&resp)
-			}()
 		}
-	}()
+		return resp
+	})
 	r.monitors[podID] = &podMonitor{client: &monitor.Client{Socket: sock}, cancel: func() {}}
 }
 
