@@ -23,6 +23,9 @@ func TestContainerEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := stream.Header(); err != nil { // subscribed
+		t.Fatal(err)
+	}
 	events := make(chan *runtimeapi.ContainerEventResponse, 16)
 	go func() {
 		for {
@@ -34,7 +37,6 @@ func TestContainerEvents(t *testing.T) {
 			events <- ev
 		}
 	}()
-	time.Sleep(100 * time.Millisecond) // the stream is registered
 
 	pc := podConfig("ev", e.logs)
 	pc.Linux.SecurityContext.NamespaceOptions.Network = runtimeapi.NamespaceMode_NODE
