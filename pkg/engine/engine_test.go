@@ -148,16 +148,18 @@ func TestPanicIsInternalError(t *testing.T) {
 
 func TestLockWaitHonoursContext(t *testing.T) {
 	e, _ := newEngine(t)
-	release := make(chan struct{})
+	release, holding := make(chan struct{}), make(chan struct{})
+	var once sync.Once
 	h := Register(e, "hold", Spec[string, struct{}]{
 		Object: func(o string) string { return o },
 		Run: func(ctx context.Context, j *Job, o string) (struct{}, error) {
+			once.Do(func() { close(holding) })
 			<-release
 			return struct{}{}, nil
 		},
 	})
 	go h.Run(context.Background(), "a")
-	time.Sleep(10 * time.Millisecond)
+	<-holding // the first job holds the object's lock
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	if _, err := h.Run(ctx, "a"); !errors.Is(err, context.DeadlineExceeded) {
@@ -168,13 +170,15 @@ func TestLockWaitHonoursContext(t *testing.T) {
 
 func TestShutdownCancelsAfterGrace(t *testing.T) {
 	e, _ := newEngine(t)
+	running := make(chan struct{})
 	h := Register(e, "wait", Spec[int, int]{Run: func(ctx context.Context, j *Job, i int) (int, error) {
+		close(running) // once: later runs are refused by the shutdown
 		<-ctx.Done()
 		return 0, ctx.Err()
 	}})
 	res := make(chan error, 1)
 	go func() { _, err := h.Run(context.Background(), 1); res <- err }()
-	time.Sleep(10 * time.Millisecond)
+	<-running
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	if err := e.Shutdown(ctx); err == nil {

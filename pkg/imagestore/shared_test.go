@@ -51,7 +51,11 @@ func TestFlightCancelOnlyWhenAllGone(t *testing.T) {
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	res := make(chan error)
 	go func() { _, err := f.do(ctx2, "k", nil); res <- err }()
-	time.Sleep(20 * time.Millisecond)
+	for joined := false; !joined; time.Sleep(time.Millisecond) { // the second waiter is in
+		f.mu.Lock()
+		joined = f.calls["k"].waiters == 2
+		f.mu.Unlock()
+	}
 	cancel1()
 	select {
 	case <-cancelled:

@@ -183,11 +183,9 @@ func TestMonitorRunLogExit(t *testing.T) {
 	bundle := p.bundle(t, "sh", "-c", "echo hello; echo oops >&2; exit 3")
 	logPath := filepath.Join(t.TempDir(), "c.log")
 
-	events := make(chan Event, 4)
 	ectx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go p.c.Events(ectx, func(e Event) { events <- e })
-	time.Sleep(50 * time.Millisecond)
+	events := subscribeEvents(t, ectx, p.dir)
 
 	resp, err := p.c.Call(ctx, &Request{Op: OpCreate, ID: "c1", Bundle: bundle, LogPath: logPath})
 	if err != nil {

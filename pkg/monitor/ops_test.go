@@ -2,8 +2,10 @@ package monitor
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -404,20 +406,13 @@ func TestMonitorEventsToEverySubscriber(t *testing.T) {
 	p := spawnMonitor(t)
 	ctx, cancel := context.WithCancel(ctxT(t))
 	defer cancel()
-	var chans [3]chan Event
+	var chans [3]<-chan Event
 	for i := range chans {
-		chans[i] = make(chan Event, 4)
-		ch := chans[i]
-		go p.c.Events(ctx, func(e Event) { ch <- e })
+		chans[i] = subscribeEvents(t, ctx, p.dir)
 	}
 	// A subscriber that never reads must not hold the others up.
-	stuck, err := dialUnix(filepath.Join(p.dir, SocketName))
-	if err != nil {
-		t.Fatal(err)
-	}
+	stuck := dialEvents(t, p.dir)
 	defer stuck.Close()
-	stuck.Write([]byte(`{"op":"events"}` + "\n"))
-	time.Sleep(100 * time.Millisecond)
 	bundle := p.bundle(t, "sh", "-c", "exit 5")
 	pid := p.run(t, "ev", bundle, "")
 	for i, ch := range chans {
@@ -727,4 +722,41 @@ func TestMonitorHelperDies(t *testing.T) {
 	if rec := waitExit(t, good); rec.Code != 0 {
 		t.Errorf("exit %+v", rec)
 	}
+}
+
+// dialEvents subscribes to the monitor's events in dir: the request is
+// sent when it returns, so every exit after it is announced on the
+// connection (Client.Events sends it from its own goroutine, at no time a
+// test knows).
+func dialEvents(t *testing.T, dir string) net.Conn {
+	t.Helper()
+	conn, err := dialUnix(filepath.Join(dir, SocketName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write([]byte(`{"op":"events"}` + "\n")); err != nil {
+		conn.Close()
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// subscribeEvents is dialEvents with the events decoded until ctx ends.
+func subscribeEvents(t *testing.T, ctx context.Context, dir string) <-chan Event {
+	t.Helper()
+	conn := dialEvents(t, dir)
+	context.AfterFunc(ctx, func() { conn.Close() })
+	ch := make(chan Event, 4)
+	go func() {
+		defer conn.Close()
+		dec := json.NewDecoder(conn)
+		for {
+			var ev Event
+			if dec.Decode(&ev) != nil {
+				return
+			}
+			ch <- ev
+		}
+	}()
+	return ch
 }
