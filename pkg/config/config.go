@@ -157,6 +157,9 @@ type Image struct {
 	IngestExpiry           Duration `toml:"ingest_expiry"`
 	// MaxUnpackedLayerSize caps the uncompressed bytes of one layer.
 	MaxUnpackedLayerSize ByteSize `toml:"max_unpacked_layer_size"`
+	// KeepLayerBlobs keeps each layer's compressed blob in the content
+	// store after it is unpacked.
+	KeepLayerBlobs bool `toml:"keep_layer_blobs"`
 }
 
 // Default is the configuration with nothing set.

@@ -196,6 +196,7 @@ func (d *Daemon) openStore(ctx context.Context) error {
 		Snapshotter:          d.sn,
 		RegistryConfigDir:    cfg.Image.RegistryConfig,
 		Downloads:            cfg.Image.MaxConcurrentDownloads,
+		KeepLayerBlobs:       cfg.Image.KeepLayerBlobs,
 		Pinned:               pinned,
 		IngestExpiry:         time.Duration(cfg.Image.IngestExpiry),
 		MaxUnpackedLayerSize: int64(cfg.Image.MaxUnpackedLayerSize),

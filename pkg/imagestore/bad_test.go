@@ -1,6 +1,7 @@
 package imagestore
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
@@ -31,8 +32,14 @@ func serve(path, mediaType string, body []byte) func(w http.ResponseWriter, r *h
 }
 
 func TestBadRegistryContentLeavesNothing(t *testing.T) {
+	for _, keep := range []bool{false, true} {
+		t.Run(fmt.Sprintf("keep=%v", keep), func(t *testing.T) { badRegistryContent(t, keep) })
+	}
+}
+
+func badRegistryContent(t *testing.T, keep bool) {
 	reg := newTestRegistry(t)
-	s := newStore(t, "overlay", "")
+	s := newStore(t, "overlay", "", func(c *Config) { c.KeepLayerBlobs = keep })
 	img := simpleImage(t, "bad")
 	mdig := reg.push(t, "bad/img:1", img)
 	other := reg.push(t, "bad/other:1", simpleImage(t, "other"))
@@ -61,6 +68,8 @@ func TestBadRegistryContentLeavesNothing(t *testing.T) {
 		{"malformed config", "bad/img:1", serve("/blobs/"+cfg.String(), "application/octet-stream", []byte(`{"rootfs": `)), errdefs.ErrFailedPrecondition},
 		{"truncated layer", "bad/img:1", serve("/blobs/"+l0.String(), "application/octet-stream", l0bytes[:len(l0bytes)/2]), errdefs.ErrFailedPrecondition},
 		{"corrupt layer", "bad/img:1", serve("/blobs/"+l0.String(), "application/octet-stream", append([]byte{0x1f, 0x8b, 0, 0}, l0bytes[4:]...)), errdefs.ErrFailedPrecondition},
+		// Unpacks to the layer (its diff ID holds): only the blob's digest fails.
+		{"layer with another gzip header", "bad/img:1", serve("/blobs/"+l0.String(), "application/octet-stream", otherOS(l0bytes)), errdefs.ErrFailedPrecondition},
 		{"missing image", "bad/none:1", nil, errdefs.ErrNotFound},
 		{"missing digest", "bad/img@" + other.String()[:len(other.String())-4] + "0000", nil, errdefs.ErrNotFound},
 	} {
@@ -88,13 +97,21 @@ func TestBadRegistryContentLeavesNothing(t *testing.T) {
 	}
 }
 
+// otherOS returns gzip data with another OS byte in its header: the same
+// content, another digest.
+func otherOS(gz []byte) []byte {
+	b := bytes.Clone(gz)
+	b[9] ^= 1
+	return b
+}
+
 func errorsIs(err, class error) bool {
 	return errdefs.Class(err) == errdefs.Class(fmt.Errorf("x: %w", class))
 }
 
 func TestResumePartialDownload(t *testing.T) {
 	reg := newTestRegistry(t)
-	s := newStore(t, "overlay", "")
+	s := newStore(t, "overlay", "", keepBlobs) // the ingest is kept only to store the blob
 	big := map[string]string{"big": strings.Repeat("0123456789abcdef", 64<<10)}
 	img := imageOf(t, "", layerOf(t, big, "none"))
 	reg.push(t, "resume/img:1", img)
@@ -133,7 +150,7 @@ func TestResumeWithWrongPartialData(t *testing.T) {
 	for _, comp := range []string{"none", "gzip"} {
 		t.Run(comp, func(t *testing.T) {
 			reg := newTestRegistry(t)
-			s := newStore(t, "overlay", "")
+			s := newStore(t, "overlay", "", keepBlobs)
 			noise := make([]byte, 50000)
 			rand.Read(noise)
 			content := hex.EncodeToString(noise) // 100000 bytes that gzip to more than the garbage

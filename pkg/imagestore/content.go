@@ -170,15 +170,69 @@ func (c *Content) CleanIngest(age time.Duration) (int, error) {
 // in the ingest area. Use Existing to read (and hash) the bytes already
 // there, then Write the rest, then Commit.
 type Ingest struct {
+	blobCheck
 	c        *Content
-	dgst     digest.Digest
-	size     int64
 	f        *os.File
-	h        hash.Hash
 	offset   int64 // bytes already on disk when the ingest was opened
-	written  int64 // bytes hashed so far
 	existing bool  // Existing has been consumed
 	closed   bool
+}
+
+// blobCheck hashes and counts a blob's bytes as they arrive: more than its
+// size (when known, >= 0) is refused at once, and verify checks the size
+// and the digest at the end.
+type blobCheck struct {
+	dgst    digest.Digest
+	size    int64
+	h       hash.Hash
+	written int64 // bytes hashed so far
+}
+
+func newBlobCheck(dgst digest.Digest, size int64) blobCheck {
+	return blobCheck{dgst: dgst, size: size, h: dgst.Algorithm().Hash()}
+}
+
+// fits refuses n more bytes if they take the blob past its size.
+func (b *blobCheck) fits(n int) error {
+	if b.size >= 0 && b.written+int64(n) > b.size {
+		return fmt.Errorf("blob %s: more data than its size %d: %w", b.dgst, b.size, errdefs.ErrFailedPrecondition)
+	}
+	return nil
+}
+
+func (b *blobCheck) add(p []byte) {
+	b.h.Write(p)
+	b.written += int64(len(p))
+}
+
+func (b *blobCheck) verify() error {
+	if b.size >= 0 && b.written != b.size {
+		return fmt.Errorf("blob %s: got %d bytes, want %d: %w", b.dgst, b.written, b.size, errdefs.ErrFailedPrecondition)
+	}
+	if got := digest.NewDigest(b.dgst.Algorithm(), b.h); got != b.dgst {
+		return fmt.Errorf("blob %s: content has digest %s: %w", b.dgst, got, errdefs.ErrFailedPrecondition)
+	}
+	return nil
+}
+
+// checkedReader reads a blob through its checks (a download that is not
+// stored: blobCheck.verify once it is read to its end).
+type checkedReader struct {
+	blobCheck
+	r io.Reader
+}
+
+func (c *checkedReader) Read(p []byte) (int, error) {
+	if c.size >= 0 && int64(len(p)) > c.size-c.written {
+		// Read one byte past the size at most, to catch a longer blob.
+		p = p[:c.size-c.written+1]
+	}
+	n, err := c.r.Read(p)
+	if ferr := c.fits(n); ferr != nil {
+		return 0, ferr
+	}
+	c.add(p[:n])
+	return n, err
 }
 
 // NewIngest opens the ingest for dgst of the given size (-1 if unknown).
@@ -220,7 +274,7 @@ func (c *Content) NewIngest(dgst digest.Digest, size int64) (*Ingest, error) {
 		c.release(dgst)
 		return nil, err
 	}
-	return &Ingest{c: c, dgst: dgst, size: size, f: f, h: dgst.Algorithm().Hash(), offset: off}, nil
+	return &Ingest{blobCheck: newBlobCheck(dgst, size), c: c, f: f, offset: off}, nil
 }
 
 func (c *Content) release(dgst digest.Digest) {
@@ -261,8 +315,7 @@ func (w *Ingest) Existing() io.Reader {
 type hashCounter struct{ w *Ingest }
 
 func (h hashCounter) Write(p []byte) (int, error) {
-	h.w.h.Write(p)
-	h.w.written += int64(len(p))
+	h.w.add(p)
 	return len(p), nil
 }
 
@@ -287,12 +340,11 @@ func (w *Ingest) Write(p []byte) (int, error) {
 	if w.written < w.offset {
 		return 0, fmt.Errorf("ingest %s: existing %d bytes not read before write: %w", w.dgst, w.offset, errdefs.ErrInternal)
 	}
-	if w.size >= 0 && w.written+int64(len(p)) > w.size {
-		return 0, fmt.Errorf("blob %s: more data than its size %d: %w", w.dgst, w.size, errdefs.ErrFailedPrecondition)
+	if err := w.fits(len(p)); err != nil {
+		return 0, err
 	}
 	n, err := w.f.Write(p)
-	w.h.Write(p[:n])
-	w.written += int64(n)
+	w.add(p[:n])
 	// Start writing back every MiB as it arrives, without waiting, so the
 	// flush at commit finds little left to do.
 	if w.written/writebackChunk != (w.written-int64(n))/writebackChunk {
@@ -315,13 +367,9 @@ func (w *Ingest) commit(sync bool) error {
 		return fmt.Errorf("ingest %s already closed: %w", w.dgst, errdefs.ErrInternal)
 	}
 	defer w.close()
-	if w.size >= 0 && w.written != w.size {
+	if err := w.verify(); err != nil {
 		w.discard()
-		return fmt.Errorf("blob %s: got %d bytes, want %d: %w", w.dgst, w.written, w.size, errdefs.ErrFailedPrecondition)
-	}
-	if got := digest.NewDigest(w.dgst.Algorithm(), w.h); got != w.dgst {
-		w.discard()
-		return fmt.Errorf("blob %s: content has digest %s: %w", w.dgst, got, errdefs.ErrFailedPrecondition)
+		return err
 	}
 	if sync {
 		if err := w.f.Sync(); err != nil {

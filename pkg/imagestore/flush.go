@@ -161,7 +161,7 @@ func (s *Store) flush(ctx context.Context, img *Image) (string, error) {
 			return nil
 		})
 	}
-	blobs := img.Blobs() // the manifests and the config too (Put)
+	blobs := s.keptBlobs(img) // the manifests and the config too (Put)
 	g.Go(func() error {
 		if err := s.content.SyncBlobs(blobs); err != nil {
 			return fmt.Errorf("flushing blobs: %w", err)

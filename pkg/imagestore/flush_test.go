@@ -44,10 +44,14 @@ func TestPullFlush(t *testing.T) {
 	}
 
 	s := newStore(t, "overlay", "")
-	// ".", "etc", "etc/os-release"; ".", "bin", "bin/tool"; the blobs of
-	// both layers, the manifest and the config.
-	if got, want := pull(s, "lib/small:1"), "6 entries of 2 layers and 4 blobs"; got != want {
+	// ".", "etc", "etc/os-release"; ".", "bin", "bin/tool"; the manifest
+	// and the config (the layers' blobs are not kept).
+	if got, want := pull(s, "lib/small:1"), "6 entries of 2 layers and 2 blobs"; got != want {
 		t.Errorf("small layers flushed %q, want %q", got, want)
+	}
+	// Kept, the layers' blobs are flushed too.
+	if got, want := pull(newStore(t, "overlay", "", keepBlobs), "lib/small:1"), "6 entries of 2 layers and 4 blobs"; got != want {
+		t.Errorf("small layers with their blobs kept flushed %q, want %q", got, want)
 	}
 	if got, want := pull(s, "lib/many:1"), "the filesystem"; got != want {
 		t.Errorf("a layer of %d files flushed %q, want %q", snapshot.MaxFlushEntries, got, want)
@@ -64,7 +68,7 @@ func TestPullFlush(t *testing.T) {
 		s.unflushed.end(key, true)
 	}
 	committed(diffID.String(), []string{".", "etc", "etc/os-release"})
-	if got, want := pull(s, "lib/shared:1"), "3 entries of 1 layers and 3 blobs"; got != want {
+	if got, want := pull(s, "lib/shared:1"), "3 entries of 1 layers and 2 blobs"; got != want {
 		t.Errorf("a shared unflushed layer flushed %q, want %q", got, want)
 	}
 	committed(diffID.String(), nil)

@@ -25,7 +25,7 @@ func (s *Store) GC(ctx context.Context) error {
 	snaps := map[string]bool{}
 	s.mu.RLock()
 	for _, img := range s.images {
-		for _, b := range img.Blobs() {
+		for _, b := range s.keptBlobs(img) {
 			blobs[b] = true
 		}
 		for _, l := range img.Layers {
@@ -69,6 +69,39 @@ func (s *Store) GC(ctx context.Context) error {
 		log.G(ctx).Infof("gc: removed %d blobs and %d snapshots", removedBlobs, removedSnaps)
 	}
 	return err
+}
+
+// keptBlobs lists the blobs of img the content store keeps: all of them
+// with KeepLayerBlobs, else its manifests and config.
+func (s *Store) keptBlobs(img *Image) []digest.Digest {
+	b := img.Blobs()
+	if !s.cfg.KeepLayerBlobs {
+		b = b[:len(b)-len(img.Layers)]
+	}
+	return b
+}
+
+// dropLayerBlobs removes the blobs of img's layers (all committed) unless
+// the content store keeps them or another pull holds them (more holds than
+// the pull's own, one per position of the blob); GC removes those later.
+func (s *Store) dropLayerBlobs(ctx context.Context, img *Image) {
+	if s.cfg.KeepLayerBlobs {
+		return
+	}
+	own := map[digest.Digest]int{}
+	for _, l := range img.Layers {
+		own[l.Digest]++
+	}
+	s.gcMu.Lock()
+	defer s.gcMu.Unlock()
+	for d, n := range own {
+		if s.inflight[d.String()] > n {
+			continue
+		}
+		if err := s.content.Delete(d); err != nil {
+			log.G(ctx).WithError(err).Warnf("removing the blob of unpacked layer %s", d)
+		}
+	}
 }
 
 // gcSnapshots removes unused snapshots, leaves first, until none is left

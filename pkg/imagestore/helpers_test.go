@@ -255,6 +255,9 @@ type testStore struct {
 
 // newStore opens a store on driver ("overlay" or "native") under a temp
 // dir, with registry config dir regDir. Needs root.
+// keepBlobs is the store option that keeps layers' blobs after unpacking.
+func keepBlobs(c *Config) { c.KeepLayerBlobs = true }
+
 func newStore(t *testing.T, driver, regDir string, opts ...func(*Config)) *testStore {
 	t.Helper()
 	if os.Getuid() != 0 {

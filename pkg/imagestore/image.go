@@ -48,7 +48,7 @@ func (i *Image) ChainID() string {
 	return i.Layers[len(i.Layers)-1].ChainID.String()
 }
 
-// Blobs lists every content blob the image references.
+// Blobs lists every content blob the image references, its layers last.
 func (i *Image) Blobs() []digest.Digest {
 	out := []digest.Digest{i.Manifest.Digest, i.ConfigDesc.Digest}
 	if i.Index != nil {

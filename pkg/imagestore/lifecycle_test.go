@@ -79,10 +79,11 @@ func TestCloseWaitsForBackgroundGC(t *testing.T) {
 	close(release)
 	<-closed
 	// The collection finished before Close returned: the old image's
-	// layers are gone.
-	for _, l := range first.Layers {
-		if _, err := s.content.Size(l.Digest); !errdefs.IsNotFound(err) {
-			t.Errorf("layer %s of the replaced image still there after Close: %v", l.Digest, err)
+	// blobs (its manifest and config, which a store keeps with or without
+	// its layers' blobs) are gone.
+	for _, b := range first.Blobs() {
+		if _, err := s.content.Size(b); !errdefs.IsNotFound(err) {
+			t.Errorf("blob %s of the replaced image still there after Close: %v", b, err)
 		}
 	}
 	if _, err := s.Pull(ctx, reg.host+"/gc/img:2", nil, nil); !errdefs.IsUnavailable(err) {

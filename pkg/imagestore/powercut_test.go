@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -42,8 +43,16 @@ type cutPoint struct {
 // downloads, after each layer commit, after the flush, after Pull returned,
 // and checks each disk as it would boot: the image is either complete or
 // absent, start-up GC leaves nothing else, and pulling again completes it.
-// An image Pull returned must survive.
+// An image Pull returned must survive. Both with the layers' blobs kept
+// and streamed into their snapshots unstored.
 func TestPowerCutDuringPull(t *testing.T) {
+	for _, keep := range []bool{false, true} {
+		t.Run(fmt.Sprintf("keep=%v", keep), func(t *testing.T) { powerCutDuringPull(t, keep) })
+	}
+}
+
+func powerCutDuringPull(t *testing.T, keep bool) {
+	keepOpt := func(c *Config) { c.KeepLayerBlobs = keep }
 	disk := lossydisk.New(t, 256<<20)
 	reg := newTestRegistry(t)
 	layerFiles := []map[string]string{
@@ -62,9 +71,10 @@ func TestPowerCutDuringPull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	blobs := map[string][]byte{} // layer digest -> compressed bytes
+	blobs := map[string][]byte{}   // layer digest -> compressed bytes
+	bigFile := map[string]string{} // layer digest -> its biggest file
 	var layerDigests []digest.Digest
-	for _, l := range layers {
+	for i, l := range layers {
 		d, err := l.Digest()
 		if err != nil {
 			t.Fatal(err)
@@ -79,6 +89,11 @@ func TestPowerCutDuringPull(t *testing.T) {
 			t.Fatal(err)
 		}
 		blobs[d.String()] = b
+		for p, c := range layerFiles[i] {
+			if len(c) > len(layerFiles[i][bigFile[d.String()]]) {
+				bigFile[d.String()] = p
+			}
+		}
 		layerDigests = append(layerDigests, digest.Digest(d.String()))
 	}
 	want := wantImage{id: digest.Digest(cfgName.String()), layers: layerDigests, files: layerFiles}
@@ -98,10 +113,11 @@ func TestPowerCutDuringPull(t *testing.T) {
 		mu.Unlock()
 	}
 
-	s := openStore(t, disk.Mnt, "overlay", "")
+	s := openStore(t, disk.Mnt, "overlay", "", keepOpt)
 	// Each layer blob is served in two halves, with a cut once the store
 	// has taken in the first (half a download on disk, half a layer
-	// unpacked).
+	// unpacked; unstored, the layer's biggest file, which holds the half,
+	// written to within 256 KiB of it).
 	var cutting atomic.Bool
 	cutting.Store(true)
 	reg.setHook(func(w http.ResponseWriter, r *http.Request) bool {
@@ -117,9 +133,29 @@ func TestPowerCutDuringPull(t *testing.T) {
 		w.Write(data[:half])
 		w.(http.Flusher).Flush()
 		ingest := filepath.Join(disk.Mnt, "content", "ingest", d.Algorithm().String()+"-"+d.Encoded())
+		took := func() bool {
+			fi, err := os.Stat(ingest)
+			return err == nil && fi.Size() >= int64(half)
+		}
+		if !keep {
+			took = func() bool {
+				found := false
+				filepath.WalkDir(filepath.Join(disk.Mnt, "snapshots"), func(p string, e fs.DirEntry, err error) error {
+					if err != nil || !strings.HasSuffix(p, "/fs/"+bigFile[d.String()]) {
+						return nil
+					}
+					if fi, err := e.Info(); err == nil && fi.Size() >= int64(half-256<<10) {
+						found = true
+						return filepath.SkipAll
+					}
+					return nil
+				})
+				return found
+			}
+		}
 		deadline := time.Now().Add(20 * time.Second)
 		for {
-			if fi, err := os.Stat(ingest); err == nil && fi.Size() >= int64(half) {
+			if took() {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -160,7 +196,7 @@ func TestPowerCutDuringPull(t *testing.T) {
 	for _, c := range cuts {
 		t.Run(c.name, func(t *testing.T) {
 			mnt := lossydisk.Boot(t, c.file)
-			s := openStore(t, mnt, "overlay", "") // start-up GC: no error
+			s := openStore(t, mnt, "overlay", "", keepOpt) // start-up GC: no error
 			imgs := s.List(ctx)
 			switch {
 			case c.after && len(imgs) == 0:
@@ -200,8 +236,8 @@ type wantImage struct {
 	files  []map[string]string // per layer: path -> content ("/" suffix: directory)
 }
 
-// checkComplete checks that img is the test image with every blob present
-// and matching its digest and size, and every layer snapshot committed
+// checkComplete checks that img is the test image with every blob the
+// store keeps present and matching its digest and size, and every layer snapshot committed
 // with the files of its layers.
 func checkComplete(t *testing.T, s *testStore, img *Image, want wantImage) {
 	t.Helper()
@@ -215,7 +251,7 @@ func checkComplete(t *testing.T, s *testStore, img *Image, want wantImage) {
 		}
 		sizes[l.Digest] = l.Size
 	}
-	for _, b := range img.Blobs() {
+	for _, b := range s.keptBlobs(img) {
 		f, err := s.content.Open(b)
 		if err != nil {
 			t.Errorf("blob %s: %v", b, err)
@@ -298,7 +334,7 @@ func checkNothingElse(t *testing.T, s *testStore, imgs []*Image) {
 	blobs := map[digest.Digest]bool{}
 	snaps := map[string]bool{}
 	for _, img := range imgs {
-		for _, b := range img.Blobs() {
+		for _, b := range s.keptBlobs(img) {
 			blobs[b] = true
 		}
 		for _, l := range img.Layers {

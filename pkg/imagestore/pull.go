@@ -126,6 +126,10 @@ func (s *Store) pull(ctx context.Context, ref Ref, auth *Auth, progress Progress
 	if err := s.fetchLayers(ctx, sess, img, progress); err != nil {
 		return nil, fmt.Errorf("%s: %w", ref, err)
 	}
+	// Blobs the layers were unpacked from (the native driver downloads
+	// them first; earlier pulls may have kept them) are dropped before the
+	// flush: never written back.
+	s.dropLayerBlobs(ctx, img)
 	if err := s.storeManifests(ctx, img, []fetched{top, man, {body: cfgBytes, digest: m.Config.Digest}}, progress); err != nil {
 		return nil, err
 	}

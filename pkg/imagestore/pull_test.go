@@ -23,10 +23,14 @@ import (
 var ctx = context.Background()
 
 func TestPullTagStatusRemove(t *testing.T) {
-	for _, driver := range []string{"overlay", "native"} {
-		t.Run(driver, func(t *testing.T) {
+	for _, tc := range []struct {
+		driver string
+		keep   bool
+	}{{"overlay", false}, {"native", false}, {"overlay", true}, {"native", true}} {
+		t.Run(fmt.Sprintf("%s/keep=%v", tc.driver, tc.keep), func(t *testing.T) {
+			driver := tc.driver
 			reg := newTestRegistry(t)
-			s := newStore(t, driver, "")
+			s := newStore(t, driver, "", func(c *Config) { c.KeepLayerBlobs = tc.keep })
 			img := imageOf(t, "1002",
 				layerOf(t, map[string]string{"etc/": "", "etc/os-release": "ID=test\n"}, "gzip"),
 				layerOf(t, map[string]string{"etc/os-release": "ID=zstd\n"}, "zstd"),
@@ -51,6 +55,18 @@ func TestPullTagStatusRemove(t *testing.T) {
 			}
 			if got.Size <= 0 || len(got.Layers) != 3 {
 				t.Errorf("size %d layers %d", got.Size, len(got.Layers))
+			}
+			// The manifest and the config, and the layers' blobs if kept;
+			// no partial download.
+			wantBlobs := 2
+			if tc.keep {
+				wantBlobs += 3
+			}
+			if n := s.blobCount(t); n != wantBlobs {
+				t.Errorf("%d blobs stored, want %d", n, wantBlobs)
+			}
+			if ents, err := os.ReadDir(filepath.Join(s.root, "content", "ingest")); err != nil || len(ents) != 0 {
+				t.Errorf("ingest holds %d entries (%v)", len(ents), err)
 			}
 			// Upper layer wins; all three layers are there.
 			if c := s.readFromImage(t, got, "etc/os-release"); c != "ID=zstd\n" {

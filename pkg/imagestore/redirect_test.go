@@ -117,8 +117,18 @@ func TestStalledDownloadIsCut(t *testing.T) {
 }
 
 // TestSameBlobTwice: one layer blob at two positions of the chain (and so
-// wanted by two unpackers at once) is downloaded once and used twice.
+// wanted by two unpackers at once) is downloaded once and used twice when
+// it is stored (kept, or for the native driver until its layers are
+// committed); streamed into each position's snapshot otherwise.
 func TestSameBlobTwice(t *testing.T) {
+	for _, driver := range []string{"overlay", "native"} {
+		for _, keep := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/keep=%v", driver, keep), func(t *testing.T) { sameBlobTwice(t, driver, keep) })
+		}
+	}
+}
+
+func sameBlobTwice(t *testing.T, driver string, keep bool) {
 	reg := newTestRegistry(t)
 	l := layerOf(t, map[string]string{"same": "same\n"}, "gzip")
 	x := layerOf(t, map[string]string{"same": "other\n"}, "gzip")
@@ -131,7 +141,7 @@ func TestSameBlobTwice(t *testing.T) {
 		}
 		return false
 	})
-	s := newStore(t, "overlay", "")
+	s := newStore(t, driver, "", func(c *Config) { c.KeepLayerBlobs = keep })
 	got, err := s.Pull(ctx, reg.host+"/twice/img:1", nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -139,8 +149,18 @@ func TestSameBlobTwice(t *testing.T) {
 	if c := s.readFromImage(t, got, "same"); c != "same\n" {
 		t.Errorf("top layer content %q", c)
 	}
-	if n := reg.count("GET", ld.String()); n != 1 {
-		t.Errorf("the shared blob was fetched %d times", n)
+	want, blobs := 1, 4 // the manifest, the config and both layers' blobs
+	if !keep {
+		blobs = 2
+		if driver == "overlay" {
+			want = 2
+		}
+	}
+	if n := reg.count("GET", ld.String()); n != want {
+		t.Errorf("the shared blob was fetched %d times, want %d: %v", n, want, reg.requests)
+	}
+	if n := s.blobCount(t); n != blobs {
+		t.Errorf("%d blobs stored, want %d", n, blobs)
 	}
 }
 

@@ -42,6 +42,11 @@ type Config struct {
 	// MaxUnpackedLayerSize caps the uncompressed bytes of one layer;
 	// default DefaultMaxUnpackedLayerSize.
 	MaxUnpackedLayerSize int64
+	// KeepLayerBlobs keeps layers' compressed blobs once unpacked. Without
+	// it a layer streams into its snapshot unstored (drivers that unpack
+	// while downloading), or its blob is dropped once the pull's layers
+	// are committed.
+	KeepLayerBlobs bool
 }
 
 // DefaultMaxUnpackedLayerSize is the default cap on a layer's uncompressed

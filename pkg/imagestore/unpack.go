@@ -41,7 +41,7 @@ func (s *Store) fetchLayers(ctx context.Context, sess *session, img *Image, prog
 	g, gctx := errgroup.WithContext(ctx)
 	for i := range img.Layers {
 		g.Go(func() error {
-			if !p.caps.DiffLayers {
+			if !p.caps.DiffLayers && (s.cfg.KeepLayerBlobs || !p.committed(gctx, img.Layers[i].ChainID.String())) {
 				// Download everything in parallel; unpacking follows the chain.
 				if err := p.ensureBlob(gctx, i); err != nil {
 					return err
@@ -86,7 +86,7 @@ func (p *layerPull) hasBlob(l Layer) bool {
 func (p *layerPull) ensureLayer(ctx context.Context, i int) error {
 	l := p.img.Layers[i]
 	key := l.ChainID.String()
-	if p.committed(ctx, key) && p.hasBlob(l) {
+	if p.committed(ctx, key) && (!p.s.cfg.KeepLayerBlobs || p.hasBlob(l)) {
 		return nil
 	}
 	_, err := p.s.layers.do(ctx, key, func(ctx context.Context) (struct{}, error) {
@@ -106,11 +106,21 @@ func (p *layerPull) doLayer(ctx context.Context, i int) error {
 	l := p.img.Layers[i]
 	key := l.ChainID.String()
 	if p.committed(ctx, key) {
+		if !p.s.cfg.KeepLayerBlobs {
+			return nil
+		}
 		return p.ensureBlob(ctx, i)
 	}
 	parent := p.parentKey(i)
-	if !p.caps.DiffLayers && i > 0 {
-		if err := p.ensureLayer(ctx, i-1); err != nil {
+	if !p.caps.DiffLayers {
+		if i > 0 {
+			if err := p.ensureLayer(ctx, i-1); err != nil {
+				return err
+			}
+		}
+		// Unpacked from its blob: fetchLayers downloads it, and a child
+		// that comes here first waits for that download.
+		if err := p.ensureBlob(ctx, i); err != nil {
 			return err
 		}
 	}
@@ -218,8 +228,9 @@ func (p *layerPull) unpackLayer(ctx context.Context, i int, parent string) (retE
 }
 
 // layerSource opens layer l: from the content store if it is there, else
-// streaming from the registry through an ingest that stores it. finish
-// commits the download (or keeps the partial data on error).
+// streaming from the registry, through an ingest that stores it with
+// KeepLayerBlobs (streamSource without). finish commits the download (or
+// keeps the partial data on error).
 func (p *layerPull) layerSource(ctx context.Context, l Layer) (io.Reader, func(error) error, error) {
 	if p.hasBlob(l) {
 		release, err := acquire(ctx, p.unpack)
@@ -232,6 +243,9 @@ func (p *layerPull) layerSource(ctx context.Context, l Layer) (io.Reader, func(e
 			return nil, nil, err
 		}
 		return f, func(error) error { release(); return f.Close() }, nil
+	}
+	if !p.s.cfg.KeepLayerBlobs {
+		return p.streamSource(ctx, l)
 	}
 	release, err := acquire(ctx, p.dl)
 	if err != nil {
@@ -292,6 +306,50 @@ func (p *layerPull) layerSource(ctx context.Context, l Layer) (io.Reader, func(e
 			if start > 0 {
 				// The resumed partial data was bad; it is gone now.
 				return fmt.Errorf("resumed download failed its check: %w: %w", err, errResumeBad)
+			}
+			return err
+		}
+		return applyErr
+	}
+	return r, finish, nil
+}
+
+// streamSource reads layer l from the registry without storing it: its
+// size and digest are checked as it is read, and finish checks the end.
+// A failed download starts again from its first byte.
+func (p *layerPull) streamSource(ctx context.Context, l Layer) (io.Reader, func(error) error, error) {
+	release, err := acquire(ctx, p.dl)
+	if err != nil {
+		return nil, nil, err
+	}
+	body, _, err := p.sess.blob(ctx, l.Digest, 0, l.Size)
+	if err != nil {
+		release()
+		return nil, nil, err
+	}
+	r := &checkedReader{blobCheck: newBlobCheck(l.Digest, l.Size), r: body}
+	finish := func(applyErr error) error {
+		defer release()
+		defer body.Close()
+		if applyErr != nil && (ctx.Err() != nil || errdefs.IsResourceExhausted(applyErr) && !errors.Is(applyErr, errLayerTooBig)) {
+			return applyErr
+		}
+		// Read what the unpack left (after a failed one: to learn whether
+		// the download itself was bad, as layerSource does), then check
+		// the whole blob.
+		_, err := io.Copy(io.Discard, r)
+		switch {
+		case err == nil:
+			err = r.verify()
+		case errdefs.IsFailedPrecondition(err): // longer than its size
+		case applyErr != nil:
+			return fmt.Errorf("%v (download: %v): %w", applyErr, err, errdefs.ErrUnavailable)
+		default:
+			return fmt.Errorf("layer %s: reading its end: %w: %w", l.Digest, err, errdefs.ErrUnavailable)
+		}
+		if err != nil {
+			if applyErr != nil {
+				log.G(ctx).WithError(applyErr).Warnf("layer %s failed to unpack and its download failed its check", l.Digest)
 			}
 			return err
 		}
