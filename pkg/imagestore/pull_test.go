@@ -282,3 +282,50 @@ func TestPullDeadline(t *testing.T) {
 		t.Fatalf("want deadline exceeded, got %v", err)
 	}
 }
+
+// TestKeepLayerBlobsSwitched: a store reopened with keep_layer_blobs
+// turned on fetches the blobs of an image pulled without them at its next
+// pull; turned off again, the start-up collection removes them.
+func TestKeepLayerBlobsSwitched(t *testing.T) {
+	reg := newTestRegistry(t)
+	reg.push(t, "sw/img:1", simpleImage(t, "sw"))
+	ref := reg.host + "/sw/img:1"
+	s := newStore(t, "overlay", "")
+	root := s.root
+	reopen := func(keep bool) {
+		t.Helper()
+		s.Close()
+		s.db.Close()
+		s = openStore(t, root, "overlay", "", func(c *Config) { c.KeepLayerBlobs = keep })
+	}
+	if _, err := s.Pull(ctx, ref, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.blobCount(t); n != 2 {
+		t.Fatalf("%d blobs without keeping layers', want 2", n)
+	}
+	reopen(true)
+	reg.reset()
+	img, err := s.Pull(ctx, ref, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := s.blobCount(t); n != 4 {
+		t.Errorf("%d blobs once kept, want 4", n)
+	}
+	for _, l := range img.Layers {
+		if n := reg.count("GET", l.Digest.String()); n != 1 {
+			t.Errorf("layer %s fetched %d times, want 1", l.Digest, n)
+		}
+	}
+	if c := s.readFromImage(t, img, "bin/hello"); c != "hello sw\n" {
+		t.Errorf("bin/hello = %q", c)
+	}
+	reopen(false)
+	if n := s.blobCount(t); n != 2 {
+		t.Errorf("%d blobs after a start without keeping layers', want 2", n)
+	}
+	if c := s.readFromImage(t, img, "bin/hello"); c != "hello sw\n" {
+		t.Errorf("bin/hello after the collection = %q", c)
+	}
+}
