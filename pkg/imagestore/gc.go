@@ -82,8 +82,8 @@ func (s *Store) keptBlobs(img *Image) []digest.Digest {
 }
 
 // dropLayerBlobs removes the blobs of img's layers (all committed) unless
-// the content store keeps them or another pull holds them (more holds than
-// the pull's own, one per position of the blob); GC removes those later.
+// the content store keeps them. One another pull holds too (more holds than
+// the pull's own, one per position of the blob) goes with the last hold.
 func (s *Store) dropLayerBlobs(ctx context.Context, img *Image) {
 	if s.cfg.KeepLayerBlobs {
 		return
@@ -96,8 +96,10 @@ func (s *Store) dropLayerBlobs(ctx context.Context, img *Image) {
 	defer s.gcMu.Unlock()
 	for d, n := range own {
 		if s.inflight[d.String()] > n {
+			s.dropLater[d.String()] = true
 			continue
 		}
+		delete(s.dropLater, d.String())
 		if err := s.content.Delete(d); err != nil {
 			log.G(ctx).WithError(err).Warnf("removing the blob of unpacked layer %s", d)
 		}

@@ -258,6 +258,16 @@ type testStore struct {
 // keepBlobs is the store option that keeps layers' blobs after unpacking.
 func keepBlobs(c *Config) { c.KeepLayerBlobs = true }
 
+// keepIf sets KeepLayerBlobs to keep.
+func keepIf(keep bool) func(*Config) { return func(c *Config) { c.KeepLayerBlobs = keep } }
+
+// bothModes runs f with the layers' blobs streamed unstored, then kept.
+func bothModes(t *testing.T, f func(t *testing.T, keep bool)) {
+	for _, keep := range []bool{false, true} {
+		t.Run(fmt.Sprintf("keep=%v", keep), func(t *testing.T) { f(t, keep) })
+	}
+}
+
 func newStore(t *testing.T, driver, regDir string, opts ...func(*Config)) *testStore {
 	t.Helper()
 	if os.Getuid() != 0 {

@@ -45,14 +45,10 @@ type cutPoint struct {
 // absent, start-up GC leaves nothing else, and pulling again completes it.
 // An image Pull returned must survive. Both with the layers' blobs kept
 // and streamed into their snapshots unstored.
-func TestPowerCutDuringPull(t *testing.T) {
-	for _, keep := range []bool{false, true} {
-		t.Run(fmt.Sprintf("keep=%v", keep), func(t *testing.T) { powerCutDuringPull(t, keep) })
-	}
-}
+func TestPowerCutDuringPull(t *testing.T) { bothModes(t, powerCutDuringPull) }
 
 func powerCutDuringPull(t *testing.T, keep bool) {
-	keepOpt := func(c *Config) { c.KeepLayerBlobs = keep }
+	keepOpt := keepIf(keep)
 	disk := lossydisk.New(t, 256<<20)
 	reg := newTestRegistry(t)
 	layerFiles := []map[string]string{

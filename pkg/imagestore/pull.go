@@ -128,7 +128,7 @@ func (s *Store) pull(ctx context.Context, ref Ref, auth *Auth, progress Progress
 	}
 	// Blobs the layers were unpacked from (the native driver downloads
 	// them first; earlier pulls may have kept them) are dropped before the
-	// flush: never written back.
+	// flush, which need not make them durable.
 	s.dropLayerBlobs(ctx, img)
 	if err := s.storeManifests(ctx, img, []fetched{top, man, {body: cfgBytes, digest: m.Config.Digest}}, progress); err != nil {
 		return nil, err

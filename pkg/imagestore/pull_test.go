@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	digest "github.com/opencontainers/go-digest"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
 )
@@ -30,7 +31,7 @@ func TestPullTagStatusRemove(t *testing.T) {
 		t.Run(fmt.Sprintf("%s/keep=%v", tc.driver, tc.keep), func(t *testing.T) {
 			driver := tc.driver
 			reg := newTestRegistry(t)
-			s := newStore(t, driver, "", func(c *Config) { c.KeepLayerBlobs = tc.keep })
+			s := newStore(t, driver, "", keepIf(tc.keep))
 			img := imageOf(t, "1002",
 				layerOf(t, map[string]string{"etc/": "", "etc/os-release": "ID=test\n"}, "gzip"),
 				layerOf(t, map[string]string{"etc/os-release": "ID=zstd\n"}, "zstd"),
@@ -296,7 +297,7 @@ func TestKeepLayerBlobsSwitched(t *testing.T) {
 		t.Helper()
 		s.Close()
 		s.db.Close()
-		s = openStore(t, root, "overlay", "", func(c *Config) { c.KeepLayerBlobs = keep })
+		s = openStore(t, root, "overlay", "", keepIf(keep))
 	}
 	if _, err := s.Pull(ctx, ref, nil, nil); err != nil {
 		t.Fatal(err)
@@ -327,5 +328,30 @@ func TestKeepLayerBlobsSwitched(t *testing.T) {
 	}
 	if c := s.readFromImage(t, img, "bin/hello"); c != "hello sw\n" {
 		t.Errorf("bin/hello after the collection = %q", c)
+	}
+}
+
+// TestDropLayerBlobsHeld: the native driver's layer blob that another pull
+// holds is kept past this pull's end and removed when that hold goes.
+func TestDropLayerBlobsHeld(t *testing.T) {
+	reg := newTestRegistry(t)
+	img := simpleImage(t, "held")
+	reg.push(t, "held/img:1", img)
+	layers, _ := img.Layers()
+	shared, _ := layers[0].Digest()
+	s := newStore(t, "native", "")
+	release := s.hold(shared.String()) // as another pull of an image with this layer
+	if _, err := s.Pull(ctx, reg.host+"/held/img:1", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.content.Size(digest.Digest(shared.String())); err != nil {
+		t.Errorf("the held blob is gone: %v", err)
+	}
+	if n := s.blobCount(t); n != 3 {
+		t.Errorf("%d blobs while the other pull runs, want 3 (the manifest, the config, the held layer)", n)
+	}
+	release()
+	if n := s.blobCount(t); n != 2 {
+		t.Errorf("%d blobs after the other pull, want 2", n)
 	}
 }

@@ -84,7 +84,9 @@ func TestMirrorGetsNoUpstreamCredentials(t *testing.T) {
 
 // TestStalledDownloadIsCut: a registry that stops sending in the middle of
 // a layer does not hold the pull forever.
-func TestStalledDownloadIsCut(t *testing.T) {
+func TestStalledDownloadIsCut(t *testing.T) { bothModes(t, stalledDownloadIsCut) }
+
+func stalledDownloadIsCut(t *testing.T, keep bool) {
 	old := blobIdleTimeout
 	blobIdleTimeout = 300 * time.Millisecond
 	defer func() { blobIdleTimeout = old }()
@@ -105,7 +107,7 @@ func TestStalledDownloadIsCut(t *testing.T) {
 		<-stop // never send the rest
 		return true
 	})
-	s := newStore(t, "overlay", "")
+	s := newStore(t, "overlay", "", keepIf(keep))
 	start := time.Now()
 	_, err := s.Pull(ctx, reg.host+"/stall/img:1", nil, nil)
 	if err == nil || !errdefs.IsUnavailable(err) {
@@ -141,7 +143,7 @@ func sameBlobTwice(t *testing.T, driver string, keep bool) {
 		}
 		return false
 	})
-	s := newStore(t, driver, "", func(c *Config) { c.KeepLayerBlobs = keep })
+	s := newStore(t, driver, "", keepIf(keep))
 	got, err := s.Pull(ctx, reg.host+"/twice/img:1", nil, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -67,6 +67,9 @@ type Store struct {
 
 	gcMu     sync.Mutex     // held by GC; taken briefly to register in-flight work
 	inflight map[string]int // blob digests and snapshot keys a pull is using
+	// dropLater holds the layer blobs a pull dropped while another pull
+	// held them (dropLayerBlobs): the last release removes them.
+	dropLater map[string]bool
 
 	usage     usageCache
 	unflushed unflushedLayers
@@ -100,14 +103,15 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{
-		cfg:      cfg,
-		content:  content,
-		sn:       cfg.Snapshotter,
-		reg:      NewRegistry(cfg.RegistryConfigDir),
-		pinned:   map[string]bool{},
-		images:   map[digest.Digest]*Image{},
-		names:    map[string]digest.Digest{},
-		inflight: map[string]int{},
+		cfg:       cfg,
+		content:   content,
+		sn:        cfg.Snapshotter,
+		reg:       NewRegistry(cfg.RegistryConfigDir),
+		pinned:    map[string]bool{},
+		images:    map[digest.Digest]*Image{},
+		names:     map[string]digest.Digest{},
+		inflight:  map[string]int{},
+		dropLater: map[string]bool{},
 	}
 	for _, p := range cfg.Pinned {
 		r, err := ParseRef(p)
@@ -378,7 +382,8 @@ func putImage(b *bolt.Bucket, img *Image) error {
 }
 
 // hold registers keys (blob digests, snapshot keys) as in use by a pull so
-// GC leaves them alone; the returned func releases them.
+// GC leaves them alone; the returned func releases them, and removes the
+// blobs left to the last release (dropLater).
 func (s *Store) hold(keys ...string) func() {
 	s.gcMu.Lock()
 	for _, k := range keys {
@@ -387,11 +392,18 @@ func (s *Store) hold(keys ...string) func() {
 	s.gcMu.Unlock()
 	return func() {
 		s.gcMu.Lock()
+		defer s.gcMu.Unlock()
 		for _, k := range keys {
-			if s.inflight[k]--; s.inflight[k] <= 0 {
-				delete(s.inflight, k)
+			if s.inflight[k]--; s.inflight[k] > 0 {
+				continue
+			}
+			delete(s.inflight, k)
+			if s.dropLater[k] {
+				delete(s.dropLater, k)
+				if err := s.content.Delete(digest.Digest(k)); err != nil {
+					log.G(context.Background()).WithError(err).Warnf("removing the blob of unpacked layer %s", k)
+				}
 			}
 		}
-		s.gcMu.Unlock()
 	}
 }

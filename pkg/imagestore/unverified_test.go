@@ -110,7 +110,9 @@ func (s *testStore) assertEmpty(t *testing.T) {
 // answers a small layer with a gzip bomb of no more than the layer's size
 // that expands 1000-fold. The pull fails, the applier stops at the cap
 // instead of writing a GiB, and nothing is left.
-func TestGzipBombFromMirror(t *testing.T) {
+func TestGzipBombFromMirror(t *testing.T) { bothModes(t, gzipBombFromMirror) }
+
+func gzipBombFromMirror(t *testing.T, keep bool) {
 	const limit = 16 << 20
 	reg := newTestRegistry(t)
 	noise := make([]byte, 2<<20)
@@ -125,7 +127,7 @@ func TestGzipBombFromMirror(t *testing.T) {
 		t.Fatalf("bomb expands to only %d bytes", expands)
 	}
 	reg.setHook(serve("/blobs/"+ld.String(), "application/octet-stream", bomb))
-	s := newStore(t, "overlay", "", func(c *Config) { c.MaxUnpackedLayerSize = limit })
+	s := newStore(t, "overlay", "", keepIf(keep), func(c *Config) { c.MaxUnpackedLayerSize = limit })
 
 	before := wchar(t)
 	_, err := s.Pull(ctx, reg.host+"/bomb/img:1", nil, nil)
@@ -143,7 +145,9 @@ func TestGzipBombFromMirror(t *testing.T) {
 // TestLayerOverTheCap: an honest layer that unpacks to more than the cap
 // fails with ResourceExhausted and leaves nothing; one of exactly the cap
 // pulls. Both drivers (overlay unpacks while downloading, native after).
-func TestLayerOverTheCap(t *testing.T) {
+func TestLayerOverTheCap(t *testing.T) { bothModes(t, layerOverTheCap) }
+
+func layerOverTheCap(t *testing.T, keep bool) {
 	for _, driver := range []string{"overlay", "native"} {
 		t.Run(driver, func(t *testing.T) {
 			reg := newTestRegistry(t)
@@ -152,14 +156,14 @@ func TestLayerOverTheCap(t *testing.T) {
 			reg.push(t, "cap/img:1", img)
 			size := int64(len(tarOf(t, files)))
 
-			s := newStore(t, driver, "", func(c *Config) { c.MaxUnpackedLayerSize = size - 1 })
+			s := newStore(t, driver, "", keepIf(keep), func(c *Config) { c.MaxUnpackedLayerSize = size - 1 })
 			_, err := s.Pull(ctx, reg.host+"/cap/img:1", nil, nil)
 			if !errdefs.IsResourceExhausted(err) || !strings.Contains(err.Error(), "max_unpacked_layer_size") {
 				t.Fatalf("layer of %d bytes, cap %d: want resource exhausted naming the key, got %v", size, size-1, err)
 			}
 			s.assertEmpty(t)
 
-			s = newStore(t, driver, "", func(c *Config) { c.MaxUnpackedLayerSize = size })
+			s = newStore(t, driver, "", keepIf(keep), func(c *Config) { c.MaxUnpackedLayerSize = size })
 			got, err := s.Pull(ctx, reg.host+"/cap/img:1", nil, nil)
 			if err != nil {
 				t.Fatalf("layer of exactly the cap: %v", err)
@@ -193,7 +197,9 @@ func holdLastByte(path string, body []byte, last byte, release <-chan struct{}, 
 // fails only at its very last byte. Everything else has been unpacked by
 // then; the snapshot must never be committed or visible (checked while
 // the last byte is held back), and is discarded with the download.
-func TestDigestFailsAtLastByte(t *testing.T) {
+func TestDigestFailsAtLastByte(t *testing.T) { bothModes(t, digestFailsAtLastByte) }
+
+func digestFailsAtLastByte(t *testing.T, keep bool) {
 	files := map[string]string{"etc/": "", "etc/data": strings.Repeat("payload\n", 8192)}
 	// The tar padded past its end-of-archive blocks, so its last byte is
 	// padding the applier reads but never writes.
@@ -231,7 +237,7 @@ func TestDigestFailsAtLastByte(t *testing.T) {
 			release := make(chan struct{})
 			var held atomic.Bool
 			reg.setHook(holdLastByte("/blobs/"+ld.String(), tc.blob, tc.last(tc.blob), release, &held))
-			s := newStore(t, "overlay", "")
+			s := newStore(t, "overlay", "", keepIf(keep))
 			errc := make(chan error, 1)
 			go func() {
 				_, err := s.Pull(ctx, reg.host+"/last/img:1", nil, nil)
@@ -306,4 +312,76 @@ func TestGzipBombHelper(t *testing.T) {
 		t.Fatalf("after the file: %v", err)
 	}
 	t.Logf("%d compressed bytes expand to %d (%dx)", len(bomb), n, n/int64(len(bomb)))
+}
+
+// TestBadGzipTailNotRetried: a layer published with data after its gzip
+// stream (its blob digest holds, its content does not decode: the applier
+// reads the stream to its end) fails with FailedPrecondition at the first
+// download: retrying could not help.
+func TestBadGzipTailNotRetried(t *testing.T) { bothModes(t, badGzipTailNotRetried) }
+
+func badGzipTailNotRetried(t *testing.T, keep bool) {
+	reg := newTestRegistry(t)
+	good := tarOf(t, map[string]string{"etc/": "", "etc/data": "payload\n"})
+	blob := append(gzipBytes(t, good), "trailing junk"...)
+	img, err := mutate.AppendLayers(imageOf(t, ""), static.NewLayer(blob, types.OCILayer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, _ := img.ConfigFile()
+	cf = cf.DeepCopy()
+	cf.RootFS.DiffIDs[0].Hex = digest.FromBytes(good).Encoded()
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		t.Fatal(err)
+	}
+	reg.push(t, "tail/img:1", img)
+	s := newStore(t, "overlay", "", keepIf(keep))
+	reg.reset()
+	_, err = s.Pull(ctx, reg.host+"/tail/img:1", nil, nil)
+	if !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("want failed precondition, got %v", err)
+	}
+	if n := reg.count("GET", digest.FromBytes(blob).String()); n != 1 {
+		t.Errorf("the layer was fetched %d times, want 1", n)
+	}
+	s.assertEmpty(t)
+}
+
+// TestStreamedDownloadRetried: a layer streamed unstored whose connection
+// breaks half way is downloaded again from its first byte, and the pull
+// completes.
+func TestStreamedDownloadRetried(t *testing.T) {
+	reg := newTestRegistry(t)
+	files := map[string]string{"big": strings.Repeat("0123456789abcdef", 16<<10)}
+	img := imageOf(t, "", layerOf(t, files, "gzip"))
+	reg.push(t, "retry/img:1", img)
+	layers, _ := img.Layers()
+	ld, _ := layers[0].Digest()
+	rc, _ := layers[0].Compressed()
+	data, _ := io.ReadAll(rc)
+	var broken atomic.Bool
+	reg.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, ld.String()) || broken.Swap(true) {
+			return false
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+		w.Write(data[:len(data)/2])
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // the connection drops
+	})
+	s := newStore(t, "overlay", "")
+	reg.reset()
+	got, err := s.Pull(ctx, reg.host+"/retry/img:1", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := s.readFromImage(t, got, "big"); c != files["big"] {
+		t.Errorf("big holds %d bytes", len(c))
+	}
+	if n, ranged := reg.count("GET", ld.String()), reg.count("GET", ld.String(), "range="); n != 2 || ranged != 0 {
+		t.Errorf("%d downloads of the layer, %d of them ranged; want 2 from the first byte: %v", n, ranged, reg.requests)
+	}
+	if n := s.blobCount(t); n != 2 {
+		t.Errorf("%d blobs stored, want 2", n)
+	}
 }
