@@ -110,16 +110,11 @@ func TestResumePartialDownload(t *testing.T) {
 	reg := newTestRegistry(t)
 	s := newStore(t, "overlay", "", keepBlobs) // the ingest is kept only to store the blob
 	big := map[string]string{"big": strings.Repeat("0123456789abcdef", 64<<10)}
-	img := imageOf(t, "", layerOf(t, big, "none"))
-	reg.push(t, "resume/img:1", img)
-	layers, _ := img.Layers()
-	d, _ := layers[0].Digest()
-	size, _ := layers[0].Size()
-	rc, _ := layers[0].Compressed()
-	data, _ := io.ReadAll(rc)
+	d, data := pushLayer(t, reg, "resume/img:1", big, "none")
+	size := int64(len(data))
 	// A previous pull stopped half way.
 	half := size / 2
-	ingest := filepath.Join(s.root, "content", "ingest", "sha256-"+d.Hex)
+	ingest := filepath.Join(s.root, "content", "ingest", "sha256-"+d.Encoded())
 	if err := os.WriteFile(ingest, data[:half], 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -255,6 +255,25 @@ type testStore struct {
 
 // newStore opens a store on driver ("overlay" or "native") under a temp
 // dir, with registry config dir regDir. Needs root.
+// pushLayer pushes ref, an image of one layer of files, and returns the
+// layer's digest and compressed bytes.
+func pushLayer(t *testing.T, reg *testRegistry, ref string, files map[string]string, comp string) (digest.Digest, []byte) {
+	t.Helper()
+	l := layerOf(t, files, comp)
+	reg.push(t, ref, imageOf(t, "", l))
+	return layerBlob(t, l)
+}
+
+// layerBlob returns l's digest and compressed bytes.
+func layerBlob(t *testing.T, l v1.Layer) (digest.Digest, []byte) {
+	t.Helper()
+	d, err := l.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return digest.Digest(d.String()), mustCompressed(t, l)
+}
+
 // keepBlobs is the store option that keeps layers' blobs after unpacking.
 func keepBlobs(c *Config) { c.KeepLayerBlobs = true }
 

@@ -71,26 +71,14 @@ func powerCutDuringPull(t *testing.T, keep bool) {
 	bigFile := map[string]string{} // layer digest -> its biggest file
 	var layerDigests []digest.Digest
 	for i, l := range layers {
-		d, err := l.Digest()
-		if err != nil {
-			t.Fatal(err)
-		}
-		rc, err := l.Compressed()
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(rc)
-		rc.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		d, b := layerBlob(t, l)
 		blobs[d.String()] = b
 		for p, c := range layerFiles[i] {
 			if len(c) > len(layerFiles[i][bigFile[d.String()]]) {
 				bigFile[d.String()] = p
 			}
 		}
-		layerDigests = append(layerDigests, digest.Digest(d.String()))
+		layerDigests = append(layerDigests, d)
 	}
 	want := wantImage{id: digest.Digest(cfgName.String()), layers: layerDigests, files: layerFiles}
 

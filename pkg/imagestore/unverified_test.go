@@ -353,12 +353,7 @@ func badGzipTailNotRetried(t *testing.T, keep bool) {
 func TestStreamedDownloadRetried(t *testing.T) {
 	reg := newTestRegistry(t)
 	files := map[string]string{"big": strings.Repeat("0123456789abcdef", 16<<10)}
-	img := imageOf(t, "", layerOf(t, files, "gzip"))
-	reg.push(t, "retry/img:1", img)
-	layers, _ := img.Layers()
-	ld, _ := layers[0].Digest()
-	rc, _ := layers[0].Compressed()
-	data, _ := io.ReadAll(rc)
+	ld, data := pushLayer(t, reg, "retry/img:1", files, "gzip")
 	var broken atomic.Bool
 	reg.setHook(func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, ld.String()) || broken.Swap(true) {
