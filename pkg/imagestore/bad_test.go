@@ -2,6 +2,7 @@ package imagestore
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	digest "github.com/opencontainers/go-digest"
 
@@ -64,7 +66,7 @@ func badRegistryContent(t *testing.T, keep bool) {
 		{"malformed config", "bad/img:1", serve("/blobs/"+cfg.String(), "application/octet-stream", []byte(`{"rootfs": `)), errdefs.ErrFailedPrecondition},
 		{"truncated layer", "bad/img:1", serve("/blobs/"+l0.String(), "application/octet-stream", l0bytes[:len(l0bytes)/2]), errdefs.ErrFailedPrecondition},
 		{"corrupt layer", "bad/img:1", serve("/blobs/"+l0.String(), "application/octet-stream", append([]byte{0x1f, 0x8b, 0, 0}, l0bytes[4:]...)), errdefs.ErrFailedPrecondition},
-		{"layer longer than its size", "bad/img:1", serve("/blobs/"+l0.String(), "application/octet-stream", append(bytes.Clone(l0bytes), 0)), errdefs.ErrFailedPrecondition},
+		{"layer longer than its size, without end", "bad/img:1", endless("/blobs/"+l0.String(), l0bytes), errdefs.ErrFailedPrecondition},
 		// Unpacks to the layer (its diff ID holds): only the blob's digest fails.
 		{"layer with another gzip header", "bad/img:1", serve("/blobs/"+l0.String(), "application/octet-stream", otherOS(l0bytes)), errdefs.ErrFailedPrecondition},
 		{"missing image", "bad/none:1", nil, errdefs.ErrNotFound},
@@ -72,7 +74,9 @@ func badRegistryContent(t *testing.T, keep bool) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			reg.setHook(tc.hook)
-			_, err := s.Pull(ctx, reg.host+"/"+tc.ref, nil, nil)
+			pctx, cancel := context.WithTimeout(ctx, time.Minute) // a pull that never ends fails
+			_, err := s.Pull(pctx, reg.host+"/"+tc.ref, nil, nil)
+			cancel()
 			reg.setHook(nil)
 			if err == nil || !errorsIs(err, tc.class) {
 				t.Fatalf("want %v, got %v", tc.class, err)
@@ -91,6 +95,27 @@ func badRegistryContent(t *testing.T, keep bool) {
 	// Afterwards the good image still pulls.
 	if _, err := s.Pull(ctx, reg.host+"/bad/img:1", nil, nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// endless serves blob path as body followed by zeros until the client
+// goes, without a length.
+func endless(path string, body []byte) func(w http.ResponseWriter, r *http.Request) bool {
+	return func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, path) {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		if _, err := w.Write(body); err != nil {
+			return true
+		}
+		zeros := make([]byte, 64<<10)
+		for {
+			if _, err := w.Write(zeros); err != nil {
+				return true
+			}
+			w.(http.Flusher).Flush()
+		}
 	}
 }
 

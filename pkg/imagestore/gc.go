@@ -88,9 +88,14 @@ func (s *Store) dropLayerBlobs(ctx context.Context, img *Image) {
 	if s.cfg.KeepLayerBlobs {
 		return
 	}
-	own := map[digest.Digest]int{}
+	own := map[digest.Digest]int{} // the pull's own holds (pull): its layers' blobs and chain IDs
 	for _, l := range img.Layers {
 		own[l.Digest]++
+	}
+	for _, l := range img.Layers {
+		if _, ok := own[l.ChainID]; ok {
+			own[l.ChainID]++ // an uncompressed first layer: its blob digest is its chain ID
+		}
 	}
 	s.gcMu.Lock()
 	defer s.gcMu.Unlock()

@@ -253,8 +253,6 @@ type testStore struct {
 	db   *bolt.DB
 }
 
-// newStore opens a store on driver ("overlay" or "native") under a temp
-// dir, with registry config dir regDir. Needs root.
 // pushLayer pushes ref, an image of one layer of files, and returns the
 // layer's digest and compressed bytes.
 func pushLayer(t *testing.T, reg *testRegistry, ref string, files map[string]string, comp string) (digest.Digest, []byte) {
@@ -287,6 +285,8 @@ func bothModes(t *testing.T, f func(t *testing.T, keep bool)) {
 	}
 }
 
+// newStore opens a store on driver ("overlay" or "native") under a temp
+// dir, with registry config dir regDir. Needs root.
 func newStore(t *testing.T, driver, regDir string, opts ...func(*Config)) *testStore {
 	t.Helper()
 	if os.Getuid() != 0 {

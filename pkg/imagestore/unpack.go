@@ -298,6 +298,11 @@ func (p *layerPull) layerSource(ctx context.Context, l Layer) (io.Reader, func(e
 		// itself was bad (truncated, wrong digest: a bomb in place of the
 		// layer) or the layer.
 		if _, err := io.Copy(io.Discard, io.LimitReader(r, l.Size+1)); err != nil {
+			if errdefs.IsFailedPrecondition(err) { // more data than its size: bad, not broken
+				w.Discard()
+				log.G(ctx).WithError(applyErr).Warnf("layer %s failed to unpack and its download failed its check", l.Digest)
+				return err
+			}
 			w.Close()
 			return fmt.Errorf("%v (download: %v): %w", applyErr, err, errdefs.ErrUnavailable)
 		}
