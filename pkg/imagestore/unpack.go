@@ -289,7 +289,7 @@ func (p *layerPull) layerSource(ctx context.Context, l Layer) (io.Reader, func(e
 		if applyErr == nil {
 			return w.CommitUnsynced()
 		}
-		if ctx.Err() != nil || errdefs.IsResourceExhausted(applyErr) && !errors.Is(applyErr, errLayerTooBig) {
+		if unpackStopped(ctx, applyErr) {
 			w.Close() // keep what arrived, for a resume
 			return applyErr
 		}
@@ -300,14 +300,13 @@ func (p *layerPull) layerSource(ctx context.Context, l Layer) (io.Reader, func(e
 		if _, err := io.Copy(io.Discard, io.LimitReader(r, l.Size+1)); err != nil {
 			if errdefs.IsFailedPrecondition(err) { // more data than its size: bad, not broken
 				w.Discard()
-				log.G(ctx).WithError(applyErr).Warnf("layer %s failed to unpack and its download failed its check", l.Digest)
-				return err
+				return badDownload(ctx, l, applyErr, err)
 			}
 			w.Close()
 			return fmt.Errorf("%v (download: %v): %w", applyErr, err, errdefs.ErrUnavailable)
 		}
 		if err := w.Commit(); err != nil {
-			log.G(ctx).WithError(applyErr).Warnf("layer %s failed to unpack and its download failed its check", l.Digest)
+			err = badDownload(ctx, l, applyErr, err)
 			if start > 0 {
 				// The resumed partial data was bad; it is gone now.
 				return fmt.Errorf("resumed download failed its check: %w: %w", err, errResumeBad)
@@ -336,7 +335,7 @@ func (p *layerPull) streamSource(ctx context.Context, l Layer) (io.Reader, func(
 	finish := func(applyErr error) error {
 		defer release()
 		defer body.Close()
-		if applyErr != nil && (ctx.Err() != nil || errdefs.IsResourceExhausted(applyErr) && !errors.Is(applyErr, errLayerTooBig)) {
+		if applyErr != nil && unpackStopped(ctx, applyErr) {
 			return applyErr
 		}
 		// Read what the unpack left (after a failed one: to learn whether
@@ -354,13 +353,27 @@ func (p *layerPull) streamSource(ctx context.Context, l Layer) (io.Reader, func(
 		}
 		if err != nil {
 			if applyErr != nil {
-				log.G(ctx).WithError(applyErr).Warnf("layer %s failed to unpack and its download failed its check", l.Digest)
+				return badDownload(ctx, l, applyErr, err)
 			}
 			return err
 		}
 		return applyErr
 	}
 	return r, finish, nil
+}
+
+// unpackStopped reports whether the unpack failed for a reason the rest of
+// the download cannot explain (the caller went away, the disk filled up):
+// the download is then not read further.
+func unpackStopped(ctx context.Context, applyErr error) bool {
+	return ctx.Err() != nil || errdefs.IsResourceExhausted(applyErr) && !errors.Is(applyErr, errLayerTooBig)
+}
+
+// badDownload returns checkErr, the failed check of layer l's download
+// that explains applyErr, the unpack's failure.
+func badDownload(ctx context.Context, l Layer, applyErr, checkErr error) error {
+	log.G(ctx).WithError(applyErr).Warnf("layer %s failed to unpack and its download failed its check", l.Digest)
+	return checkErr
 }
 
 // errResumeBad marks a resumed download whose earlier part was corrupt:
