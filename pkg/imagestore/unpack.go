@@ -158,7 +158,9 @@ func (p *layerPull) unpackLayer(ctx context.Context, i int, parent string) (retE
 	if p.caps.DiffLayers {
 		prepParent = ""
 	}
-	mounts, err := p.s.sn.Prepare(ctx, active, prepParent)
+	// Not flushed: a crash before the image is recorded leaves the
+	// snapshot to start-up GC, and the flush covers it (SyncEntries).
+	mounts, err := p.s.sn.Prepare(ctx, active, prepParent, snapshot.WithoutSync())
 	if err != nil {
 		return fmt.Errorf("layer %s: prepare: %w", l.Digest, err)
 	}
@@ -190,6 +192,15 @@ func (p *layerPull) unpackLayer(ctx context.Context, i int, parent string) (retE
 	}
 	n, implicit := res.Bytes, res.Implicit
 	unpacked := time.Since(start)
+	if p.caps.DiffLayers && res.Flush != nil {
+		// Flushed now, while other layers still download, rather than
+		// all at the end: a flush costs in proportion to what was
+		// written since the last one, so the pull's last flush is left
+		// little (the commit's changes, the last layer).
+		if err := p.s.sn.SyncEntries(ctx, active, res.Flush); err != nil {
+			return fmt.Errorf("layer %s: flushing: %w", l.Digest, err)
+		}
+	}
 
 	if p.caps.DiffLayers && i > 0 {
 		if err := p.ensureLayer(ctx, i-1); err != nil {

@@ -428,12 +428,11 @@ func (a *applier) file(pfd int, base string, hdr *tar.Header, tr *tar.Reader) er
 		return &os.PathError{Op: "create", Path: base, Err: err}
 	}
 	f := os.NewFile(uintptr(fd), base)
-	err = a.copyData(f, tr)
-	if err == nil && hdr.Size >= writebackMin {
-		// Start writing the data back now, so the flush that makes the
-		// layer durable later finds little left to do. Not waiting.
-		unix.SyncFileRange(fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+	wb := -1
+	if hdr.Size >= writebackMin {
+		wb = fd
 	}
+	err = a.copyData(f, tr, wb)
 	if err == nil {
 		err = a.ownerModeFd(fd, hdr)
 	}
@@ -453,7 +452,15 @@ func (a *applier) file(pfd int, base string, hdr *tar.Header, tr *tar.Reader) er
 // as a file is written.
 const writebackMin = 64 << 10
 
-func (a *applier) copyData(f *os.File, r io.Reader) error {
+// writebackChunk is how much of a file Apply writes before starting its
+// writeback.
+const writebackChunk = 1 << 20
+
+// copyData copies r into f. With writeback (f's descriptor, else -1) it
+// starts writing the data back every writebackChunk, not waiting, so the
+// flush that makes the layer durable later finds little left to do.
+func (a *applier) copyData(f *os.File, r io.Reader, writeback int) error {
+	var written, started int64
 	for {
 		if err := a.ctx.Err(); err != nil {
 			return err
@@ -463,6 +470,11 @@ func (a *applier) copyData(f *os.File, r io.Reader) error {
 			if _, err := f.Write(a.buf[:n]); err != nil {
 				return err
 			}
+			written += int64(n)
+		}
+		if writeback >= 0 && (written-started >= writebackChunk || rerr == io.EOF && written > started) {
+			unix.SyncFileRange(writeback, started, written-started, unix.SYNC_FILE_RANGE_WRITE)
+			started = written
 		}
 		if rerr == io.EOF {
 			return nil

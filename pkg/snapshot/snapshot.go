@@ -111,8 +111,11 @@ type Options struct {
 	// Parent, at Commit only, rebases the snapshot onto a committed parent
 	// (drivers with DiffLayers only).
 	Parent string
-	// NoSync, at Commit only, skips flushing the snapshot's data: the
-	// caller calls Sync before it depends on the snapshot surviving a crash.
+	// NoSync, at Prepare and Commit, skips flushing the snapshot's
+	// directory (Prepare) and data (Commit): the caller calls Sync or
+	// SyncEntries before it depends on the snapshot surviving a crash,
+	// and removes what a crash before that leaves (the record may
+	// outlive its directory).
 	NoSync bool
 	// InheritDirs, at Commit with a rebase (DiffLayers drivers), are
 	// directories of the snapshot ("." for its root) that take owner,
@@ -131,8 +134,8 @@ func WithParent(parent string) Opt {
 	return func(o *Options) { o.Parent = parent }
 }
 
-// WithoutSync, at Commit, leaves the flush to a later Sync (a pull
-// commits many layers and flushes once).
+// WithoutSync, at Prepare and Commit, leaves the flush to a later Sync or
+// SyncEntries (a pull prepares and commits many layers and flushes once).
 func WithoutSync() Opt {
 	return func(o *Options) { o.NoSync = true }
 }
@@ -172,7 +175,8 @@ type Snapshotter interface {
 	Sync(ctx context.Context) error
 	// SyncEntries flushes the listed entries of key (regular files and
 	// directories, names relative to its root: ApplyResult.Flush of the
-	// layer unpacked into it) to disk.
+	// layer unpacked into it) to disk, and the snapshot's own directory
+	// (which Prepare WithoutSync left unflushed).
 	SyncEntries(ctx context.Context, key string, names []string) error
 	// Cleanup removes on-disk data that no snapshot record refers to
 	// (left by a crash between the steps of Prepare/Commit/Remove).

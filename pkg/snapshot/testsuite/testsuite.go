@@ -60,6 +60,7 @@ func Run(t *testing.T, newSnapshotter NewFunc) {
 		{"LayerMetadata", true, testLayerMetadata},
 		{"Chain128", true, testChain128},
 		{"SyncEntries", true, testSyncEntries},
+		{"PrepareWithoutSync", true, testPrepareWithoutSync},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.root && os.Getuid() != 0 {
@@ -858,4 +859,41 @@ func testSyncEntries(e *env) {
 		e.Errorf("SyncEntries of a name not there (resolved inside the snapshot) = %v", err)
 	}
 	e.wantClass("SyncEntries of a missing key", e.sn.SyncEntries(e.ctx, "missing", []string{"."}), errdefs.ErrNotFound)
+}
+
+// testPrepareWithoutSync: a snapshot prepared without a flush, as a pull
+// prepares the snapshots it unpacks into, is flushed while still active
+// (SyncEntries), committed, built on and read as any other; a crash that
+// lost its directory leaves a record Remove and Cleanup accept.
+func testPrepareWithoutSync(e *env) {
+	dir := e.writable(e.prepare("extract", "", snapshot.WithoutSync()))
+	res, err := snapshot.ApplyLayer(e.ctx, dir, bytes.NewReader(tt.Tar(tt.Dir("etc"), tt.File("etc/x", "1"))), e.caps.Whiteouts)
+	e.ok(err)
+	names := res.Flush
+	if names == nil {
+		names = []string{".", "etc", "etc/x"} // WhiteoutRemove lists none
+	}
+	e.ok(e.sn.SyncEntries(e.ctx, "extract", names))
+	e.commit("layer", "extract", snapshot.WithoutSync())
+	e.ok(e.sn.SyncEntries(e.ctx, "layer", names))
+	if got := e.readFile(filepath.Join(e.mount(e.view("view", "layer")), "etc/x")); got != "1" {
+		e.Errorf("etc/x of the committed layer = %q, want 1", got)
+	}
+	child := e.writable(e.prepare("child", "layer", snapshot.WithoutSync()))
+	e.writeFile(child, "etc/y", "2")
+	e.commit("layer2", "child", snapshot.WithoutSync())
+	if got := e.readFile(filepath.Join(e.mount(e.view("view2", "layer2")), "etc/y")); got != "2" {
+		e.Errorf("etc/y of the second layer = %q, want 2", got)
+	}
+
+	// What a crash after the record, before its directory reached the
+	// disk, leaves.
+	e.prepare("lost", "", snapshot.WithoutSync())
+	e.ok(os.RemoveAll(e.idDir("lost")))
+	e.ok(e.sn.Remove(e.ctx, "lost"))
+	e.ok(e.sn.Cleanup(e.ctx))
+	e.wantClass("Stat of the removed snapshot", func() error { _, err := e.sn.Stat(e.ctx, "lost"); return err }(), errdefs.ErrNotFound)
+	if got := e.readFile(filepath.Join(e.mount(e.view("view3", "layer")), "etc/x")); got != "1" {
+		e.Errorf("etc/x of the committed layer after the Cleanup = %q, want 1", got)
+	}
 }

@@ -220,7 +220,10 @@ func options(opts []snapshot.Opt) snapshot.Options {
 // and made durable, then, in one bolt transaction, the record gets its id,
 // the directory is renamed to that id and the rename made durable before
 // the transaction commits. A crash leaves at worst a directory no record
-// names, which Cleanup removes.
+// names, which Cleanup removes. With snapshot.WithoutSync neither the
+// directory nor its rename is flushed (each flush waits for the journal,
+// and so for every other writer's data): a crash may then also leave a
+// record whose directory is missing, which Remove accepts.
 func (s *Snapshotter) create(ctx context.Context, kind snapshot.Kind, key, parent string, opts []snapshot.Opt) (_ []snapshot.Mount, retErr error) {
 	if err := s.check(); err != nil {
 		return nil, err
@@ -292,8 +295,10 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshot.Kind, key, paren
 		}
 		return nil, fmt.Errorf("snapshot %q: %w", key, err)
 	}
-	if err := fsutil.SyncDir(tmp); err != nil {
-		return nil, err
+	if !o.NoSync {
+		if err := fsutil.SyncDir(tmp); err != nil {
+			return nil, err
+		}
 	}
 
 	var rec *record
@@ -306,10 +311,12 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshot.Kind, key, paren
 		if err := renameNew(tmp, final); err != nil {
 			return err
 		}
-		if err := fsutil.SyncDir(s.dir); err != nil {
-			// The record is not committed: take the directory back out.
-			_ = os.Rename(final, tmp)
-			return err
+		if !o.NoSync {
+			if err := fsutil.SyncDir(s.dir); err != nil {
+				// The record is not committed: take the directory back out.
+				_ = os.Rename(final, tmp)
+				return err
+			}
 		}
 		rec = r
 		return nil
@@ -498,7 +505,16 @@ func (s *Snapshotter) SyncEntries(ctx context.Context, key string, names []strin
 	if err != nil {
 		return err
 	}
-	return fsutil.SyncEntries(ctx, filepath.Join(s.idDir(rec.ID), "fs"), names)
+	dir := s.idDir(rec.ID)
+	if err := fsutil.SyncEntries(ctx, filepath.Join(dir, "fs"), names); err != nil {
+		return err
+	}
+	// The snapshot's own directory and its name, which a Prepare
+	// without sync left unflushed.
+	if err := fsutil.SyncDir(dir); err != nil {
+		return err
+	}
+	return fsutil.SyncDir(s.dir)
 }
 
 // get reads key's record.
