@@ -104,6 +104,23 @@ type Registry struct {
 
 	mu    sync.Mutex
 	bases map[string]baseTransport // per endpoint, to reuse connections
+	// anon are the transports of anonymous sessions, reused by later
+	// pulls of the same repository from the same endpoint for anonTTL:
+	// each is the outcome of a ping (two requests when https is tried
+	// beside http) and, for a registry that wants a token, a token.
+	anon    map[anonKey]anonTransport
+	anonTTL time.Duration
+}
+
+// anonTTL is how long an anonymous session's transport is reused. A
+// registry that starts to refuse it (401, 403) gets a new one at once.
+const anonTTL = time.Minute
+
+type anonKey struct{ ep, tlsID, scope string }
+
+type anonTransport struct {
+	rt   http.RoundTripper
+	kept time.Time
 }
 
 type baseTransport struct {
@@ -118,7 +135,43 @@ func NewRegistry(configDir string) *Registry {
 		configDir: configDir,
 		backoff:   transport.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 4},
 		bases:     map[string]baseTransport{},
+		anon:      map[anonKey]anonTransport{},
+		anonTTL:   anonTTL,
 	}
+}
+
+// anonTransport returns the reusable transport of an anonymous session
+// for key, if there is one.
+func (r *Registry) anonTransport(key anonKey) http.RoundTripper {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a, ok := r.anon[key]
+	if !ok {
+		return nil
+	}
+	if time.Since(a.kept) >= r.anonTTL {
+		delete(r.anon, key)
+		return nil
+	}
+	return a.rt
+}
+
+func (r *Registry) keepAnon(key anonKey, rt http.RoundTripper) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	for k, a := range r.anon { // the map holds no more than what is in use
+		if now.Sub(a.kept) >= r.anonTTL {
+			delete(r.anon, k)
+		}
+	}
+	r.anon[key] = anonTransport{rt: rt, kept: now}
+}
+
+func (r *Registry) forgetAnon(key anonKey) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.anon, key)
 }
 
 // base returns the shared transport of an endpoint (same host, scheme and
@@ -165,10 +218,11 @@ type session struct {
 	// plain HTTP, for the error a registry's 401 becomes.
 	withheld []string
 
-	mu    sync.Mutex // guards rts, errs and first: layers run in parallel
+	mu    sync.Mutex // guards rts, errs, anon and first: layers run in parallel
 	rts   []http.RoundTripper
 	errs  []error
-	first int // index of the endpoint that served the manifest
+	anon  map[int]anonKey // the endpoints used anonymously
+	first int             // index of the endpoint that served the manifest
 }
 
 func (r *Registry) session(ref Ref, auth *Auth) (*session, error) {
@@ -176,7 +230,7 @@ func (r *Registry) session(ref Ref, auth *Auth) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &session{reg: r, ref: ref, auth: auth, eps: eps, rts: make([]http.RoundTripper, len(eps)), errs: make([]error, len(eps))}, nil
+	return &session{reg: r, ref: ref, auth: auth, eps: eps, rts: make([]http.RoundTripper, len(eps)), errs: make([]error, len(eps)), anon: map[int]anonKey{}}, nil
 }
 
 func (s *session) transport(ctx context.Context, i int) (http.RoundTripper, error) {
@@ -211,13 +265,25 @@ func (s *session) transport(ctx context.Context, i int) (http.RoundTripper, erro
 		s.withheld = append(s.withheld, ep.URL())
 		log.G(ctx).Infof("not sending the credentials to %s: %s (hosts.toml plain_http_credentials allows it)", ep.URL(), why)
 	}
-	rt, err := transport.NewWithContext(ctx, reg, auth, base, []string{scope})
-	if err != nil {
-		err = classifyRegistryErr(err)
-		if ctx.Err() == nil {
-			s.errs[i] = err // a cancelled caller's error is not the endpoint's
+	key := anonKey{ep: ep.key, tlsID: ep.tlsID, scope: scope}
+	var rt http.RoundTripper
+	if !ok {
+		s.anon[i] = key
+		rt = s.reg.anonTransport(key)
+	}
+	if rt == nil {
+		var err error
+		rt, err = transport.NewWithContext(ctx, reg, auth, base, []string{scope})
+		if err != nil {
+			err = classifyRegistryErr(err)
+			if ctx.Err() == nil {
+				s.errs[i] = err // a cancelled caller's error is not the endpoint's
+			}
+			return nil, err
 		}
-		return nil, err
+		if !ok {
+			s.reg.keepAnon(key, rt)
+		}
 	}
 	if ep.Header != nil {
 		rt = headerTransport{rt, ep.Header, ep.Host}
@@ -323,10 +389,12 @@ func (s *session) manifestFrom(ctx context.Context, i int, object string, want d
 	// Registries redirect manifests too (registry.k8s.io does).
 	resp, err := client(rt).Do(req)
 	if err != nil {
+		s.refused(i, 0)
 		return fetched{}, classifyRegistryErr(err)
 	}
 	defer resp.Body.Close()
 	if err := transport.CheckError(resp, http.StatusOK); err != nil {
+		s.refused(i, resp.StatusCode)
 		return fetched{}, classifyRegistryErr(err)
 	}
 	body, err := capread.Read(resp.Body, maxManifestSize)
@@ -398,6 +466,7 @@ func (s *session) blobFrom(ctx context.Context, i int, dgst digest.Digest, offse
 	resp, err := client(rt).Do(req)
 	if err != nil {
 		cancel()
+		s.refused(i, 0)
 		return nil, 0, classifyRegistryErr(err)
 	}
 	switch resp.StatusCode {
@@ -412,7 +481,24 @@ func (s *session) blobFrom(ctx context.Context, i int, dgst digest.Digest, offse
 	}
 	defer cancel()
 	defer resp.Body.Close()
+	s.refused(i, resp.StatusCode)
 	return nil, 0, classifyRegistryErr(transport.CheckError(resp, http.StatusOK, http.StatusPartialContent))
+}
+
+// refused forgets the reusable anonymous transport of endpoint i when a
+// request made with it failed to get an answer (status 0: the endpoint
+// may have moved to another scheme) or was refused (its access rules
+// changed, its token no longer does), so the next session pings again.
+func (s *session) refused(i, status int) {
+	if status != 0 && status != http.StatusUnauthorized && status != http.StatusForbidden {
+		return
+	}
+	s.mu.Lock()
+	key, ok := s.anon[i]
+	s.mu.Unlock()
+	if ok {
+		s.reg.forgetAnon(key)
+	}
 }
 
 // maxRedirects bounds the redirects a registry request follows.
