@@ -217,8 +217,17 @@ func (p *layerPull) unpackLayer(ctx context.Context, i int, parent string) (retE
 	// Recorded before the commit makes the layer visible to other pulls:
 	// whichever records an image using it first flushes it (flush).
 	flushNames := res.Flush
-	if !p.caps.DiffLayers {
+	switch {
+	case !p.caps.DiffLayers:
 		flushNames = nil // the parent's copy is this snapshot's too
+	case res.Flush != nil:
+		// Flushed when unpacked (above): left is what the commit
+		// changes, the implicit directories it gives the parent's
+		// attributes.
+		flushNames = []string{}
+		if parent != "" {
+			flushNames = append(flushNames, implicit...)
+		}
 	}
 	p.s.unflushed.begin(key, flushNames)
 	err = p.s.sn.Commit(ctx, key, active, opts...)
