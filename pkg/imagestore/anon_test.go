@@ -73,6 +73,29 @@ func TestAnonymousTransportReused(t *testing.T) {
 	}
 	wantPings("the pull after that", 3)
 
+	// No answer at all (the connection closed): forgotten too.
+	reg.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.Contains(r.URL.Path, "/manifests/") {
+			return false
+		}
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			t.Error(err)
+			return false
+		}
+		conn.Close()
+		return true
+	})
+	if err := pull("anon/a:1"); err == nil {
+		t.Fatal("pull without an answer succeeded")
+	}
+	reg.setHook(nil)
+	wantPings("a pull without an answer (with the kept transport)", 3)
+	if err := pull("anon/a:1"); err != nil {
+		t.Fatal(err)
+	}
+	wantPings("the pull after no answer", 4)
+
 	s.reg.mu.Lock()
 	s.reg.anonTTL = 0
 	s.reg.mu.Unlock()
@@ -81,5 +104,5 @@ func TestAnonymousTransportReused(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	wantPings("two pulls with a TTL of 0", 5)
+	wantPings("two pulls with a TTL of 0", 6)
 }

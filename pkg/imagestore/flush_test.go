@@ -1,8 +1,10 @@
 package imagestore
 
 import (
+	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/shim-cri/shim/pkg/snapshot"
@@ -43,7 +45,8 @@ func TestPullFlush(t *testing.T) {
 		return flushed
 	}
 
-	s := newStore(t, "overlay", "")
+	rec := &recordingSnapshotter{}
+	s := newStore(t, "overlay", "", rec.wrap)
 	// Each layer was flushed as soon as it was unpacked (".", "etc",
 	// "etc/os-release"; ".", "bin", "bin/tool"); left are what the second
 	// layer's commit changed, its implicit directories (".", "bin"), the
@@ -51,6 +54,7 @@ func TestPullFlush(t *testing.T) {
 	if got, want := pull(s, "lib/small:1"), "2 entries of 2 layers and 2 blobs"; got != want {
 		t.Errorf("small layers flushed %q, want %q", got, want)
 	}
+	rec.checkFlushedEarly(t, 2)
 	// Kept, the layers' blobs are flushed too.
 	if got, want := pull(newStore(t, "overlay", "", keepBlobs), "lib/small:1"), "2 entries of 2 layers and 4 blobs"; got != want {
 		t.Errorf("small layers with their blobs kept flushed %q, want %q", got, want)
@@ -78,9 +82,85 @@ func TestPullFlush(t *testing.T) {
 		t.Errorf("a shared unflushed layer without its entries flushed %q, want %q", got, want)
 	}
 
-	if got, want := pull(newStore(t, "native", ""), "lib/small:1"), "the filesystem"; got != want {
+	rec = &recordingSnapshotter{}
+	if got, want := pull(newStore(t, "native", "", rec.wrap), "lib/small:1"), "the filesystem"; got != want {
 		t.Errorf("native driver flushed %q, want %q", got, want)
 	}
+	rec.checkFlushedEarly(t, 0)
+}
+
+// recordingSnapshotter records the calls a pull makes to prepare, flush
+// and commit its layers' snapshots.
+type recordingSnapshotter struct {
+	snapshot.Snapshotter
+	mu    sync.Mutex
+	calls []string
+}
+
+func (r *recordingSnapshotter) wrap(c *Config) {
+	r.Snapshotter = c.Snapshotter
+	c.Snapshotter = r
+}
+
+func (r *recordingSnapshotter) record(format string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, fmt.Sprintf(format, args...))
+}
+
+func (r *recordingSnapshotter) Prepare(ctx context.Context, key, parent string, opts ...snapshot.Opt) ([]snapshot.Mount, error) {
+	var o snapshot.Options
+	for _, f := range opts {
+		f(&o)
+	}
+	r.record("prepare %s nosync=%v", key, o.NoSync)
+	return r.Snapshotter.Prepare(ctx, key, parent, opts...)
+}
+
+func (r *recordingSnapshotter) SyncEntries(ctx context.Context, key string, names []string) error {
+	r.record("sync %s %s", key, strings.Join(names, ","))
+	return r.Snapshotter.SyncEntries(ctx, key, names)
+}
+
+func (r *recordingSnapshotter) Commit(ctx context.Context, name, key string, opts ...snapshot.Opt) error {
+	r.record("commit %s", key)
+	return r.Snapshotter.Commit(ctx, name, key, opts...)
+}
+
+// checkFlushedEarly checks that the pull prepared each snapshot it
+// unpacked into without a flush, and that want of them were flushed, all
+// their entries, before their commit (and the others not).
+func (r *recordingSnapshotter) checkFlushedEarly(t *testing.T, want int) {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	synced := map[string]bool{}
+	early := 0
+	for _, c := range r.calls {
+		f := strings.Fields(c)
+		if len(f) < 2 || !strings.HasPrefix(f[1], extractPrefix) {
+			continue
+		}
+		switch f[0] {
+		case "prepare":
+			if f[2] != "nosync=true" {
+				t.Errorf("%s: prepared with a flush", c)
+			}
+		case "sync":
+			if len(f) < 3 || len(strings.Split(f[2], ",")) < 3 {
+				t.Errorf("%s: not every entry of the layer", c)
+			}
+			synced[f[1]] = true
+		case "commit":
+			if synced[f[1]] {
+				early++
+			}
+		}
+	}
+	if early != want {
+		t.Errorf("%d layers flushed before their commit, want %d (calls %q)", early, want, r.calls)
+	}
+	r.calls = nil
 }
 
 // TestUnflushedLayers: a flush forgets only the commits it covered: a

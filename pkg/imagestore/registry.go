@@ -149,11 +149,15 @@ func (r *Registry) anonTransport(key anonKey) http.RoundTripper {
 	if !ok {
 		return nil
 	}
-	if time.Since(a.kept) >= r.anonTTL {
+	if r.expired(a, time.Now()) {
 		delete(r.anon, key)
 		return nil
 	}
 	return a.rt
+}
+
+func (r *Registry) expired(a anonTransport, now time.Time) bool {
+	return now.Sub(a.kept) >= r.anonTTL
 }
 
 func (r *Registry) keepAnon(key anonKey, rt http.RoundTripper) {
@@ -161,17 +165,20 @@ func (r *Registry) keepAnon(key anonKey, rt http.RoundTripper) {
 	defer r.mu.Unlock()
 	now := time.Now()
 	for k, a := range r.anon { // the map holds no more than what is in use
-		if now.Sub(a.kept) >= r.anonTTL {
+		if r.expired(a, now) {
 			delete(r.anon, k)
 		}
 	}
 	r.anon[key] = anonTransport{rt: rt, kept: now}
 }
 
-func (r *Registry) forgetAnon(key anonKey) {
+// forgetAnon drops rt, the transport kept for key (not one kept since).
+func (r *Registry) forgetAnon(key anonKey, rt http.RoundTripper) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.anon, key)
+	if a, ok := r.anon[key]; ok && a.rt == rt {
+		delete(r.anon, key)
+	}
 }
 
 // base returns the shared transport of an endpoint (same host, scheme and
@@ -221,8 +228,15 @@ type session struct {
 	mu    sync.Mutex // guards rts, errs, anon and first: layers run in parallel
 	rts   []http.RoundTripper
 	errs  []error
-	anon  map[int]anonKey // the endpoints used anonymously
+	anon  map[int]anonUse // the endpoints used anonymously
 	first int             // index of the endpoint that served the manifest
+}
+
+// anonUse is the reusable transport an anonymous session uses for an
+// endpoint.
+type anonUse struct {
+	key anonKey
+	rt  http.RoundTripper
 }
 
 func (r *Registry) session(ref Ref, auth *Auth) (*session, error) {
@@ -230,7 +244,7 @@ func (r *Registry) session(ref Ref, auth *Auth) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &session{reg: r, ref: ref, auth: auth, eps: eps, rts: make([]http.RoundTripper, len(eps)), errs: make([]error, len(eps)), anon: map[int]anonKey{}}, nil
+	return &session{reg: r, ref: ref, auth: auth, eps: eps, rts: make([]http.RoundTripper, len(eps)), errs: make([]error, len(eps)), anon: map[int]anonUse{}}, nil
 }
 
 func (s *session) transport(ctx context.Context, i int) (http.RoundTripper, error) {
@@ -268,7 +282,6 @@ func (s *session) transport(ctx context.Context, i int) (http.RoundTripper, erro
 	key := anonKey{ep: ep.key, tlsID: ep.tlsID, scope: scope}
 	var rt http.RoundTripper
 	if !ok {
-		s.anon[i] = key
 		rt = s.reg.anonTransport(key)
 	}
 	if rt == nil {
@@ -284,6 +297,9 @@ func (s *session) transport(ctx context.Context, i int) (http.RoundTripper, erro
 		if !ok {
 			s.reg.keepAnon(key, rt)
 		}
+	}
+	if !ok {
+		s.anon[i] = anonUse{key: key, rt: rt}
 	}
 	if ep.Header != nil {
 		rt = headerTransport{rt, ep.Header, ep.Host}
@@ -389,12 +405,12 @@ func (s *session) manifestFrom(ctx context.Context, i int, object string, want d
 	// Registries redirect manifests too (registry.k8s.io does).
 	resp, err := client(rt).Do(req)
 	if err != nil {
-		s.refused(i, 0)
+		s.refused(ctx, i, nil)
 		return fetched{}, classifyRegistryErr(err)
 	}
 	defer resp.Body.Close()
 	if err := transport.CheckError(resp, http.StatusOK); err != nil {
-		s.refused(i, resp.StatusCode)
+		s.refused(ctx, i, resp)
 		return fetched{}, classifyRegistryErr(err)
 	}
 	body, err := capread.Read(resp.Body, maxManifestSize)
@@ -466,7 +482,7 @@ func (s *session) blobFrom(ctx context.Context, i int, dgst digest.Digest, offse
 	resp, err := client(rt).Do(req)
 	if err != nil {
 		cancel()
-		s.refused(i, 0)
+		s.refused(ctx, i, nil)
 		return nil, 0, classifyRegistryErr(err)
 	}
 	switch resp.StatusCode {
@@ -481,23 +497,33 @@ func (s *session) blobFrom(ctx context.Context, i int, dgst digest.Digest, offse
 	}
 	defer cancel()
 	defer resp.Body.Close()
-	s.refused(i, resp.StatusCode)
+	s.refused(ctx, i, resp)
 	return nil, 0, classifyRegistryErr(transport.CheckError(resp, http.StatusOK, http.StatusPartialContent))
 }
 
 // refused forgets the reusable anonymous transport of endpoint i when a
-// request made with it failed to get an answer (status 0: the endpoint
-// may have moved to another scheme) or was refused (its access rules
-// changed, its token no longer does), so the next session pings again.
-func (s *session) refused(i, status int) {
-	if status != 0 && status != http.StatusUnauthorized && status != http.StatusForbidden {
+// request made with it got no answer (resp nil: the endpoint may have
+// moved to another scheme) or the endpoint refused it (401, 403: its
+// access rules changed, its token no longer does), so the next session
+// pings again. A caller that gave up, or a refusal from the storage a
+// redirect led to, says nothing about the transport.
+func (s *session) refused(ctx context.Context, i int, resp *http.Response) {
+	if ctx.Err() != nil {
 		return
 	}
+	if resp != nil {
+		if resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusForbidden {
+			return
+		}
+		if resp.Request == nil || resp.Request.URL.Host != s.eps[i].Host {
+			return
+		}
+	}
 	s.mu.Lock()
-	key, ok := s.anon[i]
+	use, ok := s.anon[i]
 	s.mu.Unlock()
 	if ok {
-		s.reg.forgetAnon(key)
+		s.reg.forgetAnon(use.key, use.rt)
 	}
 }
 

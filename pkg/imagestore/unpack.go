@@ -192,11 +192,12 @@ func (p *layerPull) unpackLayer(ctx context.Context, i int, parent string) (retE
 	}
 	n, implicit := res.Bytes, res.Implicit
 	unpacked := time.Since(start)
-	if p.caps.DiffLayers && res.Flush != nil {
-		// Flushed now, while other layers still download, rather than
-		// all at the end: a flush costs in proportion to what was
-		// written since the last one, so the pull's last flush is left
-		// little (the commit's changes, the last layer).
+	// Flushed now, while other layers still download, rather than
+	// all at the end: a flush costs in proportion to what was written
+	// since the last one, so the pull's last flush is left little (the
+	// commit's changes, the last layer).
+	flushedEarly := p.caps.DiffLayers && res.Flush != nil
+	if flushedEarly {
 		if err := p.s.sn.SyncEntries(ctx, active, res.Flush); err != nil {
 			return fmt.Errorf("layer %s: flushing: %w", l.Digest, err)
 		}
@@ -220,7 +221,7 @@ func (p *layerPull) unpackLayer(ctx context.Context, i int, parent string) (retE
 	switch {
 	case !p.caps.DiffLayers:
 		flushNames = nil // the parent's copy is this snapshot's too
-	case res.Flush != nil:
+	case flushedEarly:
 		// Flushed when unpacked (above): left is what the commit
 		// changes, the implicit directories it gives the parent's
 		// attributes.

@@ -28,6 +28,7 @@ import (
 
 	"github.com/shim-cri/shim/pkg/errdefs"
 	"github.com/shim-cri/shim/pkg/snapshot"
+	"github.com/shim-cri/shim/pkg/snapshot/internal/fsutil"
 	tt "github.com/shim-cri/shim/pkg/snapshot/internal/tartest"
 )
 
@@ -866,14 +867,27 @@ func testSyncEntries(e *env) {
 // (SyncEntries), committed, built on and read as any other; a crash that
 // lost its directory leaves a record Remove and Cleanup accept.
 func testPrepareWithoutSync(e *env) {
+	before := fsutil.DirSyncs.Load()
 	dir := e.writable(e.prepare("extract", "", snapshot.WithoutSync()))
+	if n := fsutil.DirSyncs.Load() - before; n != 0 {
+		e.Errorf("Prepare WithoutSync flushed %d directories, want none", n)
+	}
+	before = fsutil.DirSyncs.Load()
+	e.prepare("synced", "")
+	if n := fsutil.DirSyncs.Load() - before; n != 2 {
+		e.Errorf("Prepare flushed %d directories, want 2 (its own, its name)", n)
+	}
 	res, err := snapshot.ApplyLayer(e.ctx, dir, bytes.NewReader(tt.Tar(tt.Dir("etc"), tt.File("etc/x", "1"))), e.caps.Whiteouts)
 	e.ok(err)
 	names := res.Flush
 	if names == nil {
 		names = []string{".", "etc", "etc/x"} // WhiteoutRemove lists none
 	}
+	before = fsutil.DirSyncs.Load()
 	e.ok(e.sn.SyncEntries(e.ctx, "extract", names))
+	if n := fsutil.DirSyncs.Load() - before; n != 2 {
+		e.Errorf("SyncEntries flushed %d directories besides the entries, want 2 (the snapshot's own, its name)", n)
+	}
 	e.commit("layer", "extract", snapshot.WithoutSync())
 	e.ok(e.sn.SyncEntries(e.ctx, "layer", names))
 	if got := e.readFile(filepath.Join(e.mount(e.view("view", "layer")), "etc/x")); got != "1" {

@@ -5,15 +5,21 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
 )
 
+// DirSyncs counts SyncDir calls: tests check with it which operations
+// flush directories.
+var DirSyncs atomic.Int64
+
 // SyncDir fsyncs the directory at path, making its entries (creates,
 // renames, removals) durable.
 func SyncDir(path string) error {
+	DirSyncs.Add(1)
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return &os.PathError{Op: "open", Path: path, Err: err}
