@@ -52,49 +52,40 @@ func TestAnonymousTransportReused(t *testing.T) {
 	}
 	wantPings("a pull of another repository", 2)
 
-	reg.setHook(func(w http.ResponseWriter, r *http.Request) bool {
-		if strings.Contains(r.URL.Path, "/manifests/") {
-			w.WriteHeader(http.StatusUnauthorized)
+	// A pull whose manifest request answer(w) answers fails, with the
+	// kept transport (no ping); the next pull pings again, the one after
+	// it does not.
+	failing := func(what string, answer func(w http.ResponseWriter)) {
+		t.Helper()
+		pings := reg.pings()
+		reg.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+			if !strings.Contains(r.URL.Path, "/manifests/") {
+				return false
+			}
+			answer(w)
 			return true
+		})
+		if err := pull("anon/a:1"); err == nil {
+			t.Fatalf("pull %s succeeded", what)
 		}
-		return false
-	})
-	if err := pull("anon/a:1"); err == nil {
-		t.Fatal("pull refused with 401 succeeded")
-	}
-	reg.setHook(nil)
-	wantPings("a refused pull (with the kept transport)", 2)
-	if err := pull("anon/a:1"); err != nil {
-		t.Fatal(err)
-	}
-	wantPings("the pull after a refusal", 3)
-	if err := pull("anon/a:1"); err != nil {
-		t.Fatal(err)
-	}
-	wantPings("the pull after that", 3)
-
-	// No answer at all (the connection closed): forgotten too.
-	reg.setHook(func(w http.ResponseWriter, r *http.Request) bool {
-		if !strings.Contains(r.URL.Path, "/manifests/") {
-			return false
+		reg.setHook(nil)
+		wantPings("a pull "+what, pings)
+		for _, after := range []string{"the pull after it", "the pull after that"} {
+			if err := pull("anon/a:1"); err != nil {
+				t.Fatal(err)
+			}
+			wantPings(after+" ("+what+")", pings+1)
 		}
+	}
+	failing("refused with 401", func(w http.ResponseWriter) { w.WriteHeader(http.StatusUnauthorized) })
+	failing("without an answer (the connection closed)", func(w http.ResponseWriter) {
 		conn, _, err := w.(http.Hijacker).Hijack()
 		if err != nil {
 			t.Error(err)
-			return false
+			return
 		}
 		conn.Close()
-		return true
 	})
-	if err := pull("anon/a:1"); err == nil {
-		t.Fatal("pull without an answer succeeded")
-	}
-	reg.setHook(nil)
-	wantPings("a pull without an answer (with the kept transport)", 3)
-	if err := pull("anon/a:1"); err != nil {
-		t.Fatal(err)
-	}
-	wantPings("the pull after no answer", 4)
 
 	s.reg.mu.Lock()
 	s.reg.anonTTL = 0
