@@ -17,8 +17,9 @@ const maxFlushEntries = 4 * snapshot.MaxFlushEntries
 
 // unflushedLayers are the layers committed without a flush
 // (snapshot.WithoutSync), by snapshot key, each with what flushing it
-// takes: the entries to fsync (snapshot.ApplyResult.Flush), or nil for the
-// whole filesystem. Whichever pull records an image using one first
+// takes: the entries to fsync (snapshot.ApplyResult.Flush; of a layer
+// flushed as it was unpacked, what its commit changed: none or its
+// implicit directories), or nil for the whole filesystem. Whichever pull records an image using one first
 // flushes it. Only this process commits layers unflushed, and start-up GC
 // removes every snapshot no recorded image or container holds, so a layer
 // not listed here is on disk.
@@ -154,6 +155,9 @@ func (s *Store) flush(ctx context.Context, img *Image) (string, error) {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	for k, l := range pending {
+		if len(l.names) == 0 {
+			continue // flushed as it was unpacked, and its commit changed nothing
+		}
 		g.Go(func() error {
 			if err := s.sn.SyncEntries(gctx, k, l.names); err != nil {
 				return fmt.Errorf("flushing layer %s: %w", k, err)

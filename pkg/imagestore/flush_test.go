@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/shim-cri/shim/pkg/snapshot"
 )
 
@@ -81,6 +83,28 @@ func TestPullFlush(t *testing.T) {
 	if got, want := pull(s, "lib/shared:1"), "the filesystem"; got != want {
 		t.Errorf("a shared unflushed layer without its entries flushed %q, want %q", got, want)
 	}
+
+	// Five layers of 62 entries (".", "f" and 60 files): four are
+	// flushed as they are unpacked (248 entries), the fifth would pass
+	// maxFlushEntries and is left to the last flush, entry by entry.
+	var wide []v1.Layer
+	for l := range 5 {
+		files := map[string]string{}
+		for i := range 60 {
+			files[fmt.Sprintf("f/%d", i)] = fmt.Sprint(l)
+		}
+		wide = append(wide, layerOf(t, files, "gzip"))
+	}
+	reg.push(t, "lib/wide:1", imageOf(t, "", wide...))
+	rec = &recordingSnapshotter{}
+	got := pull(newStore(t, "overlay", "", rec.wrap), "lib/wide:1")
+	// Left: the fifth's 62 entries, and the implicit directories (".",
+	// "f") of the others but the first (which has no parent).
+	var n int
+	if _, err := fmt.Sscanf(got, "%d entries of 5 layers and 2 blobs", &n); err != nil || n != 68 && n != 70 {
+		t.Errorf("five wide layers flushed %q, want 68 or 70 entries of 5 layers and 2 blobs", got)
+	}
+	rec.checkFlushedEarly(t, 4)
 
 	rec = &recordingSnapshotter{}
 	if got, want := pull(newStore(t, "native", "", rec.wrap), "lib/small:1"), "the filesystem"; got != want {

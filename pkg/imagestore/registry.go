@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -405,12 +406,12 @@ func (s *session) manifestFrom(ctx context.Context, i int, object string, want d
 	// Registries redirect manifests too (registry.k8s.io does).
 	resp, err := client(rt).Do(req)
 	if err != nil {
-		s.refused(ctx, i, nil)
+		s.refused(ctx, i, nil, err)
 		return fetched{}, classifyRegistryErr(err)
 	}
 	defer resp.Body.Close()
 	if err := transport.CheckError(resp, http.StatusOK); err != nil {
-		s.refused(ctx, i, resp)
+		s.refused(ctx, i, resp, nil)
 		return fetched{}, classifyRegistryErr(err)
 	}
 	body, err := capread.Read(resp.Body, maxManifestSize)
@@ -482,7 +483,7 @@ func (s *session) blobFrom(ctx context.Context, i int, dgst digest.Digest, offse
 	resp, err := client(rt).Do(req)
 	if err != nil {
 		cancel()
-		s.refused(ctx, i, nil)
+		s.refused(ctx, i, nil, err)
 		return nil, 0, classifyRegistryErr(err)
 	}
 	switch resp.StatusCode {
@@ -497,27 +498,37 @@ func (s *session) blobFrom(ctx context.Context, i int, dgst digest.Digest, offse
 	}
 	defer cancel()
 	defer resp.Body.Close()
-	s.refused(ctx, i, resp)
+	s.refused(ctx, i, resp, nil)
 	return nil, 0, classifyRegistryErr(transport.CheckError(resp, http.StatusOK, http.StatusPartialContent))
 }
 
-// refused forgets the reusable anonymous transport of endpoint i when a
-// request made with it got no answer (resp nil: the endpoint may have
-// moved to another scheme) or the endpoint refused it (401, 403: its
-// access rules changed, its token no longer does), so the next session
-// pings again. A caller that gave up, or a refusal from the storage a
-// redirect led to, says nothing about the transport.
-func (s *session) refused(ctx context.Context, i int, resp *http.Response) {
+// refused forgets the reusable anonymous transport of endpoint i when the
+// endpoint gave no answer to a request made with it (err: it may have
+// moved to another scheme) or refused it (resp 401, 403: its access rules
+// changed, its token no longer does), so the next session pings again. A
+// caller that gave up, or the storage a redirect led to, says nothing
+// about the transport.
+func (s *session) refused(ctx context.Context, i int, resp *http.Response, err error) {
 	if ctx.Err() != nil {
 		return
 	}
-	if resp != nil {
+	host := ""
+	var uerr *url.Error
+	switch {
+	case resp != nil:
 		if resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusForbidden {
 			return
 		}
-		if resp.Request == nil || resp.Request.URL.Host != s.eps[i].Host {
-			return
+		if resp.Request != nil {
+			host = resp.Request.URL.Host
 		}
+	case errors.As(err, &uerr):
+		if u, perr := url.Parse(uerr.URL); perr == nil {
+			host = u.Host
+		}
+	}
+	if host != s.eps[i].Host {
+		return
 	}
 	s.mu.Lock()
 	use, ok := s.anon[i]

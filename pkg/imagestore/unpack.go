@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"time"
 
 	"github.com/klauspost/compress/gzip"
@@ -61,6 +62,9 @@ type layerPull struct {
 	dl       chan struct{} // download slots
 	unpack   chan struct{} // unpack slots (unpacking from a local blob)
 	caps     snapshot.Capabilities
+	// earlyFlushes counts the entries of the layers flushed as they
+	// were unpacked (and of the first one past the cap).
+	earlyFlushes atomic.Int64
 }
 
 func acquire(ctx context.Context, sem chan struct{}) (func(), error) {
@@ -159,7 +163,7 @@ func (p *layerPull) unpackLayer(ctx context.Context, i int, parent string) (retE
 		prepParent = ""
 	}
 	// Not flushed: a crash before the image is recorded leaves the
-	// snapshot to start-up GC, and the flush covers it (SyncEntries).
+	// snapshot to start-up GC, and the layer's flush covers it.
 	mounts, err := p.s.sn.Prepare(ctx, active, prepParent, snapshot.WithoutSync())
 	if err != nil {
 		return fmt.Errorf("layer %s: prepare: %w", l.Digest, err)
@@ -195,8 +199,10 @@ func (p *layerPull) unpackLayer(ctx context.Context, i int, parent string) (retE
 	// Flushed now, while other layers still download, rather than
 	// all at the end: a flush costs in proportion to what was written
 	// since the last one, so the pull's last flush is left little (the
-	// commit's changes, the last layer).
-	flushedEarly := p.caps.DiffLayers && res.Flush != nil
+	// commit's changes, the last layer). No more than maxFlushEntries
+	// entries a pull, one fsync each; the layers past that are left to
+	// the last flush (which flushes the filesystem when they are many).
+	flushedEarly := p.caps.DiffLayers && res.Flush != nil && p.earlyFlushes.Add(int64(len(res.Flush))) <= maxFlushEntries
 	if flushedEarly {
 		if err := p.s.sn.SyncEntries(ctx, active, res.Flush); err != nil {
 			return fmt.Errorf("layer %s: flushing: %w", l.Digest, err)

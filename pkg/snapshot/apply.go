@@ -448,8 +448,8 @@ func (a *applier) file(pfd int, base string, hdr *tar.Header, tr *tar.Reader) er
 	return setTimes(pfd, base, times(hdr))
 }
 
-// writebackMin is the file size from which Apply starts writeback as soon
-// as a file is written.
+// writebackMin is the file size from which Apply starts a file's
+// writeback while writing it (every writebackChunk, and at its end).
 const writebackMin = 64 << 10
 
 // writebackChunk is how much of a file Apply writes before starting its

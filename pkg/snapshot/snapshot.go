@@ -135,7 +135,8 @@ func WithParent(parent string) Opt {
 }
 
 // WithoutSync, at Prepare and Commit, leaves the flush to a later Sync or
-// SyncEntries (a pull prepares and commits many layers and flushes once).
+// SyncEntries (a pull prepares and commits many layers and flushes each
+// when it is ready, or the filesystem once).
 func WithoutSync() Opt {
 	return func(o *Options) { o.NoSync = true }
 }

@@ -496,7 +496,8 @@ func (s *Snapshotter) Sync(ctx context.Context) error {
 }
 
 // SyncEntries implements snapshot.Snapshotter: an fsync of each listed
-// entry of key's own fs directory.
+// entry of key's own fs directory, then of the snapshot's directory and
+// of the snapshots root (its name there).
 func (s *Snapshotter) SyncEntries(ctx context.Context, key string, names []string) error {
 	if err := s.check(); err != nil {
 		return err
