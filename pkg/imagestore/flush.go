@@ -19,8 +19,8 @@ const maxFlushEntries = 4 * snapshot.MaxFlushEntries
 // (snapshot.WithoutSync), by snapshot key, each with what flushing it
 // takes: the entries to fsync (snapshot.ApplyResult.Flush; of a layer
 // flushed as it was unpacked, what its commit changed: none or its
-// implicit directories), or nil for the whole filesystem. Whichever pull records an image using one first
-// flushes it. Only this process commits layers unflushed, and start-up GC
+// implicit directories), or nil for the whole filesystem. Whichever pull
+// records an image using one first flushes it. Only this process commits layers unflushed, and start-up GC
 // removes every snapshot no recorded image or container holds, so a layer
 // not listed here is on disk.
 type unflushedLayers struct {

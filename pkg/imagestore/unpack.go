@@ -62,8 +62,8 @@ type layerPull struct {
 	dl       chan struct{} // download slots
 	unpack   chan struct{} // unpack slots (unpacking from a local blob)
 	caps     snapshot.Capabilities
-	// earlyFlushes counts the entries of the layers flushed as they
-	// were unpacked (and of the first one past the cap).
+	// earlyFlushes counts the entries of the layers that asked to be
+	// flushed as they were unpacked: those past maxFlushEntries are not.
 	earlyFlushes atomic.Int64
 }
 

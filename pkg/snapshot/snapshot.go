@@ -177,7 +177,7 @@ type Snapshotter interface {
 	// SyncEntries flushes the listed entries of key (regular files and
 	// directories, names relative to its root: ApplyResult.Flush of the
 	// layer unpacked into it) to disk, and the snapshot's own directory
-	// (which Prepare WithoutSync left unflushed).
+	// and its name (which Prepare WithoutSync left unflushed).
 	SyncEntries(ctx context.Context, key string, names []string) error
 	// Cleanup removes on-disk data that no snapshot record refers to
 	// (left by a crash between the steps of Prepare/Commit/Remove).
