@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"syscall"
 	"time"
@@ -40,6 +41,9 @@ var serveCommand = &cli.Command{
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
+		if n := raiseProcs(); n > 0 {
+			log.G(ctx).Infof("GOMAXPROCS raised to %d (GOMAXPROCS in the environment sets it)", n)
+		}
 		d, err := daemon.New(ctx, cfg, daemon.Options{Version: version(), RuntimeBinary: embeddedRuntime, InitBinary: embeddedInit})
 		if err != nil {
 			return err
@@ -58,6 +62,29 @@ var serveCommand = &cli.Command{
 		log.G(ctx).Infof("serving CRI on %s", d.Address())
 		return d.Serve(ctx)
 	},
+}
+
+// minProcs is the fewest Ps (goroutines running at once) the daemon runs
+// with. Go's scheduler takes the P of a thread that spends more than
+// 20-40 µs in a system call and hands it to another thread when
+// goroutines wait. A pull's page-cache writes (50 µs for 128 KiB here)
+// and flushes are such calls, but on a node of 2 CPUs the write is CPU
+// work that leaves no CPU for the new thread: with 2 Ps the hand-offs
+// and their thread wake-ups cost a pull of 8 × 4 MiB about 10 ms of CPU
+// and 5-9% of its time (docs/benchmarks.md). With more Ps a thread in a
+// system call keeps its P while other Ps are idle, and the kernel shares
+// the CPUs between the threads instead.
+const minProcs = 4
+
+// raiseProcs sets GOMAXPROCS to minProcs when Go chose fewer and the
+// environment did not set it; it returns the new value, or 0 if it left
+// it alone.
+func raiseProcs() int {
+	if _, set := os.LookupEnv("GOMAXPROCS"); set || runtime.GOMAXPROCS(0) >= minProcs {
+		return 0
+	}
+	runtime.GOMAXPROCS(minProcs)
+	return minProcs
 }
 
 // loadConfig reads the config file and applies the flags over it.

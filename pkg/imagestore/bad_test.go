@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/gzip"
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/shim-cri/shim/pkg/errdefs"
@@ -276,5 +277,50 @@ func TestRegistryAuth(t *testing.T) {
 				t.Fatal("credentials for another server were used")
 			}
 		})
+	}
+}
+
+// TestGzipReaderReuse decompresses through the pooled gzip readers: a
+// stream that is not gzip, then good ones, several at once, each read to
+// its end and checked.
+func TestGzipReaderReuse(t *testing.T) {
+	dec, err := decompressorFor("application/vnd.oci.image.layer.v1.tar+gzip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dec(strings.NewReader("not gzip at all")); err == nil {
+		t.Fatal("a stream that is not gzip decompressed")
+	}
+	gz := func(b []byte) []byte {
+		var buf bytes.Buffer
+		w := gzip.NewWriter(&buf)
+		w.Write(b)
+		w.Close()
+		return buf.Bytes()
+	}
+	done := make(chan error)
+	for i := range 8 {
+		go func() {
+			want := bytes.Repeat([]byte{byte(i)}, 100<<10+i)
+			for range 4 {
+				rc, err := dec(bytes.NewReader(gz(want)))
+				if err != nil {
+					done <- err
+					return
+				}
+				got, err := io.ReadAll(rc)
+				rc.Close()
+				if err != nil || !bytes.Equal(got, want) {
+					done <- fmt.Errorf("stream %d: %d bytes, %v; want %d", i, len(got), err, len(want))
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -517,7 +518,13 @@ func applyCompressed(ctx context.Context, dir string, r io.Reader, l Layer, mode
 	}
 	// Decompressors read a few KiB at a time; read the source (and so
 	// write the ingest) in big chunks instead.
-	rc, err := dec(bufio.NewReaderSize(r, 1<<20))
+	br := sourceReaders.Get().(*bufio.Reader)
+	br.Reset(r)
+	defer func() {
+		br.Reset(nil)
+		sourceReaders.Put(br)
+	}()
+	rc, err := dec(br)
 	if err != nil {
 		return snapshot.ApplyResult{}, fmt.Errorf("decompressing: %w: %w", err, errdefs.ErrFailedPrecondition)
 	}
@@ -552,11 +559,38 @@ func applyCompressed(ctx context.Context, dir string, r io.Reader, l Layer, mode
 
 type decompressor func(io.Reader) (io.ReadCloser, error)
 
+// sourceReaders and gzipReaders are reused from layer to layer: a pull
+// unpacks several at once, and a megabyte of new buffer and a gzip
+// window for each would cost a garbage collection every few layers.
+var (
+	sourceReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 1<<20) }}
+	gzipReaders   sync.Pool
+)
+
+// pooledGzip goes back to gzipReaders when closed.
+type pooledGzip struct{ *gzip.Reader }
+
+func (p pooledGzip) Close() error {
+	err := p.Reader.Close()
+	gzipReaders.Put(p.Reader)
+	return err
+}
+
 func decompressorFor(mediaType string) (decompressor, error) {
 	switch mediaType {
 	case ocispec.MediaTypeImageLayerGzip, ocispec.MediaTypeImageLayerNonDistributableGzip, //nolint:staticcheck // still found in the wild
 		"application/vnd.docker.image.rootfs.diff.tar.gzip", "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip":
-		return func(r io.Reader) (io.ReadCloser, error) { return gzip.NewReader(r) }, nil
+		return func(r io.Reader) (io.ReadCloser, error) {
+			z, ok := gzipReaders.Get().(*gzip.Reader)
+			if !ok {
+				z = new(gzip.Reader)
+			}
+			if err := z.Reset(r); err != nil {
+				gzipReaders.Put(z)
+				return nil, err
+			}
+			return pooledGzip{z}, nil
+		}, nil
 	case ocispec.MediaTypeImageLayerZstd, ocispec.MediaTypeImageLayerNonDistributableZstd: //nolint:staticcheck
 		return func(r io.Reader) (io.ReadCloser, error) {
 			d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(128<<20))

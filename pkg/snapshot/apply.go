@@ -10,6 +10,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -100,6 +101,11 @@ const MaxFlushEntries = 64
 // can hold millions of headers).
 const maxLayerEntries = 4 << 20
 
+// copyBuffers hold the buffers layers are copied through: a pull unpacks
+// several layers at once, and a new buffer for each would cost a garbage
+// collection every few layers.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
+
 // ApplyLayer is Apply, also reporting the implicit directories.
 func ApplyLayer(ctx context.Context, dir string, r io.Reader, mode WhiteoutMode) (ApplyResult, error) {
 	if mode != WhiteoutOverlay && mode != WhiteoutRemove {
@@ -111,7 +117,9 @@ func ApplyLayer(ctx context.Context, dir string, r io.Reader, mode WhiteoutMode)
 	}
 	defer unix.Close(rootfd)
 
-	a := &applier{ctx: ctx, root: rootfd, mode: mode, buf: make([]byte, copyBufferSize),
+	buf := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(buf)
+	a := &applier{ctx: ctx, root: rootfd, mode: mode, buf: *buf,
 		explicit: map[string]bool{}, parents: map[string]bool{}}
 	if mode == WhiteoutRemove {
 		a.written = make(map[string]struct{})
@@ -458,14 +466,17 @@ const writebackChunk = 1 << 20
 
 // copyData copies r into f. With writeback (f's descriptor, else -1) it
 // starts writing the data back every writebackChunk, not waiting, so the
-// flush that makes the layer durable later finds little left to do.
+// flush that makes the layer durable later finds little left to do. It
+// writes a full buffer at a time: decompressors return at most their
+// window (32 KiB for gzip) a read, and each write is a system call that
+// may hand the Go scheduler's processor to another thread.
 func (a *applier) copyData(f *os.File, r io.Reader, writeback int) error {
 	var written, started int64
 	for {
 		if err := a.ctx.Err(); err != nil {
 			return err
 		}
-		n, rerr := r.Read(a.buf)
+		n, rerr := fill(r, a.buf)
 		if n > 0 {
 			if _, err := f.Write(a.buf[:n]); err != nil {
 				return err
@@ -483,6 +494,19 @@ func (a *applier) copyData(f *os.File, r io.Reader, writeback int) error {
 			return rerr
 		}
 	}
+}
+
+// fill reads r into b until b is full or r fails (io.EOF at its end).
+func fill(r io.Reader, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := r.Read(b[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 func (a *applier) symlink(pfd int, base string, hdr *tar.Header) error {

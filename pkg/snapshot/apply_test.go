@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -643,6 +645,44 @@ func TestApplyWhiteoutRemove(t *testing.T) {
 		if !exists && !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s: %v, want it removed", p, err)
 		}
+	}
+}
+
+// TestApplyFileSizes unpacks files of sizes about the copy buffer's and
+// the writeback chunk's, read a byte at a time (as a decompressor returns
+// less than asked), and a stream cut in the middle of a file.
+func TestApplyFileSizes(t *testing.T) {
+	requireRoot(t)
+	sizes := []int{0, 1, copyBufferSize - 1, copyBufferSize, copyBufferSize + 1, 2*copyBufferSize + 17, writebackChunk + 3}
+	var entries []tt.Entry
+	want := map[string][]byte{}
+	for i, size := range sizes {
+		b := make([]byte, size)
+		for j := range b {
+			b[j] = byte(j*7 + i)
+		}
+		name := fmt.Sprintf("f%d", i)
+		want[name] = b
+		entries = append(entries, tt.File(name, string(b)))
+	}
+	dir := t.TempDir()
+	if _, err := Apply(context.Background(), dir, iotest.OneByteReader(bytes.NewReader(tt.Tar(entries...))), WhiteoutOverlay); err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range want {
+		got, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, b) {
+			t.Errorf("%s: %d bytes, want %d (equal: %v)", name, len(got), len(b), bytes.Equal(got, b))
+		}
+	}
+
+	data := tt.Tar(tt.File("cut", string(make([]byte, copyBufferSize+100))))
+	cut := data[:512+copyBufferSize+50] // the header, then part of the file
+	if _, err := Apply(context.Background(), t.TempDir(), iotest.HalfReader(bytes.NewReader(cut)), WhiteoutOverlay); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("Apply of a stream cut inside a file: %v, want unexpected EOF", err)
 	}
 }
 
