@@ -61,6 +61,9 @@ func (r *Runtime) createContainer(ctx context.Context, j *Job, req CreateContain
 	if sb.view().State != SandboxReady {
 		return nil, fmt.Errorf("pod sandbox %s is not ready: %w", sb.ID, errdefs.ErrFailedPrecondition)
 	}
+	// The container's cgroup join comes after the snapshot, the spec and
+	// the plan: warm its lock meanwhile.
+	r.warmer.Warm(ctx)
 	cfg := req.Config
 	if err := specgen.ValidateContainerConfig(cfg); err != nil {
 		return nil, err

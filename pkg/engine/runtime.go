@@ -16,6 +16,7 @@ import (
 	"github.com/shim-cri/shim/pkg/execdrv"
 	"github.com/shim-cri/shim/pkg/execdrv/specgen"
 	"github.com/shim-cri/shim/pkg/imagestore"
+	"github.com/shim-cri/shim/pkg/libct"
 	"github.com/shim-cri/shim/pkg/log"
 	"github.com/shim-cri/shim/pkg/monitor"
 	"github.com/shim-cri/shim/pkg/netdrv"
@@ -61,6 +62,7 @@ type Runtime struct {
 	handlers   map[string]*runtimeHandler // resolved once, read-only after
 	nsDir      string
 	features   *hostFeatures
+	warmer     *libct.AttachWarmer // nil: none on this host
 }
 
 func newRuntime(ctx context.Context, o RuntimeOptions) (*Runtime, error) {
@@ -91,6 +93,11 @@ func newRuntime(ctx context.Context, o RuntimeOptions) (*Runtime, error) {
 	}
 	r.handlers = resolveHandlers(o.Handlers, r.libctRoot(), r.runcRoot())
 	r.detectFeatures(ctx)
+	if w, err := libct.NewAttachWarmer(); err != nil {
+		log.G(ctx).WithError(err).Info("no cgroup join warm-up: a container's first join may wait for the kernel's RCU grace period")
+	} else {
+		r.warmer = w
+	}
 	if err := r.recover(ctx); err != nil {
 		return nil, fmt.Errorf("recovering pods: %w", err)
 	}

@@ -65,6 +65,9 @@ func (r *Runtime) runPod(ctx context.Context, j *Job, req RunPodRequest) (_ *San
 	if err := specgen.ValidatePodConfig(cfg); err != nil {
 		return nil, err
 	}
+	// The first container's create (or a shared-PID pod's infra) joins a
+	// cgroup soon: warm its lock (libct.AttachWarmer).
+	r.warmer.Warm(ctx)
 	sysctls, err := specgen.PodSysctls(cfg)
 	if err != nil {
 		return nil, err
