@@ -1,28 +1,25 @@
 package main
 
-import (
-	"os"
-	"runtime"
-	"testing"
-)
+import "testing"
 
-func TestRaiseProcs(t *testing.T) {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
-
-	// Set in the environment: left alone, however few.
-	t.Setenv("GOMAXPROCS", "1")
-	runtime.GOMAXPROCS(1)
-	if n := raiseProcs(); n != 0 || runtime.GOMAXPROCS(0) != 1 {
-		t.Errorf("with GOMAXPROCS=1 set: raiseProcs() = %d, GOMAXPROCS %d; want 0, 1", n, runtime.GOMAXPROCS(0))
-	}
-
-	os.Unsetenv("GOMAXPROCS") // t.Setenv restores it
-	runtime.GOMAXPROCS(2)
-	if n := raiseProcs(); n != minProcs || runtime.GOMAXPROCS(0) != minProcs {
-		t.Errorf("from 2: raiseProcs() = %d, GOMAXPROCS %d; want %d", n, runtime.GOMAXPROCS(0), minProcs)
-	}
-	runtime.GOMAXPROCS(minProcs + 2)
-	if n := raiseProcs(); n != 0 || runtime.GOMAXPROCS(0) != minProcs+2 {
-		t.Errorf("from %d: raiseProcs() = %d, GOMAXPROCS %d; want 0, unchanged", minProcs+2, n, runtime.GOMAXPROCS(0))
+func TestProcsFor(t *testing.T) {
+	for _, tc := range []struct {
+		env       bool
+		cur, ncpu int
+		want      int
+	}{
+		{false, 2, 2, minProcs}, // a small node: raised
+		{false, 1, 1, minProcs}, // a single CPU too
+		{true, 2, 2, 0},         // GOMAXPROCS set in the environment
+		{true, 1, 2, 0},         // however few
+		{false, 1, 2, 0},        // a CPU quota made Go choose fewer: left
+		{false, 4, 4, 0},        // enough already
+		{false, 8, 8, 0},        // a big node
+		{false, 2, 16, 0},       // a quota on a big node
+		{false, minProcs, 2, 0}, // more Ps than CPUs already (set by hand)
+	} {
+		if got := procsFor(tc.env, tc.cur, tc.ncpu); got != tc.want {
+			t.Errorf("procsFor(env %v, GOMAXPROCS %d, %d CPUs) = %d, want %d", tc.env, tc.cur, tc.ncpu, got, tc.want)
+		}
 	}
 }

@@ -42,7 +42,7 @@ var serveCommand = &cli.Command{
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
 		if n := raiseProcs(); n > 0 {
-			log.G(ctx).Infof("GOMAXPROCS raised to %d (GOMAXPROCS in the environment sets it)", n)
+			log.G(ctx).Infof("GOMAXPROCS raised to %d on %d CPUs (GOMAXPROCS in the environment sets it)", n, runtime.NumCPU())
 		}
 		d, err := daemon.New(ctx, cfg, daemon.Options{Version: version(), RuntimeBinary: embeddedRuntime, InitBinary: embeddedInit})
 		if err != nil {
@@ -65,25 +65,38 @@ var serveCommand = &cli.Command{
 }
 
 // minProcs is the fewest Ps (goroutines running at once) the daemon runs
-// with. Go's scheduler takes the P of a thread that spends more than
-// 20-40 µs in a system call and hands it to another thread when
-// goroutines wait. A pull's page-cache writes (50 µs for 128 KiB here)
-// and flushes are such calls, but on a node of 2 CPUs the write is CPU
-// work that leaves no CPU for the new thread: with 2 Ps the hand-offs
-// and their thread wake-ups cost a pull of 8 × 4 MiB about 10 ms of CPU
-// and 5-9% of its time (docs/benchmarks.md). With more Ps a thread in a
-// system call keeps its P while other Ps are idle, and the kernel shares
-// the CPUs between the threads instead.
+// with on a small node. Go's scheduler takes the P of a thread that
+// spends more than 20-40 µs in a system call and hands it to another
+// thread when goroutines wait. A pull's page-cache writes (50 µs for 128
+// KiB here) and flushes are such calls, but on a node of 2 CPUs the write
+// is CPU work that leaves no CPU for the new thread: with 2 Ps the
+// hand-offs and their thread wake-ups cost a pull of 8 × 4 MiB about 10
+// ms of CPU and 5-9% of its time (docs/benchmarks.md, "Buffers, writes
+// and Ps"). With more Ps a thread in a system call keeps its P while
+// other Ps are idle, and the kernel shares the CPUs between the threads
+// instead.
 const minProcs = 4
 
-// raiseProcs sets GOMAXPROCS to minProcs when Go chose fewer and the
-// environment did not set it; it returns the new value, or 0 if it left
-// it alone.
+// raiseProcs applies procsFor: it returns the GOMAXPROCS it set, or 0.
 func raiseProcs() int {
-	if _, set := os.LookupEnv("GOMAXPROCS"); set || runtime.GOMAXPROCS(0) >= minProcs {
+	_, set := os.LookupEnv("GOMAXPROCS")
+	n := procsFor(set, runtime.GOMAXPROCS(0), runtime.NumCPU())
+	if n > 0 {
+		runtime.GOMAXPROCS(n)
+	}
+	return n
+}
+
+// procsFor is the GOMAXPROCS the daemon sets, or 0 to leave Go's: minProcs
+// when the node has fewer CPUs and Go chose one P per CPU, unless the
+// environment set it. A CPU quota that made Go choose fewer Ps than CPUs
+// is left alone (more threads would only be throttled sooner); setting
+// it stops Go's own updates when the quota changes, which a node without
+// one does not miss.
+func procsFor(envSet bool, cur, ncpu int) int {
+	if envSet || ncpu >= minProcs || cur != ncpu {
 		return 0
 	}
-	runtime.GOMAXPROCS(minProcs)
 	return minProcs
 }
 

@@ -63,7 +63,7 @@ func (r *Runtime) createContainer(ctx context.Context, j *Job, req CreateContain
 	}
 	// The container's cgroup join comes after the snapshot, the spec and
 	// the plan: warm its lock meanwhile.
-	r.warmer.Warm(ctx)
+	r.warmer.Warm()
 	cfg := req.Config
 	if err := specgen.ValidateContainerConfig(cfg); err != nil {
 		return nil, err

@@ -94,7 +94,7 @@ func newRuntime(ctx context.Context, o RuntimeOptions) (*Runtime, error) {
 	r.handlers = resolveHandlers(o.Handlers, r.libctRoot(), r.runcRoot())
 	r.detectFeatures(ctx)
 	if w, err := libct.NewAttachWarmer(); err != nil {
-		log.G(ctx).WithError(err).Info("no cgroup join warm-up: a container's first join may wait for the kernel's RCU grace period")
+		log.G(ctx).WithError(err).Warn("no cgroup join warm-up: a container's first cgroup join may wait for the kernel's RCU grace period")
 	} else {
 		r.warmer = w
 	}

@@ -67,7 +67,7 @@ func (r *Runtime) runPod(ctx context.Context, j *Job, req RunPodRequest) (_ *San
 	}
 	// The first container's create (or a shared-PID pod's infra) joins a
 	// cgroup soon: warm its lock (libct.AttachWarmer).
-	r.warmer.Warm(ctx)
+	r.warmer.Warm()
 	sysctls, err := specgen.PodSysctls(cfg)
 	if err != nil {
 		return nil, err

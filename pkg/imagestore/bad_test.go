@@ -294,8 +294,12 @@ func TestGzipReaderReuse(t *testing.T) {
 	gz := func(b []byte) []byte {
 		var buf bytes.Buffer
 		w := gzip.NewWriter(&buf)
-		w.Write(b)
-		w.Close()
+		if _, err := w.Write(b); err != nil {
+			panic(err)
+		}
+		if err := w.Close(); err != nil {
+			panic(err)
+		}
 		return buf.Bytes()
 	}
 	done := make(chan error)
@@ -310,6 +314,7 @@ func TestGzipReaderReuse(t *testing.T) {
 				}
 				got, err := io.ReadAll(rc)
 				rc.Close()
+				rc.Close() // a second Close must not pool the reader twice
 				if err != nil || !bytes.Equal(got, want) {
 					done <- fmt.Errorf("stream %d: %d bytes, %v; want %d", i, len(got), err, len(want))
 					return

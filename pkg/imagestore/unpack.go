@@ -567,12 +567,17 @@ var (
 	gzipReaders   sync.Pool
 )
 
-// pooledGzip goes back to gzipReaders when closed.
+// pooledGzip goes back to gzipReaders when closed (once: a second Close
+// does nothing, so two layers never share a reader).
 type pooledGzip struct{ *gzip.Reader }
 
-func (p pooledGzip) Close() error {
+func (p *pooledGzip) Close() error {
+	if p.Reader == nil {
+		return nil
+	}
 	err := p.Reader.Close()
 	gzipReaders.Put(p.Reader)
+	p.Reader = nil
 	return err
 }
 
@@ -589,7 +594,7 @@ func decompressorFor(mediaType string) (decompressor, error) {
 				gzipReaders.Put(z)
 				return nil, err
 			}
-			return pooledGzip{z}, nil
+			return &pooledGzip{z}, nil
 		}, nil
 	case ocispec.MediaTypeImageLayerZstd, ocispec.MediaTypeImageLayerNonDistributableZstd: //nolint:staticcheck
 		return func(r io.Reader) (io.ReadCloser, error) {

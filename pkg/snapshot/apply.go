@@ -497,6 +497,9 @@ func (a *applier) copyData(f *os.File, r io.Reader, writeback int) error {
 }
 
 // fill reads r into b until b is full or r fails (io.EOF at its end).
+// Not io.ReadFull: it turns an EOF after some bytes into
+// io.ErrUnexpectedEOF, which is also what a tar reader returns for a
+// stream cut inside a file, and the two must not be told apart by value.
 func fill(r io.Reader, b []byte) (int, error) {
 	n := 0
 	for n < len(b) {

@@ -675,7 +675,7 @@ func TestApplyFileSizes(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(got, b) {
-			t.Errorf("%s: %d bytes, want %d (equal: %v)", name, len(got), len(b), bytes.Equal(got, b))
+			t.Errorf("%s: %d bytes, want %d, or other bytes", name, len(got), len(b))
 		}
 	}
 
